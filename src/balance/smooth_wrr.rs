@@ -1,0 +1,260 @@
+//! Smooth weighted round-robin, nginx's algorithm, made cheap per pick.
+//!
+//! nginx walks every peer on every pick: each peer's current weight grows by its weight, the
+//! largest wins and gives back the total. For weights 5, 1, 1 that yields `a a b a c a a`, then
+//! repeats. The sequence is periodic with period `sum(weights)` (after dividing by their gcd),
+//! so we run nginx's walk once, when the configuration is loaded, and store one period as a
+//! schedule. A pick then reads the next schedule entry, skipping entries whose peer cannot be
+//! taken right now (down, failed, full, or already tried for this request).
+//!
+//! Properties kept from nginx: with every peer available the order is exactly nginx's; over any
+//! `sum(weights)` consecutive picks each available peer is chosen exactly `weight` times, and
+//! with some peers unavailable the same holds for the available ones over `sum` of their
+//! weights (the filtered schedule is periodic with that period). What changes: nginx lowers a
+//! failing peer's effective weight gradually; here a peer is either available or skipped.
+//!
+//! A schedule longer than [`MAX_SCHEDULE`] entries (huge, coprime weights) is not stored; such
+//! an upstream falls back to nginx's walk over all peers on each pick.
+
+/// The longest schedule kept in memory, in entries (4 bytes each).
+pub const MAX_SCHEDULE: u64 = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct SmoothWrr {
+    mode: Mode,
+}
+
+#[derive(Debug, Clone)]
+enum Mode {
+    /// No peer with a positive weight.
+    Empty,
+    Schedule { order: Vec<u32>, next: usize },
+    Walk { weights: Vec<u32>, current: Vec<i64> },
+}
+
+impl SmoothWrr {
+    /// `weights[i]` is peer `i`'s weight; 0 leaves the peer out (e.g. a `down` server).
+    pub fn new(weights: &[u32]) -> SmoothWrr {
+        let g = weights.iter().fold(0u32, |g, &w| gcd(g, w));
+        if g == 0 {
+            return SmoothWrr { mode: Mode::Empty };
+        }
+        let reduced: Vec<u32> = weights.iter().map(|w| w / g).collect();
+        let period: u64 = reduced.iter().map(|&w| u64::from(w)).sum();
+        if period > MAX_SCHEDULE {
+            return SmoothWrr {
+                mode: Mode::Walk {
+                    weights: weights.to_vec(),
+                    current: vec![0; weights.len()],
+                },
+            };
+        }
+        let mut current = vec![0i64; reduced.len()];
+        let mut order = Vec::with_capacity(period as usize);
+        for _ in 0..period {
+            let i = walk_step(&reduced, &mut current, |_| true).expect("positive total weight");
+            order.push(i as u32);
+        }
+        SmoothWrr {
+            mode: Mode::Schedule { order, next: 0 },
+        }
+    }
+
+    /// Length of the stored period (0 when walking or empty).
+    pub fn period(&self) -> usize {
+        match &self.mode {
+            Mode::Schedule { order, .. } => order.len(),
+            _ => 0,
+        }
+    }
+
+    /// Picks the next peer for which `usable` says yes, or `None` when there is none.
+    /// Allocates nothing; takes no lock.
+    #[inline]
+    pub fn pick(&mut self, mut usable: impl FnMut(usize) -> bool) -> Option<usize> {
+        match &mut self.mode {
+            Mode::Empty => None,
+            Mode::Schedule { order, next } => {
+                let len = order.len();
+                for _ in 0..len {
+                    let i = order[*next] as usize;
+                    *next += 1;
+                    if *next == len {
+                        *next = 0;
+                    }
+                    if usable(i) {
+                        return Some(i);
+                    }
+                }
+                None
+            }
+            Mode::Walk { weights, current } => walk_step(weights, current, usable),
+        }
+    }
+}
+
+/// One step of nginx's smooth weighted round-robin over the peers `usable` accepts: ties go to
+/// the lowest index, as in nginx.
+fn walk_step(
+    weights: &[u32],
+    current: &mut [i64],
+    mut usable: impl FnMut(usize) -> bool,
+) -> Option<usize> {
+    let mut total = 0i64;
+    let mut best: Option<usize> = None;
+    for i in 0..weights.len() {
+        if weights[i] == 0 || !usable(i) {
+            continue;
+        }
+        let w = i64::from(weights[i]);
+        current[i] += w;
+        total += w;
+        if best.is_none_or(|b| current[i] > current[b]) {
+            best = Some(i);
+        }
+    }
+    let b = best?;
+    current[b] -= total;
+    Some(b)
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// nginx's algorithm as it runs in nginx: a walk over all available peers per pick.
+    fn nginx_sequence(weights: &[u32], n: usize) -> Vec<usize> {
+        let mut current = vec![0i64; weights.len()];
+        (0..n)
+            .map(|_| walk_step(weights, &mut current, |_| true).unwrap())
+            .collect()
+    }
+
+    fn picks(s: &mut SmoothWrr, n: usize, usable: impl Fn(usize) -> bool) -> Vec<usize> {
+        (0..n).map(|_| s.pick(&usable).unwrap()).collect()
+    }
+
+    /// A small deterministic generator, so property tests need no extra crate.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    #[test]
+    fn five_one_one_is_nginx_order() {
+        let mut s = SmoothWrr::new(&[5, 1, 1]);
+        let seq = picks(&mut s, 21, |_| true);
+        let letters: String = seq.iter().map(|&i| (b'a' + i as u8) as char).collect();
+        assert_eq!(letters, "aabacaa".repeat(3));
+    }
+
+    #[test]
+    fn same_order_as_nginx_for_many_weight_sets() {
+        let sets: &[&[u32]] = &[
+            &[1],
+            &[1, 1],
+            &[3, 2],
+            &[5, 1, 1],
+            &[2, 4, 6],
+            &[10, 1],
+            &[1, 2, 3, 4, 5],
+            &[7, 7, 7],
+            &[100, 1, 50],
+            &[3, 0, 2],
+        ];
+        for w in sets {
+            let total: u32 = w.iter().sum();
+            let n = total as usize * 3;
+            let mut s = SmoothWrr::new(w);
+            assert_eq!(picks(&mut s, n, |_| true), nginx_sequence(w, n), "weights {w:?}");
+        }
+    }
+
+    #[test]
+    fn gcd_reduction_keeps_order() {
+        let mut a = SmoothWrr::new(&[10, 20, 30]);
+        let mut b = SmoothWrr::new(&[1, 2, 3]);
+        assert_eq!(a.period(), 6);
+        assert_eq!(picks(&mut a, 30, |_| true), picks(&mut b, 30, |_| true));
+    }
+
+    #[test]
+    fn window_property_random_weights_and_up_sets() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..300 {
+            let n = 1 + rng.below(12) as usize;
+            let weights: Vec<u32> = (0..n).map(|_| 1 + rng.below(9) as u32).collect();
+            let up: Vec<bool> = (0..n).map(|_| rng.below(4) != 0).collect();
+            let mut s = SmoothWrr::new(&weights);
+            let window: u32 = (0..n).filter(|&i| up[i]).map(|i| weights[i]).sum();
+            if window == 0 {
+                assert_eq!(s.pick(|i| up[i]), None);
+                continue;
+            }
+            // Start somewhere in the middle of the schedule.
+            for _ in 0..rng.below(50) {
+                s.pick(|i| up[i]);
+            }
+            let seq = picks(&mut s, window as usize * 4, |i| up[i]);
+            for start in 0..seq.len() - window as usize {
+                let mut count = vec![0u32; n];
+                for &i in &seq[start..start + window as usize] {
+                    count[i] += 1;
+                }
+                for i in 0..n {
+                    let want = if up[i] { weights[i] } else { 0 };
+                    assert_eq!(count[i], want, "weights {weights:?} up {up:?} start {start}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn all_down_and_single_peer() {
+        let mut s = SmoothWrr::new(&[3, 2]);
+        assert_eq!(s.pick(|_| false), None);
+        let mut one = SmoothWrr::new(&[4]);
+        assert_eq!(picks(&mut one, 5, |_| true), vec![0; 5]);
+        assert_eq!(one.pick(|_| false), None);
+        let mut empty = SmoothWrr::new(&[0, 0]);
+        assert_eq!(empty.pick(|_| true), None);
+        assert_eq!(SmoothWrr::new(&[]).pick(|_| true), None);
+    }
+
+    #[test]
+    fn tried_peers_are_skipped() {
+        let mut s = SmoothWrr::new(&[5, 1, 1]);
+        let mut tried = [false; 3];
+        let mut got = vec![];
+        while let Some(i) = s.pick(|i| !tried[i]) {
+            tried[i] = true;
+            got.push(i);
+        }
+        got.sort();
+        assert_eq!(got, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn huge_coprime_weights_fall_back_to_walking() {
+        let w = [1_000_003u32, 999_983, 7];
+        let mut s = SmoothWrr::new(&w);
+        assert_eq!(s.period(), 0);
+        assert_eq!(picks(&mut s, 2000, |_| true), nginx_sequence(&w, 2000));
+    }
+}

@@ -1,0 +1,277 @@
+//! `lb_upstream [method];` in an `upstream {}` block, and the module that carries it.
+//!
+//! nginx's own balancing directives (`least_conn`, `hash`, `ip_hash`, `random`) only warn when
+//! they replace another method, and `keepalive` wraps whatever method it finds when it is
+//! parsed. So: `lb_upstream` refuses an upstream that already has a method or `keepalive`
+//! (it must come first), and after all upstreams are initialised `init_main_conf` refuses any
+//! upstream where a later directive replaced us.
+
+use core::ffi::{c_char, c_void};
+use core::ptr;
+
+use nginx_sys::{
+    ngx_command_t, ngx_conf_t, ngx_http_conf_ctx_t, ngx_http_module_t,
+    ngx_http_upstream_init_round_robin, ngx_http_upstream_main_conf_t,
+    ngx_http_upstream_module, ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t,
+    ngx_int_t, ngx_log_error_core, ngx_module_t, ngx_uint_t, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
+    NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF_OFFSET, NGX_HTTP_UPS_CONF, NGX_LOG_EMERG, NGX_LOG_NOTICE,
+};
+
+use super::table::Upstream;
+use crate::balance::Method;
+use crate::nginx::{bytes, conf_error, directive_args, CONF_ERROR, CONF_OK};
+use crate::shm;
+
+/// Our configuration of one `upstream {}` block (nginx creates one per `server`/`upstream`).
+#[derive(Default)]
+pub struct SrvConf {
+    pub enabled: bool,
+    pub method: Method,
+    /// Where `lb_upstream` was written, for messages after parsing.
+    pub file: String,
+    pub line: usize,
+    /// Built by `init_upstream`; stays null if another method replaced us.
+    pub upstream: *mut Upstream,
+}
+
+/// Per-cycle state: every upstream that uses `lb_upstream`, and the shared zone.
+#[derive(Default)]
+pub struct MainConf {
+    pub upstreams: Vec<*mut Upstream>,
+}
+
+static LB_CTX: ngx_http_module_t = ngx_http_module_t {
+    preconfiguration: None,
+    postconfiguration: None,
+    create_main_conf: Some(create_main_conf),
+    init_main_conf: Some(init_main_conf),
+    create_srv_conf: Some(create_srv_conf),
+    merge_srv_conf: None,
+    create_loc_conf: None,
+    merge_loc_conf: None,
+};
+
+static mut LB_COMMANDS: [ngx_command_t; 2] = [
+    ngx_command_t {
+        name: ngx::ngx_string!("lb_upstream"),
+        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(set_lb_upstream),
+        conf: NGX_HTTP_SRV_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t::empty(),
+];
+
+/// The balancer module, exported in the module table from `lib.rs`.
+#[used]
+#[allow(non_upper_case_globals)]
+pub static mut ngx_http_lb_module: ngx_module_t = ngx_module_t {
+    ctx: ptr::addr_of!(LB_CTX) as *mut c_void,
+    commands: ptr::addr_of_mut!(LB_COMMANDS) as *mut ngx_command_t,
+    type_: NGX_HTTP_MODULE as ngx_uint_t,
+    ..ngx_module_t::default()
+};
+
+/// Our module's `ctx_index`.
+pub fn ctx_index() -> usize {
+    // SAFETY: nginx sets `ctx_index` once while loading the configuration; reads after that
+    // see a stable value.
+    unsafe { (*ptr::addr_of!(ngx_http_lb_module)).ctx_index }
+}
+
+/// Our `SrvConf` for an upstream block, or null for upstreams nginx created implicitly
+/// (`proxy_pass http://host`) that have no configuration of their own.
+///
+/// # Safety
+/// `us` must be a live upstream configuration of the current cycle.
+pub unsafe fn srv_conf(us: *const ngx_http_upstream_srv_conf_t) -> *mut SrvConf {
+    // SAFETY: `srv_conf` of an `upstream {}` block holds one slot per HTTP module.
+    unsafe {
+        if (*us).srv_conf.is_null() {
+            return ptr::null_mut();
+        }
+        *(*us).srv_conf.add(ctx_index()) as *mut SrvConf
+    }
+}
+
+unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    // SAFETY: the configuration pool outlives the cycle's configuration and runs Drop.
+    unsafe { ngx::core::Pool::from_ngx_pool((*cf).pool) }.allocate(MainConf::default())
+        as *mut c_void
+}
+
+unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    // SAFETY: as above.
+    unsafe { ngx::core::Pool::from_ngx_pool((*cf).pool) }.allocate(SrvConf::default())
+        as *mut c_void
+}
+
+unsafe extern "C" fn set_lb_upstream(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes our own srv conf and the configuration being parsed.
+    let (conf, args) = unsafe { (&mut *(conf as *mut SrvConf), directive_args(cf)) };
+    if conf.enabled {
+        // SAFETY: `cf` is the configuration being parsed.
+        return unsafe { conf_error(cf, "\"lb_upstream\" directive is duplicate") };
+    }
+    // SAFETY: directive arguments are nginx strings from the configuration pool.
+    let arg = args.get(1).map(|a| unsafe { bytes(a) });
+    conf.method = match Method::parse(arg) {
+        Ok(m) => m,
+        // SAFETY: `cf` is the configuration being parsed.
+        Err(e) => return unsafe { conf_error(cf, &format!("lb_upstream: {e}")) },
+    };
+
+    // SAFETY: inside `upstream {}` the context's srv_conf array holds the upstream module's
+    // configuration of this block.
+    let uscf = unsafe {
+        let ctx = (*cf).ctx as *mut ngx_http_conf_ctx_t;
+        let index = (*ptr::addr_of!(ngx_http_upstream_module)).ctx_index;
+        &mut *(*(*ctx).srv_conf.add(index) as *mut ngx_http_upstream_srv_conf_t)
+    };
+    if uscf.peer.init_upstream.is_some() {
+        // SAFETY: `cf` is the configuration being parsed.
+        return unsafe {
+            conf_error(
+                cf,
+                &format!(
+                    "lb_upstream: upstream \"{}\" already has a load balancing method or \
+                     \"keepalive\"; \"lb_upstream\" must come first in the block and cannot be \
+                     combined with \"least_conn\", \"hash\", \"ip_hash\" or \"random\"",
+                    // SAFETY: the upstream's name is an nginx string from the pool.
+                    bytes(&uscf.host).escape_ascii()
+                ),
+            )
+        };
+    }
+    uscf.peer.init_upstream = Some(init_upstream);
+    conf.enabled = true;
+    // SAFETY: `conf_file` is set while a file is being parsed.
+    unsafe {
+        let file = (*cf).conf_file;
+        if !file.is_null() {
+            conf.file = String::from_utf8_lossy(bytes(&(*file).file.name)).into_owned();
+            conf.line = (*file).line;
+        }
+    }
+    CONF_OK
+}
+
+/// nginx's `init_upstream` hook: lets nginx's round-robin code parse the `server` lines, then
+/// builds our table from them and takes over `init_peer`.
+unsafe extern "C" fn init_upstream(
+    cf: *mut ngx_conf_t,
+    us: *mut ngx_http_upstream_srv_conf_t,
+) -> ngx_int_t {
+    // SAFETY: nginx calls this with the configuration and a live upstream block.
+    unsafe {
+        if ngx_http_upstream_init_round_robin(cf, us) != nginx_sys::NGX_OK as ngx_int_t {
+            return nginx_sys::NGX_ERROR as ngx_int_t;
+        }
+        let conf = srv_conf(us);
+        let rr = (*us).peer.data as *const ngx_http_upstream_rr_peers_t;
+        if conf.is_null() || rr.is_null() {
+            return nginx_sys::NGX_ERROR as ngx_int_t;
+        }
+        let table = Upstream::from_round_robin((*us).host, (*conf).method, rr);
+        let table = ngx::core::Pool::from_ngx_pool((*cf).pool).allocate(table);
+        if table.is_null() {
+            return nginx_sys::NGX_ERROR as ngx_int_t;
+        }
+        (*conf).upstream = table;
+        (*us).peer.init = Some(super::pick::init_peer);
+
+        let main = main_conf(cf);
+        if main.is_null() {
+            return nginx_sys::NGX_ERROR as ngx_int_t;
+        }
+        (*main).upstreams.push(table);
+    }
+    nginx_sys::NGX_OK as ngx_int_t
+}
+
+/// Our main conf from the configuration being parsed.
+///
+/// # Safety
+/// `cf` must be inside the `http {}` block's configuration.
+unsafe fn main_conf(cf: *mut ngx_conf_t) -> *mut MainConf {
+    // SAFETY: every context inside `http {}` shares the http main_conf array.
+    unsafe {
+        let ctx = (*cf).ctx as *mut ngx_http_conf_ctx_t;
+        *(*ctx).main_conf.add(ctx_index()) as *mut MainConf
+    }
+}
+
+/// Runs after the upstream module's own `init_main_conf` (ours is a later module), i.e. after
+/// every upstream's `init_upstream`: rejects upstreams where another method replaced ours,
+/// creates the shared zone, and logs one line per upstream.
+unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: `conf` is our main conf; the upstream module's main conf lists every upstream.
+    unsafe {
+        let main = &mut *(conf as *mut MainConf);
+        let ctx = (*cf).ctx as *mut ngx_http_conf_ctx_t;
+        let index = (*ptr::addr_of!(ngx_http_upstream_module)).ctx_index;
+        let umcf = *(*ctx).main_conf.add(index) as *const ngx_http_upstream_main_conf_t;
+        let list = &(*umcf).upstreams;
+        let uscfs =
+            core::slice::from_raw_parts(list.elts as *const *mut ngx_http_upstream_srv_conf_t, list.nelts);
+        for &us in uscfs {
+            let ours = srv_conf(us);
+            if ours.is_null() || !(*ours).enabled {
+                continue;
+            }
+            if (*ours).upstream.is_null() {
+                let msg = format!(
+                    "lb_upstream: upstream \"{}\" also uses another load balancing method \
+                     (\"least_conn\", \"hash\", \"ip_hash\" or \"random\") that replaced \
+                     \"lb_upstream\" (set in {}:{}); use only one",
+                    bytes(&(*us).host).escape_ascii(),
+                    (*ours).file,
+                    (*ours).line
+                );
+                log_plain(cf, NGX_LOG_EMERG as ngx_uint_t, &msg);
+                return CONF_ERROR;
+            }
+        }
+        if main.upstreams.is_empty() {
+            return CONF_OK;
+        }
+        if shm::zone::add(cf, main) != nginx_sys::NGX_OK as ngx_int_t {
+            return CONF_ERROR;
+        }
+        for &u in &main.upstreams {
+            let u = &*u;
+            let backups = u.peers.len() - u.primaries;
+            let down = u.peers.iter().filter(|p| p.down).count();
+            let msg = format!(
+                "lb: upstream \"{}\": method {}, {} peers ({} backup, {} down)",
+                bytes(&u.name).escape_ascii(),
+                u.method.name(),
+                u.peers.len(),
+                backups,
+                down
+            );
+            log_plain(cf, NGX_LOG_NOTICE as ngx_uint_t, &msg);
+        }
+    }
+    CONF_OK
+}
+
+/// Logs to the configuration's log without nginx's " in file:line" suffix (which would point at
+/// the end of the `http` block, not at the cause).
+///
+/// # Safety
+/// `cf` must be the configuration being processed.
+pub unsafe fn log_plain(cf: *mut ngx_conf_t, level: ngx_uint_t, msg: &str) {
+    // SAFETY: `%*s` reads exactly `msg.len()` bytes from `msg`; `cf->log` is live.
+    unsafe {
+        if (*(*cf).log).log_level < level {
+            return;
+        }
+        ngx_log_error_core(level, (*cf).log, 0, c"%*s".as_ptr(), msg.len(), msg.as_ptr());
+    }
+}

@@ -1,0 +1,226 @@
+//! Where a peer is chosen: nginx's per-request peer hooks for an upstream with `lb_upstream`.
+//!
+//! `init_peer` runs once per request and sets up a small per-request record (which peers this
+//! request already tried); `get_peer` runs for every attempt and picks a peer; `free_peer` runs
+//! when an attempt ends and does the passive failure accounting in shared memory. `get_peer`
+//! takes no lock and allocates nothing: the schedule is worker-private, shared state is read and
+//! updated with atomics.
+
+use core::ffi::c_void;
+use core::ptr;
+
+use nginx_sys::{
+    ngx_current_msec, ngx_http_request_t, ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_log_t,
+    ngx_palloc, ngx_pcalloc, ngx_peer_connection_t, ngx_uint_t, NGX_LOG_ERR, NGX_LOG_WARN,
+};
+
+use super::directive::srv_conf;
+use super::table::{Peer, Upstream};
+use crate::nginx::bytes;
+use crate::shm::peer::FailOutcome;
+
+const NONE: usize = usize::MAX;
+
+/// Per-request state, allocated from the request pool.
+struct RequestPeers {
+    upstream: *mut Upstream,
+    /// Index of the peer of the attempt in progress, or `NONE`.
+    current: usize,
+    /// Bit set of peers already tried: inline for up to 64 peers, else pool memory.
+    tried_inline: u64,
+    tried: *mut u64,
+}
+
+impl RequestPeers {
+    #[inline]
+    fn tried(&self, i: usize) -> bool {
+        if self.tried.is_null() {
+            self.tried_inline & (1 << i) != 0
+        } else {
+            // SAFETY: `tried` has room for one bit per peer (see `init_peer`).
+            unsafe { *self.tried.add(i / 64) & (1 << (i % 64)) != 0 }
+        }
+    }
+
+    #[inline]
+    fn set_tried(&mut self, i: usize) {
+        if self.tried.is_null() {
+            self.tried_inline |= 1 << i;
+        } else {
+            // SAFETY: as in `tried`.
+            unsafe { *self.tried.add(i / 64) |= 1 << (i % 64) }
+        }
+    }
+}
+
+#[inline]
+fn now_ms() -> u64 {
+    // SAFETY: nginx updates its cached clock in the same (single) thread that runs us.
+    unsafe { ptr::read_volatile(ptr::addr_of!(ngx_current_msec)) as u64 }
+}
+
+#[inline]
+fn shared(p: &Peer) -> &crate::shm::PeerShared {
+    // SAFETY: `shm::zone` sets every peer's record before workers start, and `init_peer`
+    // refuses to run for a table whose records are missing.
+    unsafe { &*p.shared }
+}
+
+/// `us->peer.init`: per-request setup.
+pub unsafe extern "C" fn init_peer(
+    r: *mut ngx_http_request_t,
+    us: *mut ngx_http_upstream_srv_conf_t,
+) -> ngx_int_t {
+    // SAFETY: nginx calls this with a live request that has an upstream, and our upstream's
+    // configuration; everything is allocated from the request pool.
+    unsafe {
+        let conf = srv_conf(us);
+        if conf.is_null() || (*conf).upstream.is_null() {
+            return nginx_sys::NGX_ERROR as ngx_int_t;
+        }
+        let upstream = (*conf).upstream;
+        let n = (*upstream).peers.len();
+        if (*upstream).peers.iter().any(|p| p.shared.is_null()) {
+            return nginx_sys::NGX_ERROR as ngx_int_t;
+        }
+        let rp = ngx_palloc((*r).pool, core::mem::size_of::<RequestPeers>()) as *mut RequestPeers;
+        if rp.is_null() {
+            return nginx_sys::NGX_ERROR as ngx_int_t;
+        }
+        let tried = if n > 64 {
+            let words = n.div_ceil(64);
+            let t = ngx_pcalloc((*r).pool, words * 8) as *mut u64;
+            if t.is_null() {
+                return nginx_sys::NGX_ERROR as ngx_int_t;
+            }
+            t
+        } else {
+            ptr::null_mut()
+        };
+        rp.write(RequestPeers {
+            upstream,
+            current: NONE,
+            tried_inline: 0,
+            tried,
+        });
+
+        let u = (*r).upstream;
+        (*u).peer.data = rp as *mut c_void;
+        (*u).peer.get = Some(get_peer);
+        (*u).peer.free = Some(free_peer);
+        (*u).peer.tries = (*upstream).tries.max(1) as ngx_uint_t;
+        #[cfg(ngx_feature = "http_ssl")]
+        {
+            (*u).peer.set_session = Some(set_session);
+            (*u).peer.save_session = Some(save_session);
+        }
+    }
+    nginx_sys::NGX_OK as ngx_int_t
+}
+
+/// `peer.get`: chooses the peer for this attempt.
+unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void) -> ngx_int_t {
+    // SAFETY: `data` is the `RequestPeers` set by `init_peer`; `pc` is the request's peer
+    // connection; the table outlives every request of its cycle.
+    unsafe {
+        let rp = &mut *(data as *mut RequestPeers);
+        let up = &mut *rp.upstream;
+        let now = now_ms();
+        (*pc).set_cached(0);
+        (*pc).connection = ptr::null_mut();
+
+        let primaries = up.primaries;
+        let peers = &up.peers;
+        let usable = |i: usize| !rp.tried(i) && shared(&peers[i]).verdict(&peers[i].limits, now).can_pick();
+        let mut chosen = up.primary.pick(usable);
+        if chosen.is_none() {
+            chosen = up
+                .backup
+                .pick(|j| usable(primaries + j))
+                .map(|j| primaries + j);
+        }
+        let Some(i) = chosen else {
+            (*pc).name = &mut up.name;
+            log_no_peer((*pc).log, up, now);
+            return nginx_sys::NGX_BUSY as ngx_int_t;
+        };
+        let peer = &up.peers[i];
+        shared(peer).on_pick(&peer.limits, now);
+        rp.current = i;
+        rp.set_tried(i);
+        (*pc).sockaddr = peer.sockaddr;
+        (*pc).socklen = peer.socklen;
+        (*pc).name = &peer.name as *const _ as *mut _;
+    }
+    nginx_sys::NGX_OK as ngx_int_t
+}
+
+/// `peer.free`: an attempt ended; `state` says whether it failed.
+unsafe extern "C" fn free_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void, state: ngx_uint_t) {
+    // SAFETY: as in `get_peer`.
+    unsafe {
+        let rp = &mut *(data as *mut RequestPeers);
+        if rp.current != NONE {
+            let up = &*rp.upstream;
+            let peer = &up.peers[rp.current];
+            let failed = state & nginx_sys::NGX_PEER_FAILED as ngx_uint_t != 0;
+            let outcome = shared(peer).on_done(failed, &peer.limits, now_ms());
+            if outcome == Some(FailOutcome::MadeUnavailable) {
+                ngx::ngx_log_error!(
+                    NGX_LOG_WARN,
+                    (*pc).log,
+                    "lb: peer {} in upstream \"{}\" is unavailable for {}s after {} failure(s)",
+                    bytes(&peer.name).escape_ascii(),
+                    bytes(&up.name).escape_ascii(),
+                    peer.limits.fail_timeout_ms / 1000,
+                    peer.limits.max_fails
+                );
+            }
+            rp.current = NONE;
+        }
+        if (*pc).tries > 0 {
+            (*pc).tries -= 1;
+        }
+    }
+}
+
+/// Says why no peer could be chosen.
+///
+/// # Safety
+/// `log` must be the request's log.
+unsafe fn log_no_peer(log: *mut ngx_log_t, up: &Upstream, now: u64) {
+    let (mut down, mut failed, mut full) = (0, 0, 0);
+    for p in &up.peers {
+        if p.down {
+            down += 1;
+            continue;
+        }
+        match shared(p).verdict(&p.limits, now) {
+            crate::balance::Verdict::Failed => failed += 1,
+            crate::balance::Verdict::Full => full += 1,
+            _ => {}
+        }
+    }
+    ngx::ngx_log_error!(
+        NGX_LOG_ERR,
+        log,
+        "lb: no available peer in upstream \"{}\" ({} peers: {} down, {} failed, {} at max_conns, \
+         the rest already tried)",
+        // SAFETY: the upstream's name is an nginx string from the configuration pool.
+        unsafe { bytes(&up.name) }.escape_ascii(),
+        up.peers.len(),
+        down,
+        failed,
+        full
+    );
+}
+
+/// TLS session reuse towards backends is not kept per peer yet: every connection makes a full
+/// handshake. nginx calls these unconditionally when `proxy_ssl_session_reuse` is on.
+#[cfg(ngx_feature = "http_ssl")]
+unsafe extern "C" fn set_session(_pc: *mut ngx_peer_connection_t, _data: *mut c_void) -> ngx_int_t {
+    nginx_sys::NGX_OK as ngx_int_t
+}
+
+#[cfg(ngx_feature = "http_ssl")]
+unsafe extern "C" fn save_session(_pc: *mut ngx_peer_connection_t, _data: *mut c_void) {}

@@ -1,0 +1,116 @@
+//! One upstream's peers as our module sees them, built from what nginx's round-robin
+//! initialisation parsed out of the `server` lines (so `weight`, `max_fails`, `fail_timeout`,
+//! `max_conns`, `backup`, `down` and hostname resolution mean exactly what they mean in nginx).
+//!
+//! Where selection state lives: the schedule position of smooth weighted round-robin is private
+//! to each worker (this table is built before the fork, so every worker has its own copy),
+//! while failures, active connections and counters are shared atomics in the zone (`crate::shm`).
+//! A pick therefore takes no lock and allocates nothing, and every worker sees the same health;
+//! the price is that workers are not in step with each other: each worker follows nginx's exact
+//! order on its own, and the split over all workers is exact per worker.
+
+use core::ptr;
+
+use nginx_sys::{
+    ngx_http_upstream_rr_peer_t, ngx_http_upstream_rr_peers_t, ngx_str_t, sockaddr, socklen_t,
+};
+
+use crate::balance::{Limits, Method, SmoothWrr};
+use crate::shm::PeerShared;
+
+pub struct Peer {
+    pub sockaddr: *mut sockaddr,
+    pub socklen: socklen_t,
+    /// The address, e.g. `127.0.0.1:8081` (what `$upstream_addr` shows).
+    pub name: ngx_str_t,
+    /// The `server` line's argument, as written.
+    pub server: ngx_str_t,
+    pub weight: u32,
+    pub limits: Limits,
+    pub down: bool,
+    pub backup: bool,
+    /// This peer's record in the shared zone; set by `shm::zone` before workers start.
+    pub shared: *const PeerShared,
+}
+
+pub struct Upstream {
+    pub name: ngx_str_t,
+    pub method: Method,
+    /// Primary peers first, then backups.
+    pub peers: Vec<Peer>,
+    pub primaries: usize,
+    /// Schedule over `peers[..primaries]`.
+    pub primary: SmoothWrr,
+    /// Schedule over `peers[primaries..]`.
+    pub backup: SmoothWrr,
+    /// How many attempts a request may make (non-down peers), as nginx counts them.
+    pub tries: usize,
+}
+
+impl Upstream {
+    /// Builds the table from nginx's round-robin peer lists (primary list, then its `next`,
+    /// the backup list).
+    ///
+    /// # Safety
+    /// `rr` must be the peer lists `ngx_http_upstream_init_round_robin` just built; they live in
+    /// the configuration pool, as long as this table.
+    pub unsafe fn from_round_robin(
+        name: ngx_str_t,
+        method: Method,
+        rr: *const ngx_http_upstream_rr_peers_t,
+    ) -> Upstream {
+        let mut peers = Vec::new();
+        let mut primaries = 0;
+        let mut list = rr;
+        let mut backup = false;
+        // SAFETY: the caller guarantees `rr` and its linked lists are valid.
+        unsafe {
+            while !list.is_null() {
+                let mut p: *const ngx_http_upstream_rr_peer_t = (*list).peer;
+                while !p.is_null() {
+                    peers.push(Peer::from_rr(&*p, backup));
+                    p = (*p).next;
+                }
+                if !backup {
+                    primaries = peers.len();
+                }
+                backup = true;
+                list = (*list).next;
+            }
+        }
+        let weights: Vec<u32> = peers
+            .iter()
+            .map(|p| if p.down { 0 } else { p.weight })
+            .collect();
+        let tries = peers.iter().filter(|p| !p.down).count();
+        Upstream {
+            name,
+            method,
+            primary: SmoothWrr::new(&weights[..primaries]),
+            backup: SmoothWrr::new(&weights[primaries..]),
+            peers,
+            primaries,
+            tries,
+        }
+    }
+}
+
+impl Peer {
+    fn from_rr(p: &ngx_http_upstream_rr_peer_t, backup: bool) -> Peer {
+        Peer {
+            sockaddr: p.sockaddr,
+            socklen: p.socklen,
+            name: p.name,
+            server: p.server,
+            weight: p.weight.clamp(1, u32::MAX as _) as u32,
+            limits: Limits {
+                max_fails: p.max_fails.min(u32::MAX as _) as u32,
+                fail_timeout_ms: (p.fail_timeout.max(0) as u64).saturating_mul(1000),
+                max_conns: p.max_conns.min(u32::MAX as _) as u32,
+            },
+            down: p.down != 0,
+            backup,
+            shared: ptr::null(),
+        }
+    }
+}
