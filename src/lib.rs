@@ -13,6 +13,7 @@
 
 pub mod balance;
 pub mod headers;
+pub mod health;
 pub mod shm;
 
 #[cfg(all(feature = "nginx", not(test)))]

@@ -24,6 +24,8 @@ pub enum Verdict {
     Failed,
     /// At `max_conns` active connections.
     Full,
+    /// Down according to active health checks.
+    Unhealthy,
 }
 
 impl Verdict {
@@ -33,7 +35,17 @@ impl Verdict {
 }
 
 /// Judges a peer from its shared counters.
-pub fn judge(limits: &Limits, fails: u32, checked_ms: u64, active: u32, now_ms: u64) -> Verdict {
+pub fn judge(
+    limits: &Limits,
+    healthy: bool,
+    fails: u32,
+    checked_ms: u64,
+    active: u32,
+    now_ms: u64,
+) -> Verdict {
+    if !healthy {
+        return Verdict::Unhealthy;
+    }
     if limits.max_fails > 0 && fails >= limits.max_fails {
         if now_ms.saturating_sub(checked_ms) <= limits.fail_timeout_ms {
             return Verdict::Failed;
@@ -61,30 +73,33 @@ mod tests {
 
     #[test]
     fn failures_within_timeout() {
-        assert_eq!(judge(&L, 0, 0, 0, 5), Verdict::Usable);
-        assert_eq!(judge(&L, 1, 1000, 0, 1001), Verdict::Usable);
-        assert_eq!(judge(&L, 2, 1000, 0, 1001), Verdict::Failed);
-        assert_eq!(judge(&L, 2, 1000, 0, 11_000), Verdict::Failed);
-        assert_eq!(judge(&L, 2, 1000, 0, 11_001), Verdict::Probe);
+        assert_eq!(judge(&L, true, 0, 0, 0, 5), Verdict::Usable);
+        assert_eq!(judge(&L, true, 1, 1000, 0, 1001), Verdict::Usable);
+        assert_eq!(judge(&L, true, 2, 1000, 0, 1001), Verdict::Failed);
+        assert_eq!(judge(&L, true, 2, 1000, 0, 11_000), Verdict::Failed);
+        assert_eq!(judge(&L, true, 2, 1000, 0, 11_001), Verdict::Probe);
         assert!(Verdict::Probe.can_pick());
         assert!(!Verdict::Failed.can_pick());
     }
 
     #[test]
     fn max_fails_zero_never_fails() {
-        let l = Limits {
-            max_fails: 0,
-            ..L
-        };
-        assert_eq!(judge(&l, 100, 1000, 0, 1001), Verdict::Usable);
+        let l = Limits { max_fails: 0, ..L };
+        assert_eq!(judge(&l, true, 100, 1000, 0, 1001), Verdict::Usable);
     }
 
     #[test]
     fn max_conns() {
         let l = Limits { max_conns: 1, ..L };
-        assert_eq!(judge(&l, 0, 0, 0, 0), Verdict::Usable);
-        assert_eq!(judge(&l, 0, 0, 1, 0), Verdict::Full);
-        assert_eq!(judge(&l, 2, 0, 1, 20_000), Verdict::Full);
+        assert_eq!(judge(&l, true, 0, 0, 0, 0), Verdict::Usable);
+        assert_eq!(judge(&l, true, 0, 0, 1, 0), Verdict::Full);
+        assert_eq!(judge(&l, true, 2, 0, 1, 20_000), Verdict::Full);
         assert!(!Verdict::Full.can_pick());
+    }
+
+    #[test]
+    fn unhealthy_wins() {
+        assert_eq!(judge(&L, false, 0, 0, 0, 0), Verdict::Unhealthy);
+        assert!(!Verdict::Unhealthy.can_pick());
     }
 }

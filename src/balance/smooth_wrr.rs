@@ -28,8 +28,14 @@ pub struct SmoothWrr {
 enum Mode {
     /// No peer with a positive weight.
     Empty,
-    Schedule { order: Vec<u32>, next: usize },
-    Walk { weights: Vec<u32>, current: Vec<i64> },
+    Schedule {
+        order: Vec<u32>,
+        next: usize,
+    },
+    Walk {
+        weights: Vec<u32>,
+        current: Vec<i64>,
+    },
 }
 
 impl SmoothWrr {
@@ -182,7 +188,11 @@ mod tests {
             let total: u32 = w.iter().sum();
             let n = total as usize * 3;
             let mut s = SmoothWrr::new(w);
-            assert_eq!(picks(&mut s, n, |_| true), nginx_sequence(w, n), "weights {w:?}");
+            assert_eq!(
+                picks(&mut s, n, |_| true),
+                nginx_sequence(w, n),
+                "weights {w:?}"
+            );
         }
     }
 
@@ -219,7 +229,10 @@ mod tests {
                 }
                 for i in 0..n {
                     let want = if up[i] { weights[i] } else { 0 };
-                    assert_eq!(count[i], want, "weights {weights:?} up {up:?} start {start}");
+                    assert_eq!(
+                        count[i], want,
+                        "weights {weights:?} up {up:?} start {start}"
+                    );
                 }
             }
         }

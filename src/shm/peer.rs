@@ -4,6 +4,8 @@
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use crate::balance::availability::{judge, Limits, Verdict};
+use crate::health::reason::Reason;
+use crate::health::state::{Health, Transition};
 
 /// Shared state of one peer. 64-byte aligned so that two peers never share a cache line.
 #[repr(C, align(64))]
@@ -30,6 +32,31 @@ pub struct PeerShared {
     pub total_fails: AtomicU64,
     /// Times the peer was made unavailable by passive failures.
     pub unavail: AtomicU64,
+    /// Responses by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub responses: [AtomicU64; 5],
+    /// Exponentially weighted moving average of the response time, microseconds.
+    pub response_ewma_us: AtomicU64,
+
+    /// Active health: the packed rise/fall word (`health::state::Health`).
+    pub health: AtomicU64,
+    /// Probes finished, and how many of them failed.
+    pub checks: AtomicU64,
+    pub check_fails: AtomicU64,
+    /// Times health checks took the peer down.
+    pub unhealthy: AtomicU64,
+    /// Wall-clock time (ms since the epoch) of the last up/down change.
+    pub last_change_ms: AtomicU64,
+    /// Time spent down by health checks, ms, not counting the current down period.
+    pub downtime_ms: AtomicU64,
+    /// The last probe's result (`health::reason::Reason`, encoded).
+    pub reason_code: AtomicU32,
+    pub reason_detail: AtomicU32,
+    /// The probe lease: the next probe is due at this time (nginx's monotonic ms); the worker
+    /// that moves it forward (compare-and-swap) runs the probe. A worker that dies mid-probe
+    /// holds nothing: the next one is simply due an interval later.
+    pub next_check_ms: AtomicU64,
+    /// pid of the worker that took the last lease.
+    pub prober_pid: AtomicU32,
 }
 
 /// What a failure did to the peer, so the caller can log a state change once.
@@ -46,6 +73,7 @@ impl PeerShared {
     pub fn verdict(&self, limits: &Limits, now_ms: u64) -> Verdict {
         judge(
             limits,
+            Health(self.health.load(Relaxed)).up(),
             self.fails.load(Relaxed),
             self.checked_ms.load(Relaxed),
             self.active.load(Relaxed),
@@ -93,9 +121,104 @@ impl PeerShared {
         None
     }
 
+    /// Counts a response by status class and folds its time into the moving average
+    /// (weight 1/8 for the newest sample).
+    #[inline]
+    pub fn on_response(&self, status: u16, response_us: Option<u64>) {
+        if (100..600).contains(&status) {
+            self.responses[usize::from(status / 100 - 1)].fetch_add(1, Relaxed);
+        }
+        if let Some(us) = response_us {
+            let _ = self.response_ewma_us.fetch_update(Relaxed, Relaxed, |old| {
+                Some(if old == 0 {
+                    us.max(1)
+                } else {
+                    (old * 7 + us) / 8
+                })
+            });
+        }
+    }
+
+    /// Whether health checks currently consider the peer up.
+    pub fn healthy(&self) -> bool {
+        Health(self.health.load(Relaxed)).up()
+    }
+
+    /// Tries to take the probe lease at `now_ms`: succeeds for exactly one caller once the
+    /// probe is due, and moves the due time to `next_ms`.
+    pub fn take_lease(&self, now_ms: u64, next_ms: u64, pid: u32) -> bool {
+        let due = self.next_check_ms.load(Relaxed);
+        if now_ms < due {
+            return false;
+        }
+        if self
+            .next_check_ms
+            .compare_exchange(due, next_ms, Relaxed, Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        self.prober_pid.store(pid, Relaxed);
+        true
+    }
+
+    /// Records a probe result and applies rise/fall. Returns the transition, if any, so the
+    /// caller logs it once. `wall_ms` is the wall clock, for the status page.
+    pub fn on_check(
+        &self,
+        reason: Reason,
+        rise: u32,
+        fall: u32,
+        wall_ms: u64,
+    ) -> Option<Transition> {
+        let passed = reason == Reason::Passed;
+        self.checks.fetch_add(1, Relaxed);
+        if !passed {
+            self.check_fails.fetch_add(1, Relaxed);
+        }
+        let (code, detail) = reason.encode();
+        self.reason_code.store(code, Relaxed);
+        self.reason_detail.store(detail, Relaxed);
+        let mut transition = None;
+        let _ = self.health.fetch_update(Relaxed, Relaxed, |old| {
+            let (new, t) = Health(old).apply(passed, rise, fall);
+            transition = t;
+            Some(new.0)
+        });
+        match transition {
+            Some(Transition::WentDown) => {
+                self.unhealthy.fetch_add(1, Relaxed);
+                self.last_change_ms.store(wall_ms, Relaxed);
+            }
+            Some(Transition::WentUp) => {
+                let since = self.last_change_ms.swap(wall_ms, Relaxed);
+                if since > 0 && wall_ms > since {
+                    self.downtime_ms.fetch_add(wall_ms - since, Relaxed);
+                }
+            }
+            None => {}
+        }
+        transition
+    }
+
+    /// The last probe's result.
+    pub fn reason(&self) -> Reason {
+        Reason::decode(
+            self.reason_code.load(Relaxed),
+            self.reason_detail.load(Relaxed),
+        )
+    }
+
     /// Forgets everything but the identity: a record given to a peer it did not belong to.
-    pub fn reset_state(&self) {
-        for a in [&self.fails, &self.active] {
+    /// Health starts as `default_up` says.
+    pub fn reset_state(&self, default_up: bool) {
+        for a in [
+            &self.fails,
+            &self.active,
+            &self.reason_code,
+            &self.reason_detail,
+            &self.prober_pid,
+        ] {
             a.store(0, Relaxed);
         }
         for a in [
@@ -104,9 +227,20 @@ impl PeerShared {
             &self.requests,
             &self.total_fails,
             &self.unavail,
+            &self.response_ewma_us,
+            &self.checks,
+            &self.check_fails,
+            &self.unhealthy,
+            &self.last_change_ms,
+            &self.downtime_ms,
+            &self.next_check_ms,
         ] {
             a.store(0, Relaxed);
         }
+        for a in &self.responses {
+            a.store(0, Relaxed);
+        }
+        self.health.store(Health::initial(default_up).0, Relaxed);
     }
 }
 
@@ -120,9 +254,62 @@ mod tests {
         max_conns: 0,
     };
 
+    fn fresh() -> PeerShared {
+        let p = PeerShared::default();
+        p.reset_state(true);
+        p
+    }
+
+    #[test]
+    fn health_checks_take_a_peer_out_and_back() {
+        let p = fresh();
+        assert!(p.verdict(&L, 0).can_pick());
+        assert_eq!(p.on_check(Reason::Status(500), 2, 2, 1000), None);
+        assert_eq!(
+            p.on_check(Reason::Status(500), 2, 2, 2000),
+            Some(Transition::WentDown)
+        );
+        assert_eq!(p.verdict(&L, 0), Verdict::Unhealthy);
+        assert_eq!(p.reason(), Reason::Status(500));
+        assert_eq!(p.on_check(Reason::Passed, 2, 2, 3000), None);
+        assert_eq!(
+            p.on_check(Reason::Passed, 2, 2, 5000),
+            Some(Transition::WentUp)
+        );
+        assert!(p.verdict(&L, 0).can_pick());
+        assert_eq!(p.downtime_ms.load(Relaxed), 3000);
+        assert_eq!(
+            (p.checks.load(Relaxed), p.check_fails.load(Relaxed)),
+            (4, 2)
+        );
+        assert_eq!(p.unhealthy.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn one_lease_per_interval() {
+        let p = fresh();
+        assert!(p.take_lease(1000, 2000, 7));
+        assert!(!p.take_lease(1000, 2000, 8));
+        assert!(!p.take_lease(1999, 2999, 8));
+        assert!(p.take_lease(2000, 3000, 8));
+        assert_eq!(p.prober_pid.load(Relaxed), 8);
+    }
+
+    #[test]
+    fn responses_and_ewma() {
+        let p = fresh();
+        p.on_response(200, Some(800));
+        p.on_response(503, Some(1600));
+        p.on_response(404, None);
+        assert_eq!(p.responses[1].load(Relaxed), 1);
+        assert_eq!(p.responses[3].load(Relaxed), 1);
+        assert_eq!(p.responses[4].load(Relaxed), 1);
+        assert_eq!(p.response_ewma_us.load(Relaxed), (800 * 7 + 1600) / 8);
+    }
+
     #[test]
     fn one_failure_disables_for_fail_timeout_then_one_probe() {
-        let p = PeerShared::default();
+        let p = fresh();
         assert!(p.verdict(&L, 100_000).can_pick());
         p.on_pick(&L, 100_000);
         assert_eq!(
@@ -146,7 +333,7 @@ mod tests {
     #[test]
     fn failures_count_up_to_max_fails() {
         let l = Limits { max_fails: 3, ..L };
-        let p = PeerShared::default();
+        let p = fresh();
         assert_eq!(p.on_done(true, &l, 1), Some(FailOutcome::Counted));
         assert_eq!(p.on_done(true, &l, 2), Some(FailOutcome::Counted));
         assert!(p.verdict(&l, 3).can_pick());
@@ -165,7 +352,7 @@ mod tests {
     #[test]
     fn max_conns_uses_shared_active_count() {
         let l = Limits { max_conns: 2, ..L };
-        let p = PeerShared::default();
+        let p = fresh();
         p.on_pick(&l, 0);
         assert!(p.verdict(&l, 0).can_pick());
         p.on_pick(&l, 0);

@@ -46,7 +46,9 @@ pub fn peer_key(upstream: &[u8], address: &[u8]) -> (u64, u64) {
     let bytes = upstream.iter().chain(&[0u8]).chain(address.iter());
     for &x in bytes {
         a = (a ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3);
-        b = (b ^ u64::from(x)).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(23);
+        b = (b ^ u64::from(x))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(23);
     }
     // Never (0, 0): that marks an unused record.
     (a | 1, b)
@@ -122,7 +124,7 @@ pub fn claim(records: &[PeerShared], key: (u64, u64), generation: u32) -> Option
 }
 
 fn take(r: &PeerShared, key: (u64, u64), generation: u32) {
-    r.reset_state();
+    r.reset_state(true);
     r.key_a.store(key.0, Relaxed);
     r.key_b.store(key.1, Relaxed);
     r.generation.store(generation, Relaxed);

@@ -35,7 +35,8 @@ pub unsafe fn add(cf: *mut ngx_conf_t, main: &mut MainConf) -> ngx_int_t {
         .sum();
     let capacity = capacity_for(peers);
     // Room for the slab allocator's own bookkeeping besides our table.
-    let size = (table_bytes(capacity) + table_bytes(capacity) / 8 + 64 * 1024).next_multiple_of(4096);
+    let size =
+        (table_bytes(capacity) + table_bytes(capacity) / 8 + 64 * 1024).next_multiple_of(4096);
     let mut name = ngx_str_t {
         len: ZONE_NAME.len(),
         data: ZONE_NAME.as_ptr() as *mut u8,

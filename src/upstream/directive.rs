@@ -11,10 +11,10 @@ use core::ptr;
 
 use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_http_conf_ctx_t, ngx_http_module_t,
-    ngx_http_upstream_init_round_robin, ngx_http_upstream_main_conf_t,
-    ngx_http_upstream_module, ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t,
-    ngx_int_t, ngx_log_error_core, ngx_module_t, ngx_uint_t, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
-    NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF_OFFSET, NGX_HTTP_UPS_CONF, NGX_LOG_EMERG, NGX_LOG_NOTICE,
+    ngx_http_upstream_init_round_robin, ngx_http_upstream_main_conf_t, ngx_http_upstream_module,
+    ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_log_error_core,
+    ngx_module_t, ngx_uint_t, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_HTTP_MODULE,
+    NGX_HTTP_SRV_CONF_OFFSET, NGX_HTTP_UPS_CONF, NGX_LOG_EMERG, NGX_LOG_NOTICE,
 };
 
 use super::table::Upstream;
@@ -217,8 +217,10 @@ unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *
         let index = (*ptr::addr_of!(ngx_http_upstream_module)).ctx_index;
         let umcf = *(*ctx).main_conf.add(index) as *const ngx_http_upstream_main_conf_t;
         let list = &(*umcf).upstreams;
-        let uscfs =
-            core::slice::from_raw_parts(list.elts as *const *mut ngx_http_upstream_srv_conf_t, list.nelts);
+        let uscfs = core::slice::from_raw_parts(
+            list.elts as *const *mut ngx_http_upstream_srv_conf_t,
+            list.nelts,
+        );
         for &us in uscfs {
             let ours = srv_conf(us);
             if ours.is_null() || !(*ours).enabled {
@@ -272,6 +274,13 @@ pub unsafe fn log_plain(cf: *mut ngx_conf_t, level: ngx_uint_t, msg: &str) {
         if (*(*cf).log).log_level < level {
             return;
         }
-        ngx_log_error_core(level, (*cf).log, 0, c"%*s".as_ptr(), msg.len(), msg.as_ptr());
+        ngx_log_error_core(
+            level,
+            (*cf).log,
+            0,
+            c"%*s".as_ptr(),
+            msg.len(),
+            msg.as_ptr(),
+        );
     }
 }

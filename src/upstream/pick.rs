@@ -67,6 +67,10 @@ fn shared(p: &Peer) -> &crate::shm::PeerShared {
 }
 
 /// `us->peer.init`: per-request setup.
+///
+/// # Safety
+/// Called by nginx with a live request that has an upstream, and an upstream block whose
+/// `init_upstream` was ours.
 pub unsafe extern "C" fn init_peer(
     r: *mut ngx_http_request_t,
     us: *mut ngx_http_upstream_srv_conf_t,
@@ -131,7 +135,8 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
 
         let primaries = up.primaries;
         let peers = &up.peers;
-        let usable = |i: usize| !rp.tried(i) && shared(&peers[i]).verdict(&peers[i].limits, now).can_pick();
+        let usable =
+            |i: usize| !rp.tried(i) && shared(&peers[i]).verdict(&peers[i].limits, now).can_pick();
         let mut chosen = up.primary.pick(usable);
         if chosen.is_none() {
             chosen = up
@@ -156,7 +161,11 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
 }
 
 /// `peer.free`: an attempt ended; `state` says whether it failed.
-unsafe extern "C" fn free_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void, state: ngx_uint_t) {
+unsafe extern "C" fn free_peer(
+    pc: *mut ngx_peer_connection_t,
+    data: *mut c_void,
+    state: ngx_uint_t,
+) {
     // SAFETY: as in `get_peer`.
     unsafe {
         let rp = &mut *(data as *mut RequestPeers);

@@ -1,0 +1,449 @@
+//! `lb_check key=value ...`: what to probe, how often, and what counts as healthy. Parsed and
+//! validated here, without nginx; the glue compiles the body regex and the TLS context.
+
+use core::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The TCP connect succeeds.
+    Tcp,
+    /// An HTTP/1.1 request gets an expected status (and body).
+    Http,
+    /// A TLS handshake, then as `Http`.
+    Https,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Tcp => "tcp",
+            Kind::Http => "http",
+            Kind::Https => "https",
+        }
+    }
+    pub fn is_http(self) -> bool {
+        matches!(self, Kind::Http | Kind::Https)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMethod {
+    Get,
+    Head,
+}
+
+/// Inclusive status ranges, e.g. `200-299,301`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSet(pub Vec<(u16, u16)>);
+
+impl StatusSet {
+    pub fn contains(&self, status: u16) -> bool {
+        self.0.iter().any(|&(lo, hi)| lo <= status && status <= hi)
+    }
+}
+
+impl fmt::Display for StatusSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (lo, hi)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if lo == hi {
+                write!(f, "{lo}")?;
+            } else {
+                write!(f, "{lo}-{hi}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Largest part of a probe response we read; the rest is not waited for.
+pub const MAX_RESPONSE: usize = 16 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckConf {
+    pub kind: Kind,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub rise: u32,
+    pub fall: u32,
+    pub jitter_ms: u64,
+    pub uri: String,
+    /// `Host` header and (for https) SNI name; `None`: the peer's address.
+    pub host: Option<String>,
+    pub method: HttpMethod,
+    pub status: StatusSet,
+    /// A PCRE pattern the body must match (`body=~...`).
+    pub body: Option<String>,
+    /// Probe this port instead of the peer's.
+    pub port: Option<u16>,
+    /// State of a peer before its first result.
+    pub default_up: bool,
+    pub sni: bool,
+    pub verify: bool,
+    pub trusted_ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+impl Default for CheckConf {
+    fn default() -> Self {
+        CheckConf {
+            kind: Kind::Tcp,
+            interval_ms: 2000,
+            timeout_ms: 1000,
+            rise: 2,
+            fall: 3,
+            jitter_ms: 0,
+            uri: "/".into(),
+            host: None,
+            method: HttpMethod::Get,
+            status: StatusSet(vec![(200, 399)]),
+            body: None,
+            port: None,
+            default_up: true,
+            sni: true,
+            verify: false,
+            trusted_ca: None,
+            cert: None,
+            key: None,
+        }
+    }
+}
+
+fn s(b: &[u8]) -> String {
+    b.escape_ascii().to_string()
+}
+
+/// Parses nginx-style times: `500ms`, `2s`, `1m`, `1h`, or a bare number of milliseconds.
+pub fn parse_time_ms(v: &[u8]) -> Option<u64> {
+    let text = core::str::from_utf8(v).ok()?;
+    let (num, mult) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60_000)
+    } else if let Some(n) = text.strip_suffix('h') {
+        (n, 3_600_000)
+    } else {
+        (text, 1)
+    };
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+fn parse_status(v: &[u8]) -> Option<StatusSet> {
+    let text = core::str::from_utf8(v).ok()?;
+    let mut out = Vec::new();
+    for part in text.split(',') {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (part, part),
+        };
+        let lo: u16 = lo.parse().ok()?;
+        let hi: u16 = hi.parse().ok()?;
+        if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
+            return None;
+        }
+        out.push((lo, hi));
+    }
+    Some(StatusSet(out))
+}
+
+fn on_off(v: &[u8]) -> Option<bool> {
+    match v {
+        b"on" => Some(true),
+        b"off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses the arguments of `lb_check` (without the directive name).
+pub fn parse_check(args: &[&[u8]]) -> Result<CheckConf, String> {
+    let mut c = CheckConf::default();
+    let mut seen_http_only: Option<&str> = None;
+    let mut seen_tls_only: Option<&str> = None;
+    let mut timeout_set = false;
+    for arg in args {
+        let Some(eq) = arg.iter().position(|&b| b == b'=') else {
+            return Err(format!(
+                "invalid parameter \"{}\": expected key=value",
+                s(arg)
+            ));
+        };
+        let (key, value) = (&arg[..eq], &arg[eq + 1..]);
+        let bad = |what: &str| {
+            Err(format!(
+                "invalid value \"{}\" for \"{}\": {what}",
+                s(value),
+                s(key)
+            ))
+        };
+        match key {
+            b"type" => {
+                c.kind = match value {
+                    b"tcp" => Kind::Tcp,
+                    b"http" => Kind::Http,
+                    b"https" => Kind::Https,
+                    _ => return bad("expected tcp, http or https"),
+                }
+            }
+            b"interval" | b"timeout" | b"jitter" => {
+                let Some(ms) = parse_time_ms(value) else {
+                    return bad("expected a time such as 500ms or 2s");
+                };
+                match key {
+                    b"interval" if ms == 0 => return bad("must be positive"),
+                    b"timeout" if ms == 0 => return bad("must be positive"),
+                    b"interval" => c.interval_ms = ms,
+                    b"timeout" => {
+                        c.timeout_ms = ms;
+                        timeout_set = true;
+                    }
+                    _ => c.jitter_ms = ms,
+                }
+            }
+            b"rise" | b"fall" => {
+                let n = core::str::from_utf8(value)
+                    .ok()
+                    .and_then(|t| t.parse::<u32>().ok())
+                    .filter(|&n| n > 0 && n <= 1000);
+                let Some(n) = n else {
+                    return bad("expected a positive integer (at most 1000)");
+                };
+                if key == b"rise" {
+                    c.rise = n;
+                } else {
+                    c.fall = n;
+                }
+            }
+            b"uri" => {
+                if value.first() != Some(&b'/') {
+                    return bad("must start with \"/\"");
+                }
+                if value.iter().any(|&b| b <= b' ' || b == 0x7f) {
+                    return bad("must not contain spaces or control characters");
+                }
+                c.uri = String::from_utf8_lossy(value).into_owned();
+                seen_http_only = Some("uri");
+            }
+            b"host" => {
+                if value.is_empty()
+                    || value
+                        .iter()
+                        .any(|&b| !(b.is_ascii_alphanumeric() || b"-._:[]".contains(&b)))
+                {
+                    return bad("expected a host name, optionally with :port");
+                }
+                c.host = Some(String::from_utf8_lossy(value).into_owned());
+            }
+            b"method" => {
+                c.method = match value {
+                    b"GET" => HttpMethod::Get,
+                    b"HEAD" => HttpMethod::Head,
+                    _ => return bad("expected GET or HEAD"),
+                };
+                seen_http_only = Some("method");
+            }
+            b"status" => {
+                let Some(set) = parse_status(value) else {
+                    return bad("expected codes and ranges from 100 to 599, e.g. 200-299,301");
+                };
+                c.status = set;
+                seen_http_only = Some("status");
+            }
+            b"body" => {
+                let Some(mut re) = value.strip_prefix(b"~") else {
+                    return bad("expected ~regex");
+                };
+                // `body=~"a b"`: nginx keeps quotes inside a word, so drop a surrounding pair.
+                if re.len() >= 2 && re[0] == b'"' && re[re.len() - 1] == b'"' {
+                    re = &re[1..re.len() - 1];
+                }
+                if re.is_empty() {
+                    return bad("empty regex");
+                }
+                c.body = Some(String::from_utf8_lossy(re).into_owned());
+                seen_http_only = Some("body");
+            }
+            b"port" => {
+                let p = core::str::from_utf8(value)
+                    .ok()
+                    .and_then(|t| t.parse::<u16>().ok())
+                    .filter(|&p| p > 0);
+                let Some(p) = p else {
+                    return bad("expected a port from 1 to 65535");
+                };
+                c.port = Some(p);
+            }
+            b"default" => {
+                c.default_up = match value {
+                    b"up" => true,
+                    b"down" => false,
+                    _ => return bad("expected up or down"),
+                }
+            }
+            b"sni" | b"verify" => {
+                let Some(v) = on_off(value) else {
+                    return bad("expected on or off");
+                };
+                if key == b"sni" {
+                    c.sni = v;
+                    seen_tls_only = Some("sni");
+                } else {
+                    c.verify = v;
+                    seen_tls_only = Some("verify");
+                }
+            }
+            b"ca" | b"cert" | b"key" => {
+                if value.is_empty() {
+                    return bad("expected a file name");
+                }
+                let v = Some(String::from_utf8_lossy(value).into_owned());
+                match key {
+                    b"ca" => c.trusted_ca = v,
+                    b"cert" => c.cert = v,
+                    _ => c.key = v,
+                }
+                seen_tls_only = Some(match key {
+                    b"ca" => "ca",
+                    b"cert" => "cert",
+                    _ => "key",
+                });
+            }
+            _ => {
+                return Err(format!(
+                    "unknown parameter \"{}\" (known: type, interval, timeout, rise, fall, \
+                     jitter, uri, host, method, status, body, port, default, sni, verify, ca, \
+                     cert, key)",
+                    s(key)
+                ))
+            }
+        }
+    }
+    if !timeout_set && c.timeout_ms > c.interval_ms {
+        c.timeout_ms = c.interval_ms;
+    }
+    if c.timeout_ms > c.interval_ms {
+        return Err(format!(
+            "\"timeout\" ({}ms) must not be longer than \"interval\" ({}ms)",
+            c.timeout_ms, c.interval_ms
+        ));
+    }
+    if c.jitter_ms >= c.interval_ms {
+        return Err(format!(
+            "\"jitter\" ({}ms) must be shorter than \"interval\" ({}ms)",
+            c.jitter_ms, c.interval_ms
+        ));
+    }
+    if let (Some(p), false) = (seen_http_only, c.kind.is_http()) {
+        return Err(format!("\"{p}\" needs type=http or type=https"));
+    }
+    if let (Some(p), false) = (seen_tls_only, c.kind == Kind::Https) {
+        return Err(format!("\"{p}\" needs type=https"));
+    }
+    if c.cert.is_some() != c.key.is_some() {
+        return Err("\"cert\" and \"key\" go together".into());
+    }
+    if c.verify && c.trusted_ca.is_none() {
+        return Err("\"verify=on\" needs \"ca=\" (a file of trusted CA certificates)".into());
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<CheckConf, String> {
+        let args: Vec<&[u8]> = line.split_whitespace().map(str::as_bytes).collect();
+        parse_check(&args)
+    }
+
+    #[test]
+    fn full_http_line() {
+        let c = parse(
+            "type=http interval=2s timeout=1s rise=2 fall=3 jitter=200ms uri=/health \
+             host=api.example status=200-299,301 body=~ok|ready port=8080 default=down method=HEAD",
+        )
+        .unwrap();
+        assert_eq!(c.kind, Kind::Http);
+        assert_eq!(
+            (c.interval_ms, c.timeout_ms, c.jitter_ms),
+            (2000, 1000, 200)
+        );
+        assert_eq!((c.rise, c.fall), (2, 3));
+        assert_eq!(c.uri, "/health");
+        assert_eq!(c.host.as_deref(), Some("api.example"));
+        assert!(c.status.contains(204) && c.status.contains(301) && !c.status.contains(302));
+        assert_eq!(c.status.to_string(), "200-299,301");
+        assert_eq!(c.body.as_deref(), Some("ok|ready"));
+        let q = parse("type=http body=~\"ok|ready\"").unwrap();
+        assert_eq!(q.body.as_deref(), Some("ok|ready"));
+        assert_eq!(c.port, Some(8080));
+        assert!(!c.default_up);
+        assert_eq!(c.method, HttpMethod::Head);
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.kind, Kind::Tcp);
+        assert!(c.status.contains(200) && c.status.contains(399) && !c.status.contains(400));
+        assert!(c.default_up);
+        // A short interval pulls the default timeout down with it.
+        let c = parse("interval=500ms").unwrap();
+        assert_eq!(c.timeout_ms, 500);
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time_ms(b"500ms"), Some(500));
+        assert_eq!(parse_time_ms(b"2s"), Some(2000));
+        assert_eq!(parse_time_ms(b"1m"), Some(60_000));
+        assert_eq!(parse_time_ms(b"250"), Some(250));
+        for bad in ["", "s", "-1s", "1.5s", "2x", "ms"] {
+            assert_eq!(parse_time_ms(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_parameter() {
+        let cases = [
+            ("type=udp", "\"type\""),
+            ("rise=0", "\"rise\""),
+            ("fall=0", "\"fall\""),
+            ("fall=x", "\"fall\""),
+            ("interval=0", "\"interval\""),
+            ("interval=-1s", "\"interval\""),
+            ("timeout=abc", "\"timeout\""),
+            (
+                "interval=1s timeout=2s",
+                "\"timeout\" (2000ms) must not be longer",
+            ),
+            ("type=http uri=health", "\"uri\""),
+            ("type=http status=200-99", "\"status\""),
+            ("type=http status=600", "\"status\""),
+            ("type=http status=abc", "\"status\""),
+            ("type=http body=ok", "\"body\""),
+            ("colour=blue", "unknown parameter \"colour\""),
+            ("justaword", "\"justaword\""),
+            ("uri=/x", "\"uri\" needs type=http"),
+            ("type=http verify=on", "\"verify\" needs type=https"),
+            ("type=https verify=on", "needs \"ca=\""),
+            ("type=https cert=/a", "\"cert\" and \"key\" go together"),
+            ("port=0", "\"port\""),
+            ("port=70000", "\"port\""),
+            ("default=maybe", "\"default\""),
+            ("interval=1s jitter=1s", "\"jitter\""),
+        ];
+        for (line, want) in cases {
+            let err = parse(line).unwrap_err();
+            assert!(err.contains(want), "{line}: {err}");
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Active health checks (`lb_check`).
+//!
+//! Pure parts: `config` (the directive's parameters), `state` (rise/fall), `response` (reading a
+//! probe's HTTP response), `reason` (why a probe failed, packed for shared memory).
+
+pub mod config;
+pub mod reason;
+pub mod response;
+pub mod state;

@@ -1,0 +1,158 @@
+//! Why the last probe of a peer passed or failed, small enough to live in two atomics of the
+//! shared record and be shown on the status page and in the error log.
+
+use core::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// No probe has finished yet.
+    None,
+    Passed,
+    /// The TCP connect failed at once (errno).
+    ConnectFailed(u32),
+    /// connect, handshake and response together took longer than `timeout`.
+    Timeout,
+    /// The connection was reset or broke while sending or receiving (errno, 0 if unknown).
+    Io(u32),
+    /// The TLS handshake failed.
+    TlsHandshake,
+    /// The backend's certificate was not accepted (OpenSSL verify result).
+    TlsVerify(u32),
+    /// The response could not be read as HTTP; detail indexes `INVALID`.
+    Invalid(u32),
+    /// The status is not in the accepted list.
+    Status(u16),
+    /// The body did not match `body=~...`.
+    BodyMismatch,
+    /// Out of memory or a similar local problem.
+    Internal,
+}
+
+/// Messages of `Reason::Invalid`, in the order the response parser can produce them.
+pub const INVALID: &[&str] = &[
+    "not an HTTP/1.x response",
+    "response headers longer than 16 KiB",
+    "connection closed before the response headers ended",
+    "malformed status line",
+    "malformed header line",
+    "malformed Content-Length",
+    "response longer than 16 KiB",
+    "connection closed inside a chunked body",
+    "malformed chunked body",
+    "connection closed before the body ended",
+];
+
+impl Reason {
+    /// For `Progress::Invalid` messages of the response parser.
+    pub fn invalid(msg: &str) -> Reason {
+        Reason::Invalid(INVALID.iter().position(|m| *m == msg).unwrap_or(0) as u32)
+    }
+
+    pub fn encode(self) -> (u32, u32) {
+        match self {
+            Reason::None => (0, 0),
+            Reason::Passed => (1, 0),
+            Reason::ConnectFailed(e) => (2, e),
+            Reason::Timeout => (3, 0),
+            Reason::Io(e) => (4, e),
+            Reason::TlsHandshake => (5, 0),
+            Reason::TlsVerify(v) => (6, v),
+            Reason::Invalid(i) => (7, i),
+            Reason::Status(s) => (8, u32::from(s)),
+            Reason::BodyMismatch => (9, 0),
+            Reason::Internal => (10, 0),
+        }
+    }
+
+    pub fn decode(code: u32, detail: u32) -> Reason {
+        match code {
+            1 => Reason::Passed,
+            2 => Reason::ConnectFailed(detail),
+            3 => Reason::Timeout,
+            4 => Reason::Io(detail),
+            5 => Reason::TlsHandshake,
+            6 => Reason::TlsVerify(detail),
+            7 => Reason::Invalid(detail),
+            8 => Reason::Status(detail as u16),
+            9 => Reason::BodyMismatch,
+            10 => Reason::Internal,
+            _ => Reason::None,
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Reason::None => f.write_str("no check yet"),
+            Reason::Passed => f.write_str("passed"),
+            Reason::ConnectFailed(e) => write!(f, "connect failed ({})", errno_text(e)),
+            Reason::Timeout => f.write_str("timed out"),
+            Reason::Io(0) => f.write_str("connection broken"),
+            Reason::Io(e) => write!(f, "connection broken ({})", errno_text(e)),
+            Reason::TlsHandshake => f.write_str("TLS handshake failed"),
+            Reason::TlsVerify(v) => write!(f, "certificate not trusted (verify error {v})"),
+            Reason::Invalid(i) => f.write_str(
+                INVALID
+                    .get(i as usize)
+                    .copied()
+                    .unwrap_or("invalid response"),
+            ),
+            Reason::Status(s) => write!(f, "HTTP {s}"),
+            Reason::BodyMismatch => f.write_str("body does not match"),
+            Reason::Internal => f.write_str("internal error"),
+        }
+    }
+}
+
+fn errno_text(e: u32) -> String {
+    match e {
+        104 => "connection reset".into(),
+        110 => "timed out".into(),
+        111 => "connection refused".into(),
+        113 => "no route to host".into(),
+        _ => format!("errno {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        for r in [
+            Reason::None,
+            Reason::Passed,
+            Reason::ConnectFailed(111),
+            Reason::Timeout,
+            Reason::Io(104),
+            Reason::TlsHandshake,
+            Reason::TlsVerify(18),
+            Reason::Invalid(3),
+            Reason::Status(500),
+            Reason::BodyMismatch,
+            Reason::Internal,
+        ] {
+            let (c, d) = r.encode();
+            assert_eq!(Reason::decode(c, d), r);
+        }
+    }
+
+    #[test]
+    fn messages() {
+        assert_eq!(Reason::Status(500).to_string(), "HTTP 500");
+        assert_eq!(
+            Reason::ConnectFailed(111).to_string(),
+            "connect failed (connection refused)"
+        );
+        assert_eq!(
+            Reason::invalid("malformed status line").to_string(),
+            "malformed status line"
+        );
+        // Every parser message maps to itself.
+        for m in INVALID {
+            assert_eq!(Reason::invalid(m).to_string(), *m);
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Reading a probe's HTTP response: decides when enough has arrived and what it says, from a
+//! bounded buffer. Fed the bytes received so far; partial, oversized and malformed input all end
+//! in a clear verdict.
+
+use super::config::MAX_RESPONSE;
+
+/// What the bytes so far amount to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Keep reading.
+    NeedMore,
+    /// A complete response: its status and (decoded) body.
+    Complete { status: u16, body: Vec<u8> },
+    /// Not a usable HTTP response; the reason says why.
+    Invalid(&'static str),
+}
+
+/// `buf`: everything received so far; `eof`: the peer closed the connection; `head`: the probe
+/// was a HEAD request (no body follows).
+pub fn parse(buf: &[u8], eof: bool, head: bool) -> Progress {
+    const PREFIX: &[u8] = b"HTTP/1.";
+    let n = buf.len().min(PREFIX.len());
+    if buf[..n] != PREFIX[..n] {
+        return Progress::Invalid("not an HTTP/1.x response");
+    }
+    let Some(head_end) = find(buf, b"\r\n\r\n").map(|i| i + 4) else {
+        if buf.len() >= MAX_RESPONSE {
+            return Progress::Invalid("response headers longer than 16 KiB");
+        }
+        return if eof {
+            Progress::Invalid("connection closed before the response headers ended")
+        } else {
+            Progress::NeedMore
+        };
+    };
+    let header = &buf[..head_end];
+    let line_end = find(header, b"\r\n").unwrap_or(header.len());
+    let status = match parse_status_line(&header[..line_end]) {
+        Some(s) => s,
+        None => return Progress::Invalid("malformed status line"),
+    };
+    let mut length: Option<usize> = None;
+    let mut chunked = false;
+    for line in header[line_end + 2..].split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Progress::Invalid("malformed header line");
+        };
+        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
+        if name.eq_ignore_ascii_case(b"content-length") {
+            match core::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+            {
+                Some(l) => length = Some(l),
+                None => return Progress::Invalid("malformed Content-Length"),
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            chunked = value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|v| trim(v).eq_ignore_ascii_case(b"chunked"));
+        }
+    }
+    let rest = &buf[head_end..];
+    if head || status < 200 || status == 204 || status == 304 {
+        return Progress::Complete {
+            status,
+            body: Vec::new(),
+        };
+    }
+    if chunked {
+        return match dechunk(rest) {
+            Chunks::Done(body) => Progress::Complete { status, body },
+            Chunks::Partial if buf.len() >= MAX_RESPONSE => {
+                Progress::Invalid("response longer than 16 KiB")
+            }
+            Chunks::Partial if eof => Progress::Invalid("connection closed inside a chunked body"),
+            Chunks::Partial => Progress::NeedMore,
+            Chunks::Bad => Progress::Invalid("malformed chunked body"),
+        };
+    }
+    match length {
+        Some(l) if head_end + l > MAX_RESPONSE => Progress::Invalid("response longer than 16 KiB"),
+        Some(l) if rest.len() >= l => Progress::Complete {
+            status,
+            body: rest[..l].to_vec(),
+        },
+        Some(_) if eof => Progress::Invalid("connection closed before the body ended"),
+        Some(_) => Progress::NeedMore,
+        None if buf.len() >= MAX_RESPONSE => Progress::Invalid("response longer than 16 KiB"),
+        None if eof => Progress::Complete {
+            status,
+            body: rest.to_vec(),
+        },
+        None => Progress::NeedMore,
+    }
+}
+
+fn parse_status_line(line: &[u8]) -> Option<u16> {
+    // "HTTP/1.1 200 OK" (the reason phrase may be empty or absent).
+    let rest = line.strip_prefix(b"HTTP/1.")?;
+    let (&minor, rest) = rest.split_first()?;
+    if !minor.is_ascii_digit() {
+        return None;
+    }
+    let rest = rest.strip_prefix(b" ")?;
+    if rest.len() < 3 || !rest[..3].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if rest.len() > 3 && rest[3] != b' ' {
+        return None;
+    }
+    let code = core::str::from_utf8(&rest[..3]).ok()?.parse::<u16>().ok()?;
+    (100..=599).contains(&code).then_some(code)
+}
+
+enum Chunks {
+    Done(Vec<u8>),
+    Partial,
+    Bad,
+}
+
+fn dechunk(mut data: &[u8]) -> Chunks {
+    let mut body = Vec::new();
+    loop {
+        let Some(eol) = find(data, b"\r\n") else {
+            return if data.len() > 64 {
+                Chunks::Bad
+            } else {
+                Chunks::Partial
+            };
+        };
+        let size_text = &data[..eol];
+        let size_text = size_text
+            .split(|&b| b == b';')
+            .next()
+            .map(trim)
+            .unwrap_or_default();
+        let Some(size) = core::str::from_utf8(size_text)
+            .ok()
+            .filter(|t| !t.is_empty() && t.len() <= 8)
+            .and_then(|t| usize::from_str_radix(t, 16).ok())
+        else {
+            return Chunks::Bad;
+        };
+        data = &data[eol + 2..];
+        if size == 0 {
+            return Chunks::Done(body);
+        }
+        if data.len() < size + 2 {
+            return Chunks::Partial;
+        }
+        if &data[size..size + 2] != b"\r\n" {
+            return Chunks::Bad;
+        }
+        body.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(status: u16, body: &str) -> Progress {
+        Progress::Complete {
+            status,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn content_length() {
+        let r = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nready";
+        assert_eq!(parse(r, false, false), done(200, "ready"));
+        // Fed byte by byte, it needs more until the last one.
+        for i in 0..r.len() {
+            assert_eq!(parse(&r[..i], false, false), Progress::NeedMore, "at {i}");
+        }
+        assert_eq!(
+            parse(&r[..r.len() - 1], true, false),
+            Progress::Invalid("connection closed before the body ended")
+        );
+    }
+
+    #[test]
+    fn close_delimited_and_head() {
+        let r = b"HTTP/1.0 503 Service Unavailable\r\nServer: x\r\n\r\nbusy";
+        assert_eq!(parse(r, false, false), Progress::NeedMore);
+        assert_eq!(parse(r, true, false), done(503, "busy"));
+        let h = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
+        assert_eq!(parse(h, false, true), done(200, ""));
+        assert_eq!(
+            parse(b"HTTP/1.1 204 No Content\r\n\r\n", false, false),
+            done(204, "")
+        );
+    }
+
+    #[test]
+    fn chunked() {
+        let r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n6;x=y\r\n ready\r\n0\r\n\r\n";
+        assert_eq!(parse(r, false, false), done(200, "ok ready"));
+        assert_eq!(parse(&r[..r.len() - 10], false, false), Progress::NeedMore);
+        let bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n";
+        assert_eq!(
+            parse(bad, false, false),
+            Progress::Invalid("malformed chunked body")
+        );
+    }
+
+    #[test]
+    fn garbage() {
+        assert_eq!(
+            parse(b"SSH-2.0-OpenSSH\r\n", false, false),
+            Progress::Invalid("not an HTTP/1.x response")
+        );
+        assert_eq!(
+            parse(b"\x16\x03\x01\x02", false, false),
+            Progress::Invalid("not an HTTP/1.x response")
+        );
+        assert_eq!(parse(b"HTT", false, false), Progress::NeedMore);
+        assert_eq!(
+            parse(b"HTTP/1.1 2000 OK\r\n\r\n", false, false),
+            Progress::Invalid("malformed status line")
+        );
+        assert_eq!(
+            parse(b"HTTP/1.1 abc OK\r\n\r\n", false, false),
+            Progress::Invalid("malformed status line")
+        );
+        assert_eq!(
+            parse(b"HTTP/1.1 200 OK\r\nBroken\r\n\r\n", false, false),
+            Progress::Invalid("malformed header line")
+        );
+        assert_eq!(
+            parse(
+                b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+                false,
+                false
+            ),
+            Progress::Invalid("malformed Content-Length")
+        );
+        assert_eq!(
+            parse(b"HTTP/1.1 200 OK\r\nX: y", true, false),
+            Progress::Invalid("connection closed before the response headers ended")
+        );
+        assert_eq!(
+            parse(b"", true, false),
+            Progress::Invalid("connection closed before the response headers ended")
+        );
+    }
+
+    #[test]
+    fn oversized() {
+        let mut endless = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        endless.resize(MAX_RESPONSE, b'x');
+        assert_eq!(
+            parse(&endless, false, false),
+            Progress::Invalid("response longer than 16 KiB")
+        );
+        let big = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nxx";
+        assert_eq!(
+            parse(big, false, false),
+            Progress::Invalid("response longer than 16 KiB")
+        );
+        let mut long_headers = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        long_headers.resize(MAX_RESPONSE, b'a');
+        assert_eq!(
+            parse(&long_headers, false, false),
+            Progress::Invalid("response headers longer than 16 KiB")
+        );
+    }
+}

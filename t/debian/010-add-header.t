@@ -1,0 +1,1 @@
+../010-add-header.t

@@ -1,0 +1,1 @@
+../020-upstream-rr.t

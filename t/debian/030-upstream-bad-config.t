@@ -1,0 +1,1 @@
+../030-upstream-bad-config.t
