@@ -355,9 +355,74 @@ pub fn parse_check(args: &[&[u8]]) -> Result<CheckConf, String> {
     Ok(c)
 }
 
+impl CheckConf {
+    /// The probe's HTTP request. `default_host` (the peer's address) is the `Host` header when
+    /// `host=` is not given.
+    pub fn request(&self, default_host: &str) -> Vec<u8> {
+        let method = match self.method {
+            HttpMethod::Get => "GET",
+            HttpMethod::Head => "HEAD",
+        };
+        let host = self.host.as_deref().unwrap_or(default_host);
+        format!(
+            "{method} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: nginx-lb-check\r\n\
+             Accept: */*\r\nConnection: close\r\n\r\n",
+            self.uri
+        )
+        .into_bytes()
+    }
+
+    /// The TLS server name to send: `host=` without a port, else the `server` line's name when
+    /// it is a host name; never an IP address (SNI does not carry those). `None` when `sni=off`.
+    pub fn sni_name(&self, server: &str) -> Option<String> {
+        if !self.sni {
+            return None;
+        }
+        let name = strip_port(self.host.as_deref().unwrap_or(server));
+        let is_ip = name.parse::<std::net::IpAddr>().is_ok() || name.starts_with('[');
+        (!name.is_empty() && !is_ip).then(|| name.to_string())
+    }
+}
+
+/// `host:port` → `host`; `[v6]:port` and bare names are returned as they are.
+fn strip_port(s: &str) -> &str {
+    if s.starts_with('[') {
+        return s;
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => s,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_and_sni() {
+        let c = parse("type=http uri=/health").unwrap();
+        assert_eq!(
+            c.request("127.0.0.1:8080"),
+            b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: nginx-lb-check\r\n\
+              Accept: */*\r\nConnection: close\r\n\r\n"
+                .to_vec()
+        );
+        let c = parse("type=https host=api.example:8443 method=HEAD").unwrap();
+        assert!(c
+            .request("x")
+            .starts_with(b"HEAD / HTTP/1.1\r\nHost: api.example:8443\r\n"));
+        assert_eq!(c.sni_name("127.0.0.1:443").as_deref(), Some("api.example"));
+        let c = parse("type=https").unwrap();
+        assert_eq!(c.sni_name("127.0.0.1:443"), None);
+        assert_eq!(
+            c.sni_name("backend.test:443").as_deref(),
+            Some("backend.test")
+        );
+        assert_eq!(c.sni_name("[::1]:443"), None);
+        let c = parse("type=https sni=off host=a.example").unwrap();
+        assert_eq!(c.sni_name("b.example"), None);
+    }
 
     fn parse(line: &str) -> Result<CheckConf, String> {
         let args: Vec<&[u8]> = line.split_whitespace().map(str::as_bytes).collect();

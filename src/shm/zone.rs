@@ -15,9 +15,13 @@ use nginx_sys::{
 };
 
 use super::peer::PeerShared;
-use super::table::{self, capacity_for, claim, header_matches, init_header, table_bytes, Header};
+use super::table::{
+    self, capacity_for, claim, header_matches, init_header, table_bytes, Claim, Header,
+};
+use crate::health::state::Health;
 use crate::nginx::bytes;
 use crate::upstream::directive::{log_plain, MainConf};
+use core::sync::atomic::Ordering::Relaxed;
 
 /// The zone's name, as `nginx -T` and error messages show it.
 const ZONE_NAME: &str = "ngx_http_lb";
@@ -100,6 +104,8 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> n
         for &u in &main.upstreams {
             let u = &mut *u;
             let upstream = bytes(&u.name);
+            let default_up = u.check.as_ref().is_none_or(|c| c.conf.default_up);
+            let checked = u.check.is_some();
             for p in &mut u.peers {
                 let key = table::peer_key(upstream, bytes(&p.name));
                 let Some(c) = claim(records, key, generation) else {
@@ -107,7 +113,18 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> n
                         "lb: no free peer record in zone \"{ZONE_NAME}\" ({capacity} records)"
                     ));
                 };
-                p.shared = &records[c.index()];
+                let record = &records[c.index()];
+                match c {
+                    // A new peer starts as `default=` says.
+                    Claim::Fresh(_) => record.health.store(Health::initial(default_up).0, Relaxed),
+                    // A known peer keeps its health, unless checks were turned off: then
+                    // nothing would ever bring it back, so it counts as up.
+                    Claim::Kept(_) if !checked => {
+                        record.health.store(Health::initial(true).0, Relaxed)
+                    }
+                    Claim::Kept(_) => {}
+                }
+                p.shared = record;
             }
         }
     }

@@ -13,7 +13,7 @@ use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_http_conf_ctx_t, ngx_http_module_t,
     ngx_http_upstream_init_round_robin, ngx_http_upstream_main_conf_t, ngx_http_upstream_module,
     ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_log_error_core,
-    ngx_module_t, ngx_uint_t, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_HTTP_MODULE,
+    ngx_module_t, ngx_uint_t, NGX_CONF_ANY, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_HTTP_MODULE,
     NGX_HTTP_SRV_CONF_OFFSET, NGX_HTTP_UPS_CONF, NGX_LOG_EMERG, NGX_LOG_NOTICE,
 };
 
@@ -32,6 +32,8 @@ pub struct SrvConf {
     pub line: usize,
     /// Built by `init_upstream`; stays null if another method replaced us.
     pub upstream: *mut Upstream,
+    /// `lb_check`, until `init_upstream` hands it to the table.
+    pub check: Option<Box<crate::health::directive::CheckSetup>>,
 }
 
 /// Per-cycle state: every upstream that uses `lb_upstream`, and the shared zone.
@@ -51,11 +53,19 @@ static LB_CTX: ngx_http_module_t = ngx_http_module_t {
     merge_loc_conf: None,
 };
 
-static mut LB_COMMANDS: [ngx_command_t; 2] = [
+static mut LB_COMMANDS: [ngx_command_t; 3] = [
     ngx_command_t {
         name: ngx::ngx_string!("lb_upstream"),
         type_: (NGX_HTTP_UPS_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1) as ngx_uint_t,
         set: Some(set_lb_upstream),
+        conf: NGX_HTTP_SRV_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx::ngx_string!("lb_check"),
+        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_ANY) as ngx_uint_t,
+        set: Some(crate::health::directive::set_lb_check),
         conf: NGX_HTTP_SRV_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),
@@ -70,6 +80,7 @@ pub static mut ngx_http_lb_module: ngx_module_t = ngx_module_t {
     ctx: ptr::addr_of!(LB_CTX) as *mut c_void,
     commands: ptr::addr_of_mut!(LB_COMMANDS) as *mut ngx_command_t,
     type_: NGX_HTTP_MODULE as ngx_uint_t,
+    init_process: Some(crate::health::probe::init_process),
     ..ngx_module_t::default()
 };
 
@@ -177,7 +188,8 @@ unsafe extern "C" fn init_upstream(
         if conf.is_null() || rr.is_null() {
             return nginx_sys::NGX_ERROR as ngx_int_t;
         }
-        let table = Upstream::from_round_robin((*us).host, (*conf).method, rr);
+        let mut table = Upstream::from_round_robin((*us).host, (*conf).method, rr);
+        table.check = (*conf).check.take();
         let table = ngx::core::Pool::from_ngx_pool((*cf).pool).allocate(table);
         if table.is_null() {
             return nginx_sys::NGX_ERROR as ngx_int_t;
@@ -223,7 +235,19 @@ unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *
         );
         for &us in uscfs {
             let ours = srv_conf(us);
-            if ours.is_null() || !(*ours).enabled {
+            if ours.is_null() {
+                continue;
+            }
+            if !(*ours).enabled {
+                if (*ours).check.is_some() {
+                    let msg = format!(
+                        "lb_check: upstream \"{}\" has \"lb_check\" but no \"lb_upstream\"; \
+                         health checks need \"lb_upstream\" in the same block",
+                        bytes(&(*us).host).escape_ascii()
+                    );
+                    log_plain(cf, NGX_LOG_EMERG as ngx_uint_t, &msg);
+                    return CONF_ERROR;
+                }
                 continue;
             }
             if (*ours).upstream.is_null() {
@@ -249,13 +273,25 @@ unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *
             let u = &*u;
             let backups = u.peers.len() - u.primaries;
             let down = u.peers.iter().filter(|p| p.down).count();
+            let checks = match &u.check {
+                Some(c) => format!(
+                    "checks {} every {}ms (timeout {}ms, rise {}, fall {})",
+                    c.conf.kind.name(),
+                    c.conf.interval_ms,
+                    c.conf.timeout_ms,
+                    c.conf.rise,
+                    c.conf.fall
+                ),
+                None => "no active checks".to_string(),
+            };
             let msg = format!(
-                "lb: upstream \"{}\": method {}, {} peers ({} backup, {} down)",
+                "lb: upstream \"{}\": method {}, {} peers ({} backup, {} down), {}",
                 bytes(&u.name).escape_ascii(),
                 u.method.name(),
                 u.peers.len(),
                 backups,
-                down
+                down,
+                checks
             );
             log_plain(cf, NGX_LOG_NOTICE as ngx_uint_t, &msg);
         }

@@ -45,6 +45,8 @@ pub struct Upstream {
     pub backup: SmoothWrr,
     /// How many attempts a request may make (non-down peers), as nginx counts them.
     pub tries: usize,
+    /// Active health checks (`lb_check`), if configured.
+    pub check: Option<Box<crate::health::directive::CheckSetup>>,
 }
 
 impl Upstream {
@@ -91,6 +93,7 @@ impl Upstream {
             peers,
             primaries,
             tries,
+            check: None,
         }
     }
 }

@@ -1,0 +1,619 @@
+//! Where a probe is sent: each worker keeps one `Probe` per checked peer, driven by nginx timers
+//! and connection events on the worker's own event loop — no thread, no blocking call.
+//!
+//! Coordination: every worker arms a timer for every checked peer, but a probe runs only in the
+//! worker that wins the peer's lease in shared memory (`PeerShared::take_lease`, a
+//! compare-and-swap of the next due time), so each peer is probed once per interval in total.
+//! A worker that dies mid-probe leaves nothing held: the next probe is due an interval later.
+//!
+//! One probe: connect (non-blocking, `ngx_event_connect_peer`) → for `https` a TLS handshake
+//! (SNI, optional verification) → send the request → read at most 16 KiB and judge it. The
+//! whole exchange must finish within `timeout`. Timers are cancelable, so they never hold up a
+//! worker's graceful exit after a reload; an exiting worker starts no new probe.
+
+use core::ffi::c_void;
+use core::ptr;
+use std::ffi::CString;
+
+use nginx_sys::{
+    ngx_close_connection, ngx_connection_t, ngx_create_pool, ngx_cycle_t, ngx_destroy_pool,
+    ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t, ngx_handle_read_event,
+    ngx_handle_write_event, ngx_http_conf_ctx_t, ngx_http_module, ngx_int_t, ngx_log_t,
+    ngx_peer_connection_t, ngx_pool_t, ngx_regex_exec, ngx_ssl_check_host,
+    ngx_ssl_create_connection, ngx_ssl_handshake, ngx_ssl_shutdown, ngx_str_t, sockaddr, socklen_t,
+    NGX_LOG_CRIT, NGX_LOG_WARN, NGX_SSL_BUFFER, NGX_SSL_CLIENT,
+};
+
+use super::config::{HttpMethod, Kind, MAX_RESPONSE};
+use super::directive::CheckSetup;
+use super::reason::Reason;
+use super::response::{parse, Progress};
+use super::state::Transition;
+use crate::nginx::bytes;
+use crate::shm::PeerShared;
+use crate::upstream::directive::MainConf;
+use crate::upstream::table::Upstream;
+
+const OK: ngx_int_t = nginx_sys::NGX_OK as ngx_int_t;
+const AGAIN: ngx_int_t = nginx_sys::NGX_AGAIN as ngx_int_t;
+const ERROR: ngx_int_t = nginx_sys::NGX_ERROR as ngx_int_t;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Idle,
+    Connecting,
+    Handshaking,
+    Sending,
+    Reading,
+}
+
+/// One peer's prober in this worker. Lives (at a fixed address) until the worker exits.
+pub struct Probe {
+    upstream: *const Upstream,
+    peer: usize,
+    setup: *const CheckSetup,
+    /// The schedule timer.
+    timer: ngx_event_t,
+    /// The address probed (the peer's, with `port=` applied).
+    addr: [u64; 16],
+    socklen: socklen_t,
+    name: ngx_str_t,
+    request: Vec<u8>,
+    sni: Option<CString>,
+    /// A private log: the cycle's, with connection errors below `crit` muted so that probe
+    /// failures do not flood the error log (their reason is logged on a state change).
+    log: ngx_log_t,
+    rng: u64,
+    // The attempt in progress.
+    stage: Stage,
+    pc: ngx_peer_connection_t,
+    conn: *mut ngx_connection_t,
+    pool: *mut ngx_pool_t,
+    sent: usize,
+    buf: Vec<u8>,
+    deadline: u64,
+}
+
+fn now_ms() -> u64 {
+    // SAFETY: nginx updates its cached clock in this (the only) thread.
+    unsafe { ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_current_msec)) as u64 }
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn exiting() -> bool {
+    // SAFETY: plain reads of nginx's process flags, set by its signal handling in this process.
+    unsafe {
+        ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_exiting)) != 0
+            || ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_quit)) != 0
+            || ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_terminate)) != 0
+    }
+}
+
+impl Probe {
+    fn upstream(&self) -> &Upstream {
+        // SAFETY: the table lives in the cycle's pool, longer than any worker's probes.
+        unsafe { &*self.upstream }
+    }
+    fn setup(&self) -> &CheckSetup {
+        // SAFETY: as above (owned by the upstream's configuration).
+        unsafe { &*self.setup }
+    }
+    fn shared(&self) -> &PeerShared {
+        // SAFETY: records are set before workers start (see `shm::zone`).
+        unsafe { &*self.upstream().peers[self.peer].shared }
+    }
+    fn random(&mut self, below: u64) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        if below == 0 {
+            0
+        } else {
+            self.rng % below
+        }
+    }
+}
+
+/// `init_process` of the module: arms a probe timer for every checked peer of this worker.
+///
+/// # Safety
+/// Called by nginx in a new worker with its cycle.
+pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    // SAFETY: reading nginx's process type and the cycle's http configuration, which the
+    // worker inherited; probes are leaked on purpose (they live as long as the worker).
+    unsafe {
+        let kind = ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_process)) as u32;
+        if kind != nginx_sys::NGX_PROCESS_WORKER && kind != nginx_sys::NGX_PROCESS_SINGLE {
+            return OK;
+        }
+        let http = *(*cycle)
+            .conf_ctx
+            .add((*ptr::addr_of!(ngx_http_module)).index)
+            as *mut ngx_http_conf_ctx_t;
+        if http.is_null() {
+            return OK;
+        }
+        let main = *(*http)
+            .main_conf
+            .add(crate::upstream::directive::ctx_index()) as *const MainConf;
+        if main.is_null() {
+            return OK;
+        }
+        let pid = ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_pid)) as u64;
+        let now = now_ms();
+        for &u in &(*main).upstreams {
+            let Some(setup) = (*u).check.as_deref() else {
+                continue;
+            };
+            for (i, peer) in (*u).peers.iter().enumerate() {
+                if peer.down {
+                    continue;
+                }
+                let probe = Box::leak(new_probe(cycle, u, i, setup, pid ^ (i as u64) << 32));
+                let due = probe
+                    .shared()
+                    .next_check_ms
+                    .load(core::sync::atomic::Ordering::Relaxed);
+                // A new peer is due at once; spread the first probes over a quarter interval.
+                let delay = if due > now {
+                    due - now
+                } else {
+                    probe.random(setup.conf.interval_ms / 4 + 1)
+                };
+                nginx_sys::ngx_add_timer(&mut probe.timer, delay.max(1) as _);
+            }
+        }
+    }
+    OK
+}
+
+/// # Safety
+/// `u` and `setup` must outlive the probe; `cycle` is the worker's cycle.
+unsafe fn new_probe(
+    cycle: *mut ngx_cycle_t,
+    u: *const Upstream,
+    i: usize,
+    setup: &CheckSetup,
+    seed: u64,
+) -> Box<Probe> {
+    // SAFETY: zeroed nginx structs are their documented initial state; the cycle log is live.
+    unsafe {
+        let peer = &(&(*u).peers)[i];
+        let mut addr = [0u64; 16];
+        let len = (peer.socklen as usize).min(core::mem::size_of_val(&addr));
+        ptr::copy_nonoverlapping(
+            peer.sockaddr as *const u8,
+            addr.as_mut_ptr() as *mut u8,
+            len,
+        );
+        if let Some(port) = setup.conf.port {
+            set_port(addr.as_mut_ptr() as *mut u8, port);
+        }
+        let address = String::from_utf8_lossy(bytes(&peer.name)).into_owned();
+        let server = String::from_utf8_lossy(bytes(&peer.server)).into_owned();
+        let mut log = *(*cycle).log;
+        log.log_level = NGX_LOG_CRIT as _;
+        let mut probe = Box::new(Probe {
+            upstream: u,
+            peer: i,
+            setup,
+            timer: core::mem::zeroed(),
+            addr,
+            socklen: peer.socklen,
+            name: peer.name,
+            request: setup.conf.request(&address),
+            sni: setup
+                .conf
+                .sni_name(&server)
+                .and_then(|n| CString::new(n).ok()),
+            log,
+            rng: seed | 1,
+            stage: Stage::Idle,
+            pc: core::mem::zeroed(),
+            conn: ptr::null_mut(),
+            pool: ptr::null_mut(),
+            sent: 0,
+            buf: Vec::new(),
+            deadline: 0,
+        });
+        let p: *mut Probe = &mut *probe;
+        probe.timer.handler = Some(on_timer);
+        probe.timer.data = p as *mut c_void;
+        probe.timer.log = (*cycle).log;
+        probe.timer.set_cancelable(1);
+        probe
+    }
+}
+
+/// Sets the port of an IPv4 or IPv6 socket address (same offset in both).
+///
+/// # Safety
+/// `sa` must point to a socket address of at least 4 bytes.
+unsafe fn set_port(sa: *mut u8, port: u16) {
+    // SAFETY: the family is the first two bytes, the port the next two, for AF_INET and AF_INET6.
+    unsafe {
+        let family = ptr::read_unaligned(sa as *const u16);
+        if family == 2 || family == 10 {
+            ptr::write_unaligned(sa.add(2) as *mut u16, port.to_be());
+        }
+    }
+}
+
+unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
+    // SAFETY: `data` is the probe this timer belongs to (set in `new_probe`).
+    let p = unsafe { &mut *((*ev).data as *mut Probe) };
+    if exiting() {
+        return;
+    }
+    let interval = p.setup().conf.interval_ms;
+    let now = now_ms();
+    if p.stage != Stage::Idle {
+        // Cannot happen while timeout <= interval; try again later rather than overlap.
+        // SAFETY: re-arming our own timer.
+        unsafe { nginx_sys::ngx_add_timer(ev, interval as _) };
+        return;
+    }
+    let jitter = p.random(p.setup().conf.jitter_ms + 1);
+    let next = now + interval + jitter;
+    // SAFETY: reading nginx's pid.
+    let pid = unsafe { ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_pid)) } as u32;
+    let delay = if p.shared().take_lease(now, next, pid) {
+        start(p, now);
+        next - now
+    } else {
+        let due = p
+            .shared()
+            .next_check_ms
+            .load(core::sync::atomic::Ordering::Relaxed);
+        due.saturating_sub(now).max(1)
+    };
+    // SAFETY: re-arming our own timer (the probe may have finished synchronously; the timer is
+    // independent of the connection).
+    unsafe { nginx_sys::ngx_add_timer(ev, delay as _) };
+}
+
+/// Starts one probe attempt.
+fn start(p: &mut Probe, now: u64) {
+    p.deadline = now + p.setup().conf.timeout_ms;
+    p.sent = 0;
+    p.buf.clear();
+    // SAFETY: the pool and the peer connection are ours for the attempt; `ngx_event_connect_peer`
+    // fills in `pc.connection` or closes what it opened.
+    unsafe {
+        p.pool = ngx_create_pool(4096, &mut p.log);
+        if p.pool.is_null() {
+            return finish(p, Reason::Internal);
+        }
+        p.pc = core::mem::zeroed();
+        p.pc.sockaddr = p.addr.as_mut_ptr() as *mut sockaddr;
+        p.pc.socklen = p.socklen;
+        p.pc.name = &mut p.name;
+        p.pc.get = Some(ngx_event_get_peer);
+        p.pc.log = &mut p.log;
+        p.pc.set_log_error(nginx_sys::ngx_connection_log_error_e_NGX_ERROR_ERR as _);
+        p.stage = Stage::Connecting;
+        let rc = ngx_event_connect_peer(&mut p.pc);
+        if rc == ERROR
+            || rc == nginx_sys::NGX_BUSY as ngx_int_t
+            || rc == nginx_sys::NGX_DECLINED as ngx_int_t
+        {
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as u32;
+            p.pc.connection = ptr::null_mut();
+            return finish(p, Reason::ConnectFailed(errno));
+        }
+        let c = p.pc.connection;
+        p.conn = c;
+        (*c).data = p as *mut Probe as *mut c_void;
+        (*c).pool = p.pool;
+        (*c).log = &mut p.log;
+        (*(*c).read).log = &mut p.log;
+        (*(*c).write).log = &mut p.log;
+        (*(*c).read).handler = Some(on_event);
+        (*(*c).write).handler = Some(on_event);
+        if rc == AGAIN {
+            arm(p, (*c).write);
+            return;
+        }
+        connected(p);
+    }
+}
+
+/// Sets `ev`'s timer to the time left before the probe's deadline.
+///
+/// # Safety
+/// `ev` must be an event of the probe's live connection.
+unsafe fn arm(p: &Probe, ev: *mut ngx_event_t) {
+    let left = p.deadline.saturating_sub(now_ms()).max(1);
+    // SAFETY: guaranteed by the caller.
+    unsafe { nginx_sys::ngx_add_timer(ev, left as _) };
+}
+
+unsafe extern "C" fn on_event(ev: *mut ngx_event_t) {
+    // SAFETY: connection events carry the connection; its `data` is our probe.
+    let p = unsafe {
+        let c = (*ev).data as *mut ngx_connection_t;
+        &mut *((*c).data as *mut Probe)
+    };
+    // SAFETY: `ev` is live while the connection is.
+    if unsafe { (*ev).timedout() } != 0 {
+        return finish(p, Reason::Timeout);
+    }
+    match p.stage {
+        Stage::Connecting => {
+            let err = socket_error(p.conn);
+            if err != 0 {
+                return finish(p, Reason::ConnectFailed(err));
+            }
+            connected(p)
+        }
+        Stage::Sending => send(p),
+        Stage::Reading => read(p),
+        Stage::Handshaking | Stage::Idle => {}
+    }
+}
+
+/// The pending error of a non-blocking connect (`SO_ERROR`).
+fn socket_error(c: *mut ngx_connection_t) -> u32 {
+    let mut err: i32 = 0;
+    let mut len = core::mem::size_of::<i32>() as socklen_t;
+    // SAFETY: `c->fd` is an open socket; `err`/`len` are valid for writing.
+    let rc = unsafe {
+        nginx_sys::getsockopt(
+            (*c).fd,
+            nginx_sys::SOL_SOCKET as _,
+            nginx_sys::SO_ERROR as _,
+            &mut err as *mut i32 as *mut c_void,
+            &mut len,
+        )
+    };
+    if rc == -1 {
+        return std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as u32;
+    }
+    err as u32
+}
+
+fn connected(p: &mut Probe) {
+    let kind = p.setup().conf.kind;
+    match kind {
+        Kind::Tcp => finish(p, Reason::Passed),
+        Kind::Http => {
+            p.stage = Stage::Sending;
+            send(p)
+        }
+        Kind::Https => handshake(p),
+    }
+}
+
+fn handshake(p: &mut Probe) {
+    let c = p.conn;
+    // SAFETY: the TLS context was created at configuration time; `c` is our live connection.
+    unsafe {
+        if (*c).write.as_ref().is_some_and(|w| w.timer_set() != 0) {
+            nginx_sys::ngx_del_timer((*c).write);
+        }
+        if ngx_ssl_create_connection(p.setup().ssl, c, (NGX_SSL_BUFFER | NGX_SSL_CLIENT) as _) != OK
+        {
+            return finish(p, Reason::Internal);
+        }
+        if let Some(name) = &p.sni {
+            // SSL_set_tlsext_host_name(ssl, name): SSL_ctrl(SSL_CTRL_SET_TLSEXT_HOSTNAME = 55,
+            // TLSEXT_NAMETYPE_host_name = 0).
+            nginx_sys::SSL_ctrl((*(*c).ssl).connection, 55, 0, name.as_ptr() as *mut c_void);
+        }
+        p.stage = Stage::Handshaking;
+        let rc = ngx_ssl_handshake(c);
+        if rc == AGAIN {
+            (*(*c).ssl).handler = Some(handshake_done);
+            arm(p, (*c).read);
+            return;
+        }
+        handshake_done(c);
+    }
+}
+
+unsafe extern "C" fn handshake_done(c: *mut ngx_connection_t) {
+    // SAFETY: called by nginx's TLS code (or us) with our connection; `data` is our probe.
+    unsafe {
+        let p = &mut *((*c).data as *mut Probe);
+        if (*(*c).read).timedout() != 0 || (*(*c).write).timedout() != 0 {
+            return finish(p, Reason::Timeout);
+        }
+        if (*(*c).ssl).handshaked() == 0 {
+            return finish(p, Reason::TlsHandshake);
+        }
+        if p.setup().conf.verify {
+            let v = nginx_sys::SSL_get_verify_result((*(*c).ssl).connection);
+            if v != 0 {
+                return finish(p, Reason::TlsVerify(v as u32));
+            }
+            if let Some(name) = &p.sni {
+                let mut s = ngx_str_t {
+                    len: name.as_bytes().len(),
+                    data: name.as_ptr() as *mut u8,
+                };
+                if ngx_ssl_check_host(c, &mut s) != OK {
+                    // X509_V_ERR_HOSTNAME_MISMATCH
+                    return finish(p, Reason::TlsVerify(62));
+                }
+            }
+        }
+        if (*(*c).read).timer_set() != 0 {
+            nginx_sys::ngx_del_timer((*c).read);
+        }
+        (*(*c).read).handler = Some(on_event);
+        (*(*c).write).handler = Some(on_event);
+        p.stage = Stage::Sending;
+        send(p)
+    }
+}
+
+fn send(p: &mut Probe) {
+    let c = p.conn;
+    // SAFETY: `c` is our live connection; `send` writes from our request buffer.
+    unsafe {
+        while p.sent < p.request.len() {
+            let Some(send) = (*c).send else {
+                return finish(p, Reason::Internal);
+            };
+            let n = send(
+                c,
+                p.request.as_mut_ptr().add(p.sent),
+                p.request.len() - p.sent,
+            );
+            if n == AGAIN {
+                if ngx_handle_write_event((*c).write, 0) != OK {
+                    return finish(p, Reason::Internal);
+                }
+                arm(p, (*c).write);
+                return;
+            }
+            if n <= 0 {
+                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                return finish(p, Reason::Io(errno as u32));
+            }
+            p.sent += n as usize;
+        }
+        if (*(*c).write).timer_set() != 0 {
+            nginx_sys::ngx_del_timer((*c).write);
+        }
+        p.stage = Stage::Reading;
+        arm(p, (*c).read);
+        read(p)
+    }
+}
+
+fn read(p: &mut Probe) {
+    let c = p.conn;
+    let head = p.setup().conf.method == HttpMethod::Head;
+    loop {
+        // One byte more than the limit, so that an oversized response is recognised.
+        let room = (MAX_RESPONSE + 1).saturating_sub(p.buf.len());
+        let mut eof = room == 0;
+        let mut broken = 0u32;
+        if room > 0 {
+            p.buf.reserve(room);
+            // SAFETY: `recv` writes at most `room` bytes into the reserved spare capacity,
+            // and we only extend the length by what it reports.
+            let n = unsafe {
+                let Some(recv) = (*c).recv else {
+                    return finish(p, Reason::Internal);
+                };
+                let spare = p.buf.as_mut_ptr().add(p.buf.len());
+                recv(c, spare, room)
+            };
+            if n > 0 {
+                // SAFETY: `recv` initialised `n` bytes of the spare capacity.
+                unsafe { p.buf.set_len(p.buf.len() + n as usize) };
+            } else if n == 0 {
+                eof = true;
+            } else if n == AGAIN {
+                // fall through to parse what we have
+            } else {
+                eof = true;
+                broken = std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as u32;
+            }
+            match parse(&p.buf, eof, head) {
+                Progress::NeedMore if n == AGAIN => {
+                    // SAFETY: `c` is our live connection.
+                    if unsafe { ngx_handle_read_event((*c).read, 0) } != OK {
+                        return finish(p, Reason::Internal);
+                    }
+                    return;
+                }
+                Progress::NeedMore => continue,
+                Progress::Complete { status, body } => return judge(p, status, &body),
+                Progress::Invalid(_) if broken != 0 => return finish(p, Reason::Io(broken)),
+                Progress::Invalid(why) => return finish(p, Reason::invalid(why)),
+            }
+        }
+        match parse(&p.buf, eof, head) {
+            Progress::Complete { status, body } => return judge(p, status, &body),
+            Progress::Invalid(why) => return finish(p, Reason::invalid(why)),
+            Progress::NeedMore => return finish(p, Reason::invalid("response longer than 16 KiB")),
+        }
+    }
+}
+
+fn judge(p: &mut Probe, status: u16, body: &[u8]) {
+    let conf = &p.setup().conf;
+    if !conf.status.contains(status) {
+        return finish(p, Reason::Status(status));
+    }
+    let re = p.setup().regex;
+    if !re.is_null() {
+        let mut s = ngx_str_t {
+            len: body.len(),
+            data: body.as_ptr() as *mut u8,
+        };
+        // SAFETY: the regex was compiled at configuration time; `s` points into `body`.
+        let rc = unsafe { ngx_regex_exec(re, &mut s, ptr::null_mut(), 0) };
+        if rc < 0 {
+            return finish(
+                p,
+                if rc == nginx_sys::NGX_REGEX_NO_MATCHED as ngx_int_t {
+                    Reason::BodyMismatch
+                } else {
+                    Reason::Internal
+                },
+            );
+        }
+    }
+    finish(p, Reason::Passed)
+}
+
+/// Ends the attempt: closes the connection, frees its pool, records the result and logs a
+/// change of state once.
+fn finish(p: &mut Probe, reason: Reason) {
+    // SAFETY: `conn` and `pool` are ours and not used after this.
+    unsafe {
+        let c = p.conn;
+        if !c.is_null() {
+            if !(*c).ssl.is_null() {
+                (*(*c).ssl).set_no_wait_shutdown(1);
+                (*(*c).ssl).set_no_send_shutdown(1);
+                ngx_ssl_shutdown(c);
+            }
+            ngx_close_connection(c);
+            p.conn = ptr::null_mut();
+        }
+        if !p.pool.is_null() {
+            ngx_destroy_pool(p.pool);
+            p.pool = ptr::null_mut();
+        }
+    }
+    p.stage = Stage::Idle;
+    p.buf = Vec::new();
+    let conf = &p.setup().conf;
+    let (rise, fall) = (conf.rise, conf.fall);
+    let transition = p.shared().on_check(reason, rise, fall, wall_ms());
+    if let Some(t) = transition {
+        let u = p.upstream();
+        let peer = &u.peers[p.peer];
+        // SAFETY: names are nginx strings of the configuration; the cycle log is live.
+        unsafe {
+            let log = nginx_sys::ngx_cycle
+                .as_ref()
+                .map_or(ptr::null_mut(), |c| c.log);
+            if log.is_null() {
+                return;
+            }
+            let change = match t {
+                Transition::WentDown => format!("down after {fall} failed check(s): {reason}"),
+                Transition::WentUp => format!("up after {rise} passed check(s)"),
+            };
+            ngx::ngx_log_error!(
+                NGX_LOG_WARN,
+                log,
+                "lb: peer {} in upstream \"{}\" is {}",
+                bytes(&peer.name).escape_ascii(),
+                bytes(&u.name).escape_ascii(),
+                change
+            );
+        }
+    }
+}
