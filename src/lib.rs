@@ -15,6 +15,7 @@ pub mod balance;
 pub mod headers;
 pub mod health;
 pub mod shm;
+pub mod status;
 
 #[cfg(all(feature = "nginx", not(test)))]
 pub mod nginx;

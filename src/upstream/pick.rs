@@ -10,8 +10,9 @@ use core::ffi::c_void;
 use core::ptr;
 
 use nginx_sys::{
-    ngx_current_msec, ngx_http_request_t, ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_log_t,
-    ngx_palloc, ngx_pcalloc, ngx_peer_connection_t, ngx_uint_t, NGX_LOG_ERR, NGX_LOG_WARN,
+    ngx_current_msec, ngx_http_request_t, ngx_http_upstream_srv_conf_t, ngx_http_upstream_t,
+    ngx_int_t, ngx_log_t, ngx_palloc, ngx_pcalloc, ngx_peer_connection_t, ngx_uint_t, NGX_LOG_ERR,
+    NGX_LOG_WARN,
 };
 
 use super::directive::srv_conf;
@@ -21,11 +22,19 @@ use crate::shm::peer::FailOutcome;
 
 const NONE: usize = usize::MAX;
 
-/// Per-request state, allocated from the request pool.
-struct RequestPeers {
-    upstream: *mut Upstream,
+/// Per-request state, allocated from the request pool. Also the request's context of our
+/// module, so that `$lb_peer` and friends find the peer chosen last.
+pub struct RequestPeers {
+    pub upstream: *mut Upstream,
+    u: *mut ngx_http_upstream_t,
     /// Index of the peer of the attempt in progress, or `NONE`.
     current: usize,
+    /// Index of the peer chosen last (kept after the attempt ends), or `NONE`.
+    pub last: usize,
+    /// That peer's health word when it was chosen.
+    pub last_health: u64,
+    /// When the attempt in progress started (ms).
+    started_ms: u64,
     /// Bit set of peers already tried: inline for up to 64 peers, else pool memory.
     tried_inline: u64,
     tried: *mut u64,
@@ -101,14 +110,19 @@ pub unsafe extern "C" fn init_peer(
         } else {
             ptr::null_mut()
         };
+        let u = (*r).upstream;
         rp.write(RequestPeers {
             upstream,
+            u,
             current: NONE,
+            last: NONE,
+            last_health: 0,
+            started_ms: 0,
             tried_inline: 0,
             tried,
         });
+        *(*r).ctx.add(super::directive::ctx_index()) = rp as *mut c_void;
 
-        let u = (*r).upstream;
         (*u).peer.data = rp as *mut c_void;
         (*u).peer.get = Some(get_peer);
         (*u).peer.free = Some(free_peer);
@@ -150,8 +164,12 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
             return nginx_sys::NGX_BUSY as ngx_int_t;
         };
         let peer = &up.peers[i];
-        shared(peer).on_pick(&peer.limits, now);
+        let record = shared(peer);
+        record.on_pick(&peer.limits, now);
         rp.current = i;
+        rp.last = i;
+        rp.last_health = record.health.load(core::sync::atomic::Ordering::Relaxed);
+        rp.started_ms = now;
         rp.set_tried(i);
         (*pc).sockaddr = peer.sockaddr;
         (*pc).socklen = peer.socklen;
@@ -173,7 +191,16 @@ unsafe extern "C" fn free_peer(
             let up = &*rp.upstream;
             let peer = &up.peers[rp.current];
             let failed = state & nginx_sys::NGX_PEER_FAILED as ngx_uint_t != 0;
-            let outcome = shared(peer).on_done(failed, &peer.limits, now_ms());
+            let now = now_ms();
+            let record = shared(peer);
+            // A status means the backend answered this attempt (nginx sets it while parsing
+            // the status line); connection failures and timeouts before that leave it 0.
+            let st = (*rp.u).state;
+            if !st.is_null() && (*st).status != 0 {
+                let took_us = now.saturating_sub(rp.started_ms) * 1000;
+                record.on_response((*st).status as u16, Some(took_us));
+            }
+            let outcome = record.on_done(failed, &peer.limits, now);
             if outcome == Some(FailOutcome::MadeUnavailable) {
                 ngx::ngx_log_error!(
                     NGX_LOG_WARN,

@@ -1,0 +1,243 @@
+//! The nginx side of `lb_status`: the directive (a content handler for its location) and the
+//! handler that copies the shared state into a snapshot and sends it rendered.
+
+use core::ffi::{c_char, c_void};
+use core::ptr;
+use core::sync::atomic::Ordering::Relaxed;
+
+use nginx_sys::{
+    ngx_buf_t, ngx_chain_t, ngx_command_t, ngx_conf_t, ngx_http_conf_ctx_t,
+    ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_discard_request_body,
+    ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header, ngx_int_t, ngx_list_part_t,
+    ngx_pcalloc, ngx_pnalloc, ngx_str_t, ngx_table_elt_t, ngx_uint_t,
+};
+
+use super::query::{self, Format};
+use super::snapshot::{
+    CheckSummary, HealthChecks, PeerSnapshot, PeerState, Responses, Snapshot, UpstreamSnapshot,
+};
+use super::{html, json, prometheus};
+use crate::health::reason::Reason;
+use crate::health::state::Health;
+use crate::nginx::{bytes, CONF_OK};
+use crate::upstream::directive::{ctx_index, MainConf};
+use crate::upstream::table::Upstream;
+
+/// `lb_status;`: makes its location answer with the status.
+///
+/// # Safety
+/// Called by nginx with the configuration being parsed (location context).
+pub unsafe extern "C" fn set_lb_status(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: in a location, the context's loc_conf array holds the core module's conf.
+    unsafe {
+        let ctx = (*cf).ctx as *mut ngx_http_conf_ctx_t;
+        let index = (*ptr::addr_of!(ngx_http_core_module)).ctx_index;
+        let clcf = *(*ctx).loc_conf.add(index) as *mut ngx_http_core_loc_conf_t;
+        (*clcf).handler = Some(handler);
+    }
+    CONF_OK
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Copies one upstream's configuration and shared counters.
+pub fn snapshot_upstream(u: &Upstream, now_ms: u64, wall: u64) -> UpstreamSnapshot {
+    let checked = u.check.is_some();
+    let peers = u
+        .peers
+        .iter()
+        .map(|p| {
+            // SAFETY: records are set before workers start and live as long as the zone.
+            let s = unsafe { &*p.shared };
+            let health = Health(s.health.load(Relaxed));
+            let state = PeerState::derive(
+                p.down,
+                checked,
+                health.checking(),
+                s.verdict(&p.limits, now_ms),
+            );
+            let health_checks = checked.then(|| {
+                let checks = s.checks.load(Relaxed);
+                let reason = s.reason();
+                let last_change = s.last_change_ms.load(Relaxed);
+                let mut downtime = s.downtime_ms.load(Relaxed);
+                if !health.up() && last_change > 0 {
+                    downtime += wall.saturating_sub(last_change);
+                }
+                HealthChecks {
+                    checks,
+                    fails: s.check_fails.load(Relaxed),
+                    unhealthy: s.unhealthy.load(Relaxed),
+                    last_passed: (checks > 0).then_some(reason == Reason::Passed),
+                    last_reason: reason.to_string(),
+                    last_change: (last_change > 0).then_some(last_change),
+                    downtime,
+                }
+            });
+            let ewma = s.response_ewma_us.load(Relaxed);
+            PeerSnapshot {
+                // SAFETY: nginx strings of the configuration.
+                name: String::from_utf8_lossy(unsafe { bytes(&p.server) }).into_owned(),
+                address: String::from_utf8_lossy(unsafe { bytes(&p.name) }).into_owned(),
+                weight: p.weight,
+                backup: p.backup,
+                state,
+                active: u64::from(s.active.load(Relaxed)),
+                max_conns: p.limits.max_conns,
+                requests: s.requests.load(Relaxed),
+                responses: Responses::from_array(core::array::from_fn(|i| {
+                    s.responses[i].load(Relaxed)
+                })),
+                fails: s.total_fails.load(Relaxed),
+                unavail: s.unavail.load(Relaxed),
+                health_checks,
+                response_time_ms: (ewma > 0).then(|| ewma as f64 / 1000.0),
+            }
+        })
+        .collect();
+    UpstreamSnapshot {
+        // SAFETY: nginx string of the configuration.
+        name: String::from_utf8_lossy(unsafe { bytes(&u.name) }).into_owned(),
+        method: u.method.name().to_string(),
+        checks: u.check.as_ref().map(|c| CheckSummary {
+            kind: c.conf.kind.name().to_string(),
+            interval_ms: c.conf.interval_ms,
+            timeout_ms: c.conf.timeout_ms,
+            rise: c.conf.rise,
+            fall: c.conf.fall,
+            uri: c.conf.kind.is_http().then(|| c.conf.uri.clone()),
+        }),
+        peers,
+    }
+}
+
+/// The value of the request header `name` (lowercase), if present.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn header_in<'a>(r: *mut ngx_http_request_t, name: &[u8]) -> Option<&'a [u8]> {
+    // SAFETY: walking nginx's list of request headers, as nginx builds it.
+    unsafe {
+        let mut part: *mut ngx_list_part_t = &mut (*r).headers_in.headers.part;
+        while !part.is_null() {
+            let elts = (*part).elts as *const ngx_table_elt_t;
+            for i in 0..(*part).nelts {
+                let h = &*elts.add(i);
+                if bytes(&h.key).eq_ignore_ascii_case(name) {
+                    return Some(bytes(&h.value));
+                }
+            }
+            part = (*part).next;
+        }
+    }
+    None
+}
+
+unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls content handlers with a live request; our main conf was created for
+    // the http block this request belongs to.
+    unsafe {
+        let method = (*r).method;
+        if method & (nginx_sys::NGX_HTTP_GET | nginx_sys::NGX_HTTP_HEAD) as ngx_uint_t == 0 {
+            return nginx_sys::NGX_HTTP_NOT_ALLOWED as ngx_int_t;
+        }
+        let rc = ngx_http_discard_request_body(r);
+        if rc != nginx_sys::NGX_OK as ngx_int_t {
+            return rc;
+        }
+        let q = match query::parse(bytes(&(*r).args), header_in(r, b"accept")) {
+            Ok(q) => q,
+            Err(e) => return send(r, 400, "application/json", json::error(&e)),
+        };
+        let main = *(*r).main_conf.add(ctx_index()) as *const MainConf;
+        let now = ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_current_msec)) as u64;
+        let wall = wall_ms();
+        let mut upstreams = Vec::new();
+        if !main.is_null() {
+            for &u in &(*main).upstreams {
+                let u = &*u;
+                if let Some(want) = &q.upstream {
+                    if bytes(&u.name) != want.as_bytes() {
+                        continue;
+                    }
+                }
+                upstreams.push(snapshot_upstream(u, now, wall));
+            }
+        }
+        if let Some(want) = &q.upstream {
+            if upstreams.is_empty() {
+                let msg = format!("unknown upstream \"{want}\"");
+                return send(r, 404, "application/json", json::error(&msg));
+            }
+        }
+        let snap = Snapshot {
+            module_version: env!("CARGO_PKG_VERSION").to_string(),
+            nginx_version: nginx_sys::NGINX_VERSION.to_string_lossy().into_owned(),
+            time: wall,
+            upstreams,
+        };
+        match q.format {
+            Format::Json => send(r, 200, "application/json", json::render(&snap)),
+            Format::Prometheus => send(
+                r,
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                prometheus::render(&snap),
+            ),
+            Format::Html => send(r, 200, "text/html; charset=utf-8", html::render(&snap, 5)),
+        }
+    }
+}
+
+/// Sends a complete response from memory.
+///
+/// # Safety
+/// `r` must be a live main request whose body was discarded.
+unsafe fn send(
+    r: *mut ngx_http_request_t,
+    status: usize,
+    ctype: &'static str,
+    body: Vec<u8>,
+) -> ngx_int_t {
+    // SAFETY: buffers come from the request pool and live until the request is finalised.
+    unsafe {
+        (*r).headers_out.status = status;
+        (*r).headers_out.content_type = ngx_str_t {
+            len: ctype.len(),
+            data: ctype.as_ptr() as *mut u8,
+        };
+        (*r).headers_out.content_type_len = ctype.len();
+        (*r).headers_out.content_length_n = body.len() as _;
+        let rc = ngx_http_send_header(r);
+        if rc == nginx_sys::NGX_ERROR as ngx_int_t
+            || rc > nginx_sys::NGX_OK as ngx_int_t
+            || (*r).header_only() != 0
+        {
+            return rc;
+        }
+        let data = ngx_pnalloc((*r).pool, body.len().max(1)) as *mut u8;
+        let b = ngx_pcalloc((*r).pool, core::mem::size_of::<ngx_buf_t>()) as *mut ngx_buf_t;
+        if data.is_null() || b.is_null() {
+            return nginx_sys::NGX_ERROR as ngx_int_t;
+        }
+        ptr::copy_nonoverlapping(body.as_ptr(), data, body.len());
+        (*b).pos = data;
+        (*b).last = data.add(body.len());
+        (*b).set_memory(1);
+        (*b).set_last_buf(u32::from(r == (*r).main));
+        (*b).set_last_in_chain(1);
+        let mut out = ngx_chain_t {
+            buf: b,
+            next: ptr::null_mut(),
+        };
+        ngx_http_output_filter(r, &mut out)
+    }
+}

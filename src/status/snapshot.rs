@@ -1,0 +1,244 @@
+//! A copy of the module's state at one moment: upstream and peer configuration plus the shared
+//! counters, as plain values the renderers can format.
+
+use serde::Serialize;
+
+use crate::balance::Verdict;
+
+/// A peer's state as the status page names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    /// Can be chosen.
+    Up,
+    /// `down` in the configuration.
+    Down,
+    /// Out after passive failures (`max_fails` within `fail_timeout`).
+    Unavailable,
+    /// Out because active health checks failed.
+    Unhealthy,
+    /// Health checks configured, no result yet.
+    Checking,
+}
+
+impl PeerState {
+    pub const ALL: [PeerState; 5] = [
+        PeerState::Up,
+        PeerState::Down,
+        PeerState::Unavailable,
+        PeerState::Unhealthy,
+        PeerState::Checking,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerState::Up => "up",
+            PeerState::Down => "down",
+            PeerState::Unavailable => "unavailable",
+            PeerState::Unhealthy => "unhealthy",
+            PeerState::Checking => "checking",
+        }
+    }
+
+    /// Derives the state from the configuration, the health word and the balancer's verdict.
+    /// Configured `down` wins, then failed health checks, then "no check result yet", then
+    /// passive failures. A peer only at `max_conns` is still `up`.
+    pub fn derive(configured_down: bool, checked: bool, checking: bool, verdict: Verdict) -> Self {
+        if configured_down {
+            PeerState::Down
+        } else if verdict == Verdict::Unhealthy {
+            PeerState::Unhealthy
+        } else if checked && checking {
+            PeerState::Checking
+        } else if verdict == Verdict::Failed {
+            PeerState::Unavailable
+        } else {
+            PeerState::Up
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Responses {
+    #[serde(rename = "1xx")]
+    pub r1xx: u64,
+    #[serde(rename = "2xx")]
+    pub r2xx: u64,
+    #[serde(rename = "3xx")]
+    pub r3xx: u64,
+    #[serde(rename = "4xx")]
+    pub r4xx: u64,
+    #[serde(rename = "5xx")]
+    pub r5xx: u64,
+}
+
+impl Responses {
+    pub fn from_array(a: [u64; 5]) -> Self {
+        Responses {
+            r1xx: a[0],
+            r2xx: a[1],
+            r3xx: a[2],
+            r4xx: a[3],
+            r5xx: a[4],
+        }
+    }
+    pub fn classes(&self) -> [(&'static str, u64); 5] {
+        [
+            ("1xx", self.r1xx),
+            ("2xx", self.r2xx),
+            ("3xx", self.r3xx),
+            ("4xx", self.r4xx),
+            ("5xx", self.r5xx),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthChecks {
+    pub checks: u64,
+    pub fails: u64,
+    /// Times checks took the peer down.
+    pub unhealthy: u64,
+    /// `null` before the first result.
+    pub last_passed: Option<bool>,
+    pub last_reason: String,
+    /// Time of the last up/down change, ms since the epoch; `null` if it never changed.
+    pub last_change: Option<u64>,
+    /// Time spent down by checks, ms, including the current down period.
+    pub downtime: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeerSnapshot {
+    /// As written in the `server` line.
+    pub name: String,
+    pub address: String,
+    pub weight: u32,
+    pub backup: bool,
+    pub state: PeerState,
+    pub active: u64,
+    pub max_conns: u32,
+    pub requests: u64,
+    pub responses: Responses,
+    /// Passive failures.
+    pub fails: u64,
+    /// Times passive failures made the peer unavailable.
+    pub unavail: u64,
+    /// `null` when the upstream has no `lb_check`.
+    pub health_checks: Option<HealthChecks>,
+    /// Moving average of the response time, ms; `null` before the first response.
+    pub response_time_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckSummary {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub rise: u32,
+    pub fall: u32,
+    pub uri: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpstreamSnapshot {
+    pub name: String,
+    pub method: String,
+    pub checks: Option<CheckSummary>,
+    pub peers: Vec<PeerSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub module_version: String,
+    pub nginx_version: String,
+    /// When the snapshot was taken, ms since the epoch.
+    pub time: u64,
+    pub upstreams: Vec<UpstreamSnapshot>,
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    #[test]
+    fn state_precedence() {
+        use Verdict::*;
+        assert_eq!(
+            PeerState::derive(true, true, false, Unhealthy),
+            PeerState::Down
+        );
+        assert_eq!(
+            PeerState::derive(false, true, false, Unhealthy),
+            PeerState::Unhealthy
+        );
+        assert_eq!(
+            PeerState::derive(false, true, true, Usable),
+            PeerState::Checking
+        );
+        assert_eq!(PeerState::derive(false, false, true, Usable), PeerState::Up);
+        assert_eq!(
+            PeerState::derive(false, true, false, Failed),
+            PeerState::Unavailable
+        );
+        assert_eq!(PeerState::derive(false, false, false, Full), PeerState::Up);
+        assert_eq!(PeerState::derive(false, false, false, Probe), PeerState::Up);
+    }
+
+    /// A snapshot with awkward names, used by the renderers' tests.
+    pub fn sample() -> Snapshot {
+        let peer = |name: &str, state, checks: bool| PeerSnapshot {
+            name: name.into(),
+            address: name.into(),
+            weight: 2,
+            backup: false,
+            state,
+            active: 1,
+            max_conns: 0,
+            requests: 10,
+            responses: Responses::from_array([0, 7, 1, 0, 2]),
+            fails: 1,
+            unavail: 0,
+            health_checks: checks.then(|| HealthChecks {
+                checks: 5,
+                fails: 2,
+                unhealthy: 1,
+                last_passed: Some(false),
+                last_reason: "HTTP 500 \"<oops>\"".into(),
+                last_change: Some(1_700_000_000_000),
+                downtime: 1500,
+            }),
+            response_time_ms: Some(1.5),
+        };
+        Snapshot {
+            module_version: "0.1.0".into(),
+            nginx_version: "1.28.3".into(),
+            time: 1_700_000_001_000,
+            upstreams: vec![
+                UpstreamSnapshot {
+                    name: "back\"end\\1".into(),
+                    method: "round_robin".into(),
+                    checks: Some(CheckSummary {
+                        kind: "http".into(),
+                        interval_ms: 1000,
+                        timeout_ms: 500,
+                        rise: 2,
+                        fall: 3,
+                        uri: Some("/health".into()),
+                    }),
+                    peers: vec![
+                        peer("127.0.0.1:8081", PeerState::Up, true),
+                        peer("127.0.0.1:8082", PeerState::Unhealthy, true),
+                    ],
+                },
+                UpstreamSnapshot {
+                    name: "<plain>".into(),
+                    method: "round_robin".into(),
+                    checks: None,
+                    peers: vec![peer("10.0.0.1:80", PeerState::Down, false)],
+                },
+            ],
+        }
+    }
+}
