@@ -34,7 +34,8 @@ pub struct PeerShared {
     pub unavail: AtomicU64,
     /// Responses by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
     pub responses: [AtomicU64; 5],
-    /// Exponentially weighted moving average of the response time, microseconds.
+    /// Exponentially weighted moving average of the response time in microseconds, plus one
+    /// (0: no response yet), so that a run of sub-millisecond answers still reads as a value.
     pub response_ewma_us: AtomicU64,
 
     /// Active health: the packed rise/fall word (`health::state::Health`).
@@ -130,13 +131,17 @@ impl PeerShared {
         }
         if let Some(us) = response_us {
             let _ = self.response_ewma_us.fetch_update(Relaxed, Relaxed, |old| {
-                Some(if old == 0 {
-                    us.max(1)
-                } else {
-                    (old * 7 + us) / 8
+                Some(match old {
+                    0 => us + 1,
+                    _ => ((old - 1) * 7 + us) / 8 + 1,
                 })
             });
         }
+    }
+
+    /// The moving average of the response time, µs; `None` before the first response.
+    pub fn response_time_us(&self) -> Option<u64> {
+        self.response_ewma_us.load(Relaxed).checked_sub(1)
     }
 
     /// Whether health checks currently consider the peer up.
@@ -304,7 +309,13 @@ mod tests {
         assert_eq!(p.responses[1].load(Relaxed), 1);
         assert_eq!(p.responses[3].load(Relaxed), 1);
         assert_eq!(p.responses[4].load(Relaxed), 1);
-        assert_eq!(p.response_ewma_us.load(Relaxed), (800 * 7 + 1600) / 8);
+        assert_eq!(p.response_ewma_us.load(Relaxed), (800 * 7 + 1600) / 8 + 1);
+        assert_eq!(p.response_time_us(), Some((800 * 7 + 1600) / 8));
+        let q = fresh();
+        assert_eq!(q.response_time_us(), None);
+        q.on_response(200, Some(0));
+        q.on_response(200, Some(0));
+        assert_eq!(q.response_time_us(), Some(0));
     }
 
     #[test]

@@ -82,7 +82,6 @@ pub fn snapshot_upstream(u: &Upstream, now_ms: u64, wall: u64) -> UpstreamSnapsh
                     downtime,
                 }
             });
-            let ewma = s.response_ewma_us.load(Relaxed);
             PeerSnapshot {
                 // SAFETY: nginx strings of the configuration.
                 name: String::from_utf8_lossy(unsafe { bytes(&p.server) }).into_owned(),
@@ -99,7 +98,7 @@ pub fn snapshot_upstream(u: &Upstream, now_ms: u64, wall: u64) -> UpstreamSnapsh
                 fails: s.total_fails.load(Relaxed),
                 unavail: s.unavail.load(Relaxed),
                 health_checks,
-                response_time_ms: (ewma > 0).then(|| ewma as f64 / 1000.0),
+                response_time_ms: s.response_time_us().map(|us| us as f64 / 1000.0),
             }
         })
         .collect();

@@ -1,0 +1,212 @@
+package Test::LB::Server;
+
+# A small driver for tests the Test::Nginx block format cannot express: one nginx (master +
+# workers, built by scripts/build.sh) whose configuration a test rewrites and reloads, sends
+# SIGKILL to, and queries while it runs.
+#
+#   my $s = Test::LB::Server->new(name => 'reload', workers => 2);
+#   $s->start($conf_text);          # "__PORT1__" .. "__PORT9__" are replaced by free ports
+#   my ($status, $body) = $s->get('/t');
+#   $s->reload($new_conf_text);
+#   $s->stop;
+#
+# Copyright (c) the ngx_http_lb_module authors. MIT licensed.
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use File::Path qw(make_path remove_tree);
+use IO::Socket::INET;
+use JSON::PP ();
+use POSIX ();
+use Time::HiRes qw(sleep time);
+
+my $Root = abs_path(dirname(__FILE__) . '/../../../..');
+
+sub new {
+    my ($class, %args) = @_;
+    my $self = bless {
+        name    => $args{name} || 'server',
+        workers => $args{workers} || 2,
+        binary  => $ENV{TEST_NGINX_BINARY} || "$Root/build/sbin/nginx",
+        module  => $ENV{TEST_NGINX_LB_MODULE} || "$Root/build/modules/ngx_http_lb_module.so",
+    }, $class;
+    -x $self->{binary} or die "no nginx at $self->{binary}: run scripts/build.sh first\n";
+    -f $self->{module} or die "no module at $self->{module}: run scripts/build.sh first\n";
+    $self->{dir} = "$Root/t/servroot_$self->{name}_$$";
+    remove_tree($self->{dir});
+    make_path(map { "$self->{dir}/$_" } qw(conf logs html));
+    $self->{ports} = [ map { free_port() } 1 .. 9 ];
+    return $self;
+}
+
+sub dir  { $_[0]{dir} }
+sub port { $_[0]{ports}[ $_[1] - 1 ] }
+
+sub free_port {
+    for (1 .. 200) {
+        my $p = 10000 + int(rand(40000));
+        my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $p,
+                                      Proto => 'tcp', ReuseAddr => 1, Listen => 1)
+            or next;
+        close $s;
+        return $p;
+    }
+    die "no free port\n";
+}
+
+sub _write_conf {
+    my ($self, $conf) = @_;
+    $conf =~ s/__PORT(\d)__/$self->{ports}[$1 - 1]/g;
+    $conf =~ s/__DIR__/$self->{dir}/g;
+    my $text = <<"CONF";
+load_module $self->{module};
+worker_processes $self->{workers};
+daemon on;
+master_process on;
+pid logs/nginx.pid;
+error_log logs/error.log info;
+events { worker_connections 512; }
+http {
+    access_log logs/access.log;
+$conf
+}
+CONF
+    open my $fh, '>', "$self->{dir}/conf/nginx.conf" or die $!;
+    print $fh $text;
+    close $fh;
+}
+
+sub _nginx {
+    my ($self, @args) = @_;
+    my $out = `$self->{binary} -p $self->{dir}/ -c conf/nginx.conf @args 2>&1`;
+    return ($? == 0, $out);
+}
+
+sub start {
+    my ($self, $conf) = @_;
+    $self->_write_conf($conf);
+    my ($ok, $out) = $self->_nginx();
+    die "nginx did not start: $out\n" unless $ok;
+    $self->wait_for(sub { -s "$self->{dir}/logs/nginx.pid" }, 5, 'pid file');
+    $self->{started} = 1;
+    sleep 0.3;
+}
+
+sub master_pid {
+    my ($self) = @_;
+    open my $fh, '<', "$self->{dir}/logs/nginx.pid" or return;
+    my $pid = <$fh>;
+    chomp $pid;
+    return $pid;
+}
+
+# Worker pids (children of the master that are not shutting down).
+sub worker_pids {
+    my ($self) = @_;
+    my $master = $self->master_pid or return ();
+    my @pids;
+    for my $stat (glob '/proc/[0-9]*/stat') {
+        open my $fh, '<', $stat or next;
+        my $line = <$fh>;
+        next unless $line && $line =~ /^(\d+) \((.*)\) \S+ (\d+)/;
+        my ($pid, $ppid) = ($1, $3);
+        next unless $ppid == $master;
+        open my $cmd, '<', "/proc/$pid/cmdline" or next;
+        my $c = <$cmd> // '';
+        push @pids, $pid if $c =~ /worker process/ && $c !~ /shutting down/;
+    }
+    return sort { $a <=> $b } @pids;
+}
+
+# Rewrites the configuration and reloads; returns once the new workers run and the old ones
+# have exited (until then an old worker may still accept a connection). Old workers that do not
+# exit within 10 s fail the wait: that is a bug (a timer or connection keeping them).
+sub reload {
+    my ($self, $conf) = @_;
+    my @old = $self->worker_pids;
+    $self->_write_conf($conf) if defined $conf;
+    kill 'HUP', $self->master_pid;
+    $self->wait_for(sub {
+        my %old = map { $_ => 1 } @old;
+        my @new = grep { !$old{$_} } $self->worker_pids;
+        @new >= $self->{workers} && !grep { kill(0, $_) } @old;
+    }, 10, 'new workers after reload, old ones gone');
+}
+
+sub stop {
+    my ($self) = @_;
+    return unless $self->{started};
+    my $pid = $self->master_pid;
+    kill 'QUIT', $pid if $pid;
+    $self->wait_for(sub { !kill(0, $pid) }, 5, 'nginx to exit') if $pid;
+    $self->{started} = 0;
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    if ($self->{started}) {
+        my $pid = $self->master_pid;
+        kill 'TERM', $pid if $pid;
+    }
+}
+
+sub wait_for {
+    my ($self, $cond, $seconds, $what) = @_;
+    my $until = time + $seconds;
+    while (time < $until) {
+        return 1 if $cond->();
+        sleep 0.05;
+    }
+    die "timed out after ${seconds}s waiting for $what\n";
+}
+
+# One HTTP/1.0 request; returns (status, body, headers-text).
+sub get {
+    my ($self, $path, $port) = @_;
+    $port ||= $self->port(1);
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Proto => 'tcp', Timeout => 5)
+        or return (0, "connect failed: $!", '');
+    print $s "GET $path HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    local $/;
+    my $resp = <$s> // '';
+    close $s;
+    my ($head, $body) = split /\r\n\r\n/, $resp, 2;
+    my ($status) = ($head // '') =~ m{^HTTP/1\.\d (\d+)};
+    return ($status || 0, $body // '', $head // '');
+}
+
+# The status page as a Perl structure (from `location /status { lb_status; }`).
+sub status {
+    my ($self, $query) = @_;
+    my ($code, $body) = $self->get('/status' . ($query // ''));
+    die "status answered $code: $body\n" unless $code == 200;
+    return JSON::PP::decode_json($body);
+}
+
+# { address => peer } for upstream $name.
+sub peers {
+    my ($self, $name) = @_;
+    my $st = $self->status;
+    my ($u) = grep { $_->{name} eq $name } @{ $st->{upstreams} };
+    die "no upstream $name in status\n" unless $u;
+    return { map { $_->{address} => $_ } @{ $u->{peers} } };
+}
+
+sub error_log {
+    my ($self) = @_;
+    open my $fh, '<', "$self->{dir}/logs/error.log" or return '';
+    local $/;
+    return <$fh>;
+}
+
+sub cleanup {
+    my ($self) = @_;
+    $self->stop;
+    remove_tree($self->{dir});
+}
+
+1;
