@@ -70,3 +70,43 @@ __DATA__
 --- grep_error_log: connect() failed
 --- grep_error_log_out
 connect() failed
+
+
+
+=== TEST 3: least_conn with weights 3/1 through two workers (idle peers: ties rotate by weight)
+--- http_config
+    upstream backend {
+        lb_upstream least_conn;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1 weight=3;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+    }
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; return 200 "a"; }
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; return 200 "b"; }
+--- config
+    location /t { proxy_pass http://backend; }
+--- request eval
+[("GET /t") x 400]
+--- response_body_like eval
+[(qr/^[ab]$/) x 400]
+--- peer_share: a 300 b 100 tolerance 2%
+--- timeout: 30
+
+
+
+=== TEST 4: p2c with weights 3/1 through two workers (equal peers: draws follow the weights)
+--- http_config
+    upstream backend {
+        lb_upstream p2c;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1 weight=3;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+    }
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; return 200 "a"; }
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; return 200 "b"; }
+--- config
+    location /t { proxy_pass http://backend; }
+--- request eval
+[("GET /t") x 400]
+--- response_body_like eval
+[(qr/^[ab]$/) x 400]
+--- peer_share: a 300 b 100 tolerance 30%
+--- timeout: 30

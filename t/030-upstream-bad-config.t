@@ -40,7 +40,7 @@ lb_upstream: unknown balancing method "fastest"
 
 === TEST 4: too many arguments
 --- http_config
-    upstream u { lb_upstream round_robin extra; server 127.0.0.1:1; }
+    upstream u { lb_upstream p2c decay=1s extra; server 127.0.0.1:1; }
 --- config
 --- must_die
 --- error_log
@@ -149,3 +149,33 @@ GET /t
 --- response_body: ok
 --- error_log
 lb: upstream "u": method round_robin, 1 peers (0 backup, 0 down)
+
+
+
+=== TEST 15: two methods
+--- http_config
+    upstream u { lb_upstream least_conn round_robin; server 127.0.0.1:1; }
+--- config
+--- must_die
+--- error_log
+lb_upstream: unexpected parameter "round_robin"
+
+
+
+=== TEST 16: decay with a method that has no response-time average
+--- http_config
+    upstream u { lb_upstream least_conn decay=5s; server 127.0.0.1:1; }
+--- config
+--- must_die
+--- error_log
+lb_upstream: "decay" applies to the p2c method only
+
+
+
+=== TEST 17: bad decay
+--- http_config
+    upstream u { lb_upstream p2c decay=0; server 127.0.0.1:1; }
+--- config
+--- must_die
+--- error_log
+lb_upstream: invalid value "0" for "decay"

@@ -3,9 +3,33 @@
 //! here knows about nginx.
 
 pub mod availability;
+pub mod least_conn;
 pub mod method;
+pub mod p2c;
 pub mod smooth_wrr;
 
 pub use availability::{Limits, Verdict};
-pub use method::Method;
+pub use least_conn::{Fit, LeastConn};
+pub use method::{Method, MethodConf};
+pub use p2c::P2c;
 pub use smooth_wrr::SmoothWrr;
+
+/// The per-worker selection state of one peer list (primaries or backups) under the upstream's
+/// method.
+#[derive(Debug, Clone)]
+pub enum Selector {
+    RoundRobin(SmoothWrr),
+    LeastConn(LeastConn),
+    P2c(P2c),
+}
+
+impl Selector {
+    /// `weights[i]` = 0 leaves peer `i` out (a `down` server).
+    pub fn new(method: Method, weights: &[u32], seed: u64) -> Selector {
+        match method {
+            Method::RoundRobin => Selector::RoundRobin(SmoothWrr::new(weights)),
+            Method::LeastConn => Selector::LeastConn(LeastConn::new(weights)),
+            Method::P2c => Selector::P2c(P2c::new(weights, seed)),
+        }
+    }
+}

@@ -13,11 +13,18 @@
 //! weights (the filtered schedule is periodic with that period). What changes: nginx lowers a
 //! failing peer's effective weight gradually; here a peer is either available or skipped.
 //!
-//! A schedule longer than [`MAX_SCHEDULE`] entries (huge, coprime weights) is not stored; such
-//! an upstream falls back to nginx's walk over all peers on each pick.
+//! Building a period with nginx's walk costs `peers × period` steps. Past [`MAX_EXACT_WORK`]
+//! (large upstreams: 1,000 peers of weight 1 are a million steps) the period is built by stride
+//! scheduling instead, in `period × log(peers)`: peer `i`'s `k`-th turn comes at virtual time
+//! `(2k+1)/(2·weight)`. The order then differs from nginx's, but the window property above
+//! holds exactly (the turns before virtual time 1 are exactly `weight` per peer) and it is just
+//! as smooth. A schedule longer than [`MAX_SCHEDULE`] entries (huge, coprime weights) is not
+//! stored; such an upstream falls back to nginx's walk over all peers on each pick.
 
 /// The longest schedule kept in memory, in entries (4 bytes each).
 pub const MAX_SCHEDULE: u64 = 1 << 20;
+/// Largest `peers × period` for which the schedule follows nginx's exact order.
+pub const MAX_EXACT_WORK: u64 = 4_000_000;
 
 #[derive(Debug, Clone)]
 pub struct SmoothWrr {
@@ -55,12 +62,17 @@ impl SmoothWrr {
                 },
             };
         }
-        let mut current = vec![0i64; reduced.len()];
-        let mut order = Vec::with_capacity(period as usize);
-        for _ in 0..period {
-            let i = walk_step(&reduced, &mut current, |_| true).expect("positive total weight");
-            order.push(i as u32);
-        }
+        let order = if period * reduced.len() as u64 <= MAX_EXACT_WORK {
+            let mut current = vec![0i64; reduced.len()];
+            let mut order = Vec::with_capacity(period as usize);
+            for _ in 0..period {
+                let i = walk_step(&reduced, &mut current, |_| true).expect("positive total weight");
+                order.push(i as u32);
+            }
+            order
+        } else {
+            stride_schedule(&reduced, period as usize)
+        };
         SmoothWrr {
             mode: Mode::Schedule { order, next: 0 },
         }
@@ -122,6 +134,54 @@ fn walk_step(
     let b = best?;
     current[b] -= total;
     Some(b)
+}
+
+/// One period by stride scheduling: repeatedly the peer whose next turn `(2k+1)/(2w)` is the
+/// earliest (ties to the lower index).
+fn stride_schedule(weights: &[u32], period: usize) -> Vec<u32> {
+    use std::cmp::{Ordering, Reverse};
+    use std::collections::BinaryHeap;
+
+    #[derive(PartialEq, Eq)]
+    struct Turn {
+        k: u64,
+        w: u32,
+        i: u32,
+    }
+    impl Ord for Turn {
+        fn cmp(&self, o: &Self) -> Ordering {
+            let a = u128::from(2 * self.k + 1) * u128::from(o.w);
+            let b = u128::from(2 * o.k + 1) * u128::from(self.w);
+            a.cmp(&b).then(self.i.cmp(&o.i))
+        }
+    }
+    impl PartialOrd for Turn {
+        fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+            Some(self.cmp(o))
+        }
+    }
+    let mut heap: BinaryHeap<Reverse<Turn>> = weights
+        .iter()
+        .enumerate()
+        .filter(|(_, &w)| w > 0)
+        .map(|(i, &w)| {
+            Reverse(Turn {
+                k: 0,
+                w,
+                i: i as u32,
+            })
+        })
+        .collect();
+    let mut order = Vec::with_capacity(period);
+    while order.len() < period {
+        let Some(Reverse(mut t)) = heap.pop() else {
+            break;
+        };
+        order.push(t.i);
+        t.k += 1;
+        heap.push(Reverse(t));
+    }
+    order
 }
 
 fn gcd(a: u32, b: u32) -> u32 {
@@ -261,6 +321,32 @@ mod tests {
         }
         got.sort();
         assert_eq!(got, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn large_upstreams_use_stride_schedules_with_the_window_property() {
+        // 3,000 peers: too much work for nginx's exact walk.
+        let weights: Vec<u32> = (0..3000).map(|i| 1 + (i % 3) as u32).collect();
+        let total: u32 = weights.iter().sum();
+        let mut s = SmoothWrr::new(&weights);
+        assert_eq!(s.period(), total as usize);
+        let seq = picks(&mut s, total as usize * 2, |_| true);
+        for start in [0, 1, 777, total as usize - 1] {
+            let mut count = vec![0u32; weights.len()];
+            for &i in &seq[start..start + total as usize] {
+                count[i] += 1;
+            }
+            assert_eq!(count, weights, "window at {start}");
+        }
+        // Smooth: a weight-3 peer's turns are spread, not back to back.
+        let pos: Vec<usize> = seq[..total as usize]
+            .iter()
+            .enumerate()
+            .filter(|(_, &i)| i == 2)
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(pos.len(), 3);
+        assert!(pos[1] - pos[0] > 1000 && pos[2] - pos[1] > 1000, "{pos:?}");
     }
 
     #[test]

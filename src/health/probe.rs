@@ -119,11 +119,32 @@ impl Probe {
     }
 }
 
-/// `init_process` of the module: arms a probe timer for every checked peer of this worker.
+/// Our main conf in `cycle`, or null when there is no `http` block.
 ///
 /// # Safety
-/// Called by nginx in a new worker with its cycle.
-pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+/// `cycle` must be a live cycle.
+pub unsafe fn main_conf(cycle: *mut ngx_cycle_t) -> *mut MainConf {
+    // SAFETY: the http module's slot of `conf_ctx` holds the http configuration context.
+    unsafe {
+        let http = *(*cycle)
+            .conf_ctx
+            .add((*ptr::addr_of!(ngx_http_module)).index)
+            as *mut ngx_http_conf_ctx_t;
+        if http.is_null() {
+            return ptr::null_mut();
+        }
+        *(*http)
+            .main_conf
+            .add(crate::upstream::directive::ctx_index()) as *mut MainConf
+    }
+}
+
+/// Arms a probe timer for every checked peer of this worker (from the module's
+/// `init_process`).
+///
+/// # Safety
+/// Called in a new worker with its cycle.
+pub unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // SAFETY: reading nginx's process type and the cycle's http configuration, which the
     // worker inherited; probes are leaked on purpose (they live as long as the worker).
     unsafe {
@@ -131,16 +152,7 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         if kind != nginx_sys::NGX_PROCESS_WORKER && kind != nginx_sys::NGX_PROCESS_SINGLE {
             return OK;
         }
-        let http = *(*cycle)
-            .conf_ctx
-            .add((*ptr::addr_of!(ngx_http_module)).index)
-            as *mut ngx_http_conf_ctx_t;
-        if http.is_null() {
-            return OK;
-        }
-        let main = *(*http)
-            .main_conf
-            .add(crate::upstream::directive::ctx_index()) as *const MainConf;
+        let main = main_conf(cycle);
         if main.is_null() {
             return OK;
         }

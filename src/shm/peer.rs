@@ -4,6 +4,7 @@
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use crate::balance::availability::{judge, Limits, Verdict};
+use crate::balance::p2c::ewma;
 use crate::health::reason::Reason;
 use crate::health::state::{Health, Transition};
 
@@ -37,6 +38,8 @@ pub struct PeerShared {
     /// Exponentially weighted moving average of the response time in microseconds, plus one
     /// (0: no response yet), so that a run of sub-millisecond answers still reads as a value.
     pub response_ewma_us: AtomicU64,
+    /// When the last response time was folded in (nginx's monotonic ms).
+    pub response_at_ms: AtomicU64,
 
     /// Active health: the packed rise/fall word (`health::state::Health`).
     pub health: AtomicU64,
@@ -122,19 +125,17 @@ impl PeerShared {
         None
     }
 
-    /// Counts a response by status class and folds its time into the moving average
-    /// (weight 1/8 for the newest sample).
+    /// Counts a response by status class and folds its time into the moving average, whose
+    /// weights decay with time constant `decay_ms` (see `balance::p2c::ewma`).
     #[inline]
-    pub fn on_response(&self, status: u16, response_us: Option<u64>) {
+    pub fn on_response(&self, status: u16, response_us: Option<u64>, now_ms: u64, decay_ms: u64) {
         if (100..600).contains(&status) {
             self.responses[usize::from(status / 100 - 1)].fetch_add(1, Relaxed);
         }
         if let Some(us) = response_us {
+            let dt = now_ms.saturating_sub(self.response_at_ms.swap(now_ms, Relaxed));
             let _ = self.response_ewma_us.fetch_update(Relaxed, Relaxed, |old| {
-                Some(match old {
-                    0 => us + 1,
-                    _ => ((old - 1) * 7 + us) / 8 + 1,
-                })
+                Some(ewma(old.checked_sub(1), us, dt, decay_ms) + 1)
             });
         }
     }
@@ -142,6 +143,18 @@ impl PeerShared {
     /// The moving average of the response time, µs; `None` before the first response.
     pub fn response_time_us(&self) -> Option<u64> {
         self.response_ewma_us.load(Relaxed).checked_sub(1)
+    }
+
+    /// The average as p2c should see it at `now_ms`: faded towards zero for the time without a
+    /// new sample, so that a peer that was slow once is tried again after a while instead of
+    /// being avoided forever.
+    pub fn response_time_us_at(&self, now_ms: u64, decay_ms: u64) -> Option<u64> {
+        let t = self.response_time_us()?;
+        let idle = now_ms.saturating_sub(self.response_at_ms.load(Relaxed));
+        if idle == 0 {
+            return Some(t);
+        }
+        Some((t as f64 * (-(idle as f64) / decay_ms.max(1) as f64).exp()) as u64)
     }
 
     /// Whether health checks currently consider the peer up.
@@ -233,6 +246,7 @@ impl PeerShared {
             &self.total_fails,
             &self.unavail,
             &self.response_ewma_us,
+            &self.response_at_ms,
             &self.checks,
             &self.check_fails,
             &self.unhealthy,
@@ -303,19 +317,27 @@ mod tests {
     #[test]
     fn responses_and_ewma() {
         let p = fresh();
-        p.on_response(200, Some(800));
-        p.on_response(503, Some(1600));
-        p.on_response(404, None);
+        p.on_response(200, Some(800), 1000, 1000);
+        p.on_response(503, Some(1600), 2000, 1000);
+        p.on_response(404, None, 2000, 1000);
         assert_eq!(p.responses[1].load(Relaxed), 1);
         assert_eq!(p.responses[3].load(Relaxed), 1);
         assert_eq!(p.responses[4].load(Relaxed), 1);
-        assert_eq!(p.response_ewma_us.load(Relaxed), (800 * 7 + 1600) / 8 + 1);
-        assert_eq!(p.response_time_us(), Some((800 * 7 + 1600) / 8));
+        // One time constant later: about 63% of the way from 800 to 1600.
+        let t = p.response_time_us().unwrap();
+        assert!((1290..1320).contains(&t), "{t}");
         let q = fresh();
         assert_eq!(q.response_time_us(), None);
-        q.on_response(200, Some(0));
-        q.on_response(200, Some(0));
+        q.on_response(200, Some(0), 5, 1000);
+        q.on_response(200, Some(0), 6, 1000);
         assert_eq!(q.response_time_us(), Some(0));
+        // Fading while no sample arrives.
+        assert_eq!(p.response_time_us_at(2000, 1000), Some(t));
+        let faded = p.response_time_us_at(3000, 1000).unwrap();
+        assert!(
+            (t * 36 / 100..=t * 37 / 100).contains(&faded),
+            "{t} -> {faded}"
+        );
     }
 
     #[test]

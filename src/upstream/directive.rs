@@ -13,12 +13,12 @@ use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_http_conf_ctx_t, ngx_http_module_t,
     ngx_http_upstream_init_round_robin, ngx_http_upstream_main_conf_t, ngx_http_upstream_module,
     ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_log_error_core,
-    ngx_module_t, ngx_uint_t, NGX_CONF_ANY, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF,
+    ngx_module_t, ngx_uint_t, NGX_CONF_ANY, NGX_CONF_NOARGS, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF,
     NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF_OFFSET, NGX_HTTP_UPS_CONF, NGX_LOG_EMERG, NGX_LOG_NOTICE,
 };
 
 use super::table::Upstream;
-use crate::balance::Method;
+use crate::balance::{method, MethodConf};
 use crate::nginx::{bytes, conf_error, directive_args, CONF_ERROR, CONF_OK};
 use crate::shm;
 
@@ -26,7 +26,7 @@ use crate::shm;
 #[derive(Default)]
 pub struct SrvConf {
     pub enabled: bool,
-    pub method: Method,
+    pub method: MethodConf,
     /// Where `lb_upstream` was written, for messages after parsing.
     pub file: String,
     pub line: usize,
@@ -56,7 +56,7 @@ static LB_CTX: ngx_http_module_t = ngx_http_module_t {
 static mut LB_COMMANDS: [ngx_command_t; 4] = [
     ngx_command_t {
         name: ngx::ngx_string!("lb_upstream"),
-        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1) as ngx_uint_t,
+        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE12) as ngx_uint_t,
         set: Some(set_lb_upstream),
         conf: NGX_HTTP_SRV_CONF_OFFSET,
         offset: 0,
@@ -81,6 +81,22 @@ static mut LB_COMMANDS: [ngx_command_t; 4] = [
     ngx_command_t::empty(),
 ];
 
+/// `init_process`: gives this worker its own random sequences, then starts the health checks.
+unsafe extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
+    // SAFETY: nginx calls this in a new process with its cycle; the tables were built in the
+    // master and are this process's own copy now.
+    unsafe {
+        let pid = core::ptr::read_volatile(core::ptr::addr_of!(nginx_sys::ngx_pid)) as u64;
+        let main = crate::health::probe::main_conf(cycle);
+        if !main.is_null() {
+            for (k, &u) in (*main).upstreams.iter().enumerate() {
+                (*u).reseed(pid.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ k as u64);
+            }
+        }
+        crate::health::probe::init_process(cycle)
+    }
+}
+
 unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     // SAFETY: nginx calls this with the configuration being parsed.
     unsafe { crate::status::variables::add(cf) }
@@ -93,7 +109,7 @@ pub static mut ngx_http_lb_module: ngx_module_t = ngx_module_t {
     ctx: ptr::addr_of!(LB_CTX) as *mut c_void,
     commands: ptr::addr_of_mut!(LB_COMMANDS) as *mut ngx_command_t,
     type_: NGX_HTTP_MODULE as ngx_uint_t,
-    init_process: Some(crate::health::probe::init_process),
+    init_process: Some(init_process),
     ..ngx_module_t::default()
 };
 
@@ -143,8 +159,8 @@ unsafe extern "C" fn set_lb_upstream(
         return unsafe { conf_error(cf, "\"lb_upstream\" directive is duplicate") };
     }
     // SAFETY: directive arguments are nginx strings from the configuration pool.
-    let arg = args.get(1).map(|a| unsafe { bytes(a) });
-    conf.method = match Method::parse(arg) {
+    let raw: Vec<&[u8]> = args[1..].iter().map(|a| unsafe { bytes(a) }).collect();
+    conf.method = match method::parse(&raw) {
         Ok(m) => m,
         // SAFETY: `cf` is the configuration being parsed.
         Err(e) => return unsafe { conf_error(cf, &format!("lb_upstream: {e}")) },

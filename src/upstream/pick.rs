@@ -17,6 +17,8 @@ use nginx_sys::{
 
 use super::directive::srv_conf;
 use super::table::{Peer, Upstream};
+use crate::balance::p2c::score_less;
+use crate::balance::{Fit, Selector, Verdict};
 use crate::nginx::bytes;
 use crate::shm::peer::FailOutcome;
 
@@ -148,29 +150,35 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
         (*pc).connection = ptr::null_mut();
 
         let primaries = up.primaries;
-        let peers = &up.peers;
-        let usable =
-            |i: usize| !rp.tried(i) && shared(&peers[i]).verdict(&peers[i].limits, now).can_pick();
-        let mut chosen = up.primary.pick(usable);
+        let decay = up.decay_ms;
+        let mut chosen = select(&mut up.primary, &up.peers[..primaries], rp, 0, now, decay);
         if chosen.is_none() {
-            chosen = up
-                .backup
-                .pick(|j| usable(primaries + j))
-                .map(|j| primaries + j);
+            chosen = select(
+                &mut up.backup,
+                &up.peers[primaries..],
+                rp,
+                primaries,
+                now,
+                decay,
+            );
         }
         let Some(i) = chosen else {
             (*pc).name = &mut up.name;
             log_no_peer((*pc).log, up, now);
             return nginx_sys::NGX_BUSY as ngx_int_t;
         };
-        let peer = &up.peers[i];
-        let record = shared(peer);
-        record.on_pick(&peer.limits, now);
+        let record = shared(&up.peers[i]);
+        record.on_pick(&up.peers[i].limits, now);
+        let active = record.active.load(core::sync::atomic::Ordering::Relaxed);
         rp.current = i;
         rp.last = i;
         rp.last_health = record.health.load(core::sync::atomic::Ordering::Relaxed);
         rp.started_ms = now;
         rp.set_tried(i);
+        if let Some((Selector::LeastConn(lc), j)) = selector_of(up, i) {
+            lc.set_active(j, active);
+        }
+        let peer = &up.peers[i];
         (*pc).sockaddr = peer.sockaddr;
         (*pc).socklen = peer.socklen;
         (*pc).name = &peer.name as *const _ as *mut _;
@@ -188,7 +196,7 @@ unsafe extern "C" fn free_peer(
     unsafe {
         let rp = &mut *(data as *mut RequestPeers);
         if rp.current != NONE {
-            let up = &*rp.upstream;
+            let up = &mut *rp.upstream;
             let peer = &up.peers[rp.current];
             let failed = state & nginx_sys::NGX_PEER_FAILED as ngx_uint_t != 0;
             let now = now_ms();
@@ -198,9 +206,10 @@ unsafe extern "C" fn free_peer(
             let st = (*rp.u).state;
             if !st.is_null() && (*st).status != 0 {
                 let took_us = now.saturating_sub(rp.started_ms) * 1000;
-                record.on_response((*st).status as u16, Some(took_us));
+                record.on_response((*st).status as u16, Some(took_us), now, up.decay_ms);
             }
             let outcome = record.on_done(failed, &peer.limits, now);
+            let active = record.active.load(core::sync::atomic::Ordering::Relaxed);
             if outcome == Some(FailOutcome::MadeUnavailable) {
                 ngx::ngx_log_error!(
                     NGX_LOG_WARN,
@@ -212,11 +221,74 @@ unsafe extern "C" fn free_peer(
                     peer.limits.max_fails
                 );
             }
+            if let Some((Selector::LeastConn(lc), j)) = selector_of(up, rp.current) {
+                lc.set_active(j, active);
+            }
             rp.current = NONE;
         }
         if (*pc).tries > 0 {
             (*pc).tries -= 1;
         }
+    }
+}
+
+/// Chooses among `peers` (one list: primaries or backups, which start at index `base` of the
+/// upstream) with the list's method.
+#[inline]
+fn select(
+    sel: &mut Selector,
+    peers: &[Peer],
+    rp: &RequestPeers,
+    base: usize,
+    now: u64,
+    decay_ms: u64,
+) -> Option<usize> {
+    let verdict = |j: usize| shared(&peers[j]).verdict(&peers[j].limits, now);
+    let chosen = match sel {
+        Selector::RoundRobin(rr) => rr.pick(|j| !rp.tried(base + j) && verdict(j).can_pick()),
+        Selector::LeastConn(lc) => lc.pick(
+            |j| {
+                shared(&peers[j])
+                    .active
+                    .load(core::sync::atomic::Ordering::Relaxed)
+            },
+            |j| {
+                if rp.tried(base + j) {
+                    return Fit::NotNow;
+                }
+                match verdict(j) {
+                    Verdict::Usable | Verdict::Probe => Fit::Yes,
+                    Verdict::Full => Fit::NotNow,
+                    Verdict::Failed | Verdict::Unhealthy => Fit::Unavailable,
+                }
+            },
+            now,
+        ),
+        Selector::P2c(p) => p.pick(
+            |j| !rp.tried(base + j) && verdict(j).can_pick(),
+            |a, b| {
+                let (sa, sb) = (shared(&peers[a]), shared(&peers[b]));
+                let load = |s: &crate::shm::PeerShared| {
+                    (
+                        s.active.load(core::sync::atomic::Ordering::Relaxed),
+                        s.response_time_us_at(now, decay_ms),
+                    )
+                };
+                score_less(load(sa), load(sb))
+            },
+        ),
+    };
+    chosen.map(|j| base + j)
+}
+
+/// The selector holding peer `i` of the upstream, and the peer's index in it.
+fn selector_of(up: &mut Upstream, i: usize) -> Option<(&mut Selector, usize)> {
+    if i == NONE || i >= up.peers.len() {
+        None
+    } else if i < up.primaries {
+        Some((&mut up.primary, i))
+    } else {
+        Some((&mut up.backup, i - up.primaries))
     }
 }
 

@@ -2,12 +2,14 @@
 //! initialisation parsed out of the `server` lines (so `weight`, `max_fails`, `fail_timeout`,
 //! `max_conns`, `backup`, `down` and hostname resolution mean exactly what they mean in nginx).
 //!
-//! Where selection state lives: the schedule position of smooth weighted round-robin is private
+//! Where selection state lives: the selection state of each method (the round-robin schedule
+//! position, least_conn's tree of known connection counts, p2c's random generator) is private
 //! to each worker (this table is built before the fork, so every worker has its own copy),
-//! while failures, active connections and counters are shared atomics in the zone (`crate::shm`).
-//! A pick therefore takes no lock and allocates nothing, and every worker sees the same health;
-//! the price is that workers are not in step with each other: each worker follows nginx's exact
-//! order on its own, and the split over all workers is exact per worker.
+//! while failures, active connections, response times and counters are shared atomics in the
+//! zone (`crate::shm`). A pick therefore takes no lock and allocates nothing, and every worker
+//! sees the same health and load; the price is that workers are not in step with each other:
+//! round-robin follows nginx's exact order in each worker, and the split over all workers is
+//! exact per worker.
 
 use core::ptr;
 
@@ -15,7 +17,7 @@ use nginx_sys::{
     ngx_http_upstream_rr_peer_t, ngx_http_upstream_rr_peers_t, ngx_str_t, sockaddr, socklen_t,
 };
 
-use crate::balance::{Limits, Method, SmoothWrr};
+use crate::balance::{Limits, Method, MethodConf, Selector};
 use crate::shm::PeerShared;
 
 pub struct Peer {
@@ -36,13 +38,15 @@ pub struct Peer {
 pub struct Upstream {
     pub name: ngx_str_t,
     pub method: Method,
+    /// Time constant of the response-time average, ms.
+    pub decay_ms: u64,
     /// Primary peers first, then backups.
     pub peers: Vec<Peer>,
     pub primaries: usize,
-    /// Schedule over `peers[..primaries]`.
-    pub primary: SmoothWrr,
-    /// Schedule over `peers[primaries..]`.
-    pub backup: SmoothWrr,
+    /// Selection over `peers[..primaries]`.
+    pub primary: Selector,
+    /// Selection over `peers[primaries..]`.
+    pub backup: Selector,
     /// How many attempts a request may make (non-down peers), as nginx counts them.
     pub tries: usize,
     /// Active health checks (`lb_check`), if configured.
@@ -58,7 +62,7 @@ impl Upstream {
     /// the configuration pool, as long as this table.
     pub unsafe fn from_round_robin(
         name: ngx_str_t,
-        method: Method,
+        conf: MethodConf,
         rr: *const ngx_http_upstream_rr_peers_t,
     ) -> Upstream {
         let mut peers = Vec::new();
@@ -87,9 +91,10 @@ impl Upstream {
         let tries = peers.iter().filter(|p| !p.down).count();
         Upstream {
             name,
-            method,
-            primary: SmoothWrr::new(&weights[..primaries]),
-            backup: SmoothWrr::new(&weights[primaries..]),
+            method: conf.method,
+            decay_ms: conf.decay_ms,
+            primary: Selector::new(conf.method, &weights[..primaries], 1),
+            backup: Selector::new(conf.method, &weights[primaries..], 2),
             peers,
             primaries,
             tries,
@@ -114,6 +119,20 @@ impl Peer {
             down: p.down != 0,
             backup,
             shared: ptr::null(),
+        }
+    }
+}
+
+impl Upstream {
+    /// Gives this worker's copy its own random sequences (p2c), after the fork.
+    pub fn reseed(&mut self, seed: u64) {
+        for (k, s) in [&mut self.primary, &mut self.backup]
+            .into_iter()
+            .enumerate()
+        {
+            if let Selector::P2c(p) = s {
+                p.reseed(seed.rotate_left(17 * k as u32 + 1));
+            }
         }
     }
 }

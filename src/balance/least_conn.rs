@@ -1,0 +1,380 @@
+//! Weighted least connections without scanning every peer.
+//!
+//! nginx's `least_conn` walks all peers for every request, choosing the fewest active
+//! connections relative to weight, and breaks ties with smooth weighted round-robin. Here each
+//! worker keeps a tournament tree (a binary tree whose every node holds the better of its two
+//! children) over its last known view of the shared connection counts, so the best peer is at
+//! the root and a change costs O(log n):
+//!
+//! - the winner's count is read from shared memory before it is used; if another worker changed
+//!   it, the tree is corrected and the pick repeats (each correction makes that entry exact);
+//! - this worker's own picks and completions update the tree at once;
+//! - every `n` picks or 100 ms, whichever comes first, the whole tree is rebuilt from the shared
+//!   counts (O(n), so amortised O(1) per pick), which also brings back peers that were set
+//!   aside as unavailable.
+//!
+//! Ties are broken by stride scheduling over the number of times each peer was chosen
+//! ((2k+1)/weight, smallest first), which like smooth weighted round-robin rotates through the
+//! tied peers in proportion to their weights.
+
+/// Whether a peer may take this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    Yes,
+    /// Not for this request (already tried, at `max_conns`): asked again next time.
+    NotNow,
+    /// Unavailable (health, passive failures): set aside until the next rebuild.
+    Unavailable,
+}
+
+const NIL: u32 = u32::MAX;
+/// At most this many peers are skipped for one request; more are set aside like unavailable
+/// ones (a request never tries that many peers in practice).
+const MAX_SKIPPED: usize = 32;
+/// Rebuild at least this often.
+const REFRESH_MS: u64 = 100;
+
+#[derive(Debug, Clone)]
+pub struct LeastConn {
+    weights: Vec<u32>,
+    /// Cached load key per peer: `active << 32 / weight`.
+    load: Vec<u64>,
+    /// Times chosen, for tie-breaking.
+    picks: Vec<u64>,
+    aside: Vec<bool>,
+    /// Tournament tree: `tree[1]` is the root; leaves start at `size`.
+    tree: Vec<u32>,
+    size: usize,
+    picks_since_refresh: usize,
+    refreshed_ms: u64,
+}
+
+fn load_key(active: u32, weight: u32) -> u64 {
+    (u64::from(active) << 32) / u64::from(weight.max(1))
+}
+
+impl LeastConn {
+    /// `weights[i]` = 0 leaves peer `i` out for good (e.g. `down`).
+    pub fn new(weights: &[u32]) -> LeastConn {
+        let size = weights.len().max(1).next_power_of_two();
+        let mut lc = LeastConn {
+            weights: weights.to_vec(),
+            load: vec![0; weights.len()],
+            picks: vec![0; weights.len()],
+            aside: vec![false; weights.len()],
+            tree: vec![NIL; 2 * size],
+            size,
+            picks_since_refresh: 0,
+            refreshed_ms: 0,
+        };
+        lc.rebuild();
+        lc
+    }
+
+    fn better(&self, a: u32, b: u32) -> u32 {
+        if a == NIL {
+            return b;
+        }
+        if b == NIL {
+            return a;
+        }
+        let (ia, ib) = (a as usize, b as usize);
+        let (la, lb) = (self.load[ia], self.load[ib]);
+        if la != lb {
+            return if la < lb { a } else { b };
+        }
+        // (2k_a+1)/w_a < (2k_b+1)/w_b, cross-multiplied.
+        let va = u128::from(2 * self.picks[ia] + 1) * u128::from(self.weights[ib]);
+        let vb = u128::from(2 * self.picks[ib] + 1) * u128::from(self.weights[ia]);
+        if va != vb {
+            return if va < vb { a } else { b };
+        }
+        a.min(b)
+    }
+
+    fn leaf_value(&self, i: usize) -> u32 {
+        if self.weights[i] == 0 || self.aside[i] {
+            NIL
+        } else {
+            i as u32
+        }
+    }
+
+    fn rebuild(&mut self) {
+        for i in 0..self.size {
+            self.tree[self.size + i] = if i < self.weights.len() {
+                self.leaf_value(i)
+            } else {
+                NIL
+            };
+        }
+        for p in (1..self.size).rev() {
+            self.tree[p] = self.better(self.tree[2 * p], self.tree[2 * p + 1]);
+        }
+    }
+
+    fn update(&mut self, i: usize, value: u32) {
+        let mut p = self.size + i;
+        self.tree[p] = value;
+        while p > 1 {
+            p /= 2;
+            self.tree[p] = self.better(self.tree[2 * p], self.tree[2 * p + 1]);
+        }
+    }
+
+    /// Re-reads every count and brings set-aside peers back.
+    pub fn refresh(&mut self, active: impl Fn(usize) -> u32, now_ms: u64) {
+        for i in 0..self.weights.len() {
+            self.load[i] = load_key(active(i), self.weights[i]);
+            self.aside[i] = false;
+        }
+        self.rebuild();
+        self.picks_since_refresh = 0;
+        self.refreshed_ms = now_ms;
+    }
+
+    /// Picks the peer with the fewest active connections relative to its weight among those
+    /// `fit` accepts. `active(i)` reads the shared count. Allocates nothing.
+    pub fn pick(
+        &mut self,
+        active: impl Fn(usize) -> u32,
+        mut fit: impl FnMut(usize) -> Fit,
+        now_ms: u64,
+    ) -> Option<usize> {
+        if self.picks_since_refresh >= self.weights.len().max(64)
+            || now_ms.saturating_sub(self.refreshed_ms) >= REFRESH_MS
+        {
+            self.refresh(&active, now_ms);
+        }
+        let mut skipped = [NIL; MAX_SKIPPED];
+        let mut n_skipped = 0;
+        let chosen = loop {
+            let top = self.tree[1];
+            if top == NIL {
+                break None;
+            }
+            let i = top as usize;
+            let key = load_key(active(i), self.weights[i]);
+            if key != self.load[i] {
+                // Another worker changed this peer's count since we last looked.
+                self.load[i] = key;
+                self.update(i, i as u32);
+                continue;
+            }
+            match fit(i) {
+                Fit::Yes => break Some(i),
+                Fit::NotNow if n_skipped < MAX_SKIPPED => {
+                    skipped[n_skipped] = top;
+                    n_skipped += 1;
+                    self.update(i, NIL);
+                }
+                _ => {
+                    self.aside[i] = true;
+                    self.update(i, NIL);
+                }
+            }
+        };
+        for &s in &skipped[..n_skipped] {
+            let i = s as usize;
+            self.update(i, self.leaf_value(i));
+        }
+        if let Some(i) = chosen {
+            self.picks[i] += 1;
+            self.picks_since_refresh += 1;
+        }
+        chosen
+    }
+
+    /// Tells the tree this worker's view of peer `i`'s count changed (after a pick or when a
+    /// connection ended).
+    pub fn set_active(&mut self, i: usize, active: u32) {
+        if i >= self.weights.len() {
+            return;
+        }
+        self.load[i] = load_key(active, self.weights[i]);
+        let v = self.leaf_value(i);
+        self.update(i, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// A shared-count simulator: picks add a connection, `done` removes one.
+    struct Sim {
+        active: RefCell<Vec<u32>>,
+    }
+
+    impl Sim {
+        fn new(n: usize) -> Sim {
+            Sim {
+                active: RefCell::new(vec![0; n]),
+            }
+        }
+        fn get(&self, i: usize) -> u32 {
+            self.active.borrow()[i]
+        }
+        fn pick(&self, lc: &mut LeastConn, fit: impl FnMut(usize) -> Fit) -> Option<usize> {
+            let r = lc.pick(|i| self.get(i), fit, 0);
+            if let Some(i) = r {
+                self.active.borrow_mut()[i] += 1;
+                lc.set_active(i, self.get(i));
+            }
+            r
+        }
+        fn done(&self, lc: &mut LeastConn, i: usize) {
+            self.active.borrow_mut()[i] -= 1;
+            lc.set_active(i, self.get(i));
+        }
+    }
+
+    #[test]
+    fn prefers_the_idle_peer() {
+        let sim = Sim::new(3);
+        let mut lc = LeastConn::new(&[1, 1, 1]);
+        let a = sim.pick(&mut lc, |_| Fit::Yes).unwrap();
+        let b = sim.pick(&mut lc, |_| Fit::Yes).unwrap();
+        let c = sim.pick(&mut lc, |_| Fit::Yes).unwrap();
+        let mut all = vec![a, b, c];
+        all.sort();
+        assert_eq!(all, vec![0, 1, 2], "one each while all are busy");
+        sim.done(&mut lc, b);
+        assert_eq!(
+            sim.pick(&mut lc, |_| Fit::Yes),
+            Some(b),
+            "the one that became idle"
+        );
+    }
+
+    #[test]
+    fn relative_to_weight() {
+        // Weight 3 takes three concurrent connections for every one of weight 1.
+        let sim = Sim::new(2);
+        let mut lc = LeastConn::new(&[3, 1]);
+        let mut count = [0; 2];
+        for _ in 0..8 {
+            count[sim.pick(&mut lc, |_| Fit::Yes).unwrap()] += 1;
+        }
+        assert_eq!(count, [6, 2]);
+    }
+
+    #[test]
+    fn ties_rotate_by_weight() {
+        // Requests finish before the next one: every pick is a tie at zero connections.
+        let sim = Sim::new(3);
+        let mut lc = LeastConn::new(&[2, 1, 1]);
+        let mut count = [0; 3];
+        let mut seq = vec![];
+        for _ in 0..40 {
+            let i = sim.pick(&mut lc, |_| Fit::Yes).unwrap();
+            sim.done(&mut lc, i);
+            count[i] += 1;
+            seq.push(i);
+        }
+        assert_eq!(count, [20, 10, 10]);
+        // Smooth: never the same single-weight peer twice in a row.
+        for w in seq.windows(2) {
+            assert!(!(w[0] == w[1] && w[0] != 0), "{seq:?}");
+        }
+    }
+
+    #[test]
+    fn sees_other_workers_counts() {
+        let sim = Sim::new(2);
+        let mut lc = LeastConn::new(&[1, 1]);
+        // Another worker opens 5 connections to peer 0 behind our back.
+        sim.active.borrow_mut()[0] = 5;
+        assert_eq!(sim.pick(&mut lc, |_| Fit::Yes), Some(1));
+        assert_eq!(sim.pick(&mut lc, |_| Fit::Yes), Some(1));
+    }
+
+    #[test]
+    fn skips_and_sets_aside() {
+        let sim = Sim::new(3);
+        let mut lc = LeastConn::new(&[1, 1, 1]);
+        // Peer 0 already tried for this request: skipped once, then back.
+        assert_eq!(
+            sim.pick(&mut lc, |i| if i == 0 { Fit::NotNow } else { Fit::Yes }),
+            Some(1)
+        );
+        sim.done(&mut lc, 1);
+        // Peer 0 has chosen 0 times, peers 1 has 1: peer 0 comes first again.
+        assert_eq!(sim.pick(&mut lc, |_| Fit::Yes), Some(0));
+        sim.done(&mut lc, 0);
+        // Peer 2 unhealthy: set aside, and not even asked again until a refresh.
+        let mut asked = vec![];
+        for _ in 0..4 {
+            let i = sim
+                .pick(&mut lc, |i| {
+                    asked.push(i);
+                    if i == 2 {
+                        Fit::Unavailable
+                    } else {
+                        Fit::Yes
+                    }
+                })
+                .unwrap();
+            assert_ne!(i, 2);
+            sim.done(&mut lc, i);
+        }
+        assert_eq!(asked.iter().filter(|&&i| i == 2).count(), 1);
+        lc.refresh(|i| sim.get(i), 1000);
+        assert_eq!(
+            sim.pick(&mut lc, |_| Fit::Yes),
+            Some(2),
+            "back after refresh"
+        );
+    }
+
+    #[test]
+    fn all_unavailable_and_empty() {
+        let sim = Sim::new(2);
+        let mut lc = LeastConn::new(&[1, 1]);
+        assert_eq!(sim.pick(&mut lc, |_| Fit::NotNow), None);
+        assert!(
+            sim.pick(&mut lc, |_| Fit::Yes).is_some(),
+            "NotNow is restored"
+        );
+        assert_eq!(sim.pick(&mut lc, |_| Fit::Unavailable), None);
+        let mut none = LeastConn::new(&[0, 0]);
+        assert_eq!(none.pick(|_| 0, |_| Fit::Yes, 0), None);
+        let mut empty = LeastConn::new(&[]);
+        assert_eq!(empty.pick(|_| 0, |_| Fit::Yes, 0), None);
+    }
+
+    #[test]
+    fn many_peers_distribution() {
+        let n = 1000;
+        let sim = Sim::new(n);
+        let weights: Vec<u32> = (0..n).map(|i| if i % 10 == 0 { 2 } else { 1 }).collect();
+        let mut lc = LeastConn::new(&weights);
+        let mut count = vec![0; n];
+        for _ in 0..11_000 {
+            let i = sim.pick(&mut lc, |i| {
+                if i % 7 == 3 {
+                    Fit::Unavailable
+                } else {
+                    Fit::Yes
+                }
+            });
+            let i = i.unwrap();
+            sim.done(&mut lc, i);
+            count[i] += 1;
+        }
+        for i in 0..n {
+            if i % 7 == 3 {
+                assert_eq!(count[i], 0);
+            } else {
+                let w = weights[i] as i64;
+                // 11,000 picks over a total weight of about 1,100 - 157: ~11.7 per weight unit.
+                assert!(
+                    (count[i] as i64 - 12 * w).abs() <= 2 * w,
+                    "peer {i}: {}",
+                    count[i]
+                );
+            }
+        }
+    }
+}
