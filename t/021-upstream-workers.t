@@ -108,5 +108,5 @@ connect() failed
 [("GET /t") x 400]
 --- response_body_like eval
 [(qr/^[ab]$/) x 400]
---- peer_share: a 300 b 100 tolerance 30%
+--- peer_share: a 300 b 100 tolerance 50%
 --- timeout: 30

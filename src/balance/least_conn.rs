@@ -13,9 +13,10 @@
 //!   counts (O(n), so amortised O(1) per pick), which also brings back peers that were set
 //!   aside as unavailable.
 //!
-//! Ties are broken by stride scheduling over the number of times each peer was chosen
-//! ((2k+1)/weight, smallest first), which like smooth weighted round-robin rotates through the
-//! tied peers in proportion to their weights.
+//! Ties are broken by stride scheduling: each peer's next turn is at a virtual time that grows
+//! by `1/weight` per pick, smallest first, which like smooth weighted round-robin rotates
+//! through the tied peers in proportion to their weights. Each tree entry is a single 128-bit
+//! key (load, virtual time, index), so a comparison is one instruction.
 
 /// Whether a peer may take this request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,23 +28,36 @@ pub enum Fit {
     Unavailable,
 }
 
-const NIL: u32 = u32::MAX;
 /// At most this many peers are skipped for one request; more are set aside like unavailable
 /// ones (a request never tries that many peers in practice).
 const MAX_SKIPPED: usize = 32;
 /// Rebuild at least this often.
 const REFRESH_MS: u64 = 100;
+/// An empty slot of the tree (no peer, or one set aside).
+const NIL: u128 = u128::MAX;
+/// Peers beyond this many are left out (the index lives in the low bits of a key).
+pub const MAX_PEERS: usize = 1 << 24;
+
+/// A peer's place in the tournament, one number so that a comparison is one instruction:
+/// load (48 bits: `active << 32 / weight`), then virtual time of its next turn (56 bits),
+/// then its index (24 bits).
+fn key(load: u64, vtime: u64, i: usize) -> u128 {
+    (u128::from(load.min((1 << 48) - 1)) << 80)
+        | (u128::from(vtime.min((1 << 56) - 1)) << 24)
+        | i as u128
+}
 
 #[derive(Debug, Clone)]
 pub struct LeastConn {
     weights: Vec<u32>,
-    /// Cached load key per peer: `active << 32 / weight`.
+    /// Last known load per peer: `active << 32 / weight`.
     load: Vec<u64>,
-    /// Times chosen, for tie-breaking.
-    picks: Vec<u64>,
+    /// Virtual time of each peer's next turn: starts at half a stride and grows by a stride
+    /// (`2^32 / weight`) per pick; rebased at every rebuild so it stays small.
+    vtime: Vec<u64>,
     aside: Vec<bool>,
-    /// Tournament tree: `tree[1]` is the root; leaves start at `size`.
-    tree: Vec<u32>,
+    /// Tournament tree of keys: `tree[1]` is the root; leaves start at `size`.
+    tree: Vec<u128>,
     size: usize,
     picks_since_refresh: usize,
     refreshed_ms: u64,
@@ -53,15 +67,20 @@ fn load_key(active: u32, weight: u32) -> u64 {
     (u64::from(active) << 32) / u64::from(weight.max(1))
 }
 
+fn stride(weight: u32) -> u64 {
+    (1u64 << 32) / u64::from(weight.max(1))
+}
+
 impl LeastConn {
     /// `weights[i]` = 0 leaves peer `i` out for good (e.g. `down`).
     pub fn new(weights: &[u32]) -> LeastConn {
-        let size = weights.len().max(1).next_power_of_two();
+        let n = weights.len().min(MAX_PEERS);
+        let size = n.max(1).next_power_of_two();
         let mut lc = LeastConn {
-            weights: weights.to_vec(),
-            load: vec![0; weights.len()],
-            picks: vec![0; weights.len()],
-            aside: vec![false; weights.len()],
+            weights: weights[..n].to_vec(),
+            load: vec![0; n],
+            vtime: weights[..n].iter().map(|&w| stride(w) / 2).collect(),
+            aside: vec![false; n],
             tree: vec![NIL; 2 * size],
             size,
             picks_since_refresh: 0,
@@ -71,61 +90,61 @@ impl LeastConn {
         lc
     }
 
-    fn better(&self, a: u32, b: u32) -> u32 {
-        if a == NIL {
-            return b;
-        }
-        if b == NIL {
-            return a;
-        }
-        let (ia, ib) = (a as usize, b as usize);
-        let (la, lb) = (self.load[ia], self.load[ib]);
-        if la != lb {
-            return if la < lb { a } else { b };
-        }
-        // (2k_a+1)/w_a < (2k_b+1)/w_b, cross-multiplied.
-        let va = u128::from(2 * self.picks[ia] + 1) * u128::from(self.weights[ib]);
-        let vb = u128::from(2 * self.picks[ib] + 1) * u128::from(self.weights[ia]);
-        if va != vb {
-            return if va < vb { a } else { b };
-        }
-        a.min(b)
-    }
-
-    fn leaf_value(&self, i: usize) -> u32 {
+    fn leaf(&self, i: usize) -> u128 {
         if self.weights[i] == 0 || self.aside[i] {
             NIL
         } else {
-            i as u32
+            key(self.load[i], self.vtime[i], i)
         }
     }
 
     fn rebuild(&mut self) {
         for i in 0..self.size {
             self.tree[self.size + i] = if i < self.weights.len() {
-                self.leaf_value(i)
+                self.leaf(i)
             } else {
                 NIL
             };
         }
         for p in (1..self.size).rev() {
-            self.tree[p] = self.better(self.tree[2 * p], self.tree[2 * p + 1]);
+            self.tree[p] = self.tree[2 * p].min(self.tree[2 * p + 1]);
         }
     }
 
-    fn update(&mut self, i: usize, value: u32) {
+    #[inline]
+    fn update(&mut self, i: usize) {
         let mut p = self.size + i;
-        self.tree[p] = value;
+        self.tree[p] = self.leaf(i);
         while p > 1 {
             p /= 2;
-            self.tree[p] = self.better(self.tree[2 * p], self.tree[2 * p + 1]);
+            let m = self.tree[2 * p].min(self.tree[2 * p + 1]);
+            if self.tree[p] == m {
+                break;
+            }
+            self.tree[p] = m;
         }
     }
 
-    /// Re-reads every count and brings set-aside peers back.
+    #[inline]
+    fn hide(&mut self, i: usize) {
+        let mut p = self.size + i;
+        self.tree[p] = NIL;
+        while p > 1 {
+            p /= 2;
+            self.tree[p] = self.tree[2 * p].min(self.tree[2 * p + 1]);
+        }
+    }
+
+    /// Re-reads every count, brings set-aside peers back and rebases the virtual times.
     pub fn refresh(&mut self, active: impl Fn(usize) -> u32, now_ms: u64) {
+        let base = (0..self.weights.len())
+            .filter(|&i| self.weights[i] > 0)
+            .map(|i| self.vtime[i])
+            .min()
+            .unwrap_or(0);
         for i in 0..self.weights.len() {
             self.load[i] = load_key(active(i), self.weights[i]);
+            self.vtime[i] -= base.min(self.vtime[i]);
             self.aside[i] = false;
         }
         self.rebuild();
@@ -134,7 +153,8 @@ impl LeastConn {
     }
 
     /// Picks the peer with the fewest active connections relative to its weight among those
-    /// `fit` accepts. `active(i)` reads the shared count. Allocates nothing.
+    /// `fit` accepts, and counts the connection about to be opened to it. `active(i)` reads the
+    /// shared count. Allocates nothing.
     pub fn pick(
         &mut self,
         active: impl Fn(usize) -> u32,
@@ -146,54 +166,57 @@ impl LeastConn {
         {
             self.refresh(&active, now_ms);
         }
-        let mut skipped = [NIL; MAX_SKIPPED];
+        let mut skipped = [0u32; MAX_SKIPPED];
         let mut n_skipped = 0;
         let chosen = loop {
             let top = self.tree[1];
             if top == NIL {
                 break None;
             }
-            let i = top as usize;
-            let key = load_key(active(i), self.weights[i]);
-            if key != self.load[i] {
+            let i = (top & 0xff_ffff) as usize;
+            let now_active = active(i);
+            let load = load_key(now_active, self.weights[i]);
+            if load != self.load[i] {
                 // Another worker changed this peer's count since we last looked.
-                self.load[i] = key;
-                self.update(i, i as u32);
+                self.load[i] = load;
+                self.update(i);
                 continue;
             }
             match fit(i) {
-                Fit::Yes => break Some(i),
+                Fit::Yes => break Some((i, now_active)),
                 Fit::NotNow if n_skipped < MAX_SKIPPED => {
-                    skipped[n_skipped] = top;
+                    skipped[n_skipped] = i as u32;
                     n_skipped += 1;
-                    self.update(i, NIL);
+                    self.hide(i);
                 }
                 _ => {
                     self.aside[i] = true;
-                    self.update(i, NIL);
+                    self.hide(i);
                 }
             }
         };
         for &s in &skipped[..n_skipped] {
-            let i = s as usize;
-            self.update(i, self.leaf_value(i));
+            self.update(s as usize);
         }
-        if let Some(i) = chosen {
-            self.picks[i] += 1;
-            self.picks_since_refresh += 1;
-        }
-        chosen
+        let (i, now_active) = chosen?;
+        self.vtime[i] = self.vtime[i].saturating_add(stride(self.weights[i]));
+        self.load[i] = load_key(now_active.saturating_add(1), self.weights[i]);
+        self.update(i);
+        self.picks_since_refresh += 1;
+        Some(i)
     }
 
-    /// Tells the tree this worker's view of peer `i`'s count changed (after a pick or when a
-    /// connection ended).
+    /// Tells the tree this worker's view of peer `i`'s count changed (a connection ended, or
+    /// the count after a pick differs from the one `pick` assumed).
     pub fn set_active(&mut self, i: usize, active: u32) {
         if i >= self.weights.len() {
             return;
         }
-        self.load[i] = load_key(active, self.weights[i]);
-        let v = self.leaf_value(i);
-        self.update(i, v);
+        let load = load_key(active, self.weights[i]);
+        if load != self.load[i] {
+            self.load[i] = load;
+            self.update(i);
+        }
     }
 }
 

@@ -260,7 +260,9 @@ pub fn parse_check(args: &[&[u8]]) -> Result<CheckConf, String> {
                 let Some(mut re) = value.strip_prefix(b"~") else {
                     return bad("expected ~regex");
                 };
-                // `body=~"a b"`: nginx keeps quotes inside a word, so drop a surrounding pair.
+                // `body=~"ok|ready"`: nginx keeps quotes that are inside a word, so drop a
+                // surrounding pair. (A pattern with spaces needs the whole parameter quoted:
+                // `"body=~a b"`.)
                 if re.len() >= 2 && re[0] == b'"' && re[re.len() - 1] == b'"' {
                     re = &re[1..re.len() - 1];
                 }

@@ -21,7 +21,7 @@ use nginx_sys::{
     ngx_handle_write_event, ngx_http_conf_ctx_t, ngx_http_module, ngx_int_t, ngx_log_t,
     ngx_peer_connection_t, ngx_pool_t, ngx_regex_exec, ngx_ssl_check_host,
     ngx_ssl_create_connection, ngx_ssl_handshake, ngx_ssl_shutdown, ngx_str_t, sockaddr, socklen_t,
-    NGX_LOG_CRIT, NGX_LOG_WARN, NGX_SSL_BUFFER, NGX_SSL_CLIENT,
+    NGX_LOG_ALERT, NGX_LOG_WARN, NGX_SSL_BUFFER, NGX_SSL_CLIENT,
 };
 
 use super::config::{HttpMethod, Kind, MAX_RESPONSE};
@@ -60,8 +60,9 @@ pub struct Probe {
     name: ngx_str_t,
     request: Vec<u8>,
     sni: Option<CString>,
-    /// A private log: the cycle's, with connection errors below `crit` muted so that probe
-    /// failures do not flood the error log (their reason is logged on a state change).
+    /// A private log: the cycle's, with everything below `alert` muted (nginx reports failed
+    /// connects at `error` and failed TLS handshakes at `crit`), so that failing probes do not
+    /// write a line per interval; their reason is logged once, on the state change.
     log: ngx_log_t,
     rng: u64,
     // The attempt in progress.
@@ -209,7 +210,7 @@ unsafe fn new_probe(
         let address = String::from_utf8_lossy(bytes(&peer.name)).into_owned();
         let server = String::from_utf8_lossy(bytes(&peer.server)).into_owned();
         let mut log = *(*cycle).log;
-        log.log_level = NGX_LOG_CRIT as _;
+        log.log_level = NGX_LOG_ALERT as _;
         let mut probe = Box::new(Probe {
             upstream: u,
             peer: i,
