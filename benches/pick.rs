@@ -37,7 +37,7 @@ fn one_pick(sel: &mut Selector, peers: &[PeerShared], now: u64) -> Option<usize>
     let i = match sel {
         Selector::RoundRobin(rr) => rr.pick(|j| verdict(j).can_pick()),
         Selector::LeastConn(lc) => lc.pick(
-            |j| peers[j].active.load(std::sync::atomic::Ordering::Relaxed),
+            |j| peers[j].active(),
             |j| match verdict(j) {
                 Verdict::Usable | Verdict::Probe => Fit::Yes,
                 Verdict::Full => Fit::NotNow,
@@ -48,18 +48,13 @@ fn one_pick(sel: &mut Selector, peers: &[PeerShared], now: u64) -> Option<usize>
         Selector::P2c(p) => p.pick(
             |j| verdict(j).can_pick(),
             |a, b| {
-                let load = |s: &PeerShared| {
-                    (
-                        s.active.load(std::sync::atomic::Ordering::Relaxed),
-                        s.response_time_us_at(now, 5000),
-                    )
-                };
+                let load = |s: &PeerShared| (s.active(), s.response_time_us_at(now, 5000));
                 score_less(load(&peers[a]), load(&peers[b]))
             },
         ),
     }?;
-    peers[i].on_pick(&LIMITS, now);
-    peers[i].on_done(false, &LIMITS, now);
+    peers[i].on_pick(&LIMITS, now, 0);
+    peers[i].on_done(false, &LIMITS, now, 0);
     if let Selector::LeastConn(lc) = sel {
         lc.set_active(i, 0);
     }

@@ -14,6 +14,7 @@
 pub mod balance;
 pub mod headers;
 pub mod health;
+pub mod keepalive;
 pub mod shm;
 pub mod status;
 

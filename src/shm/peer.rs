@@ -20,8 +20,10 @@ pub struct PeerShared {
 
     /// Passive failures counted in the current `fail_timeout` window.
     pub fails: AtomicU32,
-    /// Connections to this peer in progress, over all workers.
-    pub active: AtomicU32,
+    /// Connections to this peer in progress, one counter per worker slot (see `worker_slot`);
+    /// their sum is the peer's active count over all workers. A worker killed with open
+    /// connections cannot decrement its counter, so its successor (same slot) resets it.
+    pub active_slots: [AtomicU32; ACTIVE_SLOTS],
     /// When the peer was last checked (a failure, or a pick after `fail_timeout`), ms.
     pub checked_ms: AtomicU64,
     /// When the peer last failed, ms.
@@ -63,6 +65,18 @@ pub struct PeerShared {
     pub prober_pid: AtomicU32,
 }
 
+/// Number of per-worker active counters: 16 workers × 2 configuration generations (so that
+/// the workers of a new configuration never share a counter with the old ones still finishing
+/// their requests after a reload).
+pub const ACTIVE_SLOTS: usize = 32;
+
+/// The counter slot of worker number `worker` (nginx's `ngx_worker`) in configuration
+/// generation `generation`. Workers beyond the 16th share slots (counts stay right; only the
+/// reset after a crash is then coarser).
+pub fn worker_slot(worker: usize, generation: u32) -> usize {
+    (worker % (ACTIVE_SLOTS / 2)) + (ACTIVE_SLOTS / 2) * (generation as usize & 1)
+}
+
 /// What a failure did to the peer, so the caller can log a state change once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailOutcome {
@@ -75,38 +89,61 @@ impl PeerShared {
     /// Passive-failure and `max_conns` verdict at `now_ms`.
     #[inline]
     pub fn verdict(&self, limits: &Limits, now_ms: u64) -> Verdict {
+        // The active count only matters with max_conns: don't add it up otherwise.
+        let active = if limits.max_conns > 0 {
+            self.active()
+        } else {
+            0
+        };
         judge(
             limits,
             Health(self.health.load(Relaxed)).up(),
             self.fails.load(Relaxed),
             self.checked_ms.load(Relaxed),
-            self.active.load(Relaxed),
+            active,
             now_ms,
         )
+    }
+
+    /// Connections in progress over all workers.
+    #[inline]
+    pub fn active(&self) -> u32 {
+        self.active_slots
+            .iter()
+            .fold(0u32, |sum, a| sum.saturating_add(a.load(Relaxed)))
+    }
+
+    /// Forgets the connections counted in `slot` (by a worker that no longer runs).
+    pub fn reset_active_slot(&self, slot: usize) {
+        self.active_slots[slot % ACTIVE_SLOTS].store(0, Relaxed);
     }
 
     /// Records that a request was sent to this peer. As in nginx, a pick made more than
     /// `fail_timeout` after the last check becomes the new check: a success after it clears the
     /// failure count, and for a failed peer only the one request that wins this exchange probes it.
     #[inline]
-    pub fn on_pick(&self, limits: &Limits, now_ms: u64) {
+    pub fn on_pick(&self, limits: &Limits, now_ms: u64, slot: usize) {
         let checked = self.checked_ms.load(Relaxed);
         if now_ms.saturating_sub(checked) > limits.fail_timeout_ms {
             let _ = self
                 .checked_ms
                 .compare_exchange(checked, now_ms, Relaxed, Relaxed);
         }
-        self.active.fetch_add(1, Relaxed);
+        self.active_slots[slot % ACTIVE_SLOTS].fetch_add(1, Relaxed);
         self.requests.fetch_add(1, Relaxed);
     }
 
     /// Records the end of an attempt.
     #[inline]
-    pub fn on_done(&self, failed: bool, limits: &Limits, now_ms: u64) -> Option<FailOutcome> {
-        // Saturating: a record claimed while an old worker still had connections open must not
-        // wrap below zero.
-        let _ = self
-            .active
+    pub fn on_done(
+        &self,
+        failed: bool,
+        limits: &Limits,
+        now_ms: u64,
+        slot: usize,
+    ) -> Option<FailOutcome> {
+        // Saturating: a slot reset while connections were open must not wrap below zero.
+        let _ = self.active_slots[slot % ACTIVE_SLOTS]
             .fetch_update(Relaxed, Relaxed, |a| Some(a.saturating_sub(1)));
         if failed {
             self.total_fails.fetch_add(1, Relaxed);
@@ -191,7 +228,11 @@ impl PeerShared {
     ) -> Option<Transition> {
         let passed = reason == Reason::Passed;
         self.checks.fetch_add(1, Relaxed);
-        if !passed {
+        if passed {
+            // Active checks are the authority on a peer's health: a passed check ends a passive
+            // failure period (otherwise a peer back from an outage would wait out fail_timeout).
+            self.fails.store(0, Relaxed);
+        } else {
             self.check_fails.fetch_add(1, Relaxed);
         }
         let (code, detail) = reason.encode();
@@ -230,9 +271,11 @@ impl PeerShared {
     /// Forgets everything but the identity: a record given to a peer it did not belong to.
     /// Health starts as `default_up` says.
     pub fn reset_state(&self, default_up: bool) {
+        for a in self.active_slots.iter() {
+            a.store(0, Relaxed);
+        }
         for a in [
             &self.fails,
-            &self.active,
             &self.reason_code,
             &self.reason_detail,
             &self.prober_pid,
@@ -344,53 +387,86 @@ mod tests {
     fn one_failure_disables_for_fail_timeout_then_one_probe() {
         let p = fresh();
         assert!(p.verdict(&L, 100_000).can_pick());
-        p.on_pick(&L, 100_000);
+        p.on_pick(&L, 100_000, 0);
         assert_eq!(
-            p.on_done(true, &L, 100_000),
+            p.on_done(true, &L, 100_000, 0),
             Some(FailOutcome::MadeUnavailable)
         );
         assert_eq!(p.verdict(&L, 105_000), Verdict::Failed);
         assert_eq!(p.verdict(&L, 110_000), Verdict::Failed);
         assert_eq!(p.verdict(&L, 110_001), Verdict::Probe);
-        p.on_pick(&L, 110_001);
+        p.on_pick(&L, 110_001, 0);
         // The probe is in flight: nobody else may probe.
         assert_eq!(p.verdict(&L, 110_002), Verdict::Failed);
         // It succeeds: failures are cleared.
-        assert_eq!(p.on_done(false, &L, 110_005), None);
+        assert_eq!(p.on_done(false, &L, 110_005, 0), None);
         assert_eq!(p.verdict(&L, 110_006), Verdict::Usable);
         assert_eq!(p.unavail.load(Relaxed), 1);
         assert_eq!(p.requests.load(Relaxed), 2);
-        assert_eq!(p.active.load(Relaxed), 0);
+        assert_eq!(p.active(), 0);
     }
 
     #[test]
     fn failures_count_up_to_max_fails() {
         let l = Limits { max_fails: 3, ..L };
         let p = fresh();
-        assert_eq!(p.on_done(true, &l, 1), Some(FailOutcome::Counted));
-        assert_eq!(p.on_done(true, &l, 2), Some(FailOutcome::Counted));
+        assert_eq!(p.on_done(true, &l, 1, 0), Some(FailOutcome::Counted));
+        assert_eq!(p.on_done(true, &l, 2, 0), Some(FailOutcome::Counted));
         assert!(p.verdict(&l, 3).can_pick());
-        assert_eq!(p.on_done(true, &l, 3), Some(FailOutcome::MadeUnavailable));
+        assert_eq!(
+            p.on_done(true, &l, 3, 0),
+            Some(FailOutcome::MadeUnavailable)
+        );
         assert!(!p.verdict(&l, 4).can_pick());
-        assert_eq!(p.on_done(true, &l, 5), Some(FailOutcome::Counted));
+        assert_eq!(p.on_done(true, &l, 5, 0), Some(FailOutcome::Counted));
     }
 
     #[test]
     fn active_never_wraps() {
         let p = PeerShared::default();
-        p.on_done(false, &L, 0);
-        assert_eq!(p.active.load(Relaxed), 0);
+        p.on_done(false, &L, 0, 0);
+        assert_eq!(p.active(), 0);
+    }
+
+    #[test]
+    fn active_over_worker_slots_and_reset_after_a_crash() {
+        let p = fresh();
+        let (w0, w1) = (worker_slot(0, 7), worker_slot(1, 7));
+        assert_ne!(w0, w1);
+        assert_ne!(
+            worker_slot(0, 7),
+            worker_slot(0, 8),
+            "generations use other slots"
+        );
+        p.on_pick(&L, 0, w0);
+        p.on_pick(&L, 0, w0);
+        p.on_pick(&L, 0, w1);
+        assert_eq!(p.active(), 3);
+        // Worker 0 is killed with two connections open; its successor resets the slot.
+        p.reset_active_slot(w0);
+        assert_eq!(p.active(), 1);
+        p.on_done(false, &L, 1, w1);
+        assert_eq!(p.active(), 0);
+    }
+
+    #[test]
+    fn a_passed_check_ends_passive_failure() {
+        let p = fresh();
+        p.on_done(true, &L, 1000, 0);
+        assert_eq!(p.verdict(&L, 1001), Verdict::Failed);
+        p.on_check(Reason::Passed, 2, 2, 5);
+        assert_eq!(p.verdict(&L, 1002), Verdict::Usable);
     }
 
     #[test]
     fn max_conns_uses_shared_active_count() {
         let l = Limits { max_conns: 2, ..L };
         let p = fresh();
-        p.on_pick(&l, 0);
+        p.on_pick(&l, 0, 0);
         assert!(p.verdict(&l, 0).can_pick());
-        p.on_pick(&l, 0);
+        p.on_pick(&l, 0, 0);
         assert_eq!(p.verdict(&l, 0), Verdict::Full);
-        p.on_done(false, &l, 1);
+        p.on_done(false, &l, 1, 0);
         assert!(p.verdict(&l, 1).can_pick());
     }
 }

@@ -23,6 +23,10 @@ use crate::nginx::bytes;
 use crate::upstream::directive::{log_plain, MainConf};
 use core::sync::atomic::Ordering::Relaxed;
 
+/// The configuration generation of the zone's table, set by the master when it loads a
+/// configuration; workers inherit it and pick their active-counter slots with it.
+pub static GENERATION: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
 /// The zone's name, as `nginx -T` and error messages show it.
 const ZONE_NAME: &str = "ngx_http_lb";
 
@@ -96,6 +100,7 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> n
         }
         (*header).generation = (*header).generation.wrapping_add(1).max(1);
         let generation = (*header).generation;
+        GENERATION.store(generation, Relaxed);
         let records = core::slice::from_raw_parts(
             (header as *mut u8).add(core::mem::size_of::<Header>()) as *const PeerShared,
             capacity as usize,

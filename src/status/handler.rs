@@ -89,7 +89,7 @@ pub fn snapshot_upstream(u: &Upstream, now_ms: u64, wall: u64) -> UpstreamSnapsh
                 weight: p.weight,
                 backup: p.backup,
                 state,
-                active: u64::from(s.active.load(Relaxed)),
+                active: u64::from(s.active()),
                 max_conns: p.limits.max_conns,
                 requests: s.requests.load(Relaxed),
                 responses: Responses::from_array(core::array::from_fn(|i| {

@@ -11,9 +11,10 @@ use core::ptr;
 
 use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_http_conf_ctx_t, ngx_http_module_t,
-    ngx_http_upstream_init_round_robin, ngx_http_upstream_main_conf_t, ngx_http_upstream_module,
-    ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_log_error_core,
-    ngx_module_t, ngx_uint_t, NGX_CONF_ANY, NGX_CONF_NOARGS, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF,
+    ngx_http_upstream_init_peer_pt, ngx_http_upstream_init_round_robin,
+    ngx_http_upstream_main_conf_t, ngx_http_upstream_module, ngx_http_upstream_rr_peers_t,
+    ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_log_error_core, ngx_module_t, ngx_uint_t,
+    NGX_CONF_1MORE, NGX_CONF_ANY, NGX_CONF_NOARGS, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF,
     NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF_OFFSET, NGX_HTTP_UPS_CONF, NGX_LOG_EMERG, NGX_LOG_NOTICE,
 };
 
@@ -34,6 +35,8 @@ pub struct SrvConf {
     pub upstream: *mut Upstream,
     /// `lb_check`, until `init_upstream` hands it to the table.
     pub check: Option<Box<crate::health::directive::CheckSetup>>,
+    /// `lb_keepalive`.
+    pub keepalive: Option<crate::keepalive::KeepaliveConf>,
 }
 
 /// Per-cycle state: every upstream that uses `lb_upstream`, and the shared zone.
@@ -53,7 +56,7 @@ static LB_CTX: ngx_http_module_t = ngx_http_module_t {
     merge_loc_conf: None,
 };
 
-static mut LB_COMMANDS: [ngx_command_t; 4] = [
+static mut LB_COMMANDS: [ngx_command_t; 5] = [
     ngx_command_t {
         name: ngx::ngx_string!("lb_upstream"),
         type_: (NGX_HTTP_UPS_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE12) as ngx_uint_t,
@@ -66,6 +69,14 @@ static mut LB_COMMANDS: [ngx_command_t; 4] = [
         name: ngx::ngx_string!("lb_check"),
         type_: (NGX_HTTP_UPS_CONF | NGX_CONF_ANY) as ngx_uint_t,
         set: Some(crate::health::directive::set_lb_check),
+        conf: NGX_HTTP_SRV_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx::ngx_string!("lb_keepalive"),
+        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_1MORE) as ngx_uint_t,
+        set: Some(set_lb_keepalive),
         conf: NGX_HTTP_SRV_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),
@@ -91,6 +102,16 @@ unsafe extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int
         if !main.is_null() {
             for (k, &u) in (*main).upstreams.iter().enumerate() {
                 (*u).reseed(pid.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ k as u64);
+            }
+            let kind = core::ptr::read_volatile(core::ptr::addr_of!(nginx_sys::ngx_process)) as u32;
+            if kind == nginx_sys::NGX_PROCESS_WORKER || kind == nginx_sys::NGX_PROCESS_SINGLE {
+                let worker = core::ptr::read_volatile(core::ptr::addr_of!(nginx_sys::ngx_worker));
+                let generation =
+                    crate::shm::zone::GENERATION.load(core::sync::atomic::Ordering::Relaxed);
+                super::pick::set_worker_slot(
+                    crate::shm::peer::worker_slot(worker as usize, generation),
+                    &(*main).upstreams,
+                );
             }
         }
         crate::health::probe::init_process(cycle)
@@ -201,6 +222,27 @@ unsafe extern "C" fn set_lb_upstream(
     CONF_OK
 }
 
+unsafe extern "C" fn set_lb_keepalive(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes our own srv conf and the configuration being parsed.
+    unsafe {
+        let conf = &mut *(conf as *mut SrvConf);
+        if conf.keepalive.is_some() {
+            return conf_error(cf, "\"lb_keepalive\" directive is duplicate");
+        }
+        let args = directive_args(cf);
+        let raw: Vec<&[u8]> = args[1..].iter().map(|a| bytes(a)).collect();
+        match crate::keepalive::parse(&raw) {
+            Ok(k) => conf.keepalive = Some(k),
+            Err(e) => return conf_error(cf, &format!("lb_keepalive: {e}")),
+        }
+    }
+    CONF_OK
+}
+
 /// nginx's `init_upstream` hook: lets nginx's round-robin code parse the `server` lines, then
 /// builds our table from them and takes over `init_peer`.
 unsafe extern "C" fn init_upstream(
@@ -219,6 +261,12 @@ unsafe extern "C" fn init_upstream(
         }
         let mut table = Upstream::from_round_robin((*us).host, (*conf).method, rr);
         table.check = (*conf).check.take();
+        table.keepalive = (*conf).keepalive.map(|k| {
+            Box::new(crate::keepalive::cache::PeerCaches::new(
+                k,
+                table.peers.len(),
+            ))
+        });
         let table = ngx::core::Pool::from_ngx_pool((*cf).pool).allocate(table);
         if table.is_null() {
             return nginx_sys::NGX_ERROR as ngx_int_t;
@@ -268,6 +316,14 @@ unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *
                 continue;
             }
             if !(*ours).enabled {
+                if (*ours).keepalive.is_some() {
+                    let msg = format!(
+                        "lb_keepalive: upstream \"{}\" has \"lb_keepalive\" but no \"lb_upstream\"",
+                        bytes(&(*us).host).escape_ascii()
+                    );
+                    log_plain(cf, NGX_LOG_EMERG as ngx_uint_t, &msg);
+                    return CONF_ERROR;
+                }
                 if (*ours).check.is_some() {
                     let msg = format!(
                         "lb_check: upstream \"{}\" has \"lb_check\" but no \"lb_upstream\"; \
@@ -278,6 +334,20 @@ unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *
                     return CONF_ERROR;
                 }
                 continue;
+            }
+            let ours_init: ngx_http_upstream_init_peer_pt = Some(super::pick::init_peer);
+            let wrapped = match ((*us).peer.init, ours_init) {
+                (Some(a), Some(b)) => !core::ptr::fn_addr_eq(a, b),
+                _ => true,
+            };
+            if (*ours).keepalive.is_some() && wrapped {
+                let msg = format!(
+                    "lb_keepalive: upstream \"{}\" also has \"keepalive\"; use one of them \
+                     (lb_keepalive keeps idle connections per peer)",
+                    bytes(&(*us).host).escape_ascii()
+                );
+                log_plain(cf, NGX_LOG_EMERG as ngx_uint_t, &msg);
+                return CONF_ERROR;
             }
             if (*ours).upstream.is_null() {
                 let msg = format!(

@@ -24,6 +24,29 @@ use crate::shm::peer::FailOutcome;
 
 const NONE: usize = usize::MAX;
 
+/// This worker's slot in the per-worker active counters (`shm::peer::worker_slot`), set by
+/// `init_process`.
+static WORKER_SLOT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+#[inline]
+fn worker_slot() -> usize {
+    WORKER_SLOT.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// Called in each new worker: takes its counter slot and clears what a previous worker in
+/// that slot (one killed with connections open) left counted.
+pub fn set_worker_slot(slot: usize, upstreams: &[*mut Upstream]) {
+    WORKER_SLOT.store(slot, core::sync::atomic::Ordering::Relaxed);
+    for &u in upstreams {
+        // SAFETY: the tables and their records live for the cycle.
+        for p in unsafe { &(*u).peers } {
+            if !p.shared.is_null() {
+                shared(p).reset_active_slot(slot);
+            }
+        }
+    }
+}
+
 /// Per-request state, allocated from the request pool. Also the request's context of our
 /// module, so that `$lb_peer` and friends find the peer chosen last.
 pub struct RequestPeers {
@@ -168,8 +191,8 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
             return nginx_sys::NGX_BUSY as ngx_int_t;
         };
         let record = shared(&up.peers[i]);
-        record.on_pick(&up.peers[i].limits, now);
-        let active = record.active.load(core::sync::atomic::Ordering::Relaxed);
+        record.on_pick(&up.peers[i].limits, now, worker_slot());
+        let active = record.active();
         rp.current = i;
         rp.last = i;
         rp.last_health = record.health.load(core::sync::atomic::Ordering::Relaxed);
@@ -182,6 +205,11 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
         (*pc).sockaddr = peer.sockaddr;
         (*pc).socklen = peer.socklen;
         (*pc).name = &peer.name as *const _ as *mut _;
+        if let Some(k) = up.keepalive.as_deref_mut() {
+            if crate::keepalive::cache::take(k, i, pc) {
+                return nginx_sys::NGX_DONE as ngx_int_t;
+            }
+        }
     }
     nginx_sys::NGX_OK as ngx_int_t
 }
@@ -208,8 +236,8 @@ unsafe extern "C" fn free_peer(
                 let took_us = now.saturating_sub(rp.started_ms) * 1000;
                 record.on_response((*st).status as u16, Some(took_us), now, up.decay_ms);
             }
-            let outcome = record.on_done(failed, &peer.limits, now);
-            let active = record.active.load(core::sync::atomic::Ordering::Relaxed);
+            let outcome = record.on_done(failed, &peer.limits, now, worker_slot());
+            let active = record.active();
             if outcome == Some(FailOutcome::MadeUnavailable) {
                 ngx::ngx_log_error!(
                     NGX_LOG_WARN,
@@ -223,6 +251,9 @@ unsafe extern "C" fn free_peer(
             }
             if let Some((Selector::LeastConn(lc), j)) = selector_of(up, rp.current) {
                 lc.set_active(j, active);
+            }
+            if let Some(k) = up.keepalive.as_deref_mut() {
+                crate::keepalive::cache::keep(k, rp.current, pc, rp.u, failed);
             }
             rp.current = NONE;
         }
@@ -247,11 +278,7 @@ fn select(
     let chosen = match sel {
         Selector::RoundRobin(rr) => rr.pick(|j| !rp.tried(base + j) && verdict(j).can_pick()),
         Selector::LeastConn(lc) => lc.pick(
-            |j| {
-                shared(&peers[j])
-                    .active
-                    .load(core::sync::atomic::Ordering::Relaxed)
-            },
+            |j| shared(&peers[j]).active(),
             |j| {
                 if rp.tried(base + j) {
                     return Fit::NotNow;
@@ -268,12 +295,8 @@ fn select(
             |j| !rp.tried(base + j) && verdict(j).can_pick(),
             |a, b| {
                 let (sa, sb) = (shared(&peers[a]), shared(&peers[b]));
-                let load = |s: &crate::shm::PeerShared| {
-                    (
-                        s.active.load(core::sync::atomic::Ordering::Relaxed),
-                        s.response_time_us_at(now, decay_ms),
-                    )
-                };
+                let load =
+                    |s: &crate::shm::PeerShared| (s.active(), s.response_time_us_at(now, decay_ms));
                 score_less(load(sa), load(sb))
             },
         ),

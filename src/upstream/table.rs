@@ -51,6 +51,8 @@ pub struct Upstream {
     pub tries: usize,
     /// Active health checks (`lb_check`), if configured.
     pub check: Option<Box<crate::health::directive::CheckSetup>>,
+    /// Idle connections per peer (`lb_keepalive`), if configured.
+    pub keepalive: Option<Box<crate::keepalive::cache::PeerCaches>>,
 }
 
 impl Upstream {
@@ -99,6 +101,7 @@ impl Upstream {
             primaries,
             tries,
             check: None,
+            keepalive: None,
         }
     }
 }

@@ -1,0 +1,188 @@
+//! The nginx side of `lb_keepalive`: per-peer lists of idle upstream connections in each
+//! worker. `take` hands a cached connection to a request (called by `get_peer` once the
+//! balancer has chosen the peer); `keep` caches a connection when an attempt ends cleanly
+//! (called by `free_peer`); an idle connection that the backend closes, or that times out, is
+//! closed and forgotten by `close_handler`.
+
+use core::ffi::c_void;
+use core::ptr;
+
+use nginx_sys::{
+    ngx_close_connection, ngx_connection_t, ngx_destroy_pool, ngx_event_t, ngx_handle_read_event,
+    ngx_http_upstream_t, ngx_int_t, ngx_peer_connection_t,
+};
+
+use super::{IdleList, KeepaliveConf};
+
+const OK: ngx_int_t = nginx_sys::NGX_OK as ngx_int_t;
+
+type List = IdleList<*mut ngx_connection_t>;
+
+/// One upstream's caches in this worker (built before the fork; each worker owns its copy).
+pub struct PeerCaches {
+    pub conf: KeepaliveConf,
+    lists: Vec<List>,
+}
+
+impl PeerCaches {
+    pub fn new(conf: KeepaliveConf, peers: usize) -> PeerCaches {
+        PeerCaches {
+            conf,
+            lists: (0..peers).map(|_| IdleList::new(conf.per_peer)).collect(),
+        }
+    }
+}
+
+/// Gives the request an idle connection to peer `i`, if there is one (O(1)).
+///
+/// # Safety
+/// `pc` must be the request's peer connection, inside `get_peer`.
+pub unsafe fn take(caches: &mut PeerCaches, i: usize, pc: *mut ngx_peer_connection_t) -> bool {
+    let Some(c) = caches.lists[i].take() else {
+        return false;
+    };
+    // SAFETY: cached connections are open and owned by this worker; the request's log lives
+    // as long as the request.
+    unsafe {
+        (*c).set_idle(0);
+        (*c).sent = 0;
+        (*c).data = ptr::null_mut();
+        (*c).log = (*pc).log;
+        (*(*c).read).log = (*pc).log;
+        (*(*c).write).log = (*pc).log;
+        (*(*c).pool).log = (*pc).log;
+        if (*(*c).read).timer_set() != 0 {
+            nginx_sys::ngx_del_timer((*c).read);
+        }
+        (*pc).connection = c;
+        (*pc).set_cached(1);
+    }
+    true
+}
+
+/// Caches the connection of an attempt to peer `i` that ended, if nginx's rules allow reuse:
+/// no failure or error, a complete HTTP/1.1 exchange the backend did not ask to close, under
+/// the request and lifetime limits, and the worker is not exiting.
+///
+/// # Safety
+/// `pc` and `u` must be the request's peer connection and upstream, inside `free_peer`.
+pub unsafe fn keep(
+    caches: &mut PeerCaches,
+    i: usize,
+    pc: *mut ngx_peer_connection_t,
+    u: *mut ngx_http_upstream_t,
+    failed: bool,
+) {
+    // SAFETY: as required by the caller; the connection is ours until it is closed or handed on.
+    unsafe {
+        let c = (*pc).connection;
+        if failed || c.is_null() {
+            return;
+        }
+        let (rev, wev) = ((*c).read, (*c).write);
+        if (*rev).eof() != 0
+            || (*rev).error() != 0
+            || (*rev).timedout() != 0
+            || (*wev).error() != 0
+            || (*wev).timedout() != 0
+        {
+            return;
+        }
+        let now = ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_current_msec)) as u64;
+        if (*c).requests as u64 >= caches.conf.requests
+            || now.saturating_sub((*c).start_time as u64) > caches.conf.time_ms
+            || (*u).keepalive() == 0
+            || (*u).request_body_sent() == 0
+            || ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_terminate)) != 0
+            || ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_exiting)) != 0
+        {
+            return;
+        }
+        if ngx_handle_read_event(rev, 0) != OK {
+            return;
+        }
+        let list: *mut List = &mut caches.lists[i];
+        if let Some(old) = (*list).put(c) {
+            close(old);
+        }
+        (*pc).connection = ptr::null_mut();
+        (*rev).set_delayed(0);
+        nginx_sys::ngx_add_timer(rev, caches.conf.timeout_ms as _);
+        if (*wev).timer_set() != 0 {
+            nginx_sys::ngx_del_timer(wev);
+        }
+        (*wev).handler = Some(dummy_handler);
+        (*rev).handler = Some(close_handler);
+        (*c).data = list as *mut c_void;
+        (*c).set_idle(1);
+        let log = (*nginx_sys::ngx_cycle).log;
+        (*c).log = log;
+        (*rev).log = log;
+        (*wev).log = log;
+        (*(*c).pool).log = log;
+        if (*rev).ready() != 0 {
+            close_handler(rev);
+        }
+    }
+}
+
+unsafe extern "C" fn dummy_handler(_ev: *mut ngx_event_t) {}
+
+/// An idle connection became readable (the backend closed it or sent something), timed out,
+/// or the worker is closing idle connections: close and forget it.
+unsafe extern "C" fn close_handler(ev: *mut ngx_event_t) {
+    // SAFETY: the event belongs to an idle cached connection whose `data` is its list.
+    unsafe {
+        let c = (*ev).data as *mut ngx_connection_t;
+        if (*c).close() == 0 && (*(*c).read).timedout() == 0 {
+            let mut buf = [0u8; 1];
+            let n = nginx_sys::recv(
+                (*c).fd,
+                buf.as_mut_ptr() as *mut c_void,
+                1,
+                nginx_sys::MSG_PEEK as _,
+            );
+            let again = n == -1
+                && std::io::Error::last_os_error().raw_os_error() == Some(nginx_sys::EAGAIN as i32);
+            if again {
+                (*ev).set_ready(0);
+                if ngx_handle_read_event((*c).read, 0) == OK {
+                    return;
+                }
+            }
+        }
+        let list = (*c).data as *mut List;
+        if !list.is_null() {
+            (*list).remove(c);
+        }
+        close(c);
+    }
+}
+
+/// Closes an upstream connection that is no longer cached (with its pool, as nginx does).
+///
+/// # Safety
+/// `c` must be an open upstream connection owned by this worker and in no list.
+unsafe fn close(c: *mut ngx_connection_t) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        if !(*c).ssl.is_null() {
+            (*(*c).ssl).set_no_wait_shutdown(1);
+            (*(*c).ssl).set_no_send_shutdown(1);
+            if nginx_sys::ngx_ssl_shutdown(c) == nginx_sys::NGX_AGAIN as ngx_int_t {
+                (*(*c).ssl).handler = Some(close_after_shutdown);
+                return;
+            }
+        }
+        ngx_destroy_pool((*c).pool);
+        ngx_close_connection(c);
+    }
+}
+
+unsafe extern "C" fn close_after_shutdown(c: *mut ngx_connection_t) {
+    // SAFETY: nginx calls this once the TLS shutdown of our connection finished.
+    unsafe {
+        ngx_destroy_pool((*c).pool);
+        ngx_close_connection(c);
+    }
+}

@@ -1,0 +1,208 @@
+//! `lb_keepalive N [timeout=60s] [requests=1000] [time=1h];`: idle connections to backends
+//! cached per peer, so a request finds one for its peer in O(1) however large the upstream.
+//!
+//! nginx's own `keepalive` keeps one list of idle connections per upstream and searches it
+//! for the chosen peer's address on every request: cheap for a few peers, costly for
+//! hundreds. Here each peer has its own short list (most recently used first). The rules for
+//! keeping a connection are nginx's (`keepalive_requests`, `keepalive_timeout`,
+//! `keepalive_time`, and only after a complete HTTP/1.1 exchange). `IdleList` is the pure
+//! bookkeeping; `cache` is the nginx glue.
+
+#[cfg(all(feature = "nginx", not(test)))]
+pub mod cache;
+
+use crate::health::config::parse_time_ms;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepaliveConf {
+    /// Idle connections kept per peer, per worker.
+    pub per_peer: usize,
+    /// Close an idle connection after this long (ms).
+    pub timeout_ms: u64,
+    /// Close a connection after this many requests.
+    pub requests: u64,
+    /// Close a connection that has been open this long (ms), even if busy.
+    pub time_ms: u64,
+}
+
+/// Parses the arguments of `lb_keepalive` (without the directive name).
+pub fn parse(args: &[&[u8]]) -> Result<KeepaliveConf, String> {
+    let mut c = KeepaliveConf {
+        per_peer: 0,
+        timeout_ms: 60_000,
+        requests: 1000,
+        time_ms: 3_600_000,
+    };
+    let Some((first, rest)) = args.split_first() else {
+        return Err("expects the number of idle connections per peer".into());
+    };
+    c.per_peer = core::str::from_utf8(first)
+        .ok()
+        .and_then(|t| t.parse::<usize>().ok())
+        .filter(|&n| (1..=1024).contains(&n))
+        .ok_or_else(|| {
+            format!(
+                "invalid number of connections \"{}\" (1 to 1024)",
+                first.escape_ascii()
+            )
+        })?;
+    for arg in rest {
+        let (key, value) = match arg.iter().position(|&b| b == b'=') {
+            Some(i) => (&arg[..i], &arg[i + 1..]),
+            None => {
+                return Err(format!(
+                    "invalid parameter \"{}\": expected key=value",
+                    arg.escape_ascii()
+                ))
+            }
+        };
+        let bad = |what: &str| {
+            Err(format!(
+                "invalid value \"{}\" for \"{}\": {what}",
+                value.escape_ascii(),
+                key.escape_ascii()
+            ))
+        };
+        match key {
+            b"timeout" | b"time" => match parse_time_ms(value) {
+                Some(ms) if ms > 0 => {
+                    if key == b"timeout" {
+                        c.timeout_ms = ms
+                    } else {
+                        c.time_ms = ms
+                    }
+                }
+                _ => return bad("expected a positive time such as 60s"),
+            },
+            b"requests" => match core::str::from_utf8(value)
+                .ok()
+                .and_then(|t| t.parse().ok())
+            {
+                Some(n) if n > 0 => c.requests = n,
+                _ => return bad("expected a positive number"),
+            },
+            _ => {
+                return Err(format!(
+                    "unknown parameter \"{}\" (known: timeout, requests, time)",
+                    key.escape_ascii()
+                ))
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// A peer's idle connections, most recently used last. Fixed capacity: no allocation after
+/// creation.
+#[derive(Debug, Clone)]
+pub struct IdleList<T> {
+    items: Vec<T>,
+    capacity: usize,
+}
+
+impl<T: Copy + PartialEq> IdleList<T> {
+    pub fn new(capacity: usize) -> Self {
+        IdleList {
+            items: Vec::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    /// The most recently used idle connection, O(1).
+    pub fn take(&mut self) -> Option<T> {
+        self.items.pop()
+    }
+
+    /// Keeps `item`; when full, returns the least recently used one, which the caller closes.
+    pub fn put(&mut self, item: T) -> Option<T> {
+        let evicted = if self.items.len() == self.capacity {
+            Some(self.items.remove(0))
+        } else {
+            None
+        };
+        self.items.push(item);
+        evicted
+    }
+
+    /// Forgets `item` (the backend closed it while idle). Returns whether it was there.
+    pub fn remove(&mut self, item: T) -> bool {
+        match self.items.iter().position(|&x| x == item) {
+            Some(i) => {
+                self.items.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<KeepaliveConf, String> {
+        let args: Vec<&[u8]> = s.split_whitespace().map(str::as_bytes).collect();
+        parse(&args)
+    }
+
+    #[test]
+    fn parses() {
+        let c = p("8").unwrap();
+        assert_eq!(
+            (c.per_peer, c.timeout_ms, c.requests, c.time_ms),
+            (8, 60_000, 1000, 3_600_000)
+        );
+        let c = p("2 timeout=5s requests=100 time=10m").unwrap();
+        assert_eq!(
+            (c.per_peer, c.timeout_ms, c.requests, c.time_ms),
+            (2, 5000, 100, 600_000)
+        );
+        for (line, want) in [
+            ("", "expects"),
+            ("0", "\"0\""),
+            ("x", "\"x\""),
+            ("2 timeout=0", "\"timeout\""),
+            ("2 requests=-1", "\"requests\""),
+            ("2 idle=5", "unknown parameter \"idle\""),
+            ("2 5s", "\"5s\""),
+        ] {
+            let err = p(line).unwrap_err();
+            assert!(err.contains(want), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn lifo_with_eviction_of_the_oldest() {
+        let mut l = IdleList::new(2);
+        assert_eq!(l.take(), None);
+        assert_eq!(l.put(1), None);
+        assert_eq!(l.put(2), None);
+        assert_eq!(l.put(3), Some(1));
+        assert_eq!(l.len(), 2);
+        assert_eq!(l.take(), Some(3));
+        assert!(l.remove(2));
+        assert!(!l.remove(2));
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn no_allocation_after_creation() {
+        let mut l = IdleList::new(4);
+        let cap = l.items.capacity();
+        for i in 0..100 {
+            l.put(i);
+            if i % 3 == 0 {
+                l.take();
+            }
+        }
+        assert_eq!(l.items.capacity(), cap);
+    }
+}
