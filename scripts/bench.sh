@@ -1,43 +1,56 @@
 #!/usr/bin/env bash
-# End-to-end benchmark: the same frontend configuration once with stock nginx round-robin and
-# once with `lb_upstream`, measured in the same run.
+# End-to-end benchmark: the same frontend configuration with stock nginx balancing and with this
+# module, measured in the same run.
 #
-# Two figures per scenario, because wall-clock numbers on a shared machine wander by 10-20%:
+# Two figures per configuration, because wall-clock numbers on a shared machine wander by 10-20%:
 #  - user-space instructions per request: the frontend runs with `master_process off` under
 #    `valgrind --tool=cachegrind --cache-sim=no`; the slope between N1 and N2 requests sent on one
-#    keep-alive client connection (start-up and shutdown cancel out). Repeats to < 0.1%.
+#    keep-alive client connection (start-up, shutdown and cold connections cancel out);
 #  - requests/s, p50 and p99 latency from wrk, median of alternated rounds.
+# And for `slow`: the share of requests a peer 20 ms slower than the others gets, per method.
 #
-# Usage: scripts/bench.sh [scenario...]   scenarios: rr2 (default)
-# Environment: N1=2000 N2=4000 ROUNDS=3 DURATION=5 (seconds per wrk round) CONNS=16
+# Usage: scripts/bench.sh [scenario...]
+#   rr2     2 peers, round-robin: stock (keepalive 64) vs lb_upstream (keepalive 64)
+#   rr100   100 peers: stock round-robin + keepalive 200 vs lb_upstream + lb_keepalive 2
+#   rr1000  1,000 peers: stock round-robin + keepalive 2000 vs lb_upstream + lb_keepalive 2
+#   lc2     2 peers: stock least_conn + keepalive 64 vs lb_upstream least_conn + lb_keepalive 32
+#   lc1000  1,000 peers: stock least_conn + keepalive 2000 vs lb least_conn + lb_keepalive 2
+#   slow    3 peers, one 20 ms slower: its share under each method (wrk, 32 connections)
+#   (default: all of them)
+# Environment: N1=2000 N2=4000 ROUNDS=3 DURATION=5 CONNS=16
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 . scripts/lib/common.sh
 
-need_packages valgrind wrk curl
+need_packages valgrind wrk curl python3
 [ -x build/sbin/nginx ] && [ -f build/modules/ngx_http_lb_module.so ] || scripts/build.sh
 
 N1=${N1:-2000} N2=${N2:-4000} ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} CONNS=${CONNS:-16}
 NGINX=$root/build/sbin/nginx
 MODULE=$root/build/modules/ngx_http_lb_module.so
 work=$root/build/bench
-rm -rf "$work"; mkdir -p "$work"
-BACKEND_BASE=${BACKEND_BASE:-19100}
+BACKEND_BASE=${BACKEND_BASE:-20000}
 FRONT_PORT=${FRONT_PORT:-19080}
+SLOW_PORT=${SLOW_PORT:-19999}
 
 cleanup() {
-    for d in "$work"/*/; do
-        [ -f "$d/logs/nginx.pid" ] && kill "$(cat "$d/logs/nginx.pid")" 2>/dev/null || true
+    for pidfile in "$work"/*/logs/nginx.pid; do
+        [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
     done
+    [ -n "${slow_pid:-}" ] && kill "$slow_pid" 2>/dev/null || true
+    true
 }
 trap cleanup EXIT
+rm -rf "$work"; mkdir -p "$work"
+ulimit -n 65536 2>/dev/null || true
 
 # start_backend NPEERS: one local nginx listening on NPEERS ports, answering "ok".
 start_backend() {
     local n=$1 d=$work/backend listens="" i
-    mkdir -p "$d/conf" "$d/logs"
-    for ((i = 0; i < n; i++)); do listens+="        listen 127.0.0.1:$((BACKEND_BASE + i)) reuseport;"$'\n'; done
+    [ -f "$d/logs/nginx.pid" ] && kill "$(cat "$d/logs/nginx.pid")" 2>/dev/null && sleep 0.3
+    rm -rf "$d"; mkdir -p "$d/conf" "$d/logs"
+    for ((i = 0; i < n; i++)); do listens+="        listen 127.0.0.1:$((BACKEND_BASE + i));"$'\n'; done
     cat >"$d/conf/nginx.conf" <<CONF
 worker_processes 1;
 pid logs/nginx.pid;
@@ -47,6 +60,7 @@ events { worker_connections 16384; }
 http {
     access_log off;
     keepalive_requests 1000000;
+    keepalive_timeout 300s;
     server {
 $listens        location / { return 200 "ok"; }
     }
@@ -55,27 +69,26 @@ CONF
     "$NGINX" -p "$d" -c conf/nginx.conf
 }
 
-# front_conf NAME NPEERS METHOD: writes a frontend config; METHOD is "stock" or "lb".
+# front_conf NAME NPEERS BALANCING CACHE: BALANCING is the upstream's first line(s)
+# ("" for stock round-robin), CACHE its connection-cache line.
 front_conf() {
-    local name=$1 n=$2 method=$3 d=$work/$1 servers="" i load="" lb=""
+    local name=$1 n=$2 balancing=$3 cache=$4 d=$work/$1 servers="" i load=""
     mkdir -p "$d/conf" "$d/logs"
     for ((i = 0; i < n; i++)); do servers+="        server 127.0.0.1:$((BACKEND_BASE + i));"$'\n'; done
-    if [ "$method" = lb ]; then
-        load="load_module $MODULE;"
-        lb="        lb_upstream;"
-    fi
+    case "$balancing$cache" in *lb_*) load="load_module $MODULE;" ;; esac
     cat >"$d/conf/nginx.conf" <<CONF
 $load
 worker_processes 1;
 pid logs/nginx.pid;
 error_log logs/error.log error;
-events { worker_connections 4096; }
+worker_rlimit_nofile 65536;
+events { worker_connections 16384; }
 http {
     access_log off;
     keepalive_requests 1000000;
     upstream backend {
-$lb
-$servers        keepalive 64;
+        $balancing
+$servers        $cache
     }
     server {
         listen 127.0.0.1:$FRONT_PORT;
@@ -91,7 +104,7 @@ CONF
 
 wait_port() {
     local i
-    for ((i = 0; i < 200; i++)); do
+    for ((i = 0; i < 400; i++)); do
         curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
         sleep 0.05
     done
@@ -99,7 +112,7 @@ wait_port() {
 }
 
 # instructions NAME N: user-space instructions of the frontend serving N requests on one
-# keep-alive connection, start to exit.
+# keep-alive client connection, from start to exit.
 instructions() {
     local d=$work/$1 n=$2 out
     out=$d/cg.$n
@@ -118,7 +131,7 @@ wrk_round() {
     "$NGINX" -p "$d" -c conf/nginx.conf
     wait_port "$FRONT_PORT"
     wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$FRONT_PORT/" >"$d/wrk.out"
-    "$NGINX" -p "$d" -c conf/nginx.conf -s quit; sleep 0.3
+    "$NGINX" -p "$d" -c conf/nginx.conf -s quit; sleep 0.5
     awk '/Requests\/sec/ {rps=$2}
          /^ +50%/ {p50=$2} /^ +99%/ {p99=$2}
          function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
@@ -127,39 +140,96 @@ wrk_round() {
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-run_scenario() {
-    local scen=$1 n
-    case $scen in
-        rr2) n=2 ;;
-        *) die "unknown scenario $scen" ;;
-    esac
+row() { printf '| %-7s | %-38s | %9s | %8s | %7s | %7s |\n' "$@"; }
+
+declare -A IPR
+# compare SCEN NPEERS STOCK_BAL STOCK_CACHE LB_BAL LB_CACHE
+compare() {
+    local scen=$1 n=$2 v
     start_backend "$n"
-    front_conf stock "$n" stock
-    front_conf lb "$n" lb
-    declare -A ipr rps p50 p99
+    front_conf "$scen-stock" "$n" "$3" "$4"
+    front_conf "$scen-lb" "$n" "$5" "$6"
     for v in stock lb; do
         local i1 i2
-        i1=$(instructions "$v" "$N1"); i2=$(instructions "$v" "$N2")
-        ipr[$v]=$(( (i2 - i1) / (N2 - N1) ))
+        i1=$(instructions "$scen-$v" "$N1"); i2=$(instructions "$scen-$v" "$N2")
+        IPR[$scen-$v]=$(( (i2 - i1) / (N2 - N1) ))
+        : >"$work/$scen-$v/rounds"
     done
-    for v in stock lb; do : >"$work/$v/rounds"; done
+    local r
     for ((r = 0; r < ROUNDS; r++)); do
-        for v in stock lb; do wrk_round "$v" >>"$work/$v/rounds"; done
+        for v in stock lb; do wrk_round "$scen-$v" >>"$work/$scen-$v/rounds"; done
     done
     for v in stock lb; do
-        rps[$v]=$(cut -d' ' -f1 "$work/$v/rounds" | median)
-        p50[$v]=$(cut -d' ' -f2 "$work/$v/rounds" | median)
-        p99[$v]=$(cut -d' ' -f3 "$work/$v/rounds" | median)
+        local label
+        if [ $v = stock ]; then label="stock: ${3:-round_robin} ${4}"; else label="ours: $5 $6"; fi
+        row "$scen" "$label" "${IPR[$scen-$v]}" \
+            "$(cut -d' ' -f1 "$work/$scen-$v/rounds" | median)" \
+            "$(cut -d' ' -f2 "$work/$scen-$v/rounds" | median)" \
+            "$(cut -d' ' -f3 "$work/$scen-$v/rounds" | median)"
     done
-    kill "$(cat "$work/backend/logs/nginx.pid")" 2>/dev/null || true; sleep 0.3
-    printf '| %-10s | %-6s | %10s | %9s | %8s | %8s |\n' "$scen" stock "${ipr[stock]}" "${rps[stock]}" "${p50[stock]}" "${p99[stock]}"
-    printf '| %-10s | %-6s | %10s | %9s | %8s | %8s |\n' "$scen" lb "${ipr[lb]}" "${rps[lb]}" "${p50[lb]}" "${p99[lb]}"
-    awk -v a="${ipr[lb]}" -v b="${ipr[stock]}" -v c="${rps[lb]}" -v d="${rps[stock]}" -v s="$scen" \
-        'BEGIN {printf "| %-10s | ratio  | %10.3f | %9.3f | %8s | %8s |\n", s, a/b, c/d, "", ""}'
+    row "$scen" "ratio ours/stock (instructions)" \
+        "$(awk -v a="${IPR[$scen-lb]}" -v b="${IPR[$scen-stock]}" 'BEGIN {printf "%.3f", a/b}')" "" "" ""
 }
 
-scenarios=("$@"); [ ${#scenarios[@]} -gt 0 ] || scenarios=(rr2)
-say "instructions/request = slope between $N1 and $N2 requests (cachegrind); wrk: median of $ROUNDS rounds of ${DURATION}s, $CONNS connections"
-printf '| %-10s | %-6s | %10s | %9s | %8s | %8s |\n' scenario nginx "instr/req" "req/s" "p50 ms" "p99 ms"
-printf '|%s|\n' "------------|--------|------------|-----------|----------|----------"
-for s in "${scenarios[@]}"; do run_scenario "$s"; done
+# slow: share of the slow peer per method, under wrk load with 32 connections.
+slow() {
+    start_backend 2
+    exec {slow_in}< <(sleep 100000 2>/dev/null)
+    python3 "$root/scripts/bench/slow_backend.py" "$SLOW_PORT" 20 <&"$slow_in" &
+    slow_pid=$!
+    sleep 0.5
+    local variant bal cache name
+    for variant in "stock|round_robin||keepalive 64;" "stock|least_conn|least_conn;|keepalive 64;" \
+        "lb|round_robin|lb_upstream;|lb_keepalive 16;" "lb|least_conn|lb_upstream least_conn;|lb_keepalive 16;" \
+        "lb|p2c|lb_upstream p2c;|lb_keepalive 16;"; do
+        IFS='|' read -r who method bal cache <<<"$variant"
+        name=slow-$who-$method
+        front_conf "$name" 2 "$bal" "$cache"
+        sed -i "s|^\\(        server 127.0.0.1:$((BACKEND_BASE + 1));\\)|\\1\\n        server 127.0.0.1:$SLOW_PORT;|" "$work/$name/conf/nginx.conf"
+        [ "$who" = lb ] && sed -i "s|^worker_processes 1;|worker_processes 1;|; s|location / {|location /status { lb_status; }\\n        location / {|" "$work/$name/conf/nginx.conf"
+        "$NGINX" -p "$work/$name" -c conf/nginx.conf
+        wait_port "$FRONT_PORT"
+        # Counts per thread; done() runs in another Lua state and reads them via the threads.
+        cat >"$work/$name/count.lua" <<'LUA'
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) slow = 0; total = 0 end
+function response(status, headers, body)
+    total = total + 1
+    if body == "slow" then slow = slow + 1 end
+end
+function done(summary, latency, requests)
+    local s, t = 0, 0
+    for _, th in ipairs(threads) do s = s + th:get("slow"); t = t + th:get("total") end
+    io.write(string.format("SHARE %d %d\n", s, t))
+end
+LUA
+        wrk -t1 -c32 -d"${DURATION}s" -s "$work/$name/count.lua" "http://127.0.0.1:$FRONT_PORT/" >"$work/$name/wrk.out" 2>&1 || true
+        "$NGINX" -p "$work/$name" -c conf/nginx.conf -s quit; sleep 0.5
+        local s t
+        read -r _ s t < <(grep '^SHARE' "$work/$name/wrk.out")
+        row slow "$who: $method (slow peer's share)" "" \
+            "$(awk -v s="$s" -v t="$t" 'BEGIN {printf "%.1f%%", t ? 100*s/t : 0}')" "" ""
+    done
+    kill "$slow_pid" 2>/dev/null || true
+}
+
+scenarios=("$@"); [ ${#scenarios[@]} -gt 0 ] || scenarios=(rr2 rr100 rr1000 lc2 lc1000 slow)
+say "instructions/request = slope between $N1 and $N2 requests (cachegrind, one worker); wrk: median of $ROUNDS rounds of ${DURATION}s, $CONNS connections"
+row scenario configuration "instr/req" "req/s" "p50 ms" "p99 ms"
+row "-------" "--------------------------------------" "---------" "--------" "-------" "-------"
+for s in "${scenarios[@]}"; do
+    case $s in
+        rr2) compare rr2 2 "" "keepalive 64;" "lb_upstream;" "keepalive 64;" ;;
+        rr100) compare rr100 100 "" "keepalive 200;" "lb_upstream;" "lb_keepalive 2;" ;;
+        rr1000) compare rr1000 1000 "" "keepalive 2000;" "lb_upstream;" "lb_keepalive 2;" ;;
+        lc2) compare lc2 2 "least_conn;" "keepalive 64;" "lb_upstream least_conn;" "lb_keepalive 32;" ;;
+        lc1000) compare lc1000 1000 "least_conn;" "keepalive 2000;" "lb_upstream least_conn;" "lb_keepalive 2;" ;;
+        slow) slow ;;
+        *) die "unknown scenario $s" ;;
+    esac
+done
+if [ -n "${IPR[rr2-lb]:-}" ] && [ -n "${IPR[rr1000-lb]:-}" ]; then
+    say "ours at 1,000 peers / ours at 2 peers: $(awk -v a="${IPR[rr1000-lb]}" -v b="${IPR[rr2-lb]}" 'BEGIN {printf "%.3f", a/b}') (target <= 1.2)"
+fi
+say "targets: instructions ours/stock <= 1.01 at 2 peers, <= 0.5 at 1,000 peers; slow peer under 20% with least_conn and p2c"

@@ -2,7 +2,8 @@
 # Sets up a fresh Debian machine (as root), builds, and runs every test:
 #   cargo fmt --check, cargo clippy -D warnings, cargo test (the pure core),
 #   scripts/build.sh, then the Test::Nginx-format suites in t/ with prove,
-#   and the module built against Debian's nginx 1.22 loaded into /usr/sbin/nginx.
+#   the fault scenarios of scripts/faults.sh in short mode, and the module built against
+#   Debian's nginx 1.22 loaded into /usr/sbin/nginx.
 # Environment: PROVE_JOBS (default 2), SKIP_DEBIAN=1 to leave out the Debian nginx run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,9 @@ scripts/build.sh
 
 say "prove t/ (nginx $(build/sbin/nginx -v 2>&1 | sed 's/.*\///'))"
 prove -j"${PROVE_JOBS:-2}" t/
+
+say "fault scenarios, short mode (scripts/faults.sh --short)"
+scripts/faults.sh --short
 
 if [ "${SKIP_DEBIAN:-0}" != 1 ]; then
     say "the module built against Debian's nginx 1.22, loaded into /usr/sbin/nginx"

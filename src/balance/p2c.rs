@@ -157,17 +157,38 @@ pub fn score_less(a: (u32, Option<u64>), b: (u32, Option<u64>)) -> bool {
     }
 }
 
-/// Folds a response time into a moving average whose weight decays with time: a sample `dt_ms`
-/// after the previous one gets weight `1 - exp(-dt / decay)`.
+/// Folds a response time into a moving average whose weight depends on the time since the
+/// previous sample: a sample `dt` after the last gets weight `dt / (dt + decay)` (a cheap
+/// stand-in for `1 - exp(-dt/decay)`, exact at both ends), at least 1/50. Integer arithmetic
+/// only: this runs for every response.
 pub fn ewma(old: Option<u64>, sample_us: u64, dt_ms: u64, decay_ms: u64) -> u64 {
+    // Bounds that keep the products within 64 bits (times up to ~5 hours, gaps up to a day).
+    const MAX_US: u64 = 1 << 34;
+    const MAX_MS: u64 = 1 << 26;
+    let sample = sample_us.min(MAX_US);
     match old {
-        None => sample_us,
+        None => sample,
         Some(old) => {
-            let w = 1.0 - (-(dt_ms as f64) / decay_ms.max(1) as f64).exp();
-            let w = w.clamp(0.02, 1.0);
-            (old as f64 + w * (sample_us as f64 - old as f64)).round() as u64
+            let old = old.min(MAX_US);
+            let decay = decay_ms.clamp(1, MAX_MS);
+            let dt = dt_ms.clamp(decay / 50 + 1, MAX_MS);
+            if sample >= old {
+                old + (sample - old) * dt / (dt + decay)
+            } else {
+                old - (old - sample) * dt / (dt + decay)
+            }
         }
     }
+}
+
+/// A moving average as seen `idle_ms` after its last sample: faded by `decay / (decay + idle)`
+/// (see `ewma`), so that a peer that was slow once is tried again after a while.
+pub fn faded(t_us: u64, idle_ms: u64, decay_ms: u64) -> u64 {
+    if idle_ms == 0 {
+        return t_us;
+    }
+    let decay = decay_ms.clamp(1, 1 << 26);
+    t_us.min(1 << 34) * decay / (decay + idle_ms.min(1 << 40))
 }
 
 #[cfg(test)]
@@ -269,13 +290,19 @@ mod tests {
     #[test]
     fn ewma_decay() {
         assert_eq!(ewma(None, 500, 0, 1000), 500);
-        // A sample long after the last replaces it.
-        assert_eq!(ewma(Some(500), 2000, 60_000, 1000), 2000);
+        // A sample long after the last nearly replaces it.
+        let v = ewma(Some(500), 2000, 60_000, 1000);
+        assert!((1970..=2000).contains(&v), "{v}");
         // A sample right after barely moves it.
         let v = ewma(Some(500), 2000, 1, 1000);
         assert!((500..600).contains(&v), "{v}");
-        // One decay period: about 63% of the way.
+        // One decay period: half of the way (1 - e^-1 = 63% for a true exponential).
         let v = ewma(Some(0), 1000, 1000, 1000);
-        assert!((600..660).contains(&v), "{v}");
+        assert_eq!(v, 500);
+        // Downwards too.
+        assert_eq!(ewma(Some(1000), 0, 1000, 1000), 500);
+        assert_eq!(faded(1000, 0, 1000), 1000);
+        assert_eq!(faded(1000, 1000, 1000), 500);
+        assert_eq!(faded(1000, 9000, 1000), 100);
     }
 }

@@ -15,7 +15,7 @@ use nginx_sys::{
 };
 
 use super::spec::{applies_to_status, parse_add_header, show, unsafe_runtime_value};
-use crate::nginx::{bytes, conf_error, directive_args, CONF_ERROR, CONF_OK};
+use crate::nginx::{bytes, conf_error, directive_args, directive_params, CONF_ERROR, CONF_OK};
 
 /// One compiled `lb_add_header` line.
 #[derive(Clone)]
@@ -33,6 +33,10 @@ pub struct HeadersConf {
 }
 
 static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
+
+/// Whether the configuration being loaded has any `lb_add_header`: without one the filter is
+/// not put in the chain at all, so it costs nothing.
+static mut ANY_HEADER: bool = false;
 
 static HEADERS_CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: None,
@@ -97,10 +101,14 @@ unsafe extern "C" fn merge_loc_conf(
 }
 
 unsafe extern "C" fn postconfiguration(_cf: *mut ngx_conf_t) -> ngx_int_t {
-    // SAFETY: configuration runs in one thread; this is how every nginx filter joins the chain.
+    // SAFETY: configuration runs in one thread; this is how every nginx filter joins the chain
+    // (the chain is rebuilt from scratch for every configuration load).
     unsafe {
-        NEXT_HEADER_FILTER = nginx_sys::ngx_http_top_header_filter;
-        nginx_sys::ngx_http_top_header_filter = Some(header_filter);
+        if ANY_HEADER {
+            NEXT_HEADER_FILTER = nginx_sys::ngx_http_top_header_filter;
+            nginx_sys::ngx_http_top_header_filter = Some(header_filter);
+        }
+        ANY_HEADER = false;
     }
     nginx_sys::NGX_OK as ngx_int_t
 }
@@ -114,8 +122,8 @@ unsafe extern "C" fn set_add_header(
     let conf = unsafe { &mut *(conf as *mut HeadersConf) };
     // SAFETY: `cf` is the configuration being parsed.
     let args = unsafe { directive_args(cf) };
-    // SAFETY: directive arguments are nginx strings allocated from the configuration pool.
-    let raw: Vec<&[u8]> = args[1..].iter().map(|a| unsafe { bytes(a) }).collect();
+    // SAFETY: `cf` is the configuration being parsed.
+    let raw = unsafe { directive_params(cf) };
     let spec = match parse_add_header(&raw) {
         Ok(spec) => spec,
         // SAFETY: `cf` is the configuration being parsed.
@@ -156,6 +164,8 @@ unsafe extern "C" fn set_add_header(
         }
     }
 
+    // SAFETY: configuration runs in one thread.
+    unsafe { ANY_HEADER = true };
     conf.headers.get_or_insert_with(Vec::new).push(AddHeader {
         name,
         lowcase_name,

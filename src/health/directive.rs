@@ -12,7 +12,7 @@ use nginx_sys::{
 };
 
 use super::config::{parse_check, CheckConf};
-use crate::nginx::{bytes, conf_error, directive_args, CONF_ERROR, CONF_OK};
+use crate::nginx::{bytes, conf_error, directive_params, CONF_ERROR, CONF_OK};
 use crate::upstream::directive::SrvConf;
 
 /// A parsed `lb_check` with what the workers need ready.
@@ -40,9 +40,7 @@ pub unsafe extern "C" fn set_lb_check(
         if conf.check.is_some() {
             return conf_error(cf, "\"lb_check\" directive is duplicate");
         }
-        let args = directive_args(cf);
-        let raw: Vec<&[u8]> = args[1..].iter().map(|a| bytes(a)).collect();
-        let check = match parse_check(&raw) {
+        let check = match parse_check(&directive_params(cf)) {
             Ok(c) => c,
             Err(e) => return conf_error(cf, &format!("lb_check: {e}")),
         };

@@ -38,6 +38,22 @@ pub unsafe fn directive_args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
     }
 }
 
+/// The arguments of the directive being parsed as byte slices, without the directive's name:
+/// what the pure parsers take.
+///
+/// # Safety
+/// `cf` must be the `ngx_conf_t` nginx passed to a directive handler.
+pub unsafe fn directive_params<'a>(cf: *mut ngx_conf_t) -> Vec<&'a [u8]> {
+    // SAFETY: directive arguments are nginx strings from the configuration pool.
+    unsafe {
+        directive_args(cf)
+            .iter()
+            .skip(1)
+            .map(|a| bytes(a))
+            .collect()
+    }
+}
+
 /// Logs `[emerg] <msg> in <file>:<line>` and returns `NGX_CONF_ERROR`, so that `nginx -t`
 /// fails naming the directive and the bad value.
 ///

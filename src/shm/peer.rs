@@ -4,7 +4,7 @@
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use crate::balance::availability::{judge, Limits, Verdict};
-use crate::balance::p2c::ewma;
+use crate::balance::p2c::{ewma, faded};
 use crate::health::reason::Reason;
 use crate::health::state::{Health, Transition};
 
@@ -188,10 +188,7 @@ impl PeerShared {
     pub fn response_time_us_at(&self, now_ms: u64, decay_ms: u64) -> Option<u64> {
         let t = self.response_time_us()?;
         let idle = now_ms.saturating_sub(self.response_at_ms.load(Relaxed));
-        if idle == 0 {
-            return Some(t);
-        }
-        Some((t as f64 * (-(idle as f64) / decay_ms.max(1) as f64).exp()) as u64)
+        Some(faded(t, idle, decay_ms))
     }
 
     /// Whether health checks currently consider the peer up.
@@ -366,9 +363,9 @@ mod tests {
         assert_eq!(p.responses[1].load(Relaxed), 1);
         assert_eq!(p.responses[3].load(Relaxed), 1);
         assert_eq!(p.responses[4].load(Relaxed), 1);
-        // One time constant later: about 63% of the way from 800 to 1600.
+        // One time constant later: half of the way from 800 to 1600.
         let t = p.response_time_us().unwrap();
-        assert!((1290..1320).contains(&t), "{t}");
+        assert_eq!(t, 1200);
         let q = fresh();
         assert_eq!(q.response_time_us(), None);
         q.on_response(200, Some(0), 5, 1000);
@@ -376,11 +373,7 @@ mod tests {
         assert_eq!(q.response_time_us(), Some(0));
         // Fading while no sample arrives.
         assert_eq!(p.response_time_us_at(2000, 1000), Some(t));
-        let faded = p.response_time_us_at(3000, 1000).unwrap();
-        assert!(
-            (t * 36 / 100..=t * 37 / 100).contains(&faded),
-            "{t} -> {faded}"
-        );
+        assert_eq!(p.response_time_us_at(3000, 1000), Some(t / 2));
     }
 
     #[test]

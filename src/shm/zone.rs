@@ -131,6 +131,7 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> n
                 }
                 p.shared = record;
             }
+            u.records_ready = true;
         }
     }
     nginx_sys::NGX_OK as ngx_int_t

@@ -20,7 +20,7 @@ use nginx_sys::{
 
 use super::table::Upstream;
 use crate::balance::{method, MethodConf};
-use crate::nginx::{bytes, conf_error, directive_args, CONF_ERROR, CONF_OK};
+use crate::nginx::{bytes, conf_error, directive_params, CONF_ERROR, CONF_OK};
 use crate::shm;
 
 /// Our configuration of one `upstream {}` block (nginx creates one per `server`/`upstream`).
@@ -174,14 +174,13 @@ unsafe extern "C" fn set_lb_upstream(
     conf: *mut c_void,
 ) -> *mut c_char {
     // SAFETY: nginx passes our own srv conf and the configuration being parsed.
-    let (conf, args) = unsafe { (&mut *(conf as *mut SrvConf), directive_args(cf)) };
+    let conf = unsafe { &mut *(conf as *mut SrvConf) };
     if conf.enabled {
         // SAFETY: `cf` is the configuration being parsed.
         return unsafe { conf_error(cf, "\"lb_upstream\" directive is duplicate") };
     }
-    // SAFETY: directive arguments are nginx strings from the configuration pool.
-    let raw: Vec<&[u8]> = args[1..].iter().map(|a| unsafe { bytes(a) }).collect();
-    conf.method = match method::parse(&raw) {
+    // SAFETY: `cf` is the configuration being parsed.
+    conf.method = match method::parse(&unsafe { directive_params(cf) }) {
         Ok(m) => m,
         // SAFETY: `cf` is the configuration being parsed.
         Err(e) => return unsafe { conf_error(cf, &format!("lb_upstream: {e}")) },
@@ -233,9 +232,7 @@ unsafe extern "C" fn set_lb_keepalive(
         if conf.keepalive.is_some() {
             return conf_error(cf, "\"lb_keepalive\" directive is duplicate");
         }
-        let args = directive_args(cf);
-        let raw: Vec<&[u8]> = args[1..].iter().map(|a| bytes(a)).collect();
-        match crate::keepalive::parse(&raw) {
+        match crate::keepalive::parse(&directive_params(cf)) {
             Ok(k) => conf.keepalive = Some(k),
             Err(e) => return conf_error(cf, &format!("lb_keepalive: {e}")),
         }

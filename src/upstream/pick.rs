@@ -94,9 +94,10 @@ fn now_ms() -> u64 {
 }
 
 #[inline]
-fn shared(p: &Peer) -> &crate::shm::PeerShared {
+fn shared(p: &Peer) -> &'static crate::shm::PeerShared {
     // SAFETY: `shm::zone` sets every peer's record before workers start, and `init_peer`
-    // refuses to run for a table whose records are missing.
+    // refuses to run for a table whose records are missing; the zone stays mapped for the
+    // life of the process, hence 'static.
     unsafe { &*p.shared }
 }
 
@@ -118,7 +119,7 @@ pub unsafe extern "C" fn init_peer(
         }
         let upstream = (*conf).upstream;
         let n = (*upstream).peers.len();
-        if (*upstream).peers.iter().any(|p| p.shared.is_null()) {
+        if !(*upstream).records_ready {
             return nginx_sys::NGX_ERROR as ngx_int_t;
         }
         let rp = ngx_palloc((*r).pool, core::mem::size_of::<RequestPeers>()) as *mut RequestPeers;
@@ -192,14 +193,14 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
         };
         let record = shared(&up.peers[i]);
         record.on_pick(&up.peers[i].limits, now, worker_slot());
-        let active = record.active();
         rp.current = i;
         rp.last = i;
         rp.last_health = record.health.load(core::sync::atomic::Ordering::Relaxed);
         rp.started_ms = now;
         rp.set_tried(i);
         if let Some((Selector::LeastConn(lc), j)) = selector_of(up, i) {
-            lc.set_active(j, active);
+            // Only least_conn needs the sum over all workers' counters.
+            lc.set_active(j, record.active());
         }
         let peer = &up.peers[i];
         (*pc).sockaddr = peer.sockaddr;
@@ -237,7 +238,6 @@ unsafe extern "C" fn free_peer(
                 record.on_response((*st).status as u16, Some(took_us), now, up.decay_ms);
             }
             let outcome = record.on_done(failed, &peer.limits, now, worker_slot());
-            let active = record.active();
             if outcome == Some(FailOutcome::MadeUnavailable) {
                 ngx::ngx_log_error!(
                     NGX_LOG_WARN,
@@ -250,7 +250,7 @@ unsafe extern "C" fn free_peer(
                 );
             }
             if let Some((Selector::LeastConn(lc), j)) = selector_of(up, rp.current) {
-                lc.set_active(j, active);
+                lc.set_active(j, record.active());
             }
             if let Some(k) = up.keepalive.as_deref_mut() {
                 crate::keepalive::cache::keep(k, rp.current, pc, rp.u, failed);

@@ -51,6 +51,8 @@ pub struct Upstream {
     pub tries: usize,
     /// Active health checks (`lb_check`), if configured.
     pub check: Option<Box<crate::health::directive::CheckSetup>>,
+    /// Every peer has its shared record (set by `shm::zone` before workers start).
+    pub records_ready: bool,
     /// Idle connections per peer (`lb_keepalive`), if configured.
     pub keepalive: Option<Box<crate::keepalive::cache::PeerCaches>>,
 }
@@ -101,6 +103,7 @@ impl Upstream {
             primaries,
             tries,
             check: None,
+            records_ready: false,
             keepalive: None,
         }
     }
