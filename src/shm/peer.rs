@@ -24,6 +24,8 @@ pub struct PeerShared {
     /// their sum is the peer's active count over all workers. A worker killed with open
     /// connections cannot decrement its counter, so its successor (same slot) resets it.
     pub active_slots: [AtomicU32; ACTIVE_SLOTS],
+    /// The sum of `active_slots`, kept alongside so that reading it is one load.
+    pub active_total: AtomicU32,
     /// When the peer was last checked (a failure, or a pick after `fail_timeout`), ms.
     pub checked_ms: AtomicU64,
     /// When the peer last failed, ms.
@@ -108,14 +110,17 @@ impl PeerShared {
     /// Connections in progress over all workers.
     #[inline]
     pub fn active(&self) -> u32 {
-        self.active_slots
-            .iter()
-            .fold(0u32, |sum, a| sum.saturating_add(a.load(Relaxed)))
+        self.active_total.load(Relaxed)
     }
 
     /// Forgets the connections counted in `slot` (by a worker that no longer runs).
     pub fn reset_active_slot(&self, slot: usize) {
-        self.active_slots[slot % ACTIVE_SLOTS].store(0, Relaxed);
+        let gone = self.active_slots[slot % ACTIVE_SLOTS].swap(0, Relaxed);
+        if gone > 0 {
+            let _ = self
+                .active_total
+                .fetch_update(Relaxed, Relaxed, |t| Some(t.saturating_sub(gone)));
+        }
     }
 
     /// Records that a request was sent to this peer. As in nginx, a pick made more than
@@ -130,6 +135,7 @@ impl PeerShared {
                 .compare_exchange(checked, now_ms, Relaxed, Relaxed);
         }
         self.active_slots[slot % ACTIVE_SLOTS].fetch_add(1, Relaxed);
+        self.active_total.fetch_add(1, Relaxed);
         self.requests.fetch_add(1, Relaxed);
     }
 
@@ -142,9 +148,14 @@ impl PeerShared {
         now_ms: u64,
         slot: usize,
     ) -> Option<FailOutcome> {
-        // Saturating: a slot reset while connections were open must not wrap below zero.
-        let _ = self.active_slots[slot % ACTIVE_SLOTS]
-            .fetch_update(Relaxed, Relaxed, |a| Some(a.saturating_sub(1)));
+        // Saturating: a slot reset while connections were open must not wrap below zero, and
+        // the total only drops for a connection the slot still counted.
+        if self.active_slots[slot % ACTIVE_SLOTS]
+            .fetch_update(Relaxed, Relaxed, |a| a.checked_sub(1))
+            .is_ok()
+        {
+            self.active_total.fetch_sub(1, Relaxed);
+        }
         if failed {
             self.total_fails.fetch_add(1, Relaxed);
             self.accessed_ms.store(now_ms, Relaxed);
@@ -272,6 +283,7 @@ impl PeerShared {
             a.store(0, Relaxed);
         }
         for a in [
+            &self.active_total,
             &self.fails,
             &self.reason_code,
             &self.reason_detail,
