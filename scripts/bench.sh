@@ -226,18 +226,23 @@ checks1000() {
     "$NGINX" -p "$d" -c conf/nginx.conf
     wait_port "$FRONT_PORT"
     sleep 3
-    local master workers ticks0=0 ticks1=0 hz p
+    local master workers u0=0 s0=0 u1=0 s1=0 hz p
     master=$(cat "$d/logs/nginx.pid")
     workers=$(pgrep -P "$master")
     hz=$(getconf CLK_TCK)
-    for p in $workers; do ticks0=$((ticks0 + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+    for p in $workers; do
+        u0=$((u0 + $(awk '{print $14}' "/proc/$p/stat"))); s0=$((s0 + $(awk '{print $15}' "/proc/$p/stat")))
+    done
     sleep "$secs"
-    for p in $workers; do ticks1=$((ticks1 + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+    for p in $workers; do
+        u1=$((u1 + $(awk '{print $14}' "/proc/$p/stat"))); s1=$((s1 + $(awk '{print $15}' "/proc/$p/stat")))
+    done
     local downs
     downs=$(grep -c "is down after" "$d/logs/error.log" || true)
     "$NGINX" -p "$d" -c conf/nginx.conf -s quit; sleep 0.5
     row checks1000 "1,000 peers, http checks every 1s, 2 workers" "" \
-        "$(awk -v t=$((ticks1 - ticks0)) -v hz="$hz" -v s="$secs" 'BEGIN {printf "%.2f%% of one core", 100 * t / hz / s}')" "" ""
+        "$(awk -v u=$((u1 - u0)) -v k=$((s1 - s0)) -v hz="$hz" -v s="$secs" \
+            'BEGIN {printf "%.2f%% of one core (user %.2f%%, kernel %.2f%%)", 100 * (u + k) / hz / s, 100 * u / hz / s, 100 * k / hz / s}')" "" ""
     [ "$downs" = 0 ] || say "warning: $downs peers went down during checks1000"
 }
 

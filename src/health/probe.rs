@@ -266,7 +266,8 @@ unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
     let interval = p.setup().conf.interval_ms;
     let now = now_ms();
     if p.stage != Stage::Idle {
-        // Cannot happen while timeout <= interval; try again later rather than overlap.
+        // The attempt's deadline and this timer can expire in the same turn (timeout ==
+        // interval, no jitter); never overlap attempts: skip this interval.
         // SAFETY: re-arming our own timer.
         unsafe { nginx_sys::ngx_add_timer(ev, interval as _) };
         return;
@@ -298,9 +299,12 @@ fn start(p: &mut Probe, now: u64) {
     // SAFETY: the pool and the peer connection are ours for the attempt; `ngx_event_connect_peer`
     // fills in `pc.connection` or closes what it opened.
     unsafe {
-        p.pool = ngx_create_pool(4096, &mut p.log);
-        if p.pool.is_null() {
-            return finish(p, Reason::Internal);
+        // Only TLS needs a pool (nginx allocates its connection state from it).
+        if p.setup().conf.kind == Kind::Https {
+            p.pool = ngx_create_pool(4096, &mut p.log);
+            if p.pool.is_null() {
+                return abandon(p);
+            }
         }
         p.pc = core::mem::zeroed();
         p.pc.sockaddr = p.addr.as_mut_ptr() as *mut sockaddr;
@@ -311,13 +315,16 @@ fn start(p: &mut Probe, now: u64) {
         p.pc.set_log_error(nginx_sys::ngx_connection_log_error_e_NGX_ERROR_ERR as _);
         p.stage = Stage::Connecting;
         let rc = ngx_event_connect_peer(&mut p.pc);
-        if rc == ERROR
-            || rc == nginx_sys::NGX_BUSY as ngx_int_t
-            || rc == nginx_sys::NGX_DECLINED as ngx_int_t
-        {
+        if rc == nginx_sys::NGX_DECLINED as ngx_int_t {
+            // connect() itself failed: that is the peer's answer.
             let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as u32;
             p.pc.connection = ptr::null_mut();
             return finish(p, Reason::ConnectFailed(errno));
+        }
+        if rc == ERROR || rc == nginx_sys::NGX_BUSY as ngx_int_t {
+            // No socket, no free connection, no event registration: this worker's problem.
+            p.pc.connection = ptr::null_mut();
+            return abandon(p);
         }
         let c = p.pc.connection;
         p.conn = c;
@@ -348,10 +355,15 @@ unsafe fn arm(p: &Probe, ev: *mut ngx_event_t) {
 
 unsafe extern "C" fn on_event(ev: *mut ngx_event_t) {
     // SAFETY: connection events carry the connection; its `data` is our probe.
-    let p = unsafe {
+    let (c, p) = unsafe {
         let c = (*ev).data as *mut ngx_connection_t;
-        &mut *((*c).data as *mut Probe)
+        (c, &mut *((*c).data as *mut Probe))
     };
+    // SAFETY: `c` is live while its events are.
+    if unsafe { (*c).close() } != 0 {
+        // worker_shutdown_timeout closes everything: no verdict.
+        return abandon(p);
+    }
     // SAFETY: `ev` is live while the connection is.
     if unsafe { (*ev).timedout() } != 0 {
         return finish(p, Reason::Timeout);
@@ -425,14 +437,24 @@ fn handshake(p: &mut Probe) {
             arm(p, (*c).read);
             return;
         }
-        handshake_done(c);
+        after_handshake(p);
     }
 }
 
+/// nginx's TLS code calls this when the handshake ends (or times out, or the worker closes
+/// connections).
 unsafe extern "C" fn handshake_done(c: *mut ngx_connection_t) {
-    // SAFETY: called by nginx's TLS code (or us) with our connection; `data` is our probe.
+    // SAFETY: called with our connection, whose `data` is our probe.
+    unsafe { after_handshake(&mut *((*c).data as *mut Probe)) }
+}
+
+fn after_handshake(p: &mut Probe) {
+    let c = p.conn;
+    // SAFETY: `c` is our live connection with a TLS object.
     unsafe {
-        let p = &mut *((*c).data as *mut Probe);
+        if (*c).close() != 0 {
+            return abandon(p);
+        }
         if (*(*c).read).timedout() != 0 || (*(*c).write).timedout() != 0 {
             return finish(p, Reason::Timeout);
         }
@@ -471,7 +493,7 @@ fn send(p: &mut Probe) {
     unsafe {
         while p.sent < p.request.len() {
             let Some(send) = (*c).send else {
-                return finish(p, Reason::Internal);
+                return abandon(p);
             };
             let n = send(
                 c,
@@ -480,7 +502,7 @@ fn send(p: &mut Probe) {
             );
             if n == AGAIN {
                 if ngx_handle_write_event((*c).write, 0) != OK {
-                    return finish(p, Reason::Internal);
+                    return abandon(p);
                 }
                 arm(p, (*c).write);
                 return;
@@ -493,6 +515,11 @@ fn send(p: &mut Probe) {
         }
         if (*(*c).write).timer_set() != 0 {
             nginx_sys::ngx_del_timer((*c).write);
+        }
+        // Done writing: with level-triggered event methods (poll, select) the write event must
+        // be removed or every loop turn would wake us up (a no-op with epoll).
+        if ngx_handle_write_event((*c).write, 0) != OK {
+            return abandon(p);
         }
         p.stage = Stage::Reading;
         arm(p, (*c).read);
@@ -509,12 +536,15 @@ fn read(p: &mut Probe) {
         let mut eof = room == 0;
         let mut broken = 0u32;
         if room > 0 {
-            p.buf.reserve(room);
+            // Health answers are small: grow the buffer in steps rather than reserving the
+            // whole limit for every probe.
+            p.buf.reserve(room.min(2048));
+            let room = room.min(p.buf.capacity() - p.buf.len());
             // SAFETY: `recv` writes at most `room` bytes into the reserved spare capacity,
             // and we only extend the length by what it reports.
             let n = unsafe {
                 let Some(recv) = (*c).recv else {
-                    return finish(p, Reason::Internal);
+                    return abandon(p);
                 };
                 let spare = p.buf.as_mut_ptr().add(p.buf.len());
                 recv(c, spare, room)
@@ -534,7 +564,7 @@ fn read(p: &mut Probe) {
                 Progress::NeedMore if n == AGAIN => {
                     // SAFETY: `c` is our live connection.
                     if unsafe { ngx_handle_read_event((*c).read, 0) } != OK {
-                        return finish(p, Reason::Internal);
+                        return abandon(p);
                     }
                     return;
                 }
@@ -579,9 +609,15 @@ fn judge(p: &mut Probe, status: u16, body: &[u8]) {
     finish(p, Reason::Passed)
 }
 
-/// Ends the attempt: closes the connection, frees its pool, records the result and logs a
-/// change of state once.
-fn finish(p: &mut Probe, reason: Reason) {
+/// Ends the attempt without a verdict: for failures of this worker (out of connections or
+/// memory, an event-registration error, the worker shutting down), which say nothing about the
+/// peer and must not count as failed checks in shared memory.
+fn abandon(p: &mut Probe) {
+    close_attempt(p);
+}
+
+/// Closes the attempt's connection and frees its pool.
+fn close_attempt(p: &mut Probe) {
     // SAFETY: `conn` and `pool` are ours and not used after this.
     unsafe {
         let c = p.conn;
@@ -600,7 +636,18 @@ fn finish(p: &mut Probe, reason: Reason) {
         }
     }
     p.stage = Stage::Idle;
-    p.buf = Vec::new();
+    // Keep a small buffer for the next probe; give a large one back.
+    if p.buf.capacity() > 4096 {
+        p.buf = Vec::new();
+    } else {
+        p.buf.clear();
+    }
+}
+
+/// Ends the attempt: closes the connection, frees its pool, records the result and logs a
+/// change of state once.
+fn finish(p: &mut Probe, reason: Reason) {
+    close_attempt(p);
     let conf = &p.setup().conf;
     let (rise, fall) = (conf.rise, conf.fall);
     let transition = p.shared().on_check(reason, rise, fall, wall_ms());

@@ -76,7 +76,8 @@ pub unsafe fn keep(
     // SAFETY: as required by the caller; the connection is ours until it is closed or handed on.
     unsafe {
         let c = (*pc).connection;
-        if failed || c.is_null() {
+        // A connection without a pool never carried a request (nginx failed to set it up).
+        if failed || c.is_null() || (*c).pool.is_null() {
             return;
         }
         let (rev, wev) = ((*c).read, (*c).write);

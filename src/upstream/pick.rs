@@ -77,6 +77,16 @@ impl RequestPeers {
     }
 
     #[inline]
+    fn clear_tried(&mut self, i: usize) {
+        if self.tried.is_null() {
+            self.tried_inline &= !(1 << i);
+        } else {
+            // SAFETY: as in `tried`.
+            unsafe { *self.tried.add(i / 64) &= !(1 << (i % 64)) }
+        }
+    }
+
+    #[inline]
     fn set_tried(&mut self, i: usize) {
         if self.tried.is_null() {
             self.tried_inline |= 1 << i;
@@ -227,7 +237,15 @@ unsafe extern "C" fn free_peer(
         if rp.current != NONE {
             let up = &mut *rp.upstream;
             let peer = &up.peers[rp.current];
-            let failed = state & nginx_sys::NGX_PEER_FAILED as ngx_uint_t != 0;
+            let attempt_failed = state & nginx_sys::NGX_PEER_FAILED as ngx_uint_t != 0;
+            let mut failed = attempt_failed;
+            if failed && (*pc).cached() != 0 {
+                // A reused idle connection that fails was most likely closed by the backend
+                // just as we reused it (nginx retries such a request on a fresh connection):
+                // not the peer's fault, and the peer may be tried again for this request.
+                failed = false;
+                rp.clear_tried(rp.current);
+            }
             let now = now_ms();
             let record = shared(peer);
             // A status means the backend answered this attempt (nginx sets it while parsing
@@ -253,7 +271,7 @@ unsafe extern "C" fn free_peer(
                 lc.set_active(j, record.active());
             }
             if let Some(k) = up.keepalive.as_deref_mut() {
-                crate::keepalive::cache::keep(k, rp.current, pc, rp.u, failed);
+                crate::keepalive::cache::keep(k, rp.current, pc, rp.u, attempt_failed);
             }
             rp.current = NONE;
         }
