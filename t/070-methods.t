@@ -34,7 +34,7 @@ Peer s answers only ten requests a second (limit_req queues the rest), peer f at
     }
     server {
         listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
-        root $TEST_NGINX_HTML_DIR;
+        root $TEST_NGINX_SERVER_ROOT/html;
         location / { limit_req zone=slow burst=100; try_files /s.txt =404; }
     }
     server {
@@ -65,7 +65,7 @@ s
     }
     server {
         listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
-        root $TEST_NGINX_HTML_DIR;
+        root $TEST_NGINX_SERVER_ROOT/html;
         location / { limit_req zone=slow burst=100; try_files /s.txt =404; }
     }
     server {
