@@ -85,6 +85,9 @@ pub struct CheckConf {
     pub trusted_ca: Option<String>,
     pub cert: Option<String>,
     pub key: Option<String>,
+    /// HTTP(S) probes keep their connection open for the next probe (`keepalive=on`, the
+    /// default) instead of connecting (and handshaking) every interval.
+    pub keepalive: bool,
 }
 
 impl Default for CheckConf {
@@ -108,6 +111,7 @@ impl Default for CheckConf {
             trusted_ca: None,
             cert: None,
             key: None,
+            keepalive: true,
         }
     }
 }
@@ -289,6 +293,13 @@ pub fn parse_check(args: &[&[u8]]) -> Result<CheckConf, String> {
                     _ => return bad("expected up or down"),
                 }
             }
+            b"keepalive" => {
+                let Some(v) = on_off(value) else {
+                    return bad("expected on or off");
+                };
+                c.keepalive = v;
+                seen_http_only = Some("keepalive");
+            }
             b"sni" | b"verify" => {
                 let Some(v) = on_off(value) else {
                     return bad("expected on or off");
@@ -320,8 +331,8 @@ pub fn parse_check(args: &[&[u8]]) -> Result<CheckConf, String> {
             _ => {
                 return Err(format!(
                     "unknown parameter \"{}\" (known: type, interval, timeout, rise, fall, \
-                     jitter, uri, host, method, status, body, port, default, sni, verify, ca, \
-                     cert, key)",
+                     jitter, uri, host, method, status, body, port, default, keepalive, sni, \
+                     verify, ca, cert, key)",
                     s(key)
                 ))
             }
@@ -366,9 +377,15 @@ impl CheckConf {
             HttpMethod::Head => "HEAD",
         };
         let host = self.host.as_deref().unwrap_or(default_host);
+        // HTTP/1.1 connections persist unless one side says otherwise.
+        let connection = if self.keepalive {
+            ""
+        } else {
+            "Connection: close\r\n"
+        };
         format!(
             "{method} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: nginx-lb-check\r\n\
-             Accept: */*\r\nConnection: close\r\n\r\n",
+             Accept: */*\r\n{connection}\r\n",
             self.uri
         )
         .into_bytes()
@@ -404,6 +421,14 @@ mod tests {
     #[test]
     fn request_and_sni() {
         let c = parse("type=http uri=/health").unwrap();
+        assert!(c.keepalive);
+        assert_eq!(
+            c.request("127.0.0.1:8080"),
+            b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: nginx-lb-check\r\n\
+              Accept: */*\r\n\r\n"
+                .to_vec()
+        );
+        let c = parse("type=http uri=/health keepalive=off").unwrap();
         assert_eq!(
             c.request("127.0.0.1:8080"),
             b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: nginx-lb-check\r\n\
@@ -507,6 +532,8 @@ mod tests {
             ("port=70000", "\"port\""),
             ("default=maybe", "\"default\""),
             ("interval=1s jitter=1s", "\"jitter\""),
+            ("type=http keepalive=yes", "\"keepalive\""),
+            ("keepalive=on", "\"keepalive\" needs type=http"),
         ];
         for (line, want) in cases {
             let err = parse(line).unwrap_err();

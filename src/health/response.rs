@@ -9,8 +9,14 @@ use super::config::MAX_RESPONSE;
 pub enum Progress {
     /// Keep reading.
     NeedMore,
-    /// A complete response: its status and (decoded) body.
-    Complete { status: u16, body: Vec<u8> },
+    /// A complete response: its status, (decoded) body, and whether the connection can carry
+    /// another request (HTTP/1.1, no `Connection: close`, framed by length or chunks, and
+    /// nothing received beyond the response).
+    Complete {
+        status: u16,
+        body: Vec<u8>,
+        reusable: bool,
+    },
     /// Not a usable HTTP response; the reason says why.
     Invalid(&'static str),
 }
@@ -35,12 +41,13 @@ pub fn parse(buf: &[u8], eof: bool, head: bool) -> Progress {
     };
     let header = &buf[..head_end];
     let line_end = find(header, b"\r\n").unwrap_or(header.len());
-    let status = match parse_status_line(&header[..line_end]) {
+    let (minor, status) = match parse_status_line(&header[..line_end]) {
         Some(s) => s,
         None => return Progress::Invalid("malformed status line"),
     };
     let mut length: Option<usize> = None;
     let mut chunked = false;
+    let mut close = false;
     for line in header[line_end + 2..].split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
@@ -63,18 +70,30 @@ pub fn parse(buf: &[u8], eof: bool, head: bool) -> Progress {
                 .rsplit(|&b| b == b',')
                 .next()
                 .is_some_and(|v| trim(v).eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            close |= value
+                .split(|&b| b == b',')
+                .any(|v| trim(v).eq_ignore_ascii_case(b"close"));
         }
     }
+    // The connection may carry another request if the response ends exactly at `end`.
+    let persistent = minor == b'1' && !close && !eof && status >= 200;
+    let reusable = |end: usize| persistent && end == buf.len();
     let rest = &buf[head_end..];
     if head || status < 200 || status == 204 || status == 304 {
         return Progress::Complete {
             status,
             body: Vec::new(),
+            reusable: reusable(head_end),
         };
     }
     if chunked {
         return match dechunk(rest) {
-            Chunks::Done(body) => Progress::Complete { status, body },
+            Chunks::Done(body, end) => Progress::Complete {
+                status,
+                body,
+                reusable: end.is_some_and(|e| reusable(head_end + e)),
+            },
             Chunks::Partial if buf.len() >= MAX_RESPONSE => {
                 Progress::Invalid("response longer than 16 KiB")
             }
@@ -88,6 +107,7 @@ pub fn parse(buf: &[u8], eof: bool, head: bool) -> Progress {
         Some(l) if rest.len() >= l => Progress::Complete {
             status,
             body: rest[..l].to_vec(),
+            reusable: reusable(head_end + l),
         },
         Some(_) if eof => Progress::Invalid("connection closed before the body ended"),
         Some(_) => Progress::NeedMore,
@@ -95,12 +115,14 @@ pub fn parse(buf: &[u8], eof: bool, head: bool) -> Progress {
         None if eof => Progress::Complete {
             status,
             body: rest.to_vec(),
+            reusable: false,
         },
         None => Progress::NeedMore,
     }
 }
 
-fn parse_status_line(line: &[u8]) -> Option<u16> {
+/// The minor version digit and the status code.
+fn parse_status_line(line: &[u8]) -> Option<(u8, u16)> {
     // "HTTP/1.1 200 OK" (the reason phrase may be empty or absent).
     let rest = line.strip_prefix(b"HTTP/1.")?;
     let (&minor, rest) = rest.split_first()?;
@@ -115,16 +137,19 @@ fn parse_status_line(line: &[u8]) -> Option<u16> {
         return None;
     }
     let code = core::str::from_utf8(&rest[..3]).ok()?.parse::<u16>().ok()?;
-    (100..=599).contains(&code).then_some(code)
+    (100..=599).contains(&code).then_some((minor, code))
 }
 
 enum Chunks {
-    Done(Vec<u8>),
+    /// The body, and where the message ends when the last chunk has no trailers and its final
+    /// CRLF has arrived (`None`: it cannot be told, so the connection is not reused).
+    Done(Vec<u8>, Option<usize>),
     Partial,
     Bad,
 }
 
-fn dechunk(mut data: &[u8]) -> Chunks {
+fn dechunk(all: &[u8]) -> Chunks {
+    let mut data = all;
     let mut body = Vec::new();
     loop {
         let Some(eol) = find(data, b"\r\n") else {
@@ -149,7 +174,10 @@ fn dechunk(mut data: &[u8]) -> Chunks {
         };
         data = &data[eol + 2..];
         if size == 0 {
-            return Chunks::Done(body);
+            let end = data
+                .starts_with(b"\r\n")
+                .then(|| all.len() - data.len() + 2);
+            return Chunks::Done(body, end);
         }
         if data.len() < size + 2 {
             return Chunks::Partial;
@@ -182,17 +210,28 @@ fn trim(v: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
 
+    /// Complete; the connection is closed after it.
     fn done(status: u16, body: &str) -> Progress {
         Progress::Complete {
             status,
             body: body.as_bytes().to_vec(),
+            reusable: false,
+        }
+    }
+
+    /// Complete; the connection can carry the next probe.
+    fn kept(status: u16, body: &str) -> Progress {
+        Progress::Complete {
+            status,
+            body: body.as_bytes().to_vec(),
+            reusable: true,
         }
     }
 
     #[test]
     fn content_length() {
         let r = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nready";
-        assert_eq!(parse(r, false, false), done(200, "ready"));
+        assert_eq!(parse(r, false, false), kept(200, "ready"));
         // Fed byte by byte, it needs more until the last one.
         for i in 0..r.len() {
             assert_eq!(parse(&r[..i], false, false), Progress::NeedMore, "at {i}");
@@ -209,23 +248,58 @@ mod tests {
         assert_eq!(parse(r, false, false), Progress::NeedMore);
         assert_eq!(parse(r, true, false), done(503, "busy"));
         let h = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
-        assert_eq!(parse(h, false, true), done(200, ""));
+        assert_eq!(parse(h, false, true), kept(200, ""));
         assert_eq!(
             parse(b"HTTP/1.1 204 No Content\r\n\r\n", false, false),
-            done(204, "")
+            kept(204, "")
         );
     }
 
     #[test]
     fn chunked() {
         let r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n6;x=y\r\n ready\r\n0\r\n\r\n";
-        assert_eq!(parse(r, false, false), done(200, "ok ready"));
+        assert_eq!(parse(r, false, false), kept(200, "ok ready"));
         assert_eq!(parse(&r[..r.len() - 10], false, false), Progress::NeedMore);
+        // The last chunk without its final CRLF yet, or with trailers: complete, but where the
+        // message ends is not known, so the connection is not reused.
+        assert_eq!(
+            parse(&r[..r.len() - 2], false, false),
+            done(200, "ok ready")
+        );
+        let trailer =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX: y\r\n\r\n";
+        assert_eq!(parse(trailer, false, false), done(200, "ok"));
         let bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n";
         assert_eq!(
             parse(bad, false, false),
             Progress::Invalid("malformed chunked body")
         );
+    }
+
+    #[test]
+    fn reuse() {
+        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n";
+        let with = |extra: &str, body: &str| format!("{ok}{extra}\r\n{body}").into_bytes();
+        assert_eq!(parse(&with("", "ok"), false, false), kept(200, "ok"));
+        // The server closes: by header (any case, in a list), by HTTP/1.0, by EOF.
+        for close in ["Connection: close\r\n", "connection: Upgrade, CLOSE\r\n"] {
+            assert_eq!(parse(&with(close, "ok"), false, false), done(200, "ok"));
+        }
+        assert_eq!(
+            parse(&with("Connection: keep-alive\r\n", "ok"), false, false),
+            kept(200, "ok")
+        );
+        let old = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        assert_eq!(parse(old, false, false), done(200, "ok"));
+        assert_eq!(parse(&with("", "ok"), true, false), done(200, "ok"));
+        // Bytes beyond the response: the stream is out of step, close it.
+        assert_eq!(
+            parse(&with("", "okHTTP/1.1"), false, false),
+            done(200, "ok")
+        );
+        // An error status does not prevent reuse by itself.
+        let e = b"HTTP/1.1 503 x\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(parse(e, false, false), kept(503, ""));
     }
 
     #[test]
