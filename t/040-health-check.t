@@ -41,6 +41,7 @@ BEGIN {
         ENDLESS => 'endless',
         BADTLS  => 'badtls',
         FLIP    => 'flip:2',
+        STALE   => 'stale',
     );
     reserve_port('LATE');    # listens only from a block's --- init on
 }
@@ -641,7 +642,7 @@ qr/\A(?=(?:.*\n){2}\z)(?=[\s\S]*^in upstream "head" is up after 2 passed check\(
 
 
 
-=== TEST 20: a `down` server is not probed; the probe request is GET uri HTTP/1.1 with Host and Connection: close
+=== TEST 20: a `down` server is not probed; the probe request is GET uri HTTP/1.1 with Host (and Connection: close with keepalive=off)
 b is configured down: its access log stays empty while a's shows the probes.
 host= replaces the Host header (the peer's address by default).
 --- http_config
@@ -654,7 +655,7 @@ host= replaces the Host header (the peer's address by default).
     }
     upstream named {
         lb_upstream;
-        lb_check type=http uri=/named host=api.example:8080 interval=200ms;
+        lb_check type=http uri=/named host=api.example:8080 interval=200ms keepalive=off;
         server 127.0.0.1:$TEST_NGINX_RAND_PORT_3;
     }
     server {
@@ -676,8 +677,111 @@ host= replaces the Host header (the peer's address by default).
     location /t { proxy_pass http://backend; }
 --- ssi: sleep*3 | t*3 | logs/b.log | logs/a.log | logs/named.log
 --- response_body_like eval
-qr{\A\|aaa\|\|(?:GET /health\?x=1 HTTP/1\.1\|127\.0\.0\.1:\d+\|close\|nginx-lb-check\n){4,}\|(?:GET /named HTTP/1\.1\|api\.example:8080\|close\|nginx-lb-check\n){4,}\z}
+qr{\A\|aaa\|\|(?:GET /health\?x=1 HTTP/1\.1\|127\.0\.0\.1:\d+\|-\|nginx-lb-check\n){4,}\|(?:GET /named HTTP/1\.1\|api\.example:8080\|close\|nginx-lb-check\n){4,}\z}
 --- no_error_log
 is down after
 [error]
 --- timeout: 6
+
+
+
+=== TEST 21: keepalive: a peer's probes share one connection; a server's request limit and idle timeout only mean new connections
+Each access log line is "connection number|request number on it". `kept` keeps one connection;
+`limited` closes every 2nd request (keepalive_requests 2); `short` closes idle connections
+before the next probe (keepalive_timeout 100ms). No probe fails: fall=1 would log it.
+--- http_config
+    log_format conn '$connection|$connection_requests';
+    upstream kept {
+        lb_upstream;
+        lb_check type=http uri=/health interval=200ms fall=1;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+    upstream limited {
+        lb_upstream;
+        lb_check type=http uri=/health interval=200ms fall=1;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+    }
+    upstream short {
+        lb_upstream;
+        lb_check type=http uri=/health interval=200ms fall=1;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_3;
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        access_log logs/kept.log conn;
+        return 200;
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+        keepalive_requests 2;
+        access_log logs/limited.log conn;
+        location / { return 200; }
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_3;
+        keepalive_timeout 100ms;
+        access_log logs/short.log conn;
+        return 200;
+    }
+--- config
+    location /t { return 200; }
+--- ssi: sleep*3 | logs/kept.log | logs/limited.log | logs/short.log
+--- response_body_like eval
+qr{\A\|(\d+)\|1\n\1\|2\n\1\|3\n\1\|4\n(?:\1\|\d+\n)*\|(?:\d+\|1\n\d+\|2\n){2,}(?:\d+\|1\n)?\|(?:\d+\|1\n){4,}\z}
+--- no_error_log
+is down after
+[error]
+[alert]
+--- timeout: 6
+
+
+
+=== TEST 22: keepalive: a kept connection that the peer closes as the probe is sent is replaced, not counted as a failure
+STALE answers the first request of each connection and resets the connection on the second.
+With fall=1 a single failed probe would take it down.
+--- http_config
+    upstream backend {
+        lb_upstream;
+        lb_check type=http interval=200ms fall=1 rise=1;
+        server 127.0.0.1:$TEST_NGINX_STALE_PORT;
+    }
+--- config
+    location /t { return 200; }
+    location /status { lb_status; }
+--- ssi: sleep*3 | /status
+--- response_body_like eval
+qr{"state": "up",.*"health_checks": \{\s*"checks": (?:[4-9]|\d\d+),\s*"fails": 0,}s
+--- no_error_log
+is down after
+[error]
+[alert]
+--- timeout: 6
+
+
+
+=== TEST 23: keepalive over HTTPS: one TLS connection (one handshake) carries the probes
+--- http_config
+    log_format conn '$connection|$connection_requests|$ssl_protocol';
+    upstream backend {
+        lb_upstream;
+        lb_check type=https uri=/health interval=200ms fall=1;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1 ssl;
+        ssl_certificate $TEST_NGINX_CERT_DIR/localhost.crt;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/localhost.key;
+        access_log logs/tls.log conn;
+        return 200;
+    }
+--- config
+    location /t { return 200; }
+--- ssi: sleep*3 | logs/tls.log
+--- response_body_like eval
+qr{\A\|(\d+)\|1\|TLSv[\d.]+\n\1\|2\|TLSv[\d.]+\n\1\|3\|TLSv[\d.]+\n\1\|4\|TLSv[\d.]+\n(?:\1\|\d+\|TLSv[\d.]+\n)*\z}
+--- no_error_log
+is down after
+[error]
+[alert]
+--- timeout: 6
+

@@ -33,7 +33,7 @@ qr{\[emerg\] .*lb_check: invalid value "udp" for "type": expected tcp, http or h
 --- config
 --- must_die
 --- error_log eval
-qr{\[emerg\] .*lb_check: unknown parameter "colour" \(known: type, interval, timeout, rise, fall, jitter, uri, host, method, status, body, port, default, sni, verify, ca, cert, key\)}
+qr{\[emerg\] .*lb_check: unknown parameter "colour" \(known: type, interval, timeout, rise, fall, jitter, uri, host, method, status, body, port, default, keepalive, sni, verify, ca, cert, key\)}
 
 
 
@@ -504,3 +504,23 @@ qr{\[emerg\] .*"lb_check" directive is not allowed here}
 --- must_die
 --- error_log eval
 qr{\[emerg\] .*cannot load certificate "/nonexistent/ca\.crt"}
+
+
+
+=== TEST 50: keepalive that is not on or off
+--- http_config
+    upstream u { lb_upstream; lb_check type=http keepalive=yes; server 127.0.0.1:1; }
+--- config
+--- must_die
+--- error_log eval
+qr{\[emerg\] .*lb_check: invalid value "yes" for "keepalive": expected on or off}
+
+
+
+=== TEST 51: keepalive with a TCP check (nothing to keep)
+--- http_config
+    upstream u { lb_upstream; lb_check type=tcp keepalive=on; server 127.0.0.1:1; }
+--- config
+--- must_die
+--- error_log eval
+qr{\[emerg\] .*lb_check: "keepalive" needs type=http or type=https}

@@ -136,5 +136,9 @@ cmp_ok($now, '>=', $checks + 2, "probes resume after kill -9 ($checks -> $now)")
 $seen = bodies(6);
 is(($seen->{a} // 0) + ($seen->{b} // 0) + ($seen->{c} // 0), 6, 'traffic flows after kill -9');
 
+# Workers that exited after the reloads closed their kept probe connections (nginx names any
+# socket an exiting worker leaves open).
+unlike($s->error_log, qr/open socket/, 'no socket left open by an exiting worker');
+
 $s->stop unless $ENV{KEEP}; $s->cleanup unless $ENV{KEEP};
 done_testing;

@@ -20,8 +20,13 @@ Modes:
             first connection, so it follows the first probe, not the start of this process
   flop      like flip but starting with the 500 "down" phase (flop=PORT:DOWN[:UP])
   ok        HTTP/1.1 server always answering 200 "ok"
+  stale     answers the first request of a connection with 200 "ok" and keeps the connection
+            open; the next request on it is not answered: the connection is closed (a reset,
+            as it still holds the unread request). This is the race of a keep-alive connection
+            closed by the server just as the client reuses it.
 
-Every HTTP answer has Content-Length and Connection: close (and no body for HEAD).
+Every HTTP answer has Content-Length and, except in stale mode, Connection: close (and no body
+for HEAD).
 The process never outlives its user: it exits when its stdin reaches end of file (so a pipe
 from the parent is enough: when the parent dies, the pipe closes), or after --ttl seconds
 (default 600); --no-stdin disables the stdin watch for manual use.
@@ -34,7 +39,7 @@ import sys
 import threading
 import time
 
-MODES = ("hang", "reset", "garbage", "endless", "badtls", "flip", "flop", "ok")
+MODES = ("hang", "reset", "garbage", "endless", "badtls", "flip", "flop", "ok", "stale")
 
 
 def log(msg):
@@ -185,6 +190,16 @@ class Server(object):
                     http_answer(conn, 500, b"down")
             elif mode == "ok":
                 http_answer(conn, 200, b"ok")
+            elif mode == "stale":
+                if not read_request(conn):
+                    return
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                             b"Content-Length: 2\r\n\r\nok")
+                conn.settimeout(60)
+                if conn.recv(4096):
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                    struct.pack("ii", 1, 0))
+                conn.close()
         except OSError:
             pass
         finally:

@@ -10,9 +10,20 @@
 //! (SNI, optional verification) → send the request → read at most 16 KiB and judge it. The
 //! whole exchange must finish within `timeout`. Timers are cancelable, so they never hold up a
 //! worker's graceful exit after a reload; an exiting worker starts no new probe.
+//!
+//! Keepalive (`keepalive=on`, the default for http/https): when the response allows it, the
+//! connection stays open, idle, for the peer's next probe — no connect, no handshake per
+//! interval. An idle connection is closed when the peer sends anything or closes it, when the
+//! worker exits (it is marked idle for nginx), and instead of being reused after a minute idle.
+//! It is checked again (nothing pending, not closed) just before it is reused; a request that
+//! still finds it closed under it is sent again on a new connection, within the same timeout.
+//! A worker keeps at most a quarter of its `worker_connections` idle for probes. So that one
+//! connection per peer suffices, the worker that ran the last probe takes the next lease at
+//! once and the others only after a short grace period.
 
 use core::ffi::c_void;
 use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::ffi::CString;
 
 use nginx_sys::{
@@ -33,6 +44,14 @@ use crate::nginx::bytes;
 use crate::shm::PeerShared;
 use crate::upstream::directive::MainConf;
 use crate::upstream::table::Upstream;
+
+/// A kept connection idle for longer is not reused (stateful firewalls and NAT forget idle
+/// connections silently; a probe on one would time out).
+const KEEP_IDLE_MAX_MS: u64 = 60_000;
+
+/// Connections this worker keeps idle for probes (a worker is one thread: the atomic is only
+/// for safe shared access).
+static KEPT: AtomicUsize = AtomicUsize::new(0);
 
 const OK: ngx_int_t = nginx_sys::NGX_OK as ngx_int_t;
 const AGAIN: ngx_int_t = nginx_sys::NGX_AGAIN as ngx_int_t;
@@ -73,6 +92,12 @@ pub struct Probe {
     sent: usize,
     buf: Vec<u8>,
     deadline: u64,
+    /// The attempt runs on a connection kept from an earlier probe.
+    reused: bool,
+    /// The response allows the connection to carry the next probe.
+    reusable: bool,
+    /// Since when the connection has been kept idle for the next probe (`None`: not kept).
+    parked_at: Option<u64>,
 }
 
 fn now_ms() -> u64 {
@@ -107,6 +132,10 @@ impl Probe {
     fn shared(&self) -> &PeerShared {
         // SAFETY: records are set before workers start (see `shm::zone`).
         unsafe { &*self.upstream().peers[self.peer].shared }
+    }
+    fn keepalive(&self) -> bool {
+        let conf = &self.setup().conf;
+        conf.keepalive && conf.kind.is_http()
     }
     fn random(&mut self, below: u64) -> u64 {
         self.rng ^= self.rng << 13;
@@ -168,10 +197,7 @@ pub unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
                     continue;
                 }
                 let probe = Box::leak(new_probe(cycle, u, i, setup, pid ^ (i as u64) << 32));
-                let due = probe
-                    .shared()
-                    .next_check_ms
-                    .load(core::sync::atomic::Ordering::Relaxed);
+                let due = probe.shared().next_check_ms.load(Relaxed);
                 // A new peer is due at once; spread the first probes over a quarter interval.
                 let delay = if due > now {
                     due - now
@@ -233,6 +259,9 @@ unsafe fn new_probe(
             sent: 0,
             buf: Vec::new(),
             deadline: 0,
+            reused: false,
+            reusable: false,
+            parked_at: None,
         });
         let p: *mut Probe = &mut *probe;
         probe.timer.handler = Some(on_timer);
@@ -276,26 +305,75 @@ unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
     let next = now + interval + jitter;
     // SAFETY: reading nginx's pid.
     let pid = unsafe { ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_pid)) } as u32;
-    let delay = if p.shared().take_lease(now, next, pid) {
+    let shared = p.shared();
+    // With keepalive, the last prober (which holds the connection) goes first; the others
+    // step in only if it has not moved the lease on within the grace period (it died, exited
+    // or is stalled).
+    let grace = if p.keepalive() && shared.prober_pid.load(Relaxed) != pid {
+        (interval / 4).min(250)
+    } else {
+        0
+    };
+    let due = shared.next_check_ms.load(Relaxed);
+    let delay = if now < due + grace {
+        due + grace - now
+    } else if shared.take_lease(now, next, pid) {
         start(p, now);
         next - now
     } else {
-        let due = p
-            .shared()
-            .next_check_ms
-            .load(core::sync::atomic::Ordering::Relaxed);
-        due.saturating_sub(now).max(1)
+        let due = shared.next_check_ms.load(Relaxed);
+        (due + grace).saturating_sub(now).max(1)
     };
     // SAFETY: re-arming our own timer (the probe may have finished synchronously; the timer is
     // independent of the connection).
     unsafe { nginx_sys::ngx_add_timer(ev, delay as _) };
 }
 
-/// Starts one probe attempt.
+/// Starts one probe attempt: on the kept connection if there is one, else on a new one.
 fn start(p: &mut Probe, now: u64) {
     p.deadline = now + p.setup().conf.timeout_ms;
     p.sent = 0;
     p.buf.clear();
+    p.reusable = false;
+    if p.conn.is_null() {
+        return connect(p);
+    }
+    // A kept connection: not if it has been idle too long, or if the peer has sent something
+    // or closed it and that event is not handled yet.
+    let idle_since = p.parked_at.unwrap_or(0);
+    if now.saturating_sub(idle_since) > KEEP_IDLE_MAX_MS || !quiet(p.conn) {
+        close_attempt(p);
+        return connect(p);
+    }
+    unpark(p);
+    let c = p.conn;
+    // SAFETY: `c` is our kept connection (closed and nulled by `on_idle` when the peer or nginx
+    // closes it); its events come back to the probe before it is used.
+    unsafe {
+        (*(*c).read).handler = Some(on_event);
+        (*(*c).write).handler = Some(on_event);
+    }
+    p.reused = true;
+    p.stage = Stage::Sending;
+    send(p)
+}
+
+/// A kept connection failed before any byte of the answer: the peer most likely closed it while
+/// idle (keepalive timeout or request limit) just as we sent. Not the peer's answer: try again
+/// on a new connection, within the same deadline. Returns false when the failure stands.
+fn retry_fresh(p: &mut Probe) -> bool {
+    if !p.reused || !p.buf.is_empty() || now_ms() >= p.deadline {
+        return false;
+    }
+    close_attempt(p);
+    p.sent = 0;
+    connect(p);
+    true
+}
+
+/// Opens a new connection for the attempt.
+fn connect(p: &mut Probe) {
+    p.reused = false;
     // SAFETY: the pool and the peer connection are ours for the attempt; `ngx_event_connect_peer`
     // fills in `pc.connection` or closes what it opened.
     unsafe {
@@ -509,6 +587,9 @@ fn send(p: &mut Probe) {
             }
             if n <= 0 {
                 let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                if retry_fresh(p) {
+                    return;
+                }
                 return finish(p, Reason::Io(errno as u32));
             }
             p.sent += n as usize;
@@ -569,13 +650,21 @@ fn read(p: &mut Probe) {
                     return;
                 }
                 Progress::NeedMore => continue,
-                Progress::Complete { status, body } => return judge(p, status, &body),
+                Progress::Complete {
+                    status,
+                    body,
+                    reusable,
+                } => {
+                    p.reusable = reusable;
+                    return judge(p, status, &body);
+                }
+                Progress::Invalid(_) if eof && retry_fresh(p) => return,
                 Progress::Invalid(_) if broken != 0 => return finish(p, Reason::Io(broken)),
                 Progress::Invalid(why) => return finish(p, Reason::invalid(why)),
             }
         }
         match parse(&p.buf, eof, head) {
-            Progress::Complete { status, body } => return judge(p, status, &body),
+            Progress::Complete { status, body, .. } => return judge(p, status, &body),
             Progress::Invalid(why) => return finish(p, Reason::invalid(why)),
             Progress::NeedMore => return finish(p, Reason::invalid("response longer than 16 KiB")),
         }
@@ -616,8 +705,11 @@ fn abandon(p: &mut Probe) {
     close_attempt(p);
 }
 
-/// Closes the attempt's connection and frees its pool.
+/// Closes the attempt's (or the kept) connection and frees its pool.
 fn close_attempt(p: &mut Probe) {
+    if !p.conn.is_null() {
+        unpark(p);
+    }
     // SAFETY: `conn` and `pool` are ours and not used after this.
     unsafe {
         let c = p.conn;
@@ -644,10 +736,144 @@ fn close_attempt(p: &mut Probe) {
     }
 }
 
-/// Ends the attempt: closes the connection, frees its pool, records the result and logs a
-/// change of state once.
-fn finish(p: &mut Probe, reason: Reason) {
+/// True when nothing is pending on connection `c`: no end of stream or error seen, no data
+/// buffered in TLS or waiting in the socket. (A kept connection must not carry anything
+/// between two probes: stale bytes would be read as the next answer.)
+fn quiet(c: *mut ngx_connection_t) -> bool {
+    // SAFETY: `c` is our live connection; the peek reads nothing out of the socket.
+    unsafe {
+        let (rev, wev) = (&*(*c).read, &*(*c).write);
+        if rev.eof() != 0 || rev.error() != 0 || rev.pending_eof() != 0 || wev.error() != 0 {
+            return false;
+        }
+        let ssl = (*c).ssl;
+        if !ssl.is_null()
+            && (nginx_sys::SSL_pending((*ssl).connection) > 0
+                || (*ssl).last == nginx_sys::NGX_DONE as ngx_int_t
+                || (*ssl).last == ERROR)
+        {
+            return false;
+        }
+        peek_nothing(c) == Some(true)
+    }
+}
+
+/// Peeks one byte: `Some(true)` when there is nothing to read yet (EAGAIN), `None` when
+/// interrupted, `Some(false)` when data, end of stream or an error is waiting.
+///
+/// # Safety
+/// `c` must be a live connection.
+unsafe fn peek_nothing(c: *mut ngx_connection_t) -> Option<bool> {
+    let mut byte = 0u8;
+    // SAFETY: `c->fd` is an open socket (guaranteed by the caller); one byte of `byte` is
+    // writable.
+    let n = unsafe {
+        nginx_sys::recv(
+            (*c).fd,
+            &mut byte as *mut u8 as *mut c_void,
+            1,
+            nginx_sys::MSG_PEEK as _,
+        )
+    };
+    if n != -1 {
+        return Some(false);
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(e) if e == nginx_sys::EAGAIN as i32 => Some(true),
+        Some(e) if e == nginx_sys::EINTR as i32 => None,
+        _ => Some(false),
+    }
+}
+
+/// How many idle probe connections a worker may keep: a quarter of `worker_connections`.
+fn keep_limit() -> usize {
+    // SAFETY: the worker's cycle is live; `connection_n` is set from worker_connections.
+    unsafe {
+        nginx_sys::ngx_cycle
+            .as_ref()
+            .map_or(0, |c| c.connection_n / 4)
+    }
+}
+
+/// Keeps the attempt's connection, idle, for the next probe of this peer (or closes it when
+/// it cannot be kept).
+fn park(p: &mut Probe) {
+    let c = p.conn;
+    if KEPT.load(Relaxed) >= keep_limit() || !quiet(c) {
+        return close_attempt(p);
+    }
+    // SAFETY: `c` is our live connection; from here its events go to `on_idle`, and nginx
+    // closes it through them when the worker exits (it is marked idle).
+    unsafe {
+        for ev in [(*c).read, (*c).write] {
+            if (*ev).timer_set() != 0 {
+                nginx_sys::ngx_del_timer(ev);
+            }
+            (*ev).handler = Some(on_idle);
+        }
+        (*c).set_idle(1);
+        // The peek found nothing: whatever arrives from now on is a new event.
+        (*(*c).read).set_ready(0);
+        if ngx_handle_read_event((*c).read, 0) != OK {
+            return close_attempt(p);
+        }
+    }
+    KEPT.fetch_add(1, Relaxed);
+    p.parked_at = Some(now_ms());
+    p.stage = Stage::Idle;
+    p.sent = 0;
+    if p.buf.capacity() > 4096 {
+        p.buf = Vec::new();
+    } else {
+        p.buf.clear();
+    }
+}
+
+/// The kept connection goes back to work (or is about to be closed).
+fn unpark(p: &mut Probe) {
+    if p.parked_at.take().is_some() {
+        KEPT.fetch_sub(1, Relaxed);
+        // SAFETY: a kept connection is live until `close_attempt` nulls it.
+        unsafe { (*p.conn).set_idle(0) };
+    }
+}
+
+/// Events of an idle kept connection: anything from the peer (data, a close, a reset) or a
+/// close request from nginx ends it, quietly — it says nothing about the peer's health.
+unsafe extern "C" fn on_idle(ev: *mut ngx_event_t) {
+    // SAFETY: connection events carry the connection; its `data` is our probe.
+    let (c, p) = unsafe {
+        let c = (*ev).data as *mut ngx_connection_t;
+        (c, &mut *((*c).data as *mut Probe))
+    };
+    // SAFETY: `c` is live while its events are.
+    unsafe {
+        if (*c).close() == 0 {
+            if (*ev).write() != 0 {
+                return;
+            }
+            if peek_nothing(c) != Some(false) {
+                // Nothing (or interrupted): wait for the next event (with poll/select a ready
+                // event would otherwise be taken out of the set).
+                (*ev).set_ready(0);
+                if ngx_handle_read_event((*c).read, 0) == OK {
+                    return;
+                }
+            }
+        }
+    }
     close_attempt(p);
+}
+
+/// Ends the attempt: keeps the connection for the next probe when it can carry one (else
+/// closes it and frees its pool), records the result and logs a change of state once.
+fn finish(p: &mut Probe, reason: Reason) {
+    if p.reusable && p.keepalive() && !exiting() {
+        p.reusable = false;
+        park(p);
+    } else {
+        close_attempt(p);
+    }
     let conf = &p.setup().conf;
     let (rise, fall) = (conf.rise, conf.fall);
     let transition = p.shared().on_check(reason, rise, fall, wall_ms());

@@ -47,6 +47,8 @@ pub fn parse(buf: &[u8], eof: bool, head: bool) -> Progress {
     };
     let mut length: Option<usize> = None;
     let mut chunked = false;
+    // Framing that leaves the end of the message in doubt: the connection is not reused.
+    let mut doubtful = false;
     let mut close = false;
     for line in header[line_end + 2..].split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -62,7 +64,11 @@ pub fn parse(buf: &[u8], eof: bool, head: bool) -> Progress {
                 .ok()
                 .and_then(|v| v.parse::<usize>().ok())
             {
-                Some(l) => length = Some(l),
+                Some(l) => {
+                    // Two different lengths: which one frames the body is unclear.
+                    doubtful |= length.is_some_and(|old| old != l);
+                    length = Some(l)
+                }
                 None => return Progress::Invalid("malformed Content-Length"),
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
@@ -70,6 +76,9 @@ pub fn parse(buf: &[u8], eof: bool, head: bool) -> Progress {
                 .rsplit(|&b| b == b',')
                 .next()
                 .is_some_and(|v| trim(v).eq_ignore_ascii_case(b"chunked"));
+            // A transfer coding that does not end in chunked delimits the body by closing
+            // the connection, whatever Content-Length says.
+            doubtful |= !chunked;
         } else if name.eq_ignore_ascii_case(b"connection") {
             close |= value
                 .split(|&b| b == b',')
@@ -77,7 +86,7 @@ pub fn parse(buf: &[u8], eof: bool, head: bool) -> Progress {
         }
     }
     // The connection may carry another request if the response ends exactly at `end`.
-    let persistent = minor == b'1' && !close && !eof && status >= 200;
+    let persistent = minor == b'1' && !close && !eof && !doubtful && status >= 200;
     let reusable = |end: usize| persistent && end == buf.len();
     let rest = &buf[head_end..];
     if head || status < 200 || status == 204 || status == 304 {
@@ -297,6 +306,19 @@ mod tests {
             parse(&with("", "okHTTP/1.1"), false, false),
             done(200, "ok")
         );
+        // Framing in doubt: two different lengths, a transfer coding other than chunked.
+        let two = with("Content-Length: 2\r\n", "ok");
+        assert_eq!(parse(&two, false, false), kept(200, "ok"));
+        let differ = with("Content-Length: 3\r\n", "okk");
+        assert!(matches!(
+            parse(&differ, false, false),
+            Progress::Complete {
+                reusable: false,
+                ..
+            }
+        ));
+        let gzip = with("Transfer-Encoding: gzip\r\n", "ok");
+        assert_eq!(parse(&gzip, false, false), done(200, "ok"));
         // An error status does not prevent reuse by itself.
         let e = b"HTTP/1.1 503 x\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(parse(e, false, false), kept(503, ""));
