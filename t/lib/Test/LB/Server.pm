@@ -30,6 +30,7 @@ sub new {
     my $self = bless {
         name    => $args{name} || 'server',
         workers => $args{workers} || 2,
+        worker_connections => $args{worker_connections} || 512,
         binary  => $ENV{TEST_NGINX_BINARY} || "$Root/build/sbin/nginx",
         module  => $ENV{TEST_NGINX_LB_MODULE} || "$Root/build/modules/ngx_http_lb_module.so",
     }, $class;
@@ -68,7 +69,7 @@ daemon on;
 master_process on;
 pid logs/nginx.pid;
 error_log logs/error.log info;
-events { worker_connections 512; }
+events { worker_connections $self->{worker_connections}; }
 http {
     access_log logs/access.log;
 $conf
