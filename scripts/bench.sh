@@ -17,7 +17,8 @@
 #   lc1000  1,000 peers: stock least_conn + keepalive 2000 vs lb least_conn + lb_keepalive 2
 #   slow    3 peers, one 20 ms slower: its share under each method (wrk, 32 connections)
 #   checks1000  CPU time of the workers over 30 s (CHECK_SECONDS) while health-checking 1,000
-#               peers (type=http, interval=1s, two workers), no traffic
+#               peers (type=http, interval=1s, two workers), no traffic; with probe keepalive
+#               (the default) and with keepalive=off
 #   (default: all of them)
 # Environment: N1=2000 N2=4000 ROUNDS=3 DURATION=5 CONNS=16
 set -euo pipefail
@@ -216,11 +217,20 @@ LUA
     kill "$slow_pid" 2>/dev/null || true
 }
 
-# checks1000: the workers' CPU time while probing 1,000 peers every second.
+# checks1000: the workers' CPU time while probing 1,000 peers every second, with the probe
+# connections kept open between probes (the default) and with keepalive=off (a new connection
+# per probe). The backend uses nginx's default keepalive_timeout and keepalive_requests.
 checks1000() {
-    local secs=${CHECK_SECONDS:-30} name=checks1000 d
+    local ka
     start_backend 1000
-    front_conf "$name" 1000 "lb_upstream; lb_check type=http interval=1s timeout=500ms uri=/;" ""
+    sed -i '/keepalive_requests 1000000;/d; /keepalive_timeout 300s;/d' "$work/backend/conf/nginx.conf"
+    "$NGINX" -p "$work/backend" -c conf/nginx.conf -s reload; sleep 1
+    for ka in on off; do checks1000_run "$ka"; done
+}
+
+checks1000_run() {
+    local ka=$1 secs=${CHECK_SECONDS:-30} name=checks1000-$1 d
+    front_conf "$name" 1000 "lb_upstream; lb_check type=http interval=1s timeout=500ms uri=/ keepalive=$ka;" ""
     d=$work/$name
     sed -i 's/^worker_processes 1;/worker_processes 2;/; s/^error_log logs\/error.log error;/error_log logs\/error.log warn;/' "$d/conf/nginx.conf"
     "$NGINX" -p "$d" -c conf/nginx.conf
@@ -237,13 +247,19 @@ checks1000() {
     for p in $workers; do
         u1=$((u1 + $(awk '{print $14}' "/proc/$p/stat"))); s1=$((s1 + $(awk '{print $15}' "/proc/$p/stat")))
     done
-    local downs
+    local downs held=""
     downs=$(grep -c "is down after" "$d/logs/error.log" || true)
-    "$NGINX" -p "$d" -c conf/nginx.conf -s quit; sleep 0.5
-    row checks1000 "1,000 peers, http checks every 1s, 2 workers" "" \
+    # Connections to the peers open at the end (kept probe connections: one per peer expected).
+    if command -v ss >/dev/null; then
+        held=", $(ss -Htn state established "( dport >= :$BACKEND_BASE and dport < :$((BACKEND_BASE + 1000)) )" | wc -l) connections to peers open"
+    fi
+    "$NGINX" -p "$d" -c conf/nginx.conf -s quit
+    # the next run reuses the front port
+    for ((p = 0; p < 50; p++)); do [ -f "$d/logs/nginx.pid" ] || break; sleep 0.1; done
+    row "$name" "1,000 peers, http checks every 1s, keepalive=$ka, 2 workers" "" \
         "$(awk -v u=$((u1 - u0)) -v k=$((s1 - s0)) -v hz="$hz" -v s="$secs" \
-            'BEGIN {printf "%.2f%% of one core (user %.2f%%, kernel %.2f%%)", 100 * (u + k) / hz / s, 100 * u / hz / s, 100 * k / hz / s}')" "" ""
-    [ "$downs" = 0 ] || say "warning: $downs peers went down during checks1000"
+            'BEGIN {printf "%.2f%% of one core (user %.2f%%, kernel %.2f%%)", 100 * (u + k) / hz / s, 100 * u / hz / s, 100 * k / hz / s}')$held" "" ""
+    [ "$downs" = 0 ] || say "warning: $downs peers went down during $name"
 }
 
 scenarios=("$@"); [ ${#scenarios[@]} -gt 0 ] || scenarios=(rr2 rr100 rr1000 lc2 lc1000 slow checks1000)
