@@ -11,6 +11,8 @@
 #
 # Usage: scripts/bench.sh [scenario...]
 #   rr2     2 peers, round-robin: stock (keepalive 64) vs lb_upstream (keepalive 64)
+#   tls2    2 HTTPS peers, no connection cache (a TLS handshake per request, resuming the
+#           peer's session): stock vs lb_upstream; TLS_N1=200 TLS_N2=400 requests
 #   rr100   100 peers: stock round-robin + keepalive 200 vs lb_upstream + lb_keepalive 2
 #   rr1000  1,000 peers: stock round-robin + keepalive 2000 vs lb_upstream + lb_keepalive 2
 #   lc2     2 peers: stock least_conn + keepalive 64 vs lb_upstream least_conn + lb_keepalive 32
@@ -48,12 +50,19 @@ trap cleanup EXIT
 rm -rf "$work"; mkdir -p "$work"
 ulimit -n 65536 2>/dev/null || true
 
-# start_backend NPEERS: one local nginx listening on NPEERS ports, answering "ok".
+# start_backend NPEERS [ssl]: one local nginx listening on NPEERS ports, answering "ok" (over
+# TLS with "ssl", with the test certificates of t/gen-certs.sh).
 start_backend() {
-    local n=$1 d=$work/backend listens="" i
+    local n=$1 ssl=${2:-} d=$work/backend listens="" i tls=""
     [ -f "$d/logs/nginx.pid" ] && kill "$(cat "$d/logs/nginx.pid")" 2>/dev/null && sleep 0.3
     rm -rf "$d"; mkdir -p "$d/conf" "$d/logs"
-    for ((i = 0; i < n; i++)); do listens+="        listen 127.0.0.1:$((BACKEND_BASE + i));"$'\n'; done
+    if [ -n "$ssl" ]; then
+        local certs
+        certs=$("$root/t/gen-certs.sh" "$work/certs")
+        tls="        ssl_certificate $certs/localhost.crt; ssl_certificate_key $certs/localhost.key;"
+        ssl=" ssl"
+    fi
+    for ((i = 0; i < n; i++)); do listens+="        listen 127.0.0.1:$((BACKEND_BASE + i))$ssl;"$'\n'; done
     cat >"$d/conf/nginx.conf" <<CONF
 worker_processes 1;
 pid logs/nginx.pid;
@@ -65,7 +74,8 @@ http {
     keepalive_requests 1000000;
     keepalive_timeout 300s;
     server {
-$listens        location / { return 200 "ok"; }
+$listens$tls
+        location / { return 200 "ok"; }
     }
 }
 CONF
@@ -148,10 +158,29 @@ row() { printf '| %-7s | %-38s | %9s | %8s | %7s | %7s |\n' "$@"; }
 declare -A IPR
 # compare SCEN NPEERS STOCK_BAL STOCK_CACHE LB_BAL LB_CACHE
 compare() {
-    local scen=$1 n=$2 v
-    start_backend "$n"
-    front_conf "$scen-stock" "$n" "$3" "$4"
-    front_conf "$scen-lb" "$n" "$5" "$6"
+    start_backend "$2"
+    front_conf "$1-stock" "$2" "$3" "$4"
+    front_conf "$1-lb" "$2" "$5" "$6"
+    measure "$@"
+}
+
+# tls2: HTTPS to 2 peers, no connection cache: every request makes a new TLS connection, which
+# resumes the peer's last session (proxy_ssl_session_reuse, on by default). Fewer requests:
+# handshakes are slow under valgrind.
+tls2() {
+    local N1=${TLS_N1:-200} N2=${TLS_N2:-400} v
+    start_backend 2 ssl
+    for v in stock lb; do
+        front_conf "tls2-$v" 2 "$([ $v = lb ] && echo 'lb_upstream;')" ""
+        sed -i 's|proxy_pass http://backend;|proxy_pass https://backend;|' "$work/tls2-$v/conf/nginx.conf"
+    done
+    measure tls2 2 "" "(https, no cache)" "lb_upstream;" "(https, no cache)"
+}
+
+# measure SCEN NPEERS STOCK_BAL STOCK_CACHE LB_BAL LB_CACHE: the rows for configurations
+# already written.
+measure() {
+    local scen=$1 v
     for v in stock lb; do
         local i1 i2
         i1=$(instructions "$scen-$v" "$N1"); i2=$(instructions "$scen-$v" "$N2")
@@ -262,13 +291,14 @@ checks1000_run() {
     [ "$downs" = 0 ] || say "warning: $downs peers went down during $name"
 }
 
-scenarios=("$@"); [ ${#scenarios[@]} -gt 0 ] || scenarios=(rr2 rr100 rr1000 lc2 lc1000 slow checks1000)
+scenarios=("$@"); [ ${#scenarios[@]} -gt 0 ] || scenarios=(rr2 tls2 rr100 rr1000 lc2 lc1000 slow checks1000)
 say "instructions/request = slope between $N1 and $N2 requests (cachegrind, one worker); wrk: median of $ROUNDS rounds of ${DURATION}s, $CONNS connections"
 row scenario configuration "instr/req" "req/s" "p50 ms" "p99 ms"
 row "-------" "--------------------------------------" "---------" "--------" "-------" "-------"
 for s in "${scenarios[@]}"; do
     case $s in
         rr2) compare rr2 2 "" "keepalive 64;" "lb_upstream;" "keepalive 64;" ;;
+        tls2) tls2 ;;
         rr100) compare rr100 100 "" "keepalive 200;" "lb_upstream;" "lb_keepalive 2;" ;;
         rr1000) compare rr1000 1000 "" "keepalive 2000;" "lb_upstream;" "lb_keepalive 2;" ;;
         lc2) compare lc2 2 "least_conn;" "keepalive 64;" "lb_upstream least_conn;" "lb_keepalive 32;" ;;

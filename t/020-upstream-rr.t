@@ -342,3 +342,39 @@ upstream SSL certificate verify error
 --- request
 GET /t
 --- response_body: a
+
+
+
+=== TEST 15: HTTPS backends: each peer resumes its own TLS session (proxy_ssl_session_reuse)
+No keepalive, so every request makes a new TLS connection; from the second one to a peer on,
+it resumes that peer's session ($ssl_session_reused is "r"). The two backends have separate
+session ticket keys: a session handed to the wrong peer would not resume.
+--- http_config
+    upstream backend {
+        lb_upstream;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1 ssl;
+        ssl_certificate $TEST_NGINX_CERT_DIR/localhost.crt;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/localhost.key;
+        return 200 "a$ssl_session_reused";
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2 ssl;
+        ssl_certificate $TEST_NGINX_CERT_DIR/localhost.crt;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/localhost.key;
+        return 200 "b$ssl_session_reused";
+    }
+--- config
+    location /t {
+        proxy_pass https://backend;
+    }
+--- request eval
+["GET /t", "GET /t", "GET /t", "GET /t", "GET /t", "GET /t"]
+--- response_body eval
+["a.", "b.", "ar", "br", "ar", "br"]
+--- no_error_log
+[error]
+[alert]

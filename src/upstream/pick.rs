@@ -364,12 +364,54 @@ unsafe fn log_no_peer(log: *mut ngx_log_t, up: &Upstream, now: u64) {
     );
 }
 
-/// TLS session reuse towards backends is not kept per peer yet: every connection makes a full
-/// handshake. nginx calls these unconditionally when `proxy_ssl_session_reuse` is on.
+/// `peer.set_session` (TLS to backends, `proxy_ssl_session_reuse on`, nginx's default): offers
+/// the session saved from this worker's last connection to the chosen peer, so that the
+/// handshake is an abbreviated one.
 #[cfg(ngx_feature = "http_ssl")]
-unsafe extern "C" fn set_session(_pc: *mut ngx_peer_connection_t, _data: *mut c_void) -> ngx_int_t {
-    nginx_sys::NGX_OK as ngx_int_t
+unsafe extern "C" fn set_session(pc: *mut ngx_peer_connection_t, data: *mut c_void) -> ngx_int_t {
+    // SAFETY: `data` is the request's `RequestPeers`; `pc->connection` is the new connection
+    // to the peer chosen for this attempt, with its TLS object created; the saved session
+    // holds a reference of its own, and SSL_set_session takes another.
+    unsafe {
+        let rp = &*(data as *const RequestPeers);
+        let up = &*rp.upstream;
+        let Some(peer) = up.peers.get(rp.current) else {
+            return nginx_sys::NGX_OK as ngx_int_t;
+        };
+        let session = peer.ssl_session.get();
+        if session.is_null() {
+            return nginx_sys::NGX_OK as ngx_int_t;
+        }
+        nginx_sys::ngx_ssl_set_session((*pc).connection, session as *mut nginx_sys::SSL_SESSION)
+    }
 }
 
+/// `peer.save_session`: keeps the connection's session (a new reference) for the peer's next
+/// connection, releasing the one it replaces. nginx calls it after the handshake, and again
+/// for every session ticket the backend sends later (TLS 1.3), while the connection belongs
+/// to the request.
 #[cfg(ngx_feature = "http_ssl")]
-unsafe extern "C" fn save_session(_pc: *mut ngx_peer_connection_t, _data: *mut c_void) {}
+unsafe extern "C" fn save_session(pc: *mut ngx_peer_connection_t, data: *mut c_void) {
+    // SAFETY: as above; `last` is the peer of this request's connection (set with `current`
+    // when it was chosen, kept after the attempt); SSL_get1_session returns a new reference
+    // (or null), which the peer then owns.
+    unsafe {
+        let rp = &*(data as *const RequestPeers);
+        let up = &*rp.upstream;
+        let Some(peer) = up.peers.get(rp.last) else {
+            return;
+        };
+        let c = (*pc).connection;
+        if c.is_null() || (*c).ssl.is_null() {
+            return;
+        }
+        let session = nginx_sys::SSL_get1_session((*(*c).ssl).connection);
+        if session.is_null() {
+            return;
+        }
+        let old = peer.ssl_session.replace(session as *mut c_void);
+        if !old.is_null() {
+            nginx_sys::SSL_SESSION_free(old as *mut nginx_sys::SSL_SESSION);
+        }
+    }
+}

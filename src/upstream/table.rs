@@ -11,6 +11,8 @@
 //! round-robin follows nginx's exact order in each worker, and the split over all workers is
 //! exact per worker.
 
+use core::cell::Cell;
+use core::ffi::c_void;
 use core::ptr;
 
 use nginx_sys::{
@@ -33,6 +35,10 @@ pub struct Peer {
     pub backup: bool,
     /// This peer's record in the shared zone; set by `shm::zone` before workers start.
     pub shared: *const PeerShared,
+    /// The TLS session of this worker's last connection to the peer (an OpenSSL `SSL_SESSION`
+    /// holding one reference), offered when the next one is made (`proxy_ssl_session_reuse`).
+    /// Private to each worker, like nginx's own round-robin without a `zone`.
+    pub ssl_session: Cell<*mut c_void>,
 }
 
 pub struct Upstream {
@@ -125,6 +131,7 @@ impl Peer {
             down: p.down != 0,
             backup,
             shared: ptr::null(),
+            ssl_session: Cell::new(ptr::null_mut()),
         }
     }
 }
