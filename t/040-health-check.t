@@ -505,7 +505,7 @@ qr/\A(?=(?:.*\n){3}\z)(?=[\s\S]*^in upstream "untrusted" is down after 2 failed 
 --- response_body chomp
 --- grep_error_log eval: qr/in upstream "[^"]+" is (?:up|down) after .*/
 --- grep_error_log_out eval
-qr/\A(?=(?:.*\n){2}\z)(?=[\s\S]*^in upstream "wrongname" is down after 2 failed check\(s\): certificate not trusted \(verify error \d+\)$)(?=[\s\S]*^in upstream "rightname" is up after 2 passed check\(s\)$)/m
+qr/\A(?=(?:.*\n){2}\z)(?=[\s\S]*^in upstream "wrongname" is down after 2 failed check\(s\): certificate does not match the host name$)(?=[\s\S]*^in upstream "rightname" is up after 2 passed check\(s\)$)/m
 --- timeout: 6
 
 
@@ -783,5 +783,42 @@ qr{\A\|(\d+)\|1\|TLSv[\d.]+\n\1\|2\|TLSv[\d.]+\n\1\|3\|TLSv[\d.]+\n\1\|4\|TLSv[\
 is down after
 [error]
 [alert]
+--- timeout: 6
+
+
+
+=== TEST 24: verify=on without a host name checks the peer's IP address in the certificate
+localhost.crt names IP:127.0.0.1; backend.test.crt names only DNS:backend.test. Both are
+signed by the trusted CA.
+--- http_config
+    upstream withip {
+        lb_upstream;
+        lb_check type=https verify=on ca=$TEST_NGINX_CERT_DIR/ca.crt interval=200ms fall=2 rise=2 default=down;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+    upstream noip {
+        lb_upstream;
+        lb_check type=https verify=on ca=$TEST_NGINX_CERT_DIR/ca.crt interval=200ms fall=2 rise=2;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1 ssl;
+        ssl_certificate $TEST_NGINX_CERT_DIR/localhost.crt;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/localhost.key;
+        return 200;
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2 ssl;
+        ssl_certificate $TEST_NGINX_CERT_DIR/backend.test.crt;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/backend.test.key;
+        return 200;
+    }
+--- config
+    location /t { return 204; }
+--- ssi: sleep*3
+--- response_body chomp
+--- grep_error_log eval: qr/in upstream "[^"]+" is (?:up|down) after .*/
+--- grep_error_log_out eval
+qr/\A(?=(?:.*\n){2}\z)(?=[\s\S]*^in upstream "noip" is down after 2 failed check\(s\): certificate does not match the IP address$)(?=[\s\S]*^in upstream "withip" is up after 2 passed check\(s\)$)/m
 --- timeout: 6
 

@@ -58,6 +58,14 @@ impl fmt::Display for StatusSet {
     }
 }
 
+/// Whom a verified certificate must name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    Name(String),
+    /// An IP address in text form (`127.0.0.1`, `::1`).
+    Ip(String),
+}
+
 /// Largest part of a probe response we read; the rest is not waited for.
 pub const MAX_RESPONSE: usize = 16 * 1024;
 
@@ -397,6 +405,26 @@ impl CheckConf {
         if !self.sni {
             return None;
         }
+        self.host_name(server)
+    }
+
+    /// What `verify=on` checks the certificate against: the host name (as for SNI, whether or
+    /// not SNI is sent), else the address the probe connects to (`peer_addr`, e.g.
+    /// `127.0.0.1:8443` or `[::1]:8443`), which must then be in the certificate.
+    pub fn verify_identity(&self, server: &str, peer_addr: &str) -> Option<Identity> {
+        if let Some(name) = self.host_name(server) {
+            return Some(Identity::Name(name));
+        }
+        let ip = peer_addr
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.ip())
+            .or_else(|_| peer_addr.parse::<std::net::IpAddr>())
+            .ok()?;
+        Some(Identity::Ip(ip.to_string()))
+    }
+
+    /// `host=` without a port, else `server` when it is a host name, not an IP address.
+    fn host_name(&self, server: &str) -> Option<String> {
         let name = strip_port(self.host.as_deref().unwrap_or(server));
         let is_ip = name.parse::<std::net::IpAddr>().is_ok() || name.starts_with('[');
         (!name.is_empty() && !is_ip).then(|| name.to_string())
@@ -447,6 +475,22 @@ mod tests {
             Some("backend.test")
         );
         assert_eq!(c.sni_name("[::1]:443"), None);
+        // verify=on checks a name when there is one (sent by SNI or not), else the address.
+        let v = |c: &CheckConf, server: &str, addr: &str| c.verify_identity(server, addr);
+        let name = |n: &str| Some(Identity::Name(n.into()));
+        let ip = |n: &str| Some(Identity::Ip(n.into()));
+        assert_eq!(
+            v(&c, "backend.test:443", "10.0.0.1:443"),
+            name("backend.test")
+        );
+        assert_eq!(v(&c, "127.0.0.1:443", "127.0.0.1:443"), ip("127.0.0.1"));
+        assert_eq!(v(&c, "[::1]:443", "[::1]:443"), ip("::1"));
+        let off = parse("type=https sni=off host=api.example").unwrap();
+        assert_eq!(off.sni_name("x"), None);
+        assert_eq!(
+            v(&off, "127.0.0.1:443", "127.0.0.1:443"),
+            name("api.example")
+        );
         let c = parse("type=https sni=off host=a.example").unwrap();
         assert_eq!(c.sni_name("b.example"), None);
     }

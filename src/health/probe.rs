@@ -35,7 +35,7 @@ use nginx_sys::{
     NGX_LOG_ALERT, NGX_LOG_WARN, NGX_SSL_BUFFER, NGX_SSL_CLIENT,
 };
 
-use super::config::{HttpMethod, Kind, MAX_RESPONSE};
+use super::config::{HttpMethod, Identity, Kind, MAX_RESPONSE};
 use super::directive::CheckSetup;
 use super::reason::Reason;
 use super::response::{parse, Progress};
@@ -79,6 +79,9 @@ pub struct Probe {
     name: ngx_str_t,
     request: Vec<u8>,
     sni: Option<CString>,
+    /// With `verify=on`: the name the certificate must match, or else the IP address.
+    verify_name: Option<CString>,
+    verify_ip: Option<CString>,
     /// A private log: the cycle's, with everything below `alert` muted (nginx reports failed
     /// connects at `error` and failed TLS handshakes at `crit`), so that failing probes do not
     /// write a line per interval; their reason is logged once, on the state change.
@@ -235,6 +238,11 @@ unsafe fn new_probe(
         }
         let address = String::from_utf8_lossy(bytes(&peer.name)).into_owned();
         let server = String::from_utf8_lossy(bytes(&peer.server)).into_owned();
+        let identity = if setup.conf.verify {
+            setup.conf.verify_identity(&server, &address)
+        } else {
+            None
+        };
         let mut log = *(*cycle).log;
         log.log_level = NGX_LOG_ALERT as _;
         let mut probe = Box::new(Probe {
@@ -250,6 +258,14 @@ unsafe fn new_probe(
                 .conf
                 .sni_name(&server)
                 .and_then(|n| CString::new(n).ok()),
+            verify_name: match &identity {
+                Some(Identity::Name(n)) => CString::new(n.as_str()).ok(),
+                _ => None,
+            },
+            verify_ip: match &identity {
+                Some(Identity::Ip(ip)) => CString::new(ip.as_str()).ok(),
+                _ => None,
+            },
             log,
             rng: seed | 1,
             stage: Stage::Idle,
@@ -508,6 +524,14 @@ fn handshake(p: &mut Probe) {
             // TLSEXT_NAMETYPE_host_name = 0).
             nginx_sys::SSL_ctrl((*(*c).ssl).connection, 55, 0, name.as_ptr() as *mut c_void);
         }
+        if let Some(ip) = &p.verify_ip {
+            // No name to check: the chain verification also checks that the certificate names
+            // the address (an IP subjectAltName); a mismatch is X509_V_ERR_IP_ADDRESS_MISMATCH.
+            let param = nginx_sys::SSL_get0_param((*(*c).ssl).connection);
+            if nginx_sys::X509_VERIFY_PARAM_set1_ip_asc(param, ip.as_ptr()) != 1 {
+                return finish(p, Reason::Internal);
+            }
+        }
         p.stage = Stage::Handshaking;
         let rc = ngx_ssl_handshake(c);
         if rc == AGAIN {
@@ -544,7 +568,7 @@ fn after_handshake(p: &mut Probe) {
             if v != 0 {
                 return finish(p, Reason::TlsVerify(v as u32));
             }
-            if let Some(name) = &p.sni {
+            if let Some(name) = &p.verify_name {
                 let mut s = ngx_str_t {
                     len: name.as_bytes().len(),
                     data: name.as_ptr() as *mut u8,

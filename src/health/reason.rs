@@ -91,6 +91,9 @@ impl fmt::Display for Reason {
             Reason::Io(0) => f.write_str("connection broken"),
             Reason::Io(e) => write!(f, "connection broken ({})", errno_text(e)),
             Reason::TlsHandshake => f.write_str("TLS handshake failed"),
+            // X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+            Reason::TlsVerify(62) => f.write_str("certificate does not match the host name"),
+            Reason::TlsVerify(64) => f.write_str("certificate does not match the IP address"),
             Reason::TlsVerify(v) => write!(f, "certificate not trusted (verify error {v})"),
             Reason::Invalid(i) => f.write_str(
                 INVALID
@@ -142,6 +145,14 @@ mod tests {
     #[test]
     fn messages() {
         assert_eq!(Reason::Status(500).to_string(), "HTTP 500");
+        assert_eq!(
+            Reason::TlsVerify(64).to_string(),
+            "certificate does not match the IP address"
+        );
+        assert_eq!(
+            Reason::TlsVerify(20).to_string(),
+            "certificate not trusted (verify error 20)"
+        );
         assert_eq!(
             Reason::ConnectFailed(111).to_string(),
             "connect failed (connection refused)"
