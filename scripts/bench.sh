@@ -21,6 +21,7 @@
 #   checks1000  CPU time of the workers over 30 s (CHECK_SECONDS) while health-checking 1,000
 #               peers (type=http, interval=1s, two workers), no traffic; with probe keepalive
 #               (the default) and with keepalive=off
+#   checks1000tls  the same with type=https checks (not in the default set)
 #   (default: all of them)
 # Environment: N1=2000 N2=4000 ROUNDS=3 DURATION=5 CONNS=16
 set -euo pipefail
@@ -250,16 +251,17 @@ LUA
 # connections kept open between probes (the default) and with keepalive=off (a new connection
 # per probe). The backend uses nginx's default keepalive_timeout and keepalive_requests.
 checks1000() {
-    local ka
-    start_backend 1000
+    local ka type=${1:-http}
+    start_backend 1000 "$([ "$type" = https ] && echo ssl)"
     sed -i '/keepalive_requests 1000000;/d; /keepalive_timeout 300s;/d' "$work/backend/conf/nginx.conf"
     "$NGINX" -p "$work/backend" -c conf/nginx.conf -s reload; sleep 1
-    for ka in on off; do checks1000_run "$ka"; done
+    for ka in on off; do checks1000_run "$ka" "$type"; done
 }
 
 checks1000_run() {
-    local ka=$1 secs=${CHECK_SECONDS:-30} name=checks1000-$1 d
-    front_conf "$name" 1000 "lb_upstream; lb_check type=http interval=1s timeout=500ms uri=/ keepalive=$ka;" ""
+    local ka=$1 type=$2 secs=${CHECK_SECONDS:-30} name d
+    name=checks1000$([ "$type" = https ] && echo tls)-$ka
+    front_conf "$name" 1000 "lb_upstream; lb_check type=$type interval=1s timeout=500ms uri=/ keepalive=$ka;" ""
     d=$work/$name
     sed -i 's/^worker_processes 1;/worker_processes 2;/; s/^error_log logs\/error.log error;/error_log logs\/error.log warn;/' "$d/conf/nginx.conf"
     "$NGINX" -p "$d" -c conf/nginx.conf
@@ -285,7 +287,7 @@ checks1000_run() {
     "$NGINX" -p "$d" -c conf/nginx.conf -s quit
     # the next run reuses the front port
     for ((p = 0; p < 50; p++)); do [ -f "$d/logs/nginx.pid" ] || break; sleep 0.1; done
-    row "$name" "1,000 peers, http checks every 1s, keepalive=$ka, 2 workers" "" \
+    row "$name" "1,000 peers, $type checks every 1s, keepalive=$ka, 2 workers" "" \
         "$(awk -v u=$((u1 - u0)) -v k=$((s1 - s0)) -v hz="$hz" -v s="$secs" \
             'BEGIN {printf "%.2f%% of one core (user %.2f%%, kernel %.2f%%)", 100 * (u + k) / hz / s, 100 * u / hz / s, 100 * k / hz / s}')$held" "" ""
     [ "$downs" = 0 ] || say "warning: $downs peers went down during $name"
@@ -304,7 +306,8 @@ for s in "${scenarios[@]}"; do
         lc2) compare lc2 2 "least_conn;" "keepalive 64;" "lb_upstream least_conn;" "lb_keepalive 32;" ;;
         lc1000) compare lc1000 1000 "least_conn;" "keepalive 2000;" "lb_upstream least_conn;" "lb_keepalive 2;" ;;
         slow) slow ;;
-        checks1000) checks1000 ;;
+        checks1000) checks1000 http ;;
+        checks1000tls) checks1000 https ;;
         *) die "unknown scenario $s" ;;
     esac
 done

@@ -822,3 +822,31 @@ signed by the trusted CA.
 qr/\A(?=(?:.*\n){2}\z)(?=[\s\S]*^in upstream "noip" is down after 2 failed check\(s\): certificate does not match the IP address$)(?=[\s\S]*^in upstream "withip" is up after 2 passed check\(s\)$)/m
 --- timeout: 6
 
+
+
+=== TEST 25: keepalive=off over HTTPS: each probe's new connection resumes the peer's TLS session
+--- http_config
+    log_format tls '$ssl_session_reused';
+    upstream backend {
+        lb_upstream;
+        lb_check type=https interval=200ms fall=1 keepalive=off;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1 ssl;
+        ssl_certificate $TEST_NGINX_CERT_DIR/localhost.crt;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/localhost.key;
+        access_log logs/resume.log tls;
+        return 200;
+    }
+--- config
+    location /t { return 200; }
+--- ssi: sleep*3 | logs/resume.log
+--- response_body_like eval
+qr{\A\|\.\n(?:r\n){3,}\z}
+--- no_error_log
+is down after
+[error]
+[alert]
+--- timeout: 6
+

@@ -101,6 +101,10 @@ pub struct Probe {
     reusable: bool,
     /// Since when the connection has been kept idle for the next probe (`None`: not kept).
     parked_at: Option<u64>,
+    /// The peer's last resumable TLS session (an OpenSSL `SSL_SESSION` holding one reference),
+    /// offered on the next new connection (with `keepalive=off`, or after a kept connection
+    /// was closed).
+    tls_session: *mut nginx_sys::SSL_SESSION,
 }
 
 fn now_ms() -> u64 {
@@ -278,6 +282,7 @@ unsafe fn new_probe(
             reused: false,
             reusable: false,
             parked_at: None,
+            tls_session: ptr::null_mut(),
         });
         let p: *mut Probe = &mut *probe;
         probe.timer.handler = Some(on_timer);
@@ -524,6 +529,10 @@ fn handshake(p: &mut Probe) {
             // TLSEXT_NAMETYPE_host_name = 0).
             nginx_sys::SSL_ctrl((*(*c).ssl).connection, 55, 0, name.as_ptr() as *mut c_void);
         }
+        // Resume the peer's last session (an abbreviated handshake), if there is one.
+        if !p.tls_session.is_null() && nginx_sys::ngx_ssl_set_session(c, p.tls_session) != OK {
+            return finish(p, Reason::Internal);
+        }
         if let Some(ip) = &p.verify_ip {
             // No name to check: the chain verification also checks that the certificate names
             // the address (an IP subjectAltName); a mismatch is X509_V_ERR_IP_ADDRESS_MISMATCH.
@@ -739,6 +748,7 @@ fn close_attempt(p: &mut Probe) {
         let c = p.conn;
         if !c.is_null() {
             if !(*c).ssl.is_null() {
+                keep_tls_session(p, c);
                 (*(*c).ssl).set_no_wait_shutdown(1);
                 (*(*c).ssl).set_no_send_shutdown(1);
                 ngx_ssl_shutdown(c);
@@ -887,6 +897,38 @@ unsafe extern "C" fn on_idle(ev: *mut ngx_event_t) {
         }
     }
     close_attempt(p);
+}
+
+/// Keeps the session of a TLS connection about to close, when it can be resumed (with TLS 1.3
+/// only once the server's session ticket has arrived; otherwise the previous one stays).
+///
+/// # Safety
+/// `c` must be the probe's live connection, with a TLS object.
+unsafe fn keep_tls_session(p: &mut Probe, c: *mut ngx_connection_t) {
+    // SAFETY: guaranteed by the caller; SSL_get1_session returns a new reference (or null),
+    // which the probe owns from here, releasing the one it replaces.
+    unsafe {
+        let ssl = (*(*c).ssl).connection;
+        // Not a session whose certificate failed verification: a resumed session carries the
+        // old verdict, and should the peer get a good certificate it must be checked afresh.
+        if (*(*c).ssl).handshaked() == 0
+            || (p.setup().conf.verify && nginx_sys::SSL_get_verify_result(ssl) != 0)
+        {
+            return;
+        }
+        let session = nginx_sys::SSL_get1_session(ssl);
+        if session.is_null() {
+            return;
+        }
+        if nginx_sys::SSL_SESSION_is_resumable(session) != 1 {
+            nginx_sys::SSL_SESSION_free(session);
+            return;
+        }
+        let old = core::mem::replace(&mut p.tls_session, session);
+        if !old.is_null() {
+            nginx_sys::SSL_SESSION_free(old);
+        }
+    }
 }
 
 /// Ends the attempt: keeps the connection for the next probe when it can carry one (else

@@ -393,7 +393,7 @@ unsafe extern "C" fn set_session(pc: *mut ngx_peer_connection_t, data: *mut c_vo
 #[cfg(ngx_feature = "http_ssl")]
 unsafe extern "C" fn save_session(pc: *mut ngx_peer_connection_t, data: *mut c_void) {
     // SAFETY: as above; `last` is the peer of this request's connection (set with `current`
-    // when it was chosen, kept after the attempt); SSL_get1_session returns a new reference
+    // when it was chosen, kept after the attempt); ngx_ssl_get_session returns a new reference
     // (or null), which the peer then owns.
     unsafe {
         let rp = &*(data as *const RequestPeers);
@@ -405,7 +405,7 @@ unsafe extern "C" fn save_session(pc: *mut ngx_peer_connection_t, data: *mut c_v
         if c.is_null() || (*c).ssl.is_null() {
             return;
         }
-        let session = nginx_sys::SSL_get1_session((*(*c).ssl).connection);
+        let session = nginx_sys::ngx_ssl_get_session(c);
         if session.is_null() {
             return;
         }
