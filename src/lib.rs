@@ -18,6 +18,9 @@ pub mod keepalive;
 pub mod shm;
 pub mod status;
 
+#[cfg(test)]
+mod noise_tests;
+
 #[cfg(all(feature = "nginx", not(test)))]
 pub mod nginx;
 #[cfg(all(feature = "nginx", not(test)))]

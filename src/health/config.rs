@@ -584,4 +584,97 @@ mod tests {
             assert!(err.contains(want), "{line}: {err}");
         }
     }
+
+    /// Random parameter lists never panic; whatever is accepted is consistent.
+    #[test]
+    fn random_arguments() {
+        let keys = [
+            "type",
+            "interval",
+            "timeout",
+            "rise",
+            "fall",
+            "jitter",
+            "uri",
+            "host",
+            "method",
+            "status",
+            "body",
+            "port",
+            "default",
+            "keepalive",
+            "sni",
+            "verify",
+            "ca",
+            "cert",
+            "key",
+            "x",
+            "",
+        ];
+        let values = [
+            "http",
+            "https",
+            "tcp",
+            "0",
+            "1",
+            "1000",
+            "1001",
+            "2s",
+            "500ms",
+            "1h",
+            "99999999999999h",
+            "-1",
+            "/",
+            "/health",
+            "a b",
+            "on",
+            "off",
+            "up",
+            "down",
+            "200-299,301",
+            "599-100",
+            "~ok",
+            "~\"a\"",
+            "GET",
+            "HEAD",
+            "65535",
+            "65536",
+            "",
+            "=",
+            "\u{7f}",
+            "[::1]:80",
+        ];
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng as usize
+        };
+        for _ in 0..20_000 {
+            let n = next() % 6;
+            let args: Vec<Vec<u8>> = (0..n)
+                .map(|_| {
+                    let k = keys[next() % keys.len()];
+                    let v = values[next() % values.len()];
+                    if next() % 10 == 0 {
+                        k.as_bytes().to_vec()
+                    } else {
+                        format!("{k}={v}").into_bytes()
+                    }
+                })
+                .collect();
+            let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+            match parse_check(&refs) {
+                Ok(c) => {
+                    assert!(c.rise > 0 && c.fall > 0 && c.interval_ms > 0 && c.timeout_ms > 0);
+                    assert!(c.timeout_ms <= c.interval_ms && c.jitter_ms < c.interval_ms);
+                    assert!(c.uri.starts_with('/'));
+                    assert!(!c.verify || c.trusted_ca.is_some());
+                    let _ = c.request("127.0.0.1:80");
+                }
+                Err(e) => assert!(!e.is_empty()),
+            }
+        }
+    }
 }

@@ -385,4 +385,63 @@ mod tests {
             Progress::Invalid("response headers longer than 16 KiB")
         );
     }
+
+    /// Random and mutated responses, fed whole and in every split: the parser never panics,
+    /// never reads a body longer than the limit, and a prefix never completes when the whole
+    /// did not (a worker runs with panic=abort, so a panic here would kill it).
+    #[test]
+    fn never_panics_on_noise() {
+        let seeds: [&[u8]; 4] = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nready",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            b"HTTP/1.0 503 x\r\nConnection: close\r\n\r\nbusy",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+        ];
+        let alphabet = b"HTP/1. 0123456789abcdefxABCDEF:;,\r\n-chunkedContent-LengthTransfer";
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for round in 0..20_000 {
+            let mut buf = seeds[round % seeds.len()].to_vec();
+            for _ in 0..(next() % 6) {
+                let at = (next() as usize) % (buf.len() + 1);
+                match next() % 3 {
+                    0 if at < buf.len() => buf[at] = alphabet[(next() as usize) % alphabet.len()],
+                    1 => buf.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                    _ if at < buf.len() => {
+                        buf.remove(at);
+                    }
+                    _ => {}
+                }
+            }
+            if round % 97 == 0 {
+                buf.resize(MAX_RESPONSE + 1 + (next() % 64) as usize, b'x');
+            }
+            for eof in [false, true] {
+                for head in [false, true] {
+                    let whole = parse(&buf, eof, head);
+                    if let Progress::Complete { body, .. } = &whole {
+                        assert!(body.len() <= MAX_RESPONSE, "{}", buf.escape_ascii());
+                    }
+                    for cut in 0..buf.len().min(200) {
+                        let part = parse(&buf[..cut], false, head);
+                        if let Progress::Complete { reusable: true, .. } = part {
+                            // A reusable answer ends exactly at the cut: nothing may follow
+                            // it in the same buffer when the whole is read.
+                            assert!(
+                                !matches!(whole, Progress::Complete { reusable: true, .. })
+                                    || cut == buf.len(),
+                                "{}",
+                                buf.escape_ascii()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
