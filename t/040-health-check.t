@@ -824,13 +824,19 @@ qr/\A(?=(?:.*\n){2}\z)(?=[\s\S]*^in upstream "noip" is down after 2 failed check
 
 
 
-=== TEST 25: keepalive=off over HTTPS: each probe's new connection resumes the peer's TLS session
+=== TEST 25: keepalive=off over HTTPS: each probe's new connection resumes the peer's TLS session; not with verify=on
+With verify=on every connection checks the certificate with a full handshake.
 --- http_config
     log_format tls '$ssl_session_reused';
     upstream backend {
         lb_upstream;
         lb_check type=https interval=200ms fall=1 keepalive=off;
         server 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+    upstream verified {
+        lb_upstream;
+        lb_check type=https interval=200ms fall=1 keepalive=off verify=on ca=$TEST_NGINX_CERT_DIR/ca.crt host=localhost;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
     }
     server {
         listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1 ssl;
@@ -839,14 +845,20 @@ qr/\A(?=(?:.*\n){2}\z)(?=[\s\S]*^in upstream "noip" is down after 2 failed check
         access_log logs/resume.log tls;
         return 200;
     }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2 ssl;
+        ssl_certificate $TEST_NGINX_CERT_DIR/localhost.crt;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/localhost.key;
+        access_log logs/full.log tls;
+        return 200;
+    }
 --- config
     location /t { return 200; }
---- ssi: sleep*3 | logs/resume.log
+--- ssi: sleep*3 | logs/resume.log | logs/full.log
 --- response_body_like eval
-qr{\A\|\.\n(?:r\n){3,}\z}
+qr{\A\|\.\n(?:r\n){3,}\|(?:\.\n){4,}\z}
 --- no_error_log
 is down after
 [error]
 [alert]
 --- timeout: 6
-

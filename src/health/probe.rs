@@ -49,6 +49,10 @@ use crate::upstream::table::Upstream;
 /// connections silently; a probe on one would time out).
 const KEEP_IDLE_MAX_MS: u64 = 60_000;
 
+/// With `verify=on`, a kept connection older than this is replaced, so that the certificate
+/// (expiry, a replaced chain) is verified again by a full handshake.
+const KEEP_VERIFIED_MAX_MS: u64 = 60_000;
+
 /// Connections this worker keeps idle for probes (a worker is one thread: the atomic is only
 /// for safe shared access).
 static KEPT: AtomicUsize = AtomicUsize::new(0);
@@ -105,6 +109,8 @@ pub struct Probe {
     /// offered on the next new connection (with `keepalive=off`, or after a kept connection
     /// was closed).
     tls_session: *mut nginx_sys::SSL_SESSION,
+    /// When the attempt's (or the kept) connection was established.
+    connected_at: u64,
 }
 
 fn now_ms() -> u64 {
@@ -203,21 +209,25 @@ pub unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
                 if peer.down {
                     continue;
                 }
-                let probe = Box::leak(new_probe(cycle, u, i, setup, pid ^ (i as u64) << 32));
-                let due = probe.shared().next_check_ms.load(Relaxed);
+                // Every later access goes through this one pointer (the timer's `data`).
+                let probe = new_probe(cycle, u, i, setup, pid ^ (i as u64) << 32);
+                let due = (*probe).shared().next_check_ms.load(Relaxed);
                 // A new peer is due at once; spread the first probes over a quarter interval.
                 let delay = if due > now {
                     due - now
                 } else {
-                    probe.random(setup.conf.interval_ms / 4 + 1)
+                    (*probe).random(setup.conf.interval_ms / 4 + 1)
                 };
-                nginx_sys::ngx_add_timer(&mut probe.timer, delay.max(1) as _);
+                nginx_sys::ngx_add_timer(ptr::addr_of_mut!((*probe).timer), delay.max(1) as _);
             }
         }
     }
     OK
 }
 
+/// A new probe, leaked on purpose (it lives as long as the worker), as a raw pointer: the
+/// same pointer its timer carries, from which every handler derives its access.
+///
 /// # Safety
 /// `u` and `setup` must outlive the probe; `cycle` is the worker's cycle.
 unsafe fn new_probe(
@@ -226,7 +236,7 @@ unsafe fn new_probe(
     i: usize,
     setup: &CheckSetup,
     seed: u64,
-) -> Box<Probe> {
+) -> *mut Probe {
     // SAFETY: zeroed nginx structs are their documented initial state; the cycle log is live.
     unsafe {
         let peer = &(&(*u).peers)[i];
@@ -249,7 +259,7 @@ unsafe fn new_probe(
         };
         let mut log = *(*cycle).log;
         log.log_level = NGX_LOG_ALERT as _;
-        let mut probe = Box::new(Probe {
+        let probe = Box::into_raw(Box::new(Probe {
             upstream: u,
             peer: i,
             setup,
@@ -283,12 +293,13 @@ unsafe fn new_probe(
             reusable: false,
             parked_at: None,
             tls_session: ptr::null_mut(),
-        });
-        let p: *mut Probe = &mut *probe;
-        probe.timer.handler = Some(on_timer);
-        probe.timer.data = p as *mut c_void;
-        probe.timer.log = (*cycle).log;
-        probe.timer.set_cancelable(1);
+            connected_at: 0,
+        }));
+        let timer = ptr::addr_of_mut!((*probe).timer);
+        (*timer).handler = Some(on_timer);
+        (*timer).data = probe as *mut c_void;
+        (*timer).log = (*cycle).log;
+        (*timer).set_cancelable(1);
         probe
     }
 }
@@ -362,7 +373,10 @@ fn start(p: &mut Probe, now: u64) {
     // A kept connection: not if it has been idle too long, or if the peer has sent something
     // or closed it and that event is not handled yet.
     let idle_since = p.parked_at.unwrap_or(0);
-    if now.saturating_sub(idle_since) > KEEP_IDLE_MAX_MS || !quiet(p.conn) {
+    // With verify=on, a certificate is checked by a full handshake at least every minute.
+    let too_old =
+        p.setup().conf.verify && now.saturating_sub(p.connected_at) > KEEP_VERIFIED_MAX_MS;
+    if now.saturating_sub(idle_since) > KEEP_IDLE_MAX_MS || too_old || !quiet(p.conn) {
         close_attempt(p);
         return connect(p);
     }
@@ -395,6 +409,7 @@ fn retry_fresh(p: &mut Probe) -> bool {
 /// Opens a new connection for the attempt.
 fn connect(p: &mut Probe) {
     p.reused = false;
+    p.connected_at = now_ms();
     // SAFETY: the pool and the peer connection are ours for the attempt; `ngx_event_connect_peer`
     // fills in `pc.connection` or closes what it opened.
     unsafe {
@@ -522,7 +537,8 @@ fn handshake(p: &mut Probe) {
         }
         if ngx_ssl_create_connection(p.setup().ssl, c, (NGX_SSL_BUFFER | NGX_SSL_CLIENT) as _) != OK
         {
-            return finish(p, Reason::Internal);
+            // Out of memory in this worker: says nothing about the peer.
+            return abandon(p);
         }
         if let Some(name) = &p.sni {
             // SSL_set_tlsext_host_name(ssl, name): SSL_ctrl(SSL_CTRL_SET_TLSEXT_HOSTNAME = 55,
@@ -531,14 +547,15 @@ fn handshake(p: &mut Probe) {
         }
         // Resume the peer's last session (an abbreviated handshake), if there is one.
         if !p.tls_session.is_null() && nginx_sys::ngx_ssl_set_session(c, p.tls_session) != OK {
-            return finish(p, Reason::Internal);
+            // Not resumable after all: a full handshake, and no second try with it.
+            nginx_sys::SSL_SESSION_free(core::mem::replace(&mut p.tls_session, ptr::null_mut()));
         }
         if let Some(ip) = &p.verify_ip {
             // No name to check: the chain verification also checks that the certificate names
             // the address (an IP subjectAltName); a mismatch is X509_V_ERR_IP_ADDRESS_MISMATCH.
             let param = nginx_sys::SSL_get0_param((*(*c).ssl).connection);
             if nginx_sys::X509_VERIFY_PARAM_set1_ip_asc(param, ip.as_ptr()) != 1 {
-                return finish(p, Reason::Internal);
+                return abandon(p);
             }
         }
         p.stage = Stage::Handshaking;
@@ -909,11 +926,9 @@ unsafe fn keep_tls_session(p: &mut Probe, c: *mut ngx_connection_t) {
     // which the probe owns from here, releasing the one it replaces.
     unsafe {
         let ssl = (*(*c).ssl).connection;
-        // Not a session whose certificate failed verification: a resumed session carries the
-        // old verdict, and should the peer get a good certificate it must be checked afresh.
-        if (*(*c).ssl).handshaked() == 0
-            || (p.setup().conf.verify && nginx_sys::SSL_get_verify_result(ssl) != 0)
-        {
+        // Not with verify=on: a resumed session carries the verdict of its first handshake
+        // (chain, expiry, name), and each new connection must check the certificate afresh.
+        if (*(*c).ssl).handshaked() == 0 || p.setup().conf.verify {
             return;
         }
         let session = nginx_sys::SSL_get1_session(ssl);
