@@ -75,12 +75,15 @@ pub struct Probe {
     upstream: *const Upstream,
     peer: usize,
     setup: *const CheckSetup,
-    /// The schedule timer.
-    timer: ngx_event_t,
-    /// The address probed (the peer's, with `port=` applied).
-    addr: [u64; 16],
+    /// The schedule timer, in an allocation of its own: nginx's timer tree writes into its node
+    /// whenever other timers come and go, which must not be memory a `&mut Probe` covers.
+    timer: *mut ngx_event_t,
+    /// The address probed (the peer's, with `port=` applied) and its text; separate
+    /// allocations too, as nginx keeps pointers to them in the connection and reads them
+    /// while a handler holds the probe.
+    addr: *mut [u64; 16],
     socklen: socklen_t,
-    name: ngx_str_t,
+    name: *mut ngx_str_t,
     request: Vec<u8>,
     sni: Option<CString>,
     /// With `verify=on`: the name the certificate must match, or else the IP address.
@@ -89,7 +92,8 @@ pub struct Probe {
     /// A private log: the cycle's, with everything below `alert` muted (nginx reports failed
     /// connects at `error` and failed TLS handshakes at `crit`), so that failing probes do not
     /// write a line per interval; their reason is logged once, on the state change.
-    log: ngx_log_t,
+    /// (In an allocation of its own, like the timer: nginx writes to a connection's log.)
+    log: *mut ngx_log_t,
     rng: u64,
     // The attempt in progress.
     stage: Stage,
@@ -218,7 +222,7 @@ pub unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
                 } else {
                     (*probe).random(setup.conf.interval_ms / 4 + 1)
                 };
-                nginx_sys::ngx_add_timer(ptr::addr_of_mut!((*probe).timer), delay.max(1) as _);
+                nginx_sys::ngx_add_timer((*probe).timer, delay.max(1) as _);
             }
         }
     }
@@ -257,16 +261,16 @@ unsafe fn new_probe(
         } else {
             None
         };
-        let mut log = *(*cycle).log;
-        log.log_level = NGX_LOG_ALERT as _;
+        let log = Box::into_raw(Box::new(*(*cycle).log));
+        (*log).log_level = NGX_LOG_ALERT as _;
         let probe = Box::into_raw(Box::new(Probe {
             upstream: u,
             peer: i,
             setup,
-            timer: core::mem::zeroed(),
-            addr,
+            timer: Box::into_raw(Box::new(core::mem::zeroed())),
+            addr: Box::into_raw(Box::new(addr)),
             socklen: peer.socklen,
-            name: peer.name,
+            name: Box::into_raw(Box::new(peer.name)),
             request: setup.conf.request(&address),
             sni: setup
                 .conf
@@ -295,7 +299,7 @@ unsafe fn new_probe(
             tls_session: ptr::null_mut(),
             connected_at: 0,
         }));
-        let timer = ptr::addr_of_mut!((*probe).timer);
+        let timer = (*probe).timer;
         (*timer).handler = Some(on_timer);
         (*timer).data = probe as *mut c_void;
         (*timer).log = (*cycle).log;
@@ -415,17 +419,17 @@ fn connect(p: &mut Probe) {
     unsafe {
         // Only TLS needs a pool (nginx allocates its connection state from it).
         if p.setup().conf.kind == Kind::Https {
-            p.pool = ngx_create_pool(4096, &mut p.log);
+            p.pool = ngx_create_pool(4096, p.log);
             if p.pool.is_null() {
                 return abandon(p);
             }
         }
         p.pc = core::mem::zeroed();
-        p.pc.sockaddr = p.addr.as_mut_ptr() as *mut sockaddr;
+        p.pc.sockaddr = p.addr as *mut sockaddr;
         p.pc.socklen = p.socklen;
-        p.pc.name = &mut p.name;
+        p.pc.name = p.name;
         p.pc.get = Some(ngx_event_get_peer);
-        p.pc.log = &mut p.log;
+        p.pc.log = p.log;
         p.pc.set_log_error(nginx_sys::ngx_connection_log_error_e_NGX_ERROR_ERR as _);
         p.stage = Stage::Connecting;
         let rc = ngx_event_connect_peer(&mut p.pc);
@@ -442,11 +446,13 @@ fn connect(p: &mut Probe) {
         }
         let c = p.pc.connection;
         p.conn = c;
-        (*c).data = p as *mut Probe as *mut c_void;
+        // The probe's root pointer (the one the timer carries), not one derived from `p`,
+        // which ends with this call.
+        (*c).data = (*p.timer).data;
         (*c).pool = p.pool;
-        (*c).log = &mut p.log;
-        (*(*c).read).log = &mut p.log;
-        (*(*c).write).log = &mut p.log;
+        (*c).log = p.log;
+        (*(*c).read).log = p.log;
+        (*(*c).write).log = p.log;
         (*(*c).read).handler = Some(on_event);
         (*(*c).write).handler = Some(on_event);
         if rc == AGAIN {
