@@ -38,6 +38,6 @@ if [ "${SKIP_DEBIAN:-0}" != 1 ]; then
         scripts/build.sh
     TEST_NGINX_BINARY=/usr/sbin/nginx \
         TEST_NGINX_LB_MODULE="$PWD/build/debian/modules/ngx_http_lb_module.so" \
-        prove t/debian/
+        prove -j"${PROVE_JOBS:-2}" t/debian/
 fi
 say "all tests passed"

@@ -497,13 +497,13 @@ qr{\[emerg\] .*"lb_check" directive is not allowed here}
 
 
 
-=== TEST 49: verify=on with a CA file that does not exist (nginx's own error)
+=== TEST 49: verify=on with a CA file that does not exist (nginx's own error, worded by version)
 --- http_config
     upstream u { lb_upstream; lb_check type=https verify=on ca=/nonexistent/ca.crt; server 127.0.0.1:1; }
 --- config
 --- must_die
 --- error_log eval
-qr{\[emerg\] .*cannot load certificate "/nonexistent/ca\.crt"}
+qr{\[emerg\] .*(?:cannot load certificate "|SSL_CTX_load_verify_locations\(")/nonexistent/ca\.crt"}
 
 
 

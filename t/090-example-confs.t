@@ -9,7 +9,7 @@ use File::Basename qw(dirname basename);
 use File::Path qw(make_path remove_tree);
 use Test::More;
 
-my $root   = abs_path(dirname(__FILE__) . '/..');
+my $root   = abs_path(dirname(abs_path(__FILE__)) . '/..');    # also when run through t/debian/
 my $nginx  = $ENV{TEST_NGINX_BINARY} || "$root/build/sbin/nginx";
 my $module = $ENV{TEST_NGINX_LB_MODULE} || "$root/build/modules/ngx_http_lb_module.so";
 -x $nginx  or die "no nginx at $nginx: run scripts/build.sh first\n";

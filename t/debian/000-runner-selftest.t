@@ -1,0 +1,1 @@
+../000-runner-selftest.t

@@ -1,0 +1,1 @@
+../021-upstream-workers.t

@@ -1,0 +1,1 @@
+../040-health-check.t

@@ -1,0 +1,1 @@
+../041-health-workers.t

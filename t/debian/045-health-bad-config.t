@@ -1,0 +1,1 @@
+../045-health-bad-config.t

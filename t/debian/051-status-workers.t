@@ -1,0 +1,1 @@
+../051-status-workers.t

@@ -1,0 +1,1 @@
+../062-probe-keepalive-limit.t

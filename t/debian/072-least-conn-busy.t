@@ -1,0 +1,1 @@
+../072-least-conn-busy.t

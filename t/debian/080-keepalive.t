@@ -1,0 +1,1 @@
+../080-keepalive.t

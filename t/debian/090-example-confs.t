@@ -1,0 +1,1 @@
+../090-example-confs.t
