@@ -190,6 +190,7 @@ my ($dead) = @{ $u{passive}{peers} };
   [$fine->{state} eq 'up' && $fine->{health_checks}{last_passed}, 'fine peer up, last check passed'],
   [$fine->{health_checks}{checks} >= 2, "fine peer checked several times ($fine->{health_checks}{checks})"],
   [$u{backend}{checks}{type} eq 'http' && $u{backend}{checks}{interval_ms} == 200, 'check summary'],
+  [JSON::PP::is_bool($u{backend}{checks}{keepalive}) && $u{backend}{checks}{keepalive}, 'checks keep their connections (the default)'],
   [$dead->{state} eq 'unavailable', "passively failed peer unavailable (got $dead->{state})"],
   [$dead->{fails} == 1 && $dead->{unavail} == 1, 'fails and unavail counted'],
 )

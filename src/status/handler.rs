@@ -113,6 +113,7 @@ pub fn snapshot_upstream(u: &Upstream, now_ms: u64, wall: u64) -> UpstreamSnapsh
             rise: c.conf.rise,
             fall: c.conf.fall,
             uri: c.conf.kind.is_http().then(|| c.conf.uri.clone()),
+            keepalive: c.conf.kind.is_http().then_some(c.conf.keepalive),
         }),
         peers,
     }

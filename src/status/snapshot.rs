@@ -139,6 +139,8 @@ pub struct CheckSummary {
     pub rise: u32,
     pub fall: u32,
     pub uri: Option<String>,
+    /// Probe connections kept between probes (http/https; `None` for tcp).
+    pub keepalive: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -226,6 +228,7 @@ pub mod tests {
                         rise: 2,
                         fall: 3,
                         uri: Some("/health".into()),
+                        keepalive: Some(true),
                     }),
                     peers: vec![
                         peer("127.0.0.1:8081", PeerState::Up, true),
