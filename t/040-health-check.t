@@ -862,3 +862,32 @@ is down after
 [error]
 [alert]
 --- timeout: 6
+
+
+
+=== TEST 26: keepalive_time: a kept connection carries probes for at most that long, then a new one takes over
+interval=100ms and keepalive_time=500ms: about five probes per connection, and several
+connections in a second and a half.
+--- http_config
+    log_format conn '$connection|$connection_requests';
+    upstream backend {
+        lb_upstream;
+        lb_check type=http interval=100ms keepalive_time=500ms fall=1;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        access_log logs/aged.log conn;
+        return 200;
+    }
+--- config
+    location /t { return 200; }
+--- ssi: sleep*4 | logs/aged.log
+--- response_body_like eval
+qr{\A\|(?=(?:\d+\|\d+\n)*?\d+\|1\n(?:\d+\|\d+\n)*?\d+\|1\n(?:\d+\|\d+\n)*?\d+\|1\n)(?=(?:\d+\|\d+\n)*?\d+\|4\n)(?:\d+\|[1-8]\n){10,}\z}
+--- no_error_log
+is down after
+[error]
+[alert]
+--- timeout: 8
+

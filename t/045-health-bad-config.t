@@ -33,7 +33,7 @@ qr{\[emerg\] .*lb_check: invalid value "udp" for "type": expected tcp, http or h
 --- config
 --- must_die
 --- error_log eval
-qr{\[emerg\] .*lb_check: unknown parameter "colour" \(known: type, interval, timeout, rise, fall, jitter, uri, host, method, status, body, port, default, keepalive, sni, verify, ca, cert, key\)}
+qr{\[emerg\] .*lb_check: unknown parameter "colour" \(known: type, interval, timeout, rise, fall, jitter, uri, host, method, status, body, port, default, keepalive, keepalive_time, sni, verify, ca, cert, key\)}
 
 
 
@@ -524,3 +524,14 @@ qr{\[emerg\] .*lb_check: invalid value "yes" for "keepalive": expected on or off
 --- must_die
 --- error_log eval
 qr{\[emerg\] .*lb_check: "keepalive" needs type=http or type=https}
+
+
+
+=== TEST 52: keepalive_time that is not a positive time
+--- http_config
+    upstream u { lb_upstream; lb_check type=http keepalive_time=0; server 127.0.0.1:1; }
+--- config
+--- must_die
+--- error_log eval
+qr{\[emerg\] .*lb_check: invalid value "0" for "keepalive_time": must be positive}
+

@@ -96,6 +96,9 @@ pub struct CheckConf {
     /// HTTP(S) probes keep their connection open for the next probe (`keepalive=on`, the
     /// default) instead of connecting (and handshaking) every interval.
     pub keepalive: bool,
+    /// A kept connection carries probes for at most this long, then the next probe connects
+    /// anew (`keepalive_time=`, like nginx's upstream `keepalive_time`).
+    pub keepalive_time_ms: u64,
 }
 
 impl Default for CheckConf {
@@ -120,6 +123,7 @@ impl Default for CheckConf {
             cert: None,
             key: None,
             keepalive: true,
+            keepalive_time_ms: 60_000,
         }
     }
 }
@@ -204,13 +208,18 @@ pub fn parse_check(args: &[&[u8]]) -> Result<CheckConf, String> {
                     _ => return bad("expected tcp, http or https"),
                 }
             }
-            b"interval" | b"timeout" | b"jitter" => {
+            b"interval" | b"timeout" | b"jitter" | b"keepalive_time" => {
                 let Some(ms) = parse_time_ms(value) else {
                     return bad("expected a time such as 500ms or 2s");
                 };
                 match key {
                     b"interval" if ms == 0 => return bad("must be positive"),
                     b"timeout" if ms == 0 => return bad("must be positive"),
+                    b"keepalive_time" if ms == 0 => return bad("must be positive"),
+                    b"keepalive_time" => {
+                        c.keepalive_time_ms = ms;
+                        seen_http_only = Some("keepalive_time");
+                    }
                     b"interval" => c.interval_ms = ms,
                     b"timeout" => {
                         c.timeout_ms = ms;
@@ -339,8 +348,8 @@ pub fn parse_check(args: &[&[u8]]) -> Result<CheckConf, String> {
             _ => {
                 return Err(format!(
                     "unknown parameter \"{}\" (known: type, interval, timeout, rise, fall, \
-                     jitter, uri, host, method, status, body, port, default, keepalive, sni, \
-                     verify, ca, cert, key)",
+                     jitter, uri, host, method, status, body, port, default, keepalive, \
+                     keepalive_time, sni, verify, ca, cert, key)",
                     s(key)
                 ))
             }
@@ -578,6 +587,9 @@ mod tests {
             ("interval=1s jitter=1s", "\"jitter\""),
             ("type=http keepalive=yes", "\"keepalive\""),
             ("keepalive=on", "\"keepalive\" needs type=http"),
+            ("type=http keepalive_time=0", "\"keepalive_time\""),
+            ("type=http keepalive_time=soon", "\"keepalive_time\""),
+            ("keepalive_time=1m", "\"keepalive_time\" needs type=http"),
         ];
         for (line, want) in cases {
             let err = parse(line).unwrap_err();

@@ -45,14 +45,6 @@ use crate::shm::PeerShared;
 use crate::upstream::directive::MainConf;
 use crate::upstream::table::Upstream;
 
-/// A kept connection idle for longer is not reused (stateful firewalls and NAT forget idle
-/// connections silently; a probe on one would time out).
-const KEEP_IDLE_MAX_MS: u64 = 60_000;
-
-/// With `verify=on`, a kept connection older than this is replaced, so that the certificate
-/// (expiry, a replaced chain) is verified again by a full handshake.
-const KEEP_VERIFIED_MAX_MS: u64 = 60_000;
-
 /// Connections this worker keeps idle for probes (a worker is one thread: the atomic is only
 /// for safe shared access).
 static KEPT: AtomicUsize = AtomicUsize::new(0);
@@ -107,8 +99,8 @@ pub struct Probe {
     reused: bool,
     /// The response allows the connection to carry the next probe.
     reusable: bool,
-    /// Since when the connection has been kept idle for the next probe (`None`: not kept).
-    parked_at: Option<u64>,
+    /// The connection is kept idle for the next probe.
+    parked: bool,
     /// The peer's last resumable TLS session (an OpenSSL `SSL_SESSION` holding one reference),
     /// offered on the next new connection (with `keepalive=off`, or after a kept connection
     /// was closed).
@@ -295,7 +287,7 @@ unsafe fn new_probe(
             deadline: 0,
             reused: false,
             reusable: false,
-            parked_at: None,
+            parked: false,
             tls_session: ptr::null_mut(),
             connected_at: 0,
         }));
@@ -374,13 +366,12 @@ fn start(p: &mut Probe, now: u64) {
     if p.conn.is_null() {
         return connect(p);
     }
-    // A kept connection: not if it has been idle too long, or if the peer has sent something
-    // or closed it and that event is not handled yet.
-    let idle_since = p.parked_at.unwrap_or(0);
-    // With verify=on, a certificate is checked by a full handshake at least every minute.
-    let too_old =
-        p.setup().conf.verify && now.saturating_sub(p.connected_at) > KEEP_VERIFIED_MAX_MS;
-    if now.saturating_sub(idle_since) > KEEP_IDLE_MAX_MS || too_old || !quiet(p.conn) {
+    // A kept connection: not once it is older than keepalive_time (60 s by default: so that
+    // NAT or a firewall forgetting an idle connection costs no false failure, and with
+    // verify=on the certificate is verified again in a full handshake), nor if the peer has
+    // sent something or closed it and that event is not handled yet.
+    let age = now.saturating_sub(p.connected_at);
+    if age > p.setup().conf.keepalive_time_ms || !quiet(p.conn) {
         close_attempt(p);
         return connect(p);
     }
@@ -876,7 +867,7 @@ fn park(p: &mut Probe) {
         }
     }
     KEPT.fetch_add(1, Relaxed);
-    p.parked_at = Some(now_ms());
+    p.parked = true;
     p.stage = Stage::Idle;
     p.sent = 0;
     if p.buf.capacity() > 4096 {
@@ -888,7 +879,7 @@ fn park(p: &mut Probe) {
 
 /// The kept connection goes back to work (or is about to be closed).
 fn unpark(p: &mut Probe) {
-    if p.parked_at.take().is_some() {
+    if core::mem::take(&mut p.parked) {
         KEPT.fetch_sub(1, Relaxed);
         // SAFETY: a kept connection is live until `close_attempt` nulls it.
         unsafe { (*p.conn).set_idle(0) };
