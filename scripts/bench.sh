@@ -260,7 +260,8 @@ checks1000() {
 
 checks1000_run() {
     local ka=$1 type=$2 secs=${CHECK_SECONDS:-30} name d
-    name=checks1000$([ "$type" = https ] && echo tls)-$ka
+    name=checks1000-$ka
+    [ "$type" = https ] && name=checks1000tls-$ka
     front_conf "$name" 1000 "lb_upstream; lb_check type=$type interval=1s timeout=500ms uri=/ keepalive=$ka;" ""
     d=$work/$name
     sed -i 's/^worker_processes 1;/worker_processes 2;/; s/^error_log logs\/error.log error;/error_log logs\/error.log warn;/' "$d/conf/nginx.conf"
