@@ -615,6 +615,7 @@ mod tests {
             "port",
             "default",
             "keepalive",
+            "keepalive_time",
             "sni",
             "verify",
             "ca",

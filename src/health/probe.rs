@@ -14,9 +14,10 @@
 //! Keepalive (`keepalive=on`, the default for http/https): when the response allows it, the
 //! connection stays open, idle, for the peer's next probe — no connect, no handshake per
 //! interval. An idle connection is closed when the peer sends anything or closes it, when the
-//! worker exits (it is marked idle for nginx), and instead of being reused after a minute idle.
-//! It is checked again (nothing pending, not closed) just before it is reused; a request that
-//! still finds it closed under it is sent again on a new connection, within the same timeout.
+//! worker exits (it is marked idle for nginx), and instead of being reused once it is older
+//! than `keepalive_time`. It is checked (nothing pending, not closed) just before it is reused;
+//! a request that still finds it closed under it is sent again on a new connection, within
+//! the same timeout.
 //! A worker keeps at most a quarter of its `worker_connections` idle for probes. So that one
 //! connection per peer suffices, the worker that ran the last probe takes the next lease at
 //! once and the others only after a short grace period.
@@ -40,7 +41,7 @@ use super::directive::CheckSetup;
 use super::reason::Reason;
 use super::response::{parse, Progress};
 use super::state::Transition;
-use crate::nginx::bytes;
+use crate::nginx::{bytes, peek, Peek};
 use crate::shm::PeerShared;
 use crate::upstream::directive::MainConf;
 use crate::upstream::table::Upstream;
@@ -776,7 +777,11 @@ fn close_attempt(p: &mut Probe) {
         }
     }
     p.stage = Stage::Idle;
-    // Keep a small buffer for the next probe; give a large one back.
+    reset_buf(p);
+}
+
+/// Empties the response buffer: a small one is kept for the next probe, a large one given back.
+fn reset_buf(p: &mut Probe) {
     if p.buf.capacity() > 4096 {
         p.buf = Vec::new();
     } else {
@@ -802,34 +807,7 @@ fn quiet(c: *mut ngx_connection_t) -> bool {
         {
             return false;
         }
-        peek_nothing(c) == Some(true)
-    }
-}
-
-/// Peeks one byte: `Some(true)` when there is nothing to read yet (EAGAIN), `None` when
-/// interrupted, `Some(false)` when data, end of stream or an error is waiting.
-///
-/// # Safety
-/// `c` must be a live connection.
-unsafe fn peek_nothing(c: *mut ngx_connection_t) -> Option<bool> {
-    let mut byte = 0u8;
-    // SAFETY: `c->fd` is an open socket (guaranteed by the caller); one byte of `byte` is
-    // writable.
-    let n = unsafe {
-        nginx_sys::recv(
-            (*c).fd,
-            &mut byte as *mut u8 as *mut c_void,
-            1,
-            nginx_sys::MSG_PEEK as _,
-        )
-    };
-    if n != -1 {
-        return Some(false);
-    }
-    match std::io::Error::last_os_error().raw_os_error() {
-        Some(e) if e == nginx_sys::EAGAIN as i32 => Some(true),
-        Some(e) if e == nginx_sys::EINTR as i32 => None,
-        _ => Some(false),
+        peek(c) == Peek::Nothing
     }
 }
 
@@ -847,7 +825,7 @@ fn keep_limit() -> usize {
 /// it cannot be kept).
 fn park(p: &mut Probe) {
     let c = p.conn;
-    if KEPT.load(Relaxed) >= keep_limit() || !quiet(c) {
+    if KEPT.load(Relaxed) >= keep_limit() {
         return close_attempt(p);
     }
     // SAFETY: `c` is our live connection; from here its events go to `on_idle`, and nginx
@@ -860,7 +838,8 @@ fn park(p: &mut Probe) {
             (*ev).handler = Some(on_idle);
         }
         (*c).set_idle(1);
-        // The peek found nothing: whatever arrives from now on is a new event.
+        // Whatever arrives from now on is a new event; anything already there (or a close
+        // already seen) is found by `quiet` before the connection is reused.
         (*(*c).read).set_ready(0);
         if ngx_handle_read_event((*c).read, 0) != OK {
             return close_attempt(p);
@@ -870,11 +849,7 @@ fn park(p: &mut Probe) {
     p.parked = true;
     p.stage = Stage::Idle;
     p.sent = 0;
-    if p.buf.capacity() > 4096 {
-        p.buf = Vec::new();
-    } else {
-        p.buf.clear();
-    }
+    reset_buf(p);
 }
 
 /// The kept connection goes back to work (or is about to be closed).
@@ -900,7 +875,7 @@ unsafe extern "C" fn on_idle(ev: *mut ngx_event_t) {
             if (*ev).write() != 0 {
                 return;
             }
-            if peek_nothing(c) != Some(false) {
+            if peek(c) != Peek::Something {
                 // Nothing (or interrupted): wait for the next event (with poll/select a ready
                 // event would otherwise be taken out of the set).
                 (*ev).set_ready(0);

@@ -135,21 +135,13 @@ unsafe extern "C" fn close_handler(ev: *mut ngx_event_t) {
     // SAFETY: the event belongs to an idle cached connection whose `data` is its list.
     unsafe {
         let c = (*ev).data as *mut ngx_connection_t;
-        if (*c).close() == 0 && (*(*c).read).timedout() == 0 {
-            let mut buf = [0u8; 1];
-            let n = nginx_sys::recv(
-                (*c).fd,
-                buf.as_mut_ptr() as *mut c_void,
-                1,
-                nginx_sys::MSG_PEEK as _,
-            );
-            let again = n == -1
-                && std::io::Error::last_os_error().raw_os_error() == Some(nginx_sys::EAGAIN as i32);
-            if again {
-                (*ev).set_ready(0);
-                if ngx_handle_read_event((*c).read, 0) == OK {
-                    return;
-                }
+        if (*c).close() == 0
+            && (*(*c).read).timedout() == 0
+            && crate::nginx::peek(c) == crate::nginx::Peek::Nothing
+        {
+            (*ev).set_ready(0);
+            if ngx_handle_read_event((*c).read, 0) == OK {
+                return;
             }
         }
         let list = (*c).data as *mut List;

@@ -1,5 +1,6 @@
 //! Small helpers shared by the nginx shell: turning nginx strings into byte slices, reading
-//! directive arguments, and reporting configuration errors the way nginx does.
+//! directive arguments, reporting configuration errors the way nginx does, and looking at an
+//! idle connection's socket.
 
 use core::ffi::c_char;
 
@@ -62,4 +63,41 @@ pub unsafe fn directive_params<'a>(cf: *mut ngx_conf_t) -> Vec<&'a [u8]> {
 pub unsafe fn conf_error(cf: *mut ngx_conf_t, msg: &str) -> *mut c_char {
     ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", msg);
     CONF_ERROR
+}
+
+/// What an idle connection's socket holds, seen by peeking one byte (nothing is read out).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Peek {
+    /// Nothing to read yet (EAGAIN): the connection is still quietly open.
+    Nothing,
+    /// The peek was interrupted (EINTR): nothing is known.
+    Interrupted,
+    /// Data, the end of the stream or an error is waiting: the connection is done with.
+    Something,
+}
+
+/// Peeks one byte of connection `c`'s socket.
+///
+/// # Safety
+/// `c` must be a live connection.
+pub unsafe fn peek(c: *const nginx_sys::ngx_connection_t) -> Peek {
+    let mut byte = 0u8;
+    // SAFETY: `c->fd` is an open socket (guaranteed by the caller); one byte of `byte` is
+    // writable.
+    let n = unsafe {
+        nginx_sys::recv(
+            (*c).fd,
+            &mut byte as *mut u8 as *mut core::ffi::c_void,
+            1,
+            nginx_sys::MSG_PEEK as _,
+        )
+    };
+    if n != -1 {
+        return Peek::Something;
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(e) if e == nginx_sys::EAGAIN as i32 => Peek::Nothing,
+        Some(e) if e == nginx_sys::EINTR as i32 => Peek::Interrupted,
+        _ => Peek::Something,
+    }
 }
