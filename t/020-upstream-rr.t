@@ -173,11 +173,13 @@ connect() failed
 
 
 === TEST 8: no available peer: 502 and an error-log line naming the upstream
-Two SSI includes one after the other: the first fails on the dead peer, the second finds no peer.
+Two SSI includes one after the other: the first fails on both dead peers, the second finds no
+peer. (Two peers: an upstream's only peer is never made unavailable, see TEST 16.)
 --- http_config
     upstream backend {
         lb_upstream;
         server 127.0.0.1:$TEST_NGINX_RAND_PORT_4 max_fails=1 fail_timeout=10s;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_5 max_fails=1 fail_timeout=10s;
     }
 --- config
     location /page.html { ssi on; }
@@ -193,7 +195,7 @@ GET /page.html
 connect() failed
 lb: peer 127.0.0.1:
 in upstream "backend" is unavailable for 10s after 1 failure(s)
-lb: no available peer in upstream "backend" (1 peers: 0 down, 1 failed
+lb: no available peer in upstream "backend" (2 peers: 0 down, 2 failed
 no live upstreams
 
 
@@ -378,3 +380,77 @@ session ticket keys: a session handed to the wrong peer would not resume.
 --- no_error_log
 [error]
 [alert]
+
+
+
+=== TEST 16: a single-server upstream is not locked out by one failed attempt (nginx's peers->single)
+--- http_config
+    upstream backend {
+        lb_upstream;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1 max_fails=1 fail_timeout=10s;
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        location /t/fail { return 444; }
+        location / { return 200 "ok"; }
+    }
+--- config
+    location /t { proxy_pass http://backend; }
+--- request eval
+["GET /t/fail", "GET /t", "GET /t"]
+--- error_code eval
+[502, 200, 200]
+--- response_body_like eval
+[".*", "ok", "ok"]
+--- no_error_log
+is unavailable
+
+
+
+=== TEST 17: the only non-down primary is treated as single too: one failure does not lock it out
+--- http_config
+    upstream backend {
+        lb_upstream;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_2 down;
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        location /t/fail { return 444; }
+        location / { return 200 "ok"; }
+    }
+--- config
+    location /t { proxy_pass http://backend; }
+--- request eval
+["GET /t/fail", "GET /t", "GET /t/fail", "GET /t"]
+--- error_code eval
+[502, 200, 502, 200]
+
+
+
+=== TEST 18: with two peers a failure still takes the failed peer out for fail_timeout (unchanged)
+--- http_config
+    upstream backend {
+        lb_upstream;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1 max_fails=1 fail_timeout=10s;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        location /t/fail { return 444; }
+        location / { return 200 "a"; }
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+        location / { return 200 "b"; }
+    }
+--- config
+    location /t { proxy_pass http://backend; proxy_next_upstream off; }
+--- request eval
+["GET /t/fail", "GET /t", "GET /t", "GET /t"]
+--- error_code eval
+[502, 200, 200, 200]
+--- response_body_like eval
+[".*", "b", "b", "b"]
+--- error_log
+is unavailable for 10s after 1 failure(s)

@@ -148,14 +148,7 @@ impl PeerShared {
         now_ms: u64,
         slot: usize,
     ) -> Option<FailOutcome> {
-        // Saturating: a slot reset while connections were open must not wrap below zero, and
-        // the total only drops for a connection the slot still counted.
-        if self.active_slots[slot % ACTIVE_SLOTS]
-            .fetch_update(Relaxed, Relaxed, |a| a.checked_sub(1))
-            .is_ok()
-        {
-            self.active_total.fetch_sub(1, Relaxed);
-        }
+        self.release(slot);
         if failed {
             self.total_fails.fetch_add(1, Relaxed);
             self.accessed_ms.store(now_ms, Relaxed);
@@ -171,6 +164,35 @@ impl PeerShared {
             self.fails.store(0, Relaxed);
         }
         None
+    }
+
+    /// Records the end of an attempt to an upstream's only peer (nginx's `single`): a failure
+    /// is counted in the totals, but the failure window is cleared rather than filled, so the
+    /// peer is never made unavailable by passive failures.
+    #[inline]
+    pub fn on_done_single(&self, failed: bool, slot: usize) -> Option<FailOutcome> {
+        self.release(slot);
+        if self.fails.load(Relaxed) != 0 {
+            self.fails.store(0, Relaxed);
+        }
+        if failed {
+            self.total_fails.fetch_add(1, Relaxed);
+            return Some(FailOutcome::Counted);
+        }
+        None
+    }
+
+    /// One connection counted in `slot` ended.
+    #[inline]
+    fn release(&self, slot: usize) {
+        // Saturating: a slot reset while connections were open must not wrap below zero, and
+        // the total only drops for a connection the slot still counted.
+        if self.active_slots[slot % ACTIVE_SLOTS]
+            .fetch_update(Relaxed, Relaxed, |a| a.checked_sub(1))
+            .is_ok()
+        {
+            self.active_total.fetch_sub(1, Relaxed);
+        }
     }
 
     /// Counts a response by status class and folds its time into the moving average, whose

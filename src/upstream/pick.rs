@@ -18,7 +18,7 @@ use nginx_sys::{
 use super::directive::srv_conf;
 use super::table::{Peer, Upstream};
 use crate::balance::p2c::score_less;
-use crate::balance::{Fit, Selector, Verdict};
+use crate::balance::{Fit, Limits, Selector, Verdict};
 use crate::nginx::bytes;
 use crate::shm::peer::FailOutcome;
 
@@ -185,7 +185,16 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
 
         let primaries = up.primaries;
         let decay = up.decay_ms;
-        let mut chosen = select(&mut up.primary, &up.peers[..primaries], rp, 0, now, decay);
+        let single = up.single;
+        let mut chosen = select(
+            &mut up.primary,
+            &up.peers[..primaries],
+            rp,
+            0,
+            now,
+            decay,
+            single,
+        );
         if chosen.is_none() {
             chosen = select(
                 &mut up.backup,
@@ -194,6 +203,7 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
                 primaries,
                 now,
                 decay,
+                single,
             );
         }
         let Some(i) = chosen else {
@@ -255,7 +265,14 @@ unsafe extern "C" fn free_peer(
                 let took_us = now.saturating_sub(rp.started_ms) * 1000;
                 record.on_response((*st).status as u16, Some(took_us), now, up.decay_ms);
             }
-            let outcome = record.on_done(failed, &peer.limits, now, worker_slot());
+            let outcome = if up.single {
+                // As nginx does for its `single` peer: a failure is counted in the totals but
+                // never makes the only peer unavailable, and there is no other peer to retry.
+                (*pc).tries = 0;
+                record.on_done_single(failed, worker_slot())
+            } else {
+                record.on_done(failed, &peer.limits, now, worker_slot())
+            };
             if outcome == Some(FailOutcome::MadeUnavailable) {
                 ngx::ngx_log_error!(
                     NGX_LOG_WARN,
@@ -282,7 +299,8 @@ unsafe extern "C" fn free_peer(
 }
 
 /// Chooses among `peers` (one list: primaries or backups, which start at index `base` of the
-/// upstream) with the list's method.
+/// upstream) with the list's method. `single`: the upstream's only peer, which passive
+/// failures never make unavailable.
 #[inline]
 fn select(
     sel: &mut Selector,
@@ -291,8 +309,20 @@ fn select(
     base: usize,
     now: u64,
     decay_ms: u64,
+    single: bool,
 ) -> Option<usize> {
-    let verdict = |j: usize| shared(&peers[j]).verdict(&peers[j].limits, now);
+    let verdict = |j: usize| {
+        let limits = &peers[j].limits;
+        if single {
+            let no_fails = Limits {
+                max_fails: 0,
+                ..*limits
+            };
+            shared(&peers[j]).verdict(&no_fails, now)
+        } else {
+            shared(&peers[j]).verdict(limits, now)
+        }
+    };
     let chosen = match sel {
         Selector::RoundRobin(rr) => rr.pick(|j| !rp.tried(base + j) && verdict(j).can_pick()),
         Selector::LeastConn(lc) => lc.pick(

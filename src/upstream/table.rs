@@ -55,6 +55,10 @@ pub struct Upstream {
     pub backup: Selector,
     /// How many attempts a request may make (non-down peers), as nginx counts them.
     pub tries: usize,
+    /// One non-down primary and no usable backup: like nginx's `peers->single`, the peer is
+    /// never made unavailable by passive failures (there is nothing else to send requests to,
+    /// so locking it out for `fail_timeout` would only turn a blip into an outage).
+    pub single: bool,
     /// Active health checks (`lb_check`), if configured.
     pub check: Option<Box<crate::health::directive::CheckSetup>>,
     /// Every peer has its shared record (set by `shm::zone` before workers start).
@@ -99,6 +103,8 @@ impl Upstream {
             .map(|p| if p.down { 0 } else { p.weight })
             .collect();
         let tries = peers.iter().filter(|p| !p.down).count();
+        let live_primaries = peers[..primaries].iter().filter(|p| !p.down).count();
+        let single = live_primaries == 1 && tries == 1;
         Upstream {
             name,
             method: conf.method,
@@ -108,6 +114,7 @@ impl Upstream {
             peers,
             primaries,
             tries,
+            single,
             check: None,
             records_ready: false,
             keepalive: None,
