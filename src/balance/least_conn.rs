@@ -56,6 +56,11 @@ pub struct LeastConn {
     /// (`2^32 / weight`) per pick; rebased at every rebuild so it stays small.
     vtime: Vec<u64>,
     aside: Vec<bool>,
+    /// The virtual time of the latest pick: how far the rotation has come. A peer that was
+    /// not picked for a while (set aside, or busier than the others) is lifted to within one
+    /// stride of it at the next rebuild, so it rejoins the rotation with its fair share
+    /// instead of winning every tie until it has caught up.
+    vnow: u64,
     /// Tournament tree of keys: `tree[1]` is the root; leaves start at `size`.
     tree: Vec<u128>,
     size: usize,
@@ -81,6 +86,7 @@ impl LeastConn {
             load: vec![0; n],
             vtime: weights[..n].iter().map(|&w| stride(w) / 2).collect(),
             aside: vec![false; n],
+            vnow: 0,
             tree: vec![NIL; 2 * size],
             size,
             picks_since_refresh: 0,
@@ -137,11 +143,21 @@ impl LeastConn {
 
     /// Re-reads every count, brings set-aside peers back and rebases the virtual times.
     pub fn refresh(&mut self, active: impl Fn(usize) -> u32, now_ms: u64) {
+        // No peer lags more than one of its strides behind the rotation: then every virtual
+        // time lies within two strides of `vnow`, and the rebase keeps them small for ever.
+        for i in 0..self.weights.len() {
+            let floor = self.vnow.saturating_sub(stride(self.weights[i]));
+            if self.vtime[i] < floor {
+                self.vtime[i] = floor;
+            }
+        }
         let base = (0..self.weights.len())
             .filter(|&i| self.weights[i] > 0)
             .map(|i| self.vtime[i])
             .min()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .min(self.vnow);
+        self.vnow -= base;
         for i in 0..self.weights.len() {
             self.load[i] = load_key(active(i), self.weights[i]);
             self.vtime[i] -= base.min(self.vtime[i]);
@@ -199,6 +215,7 @@ impl LeastConn {
             self.update(s as usize);
         }
         let (i, now_active) = chosen?;
+        self.vnow = self.vnow.max(self.vtime[i]);
         self.vtime[i] = self.vtime[i].saturating_add(stride(self.weights[i]));
         self.load[i] = load_key(now_active.saturating_add(1), self.weights[i]);
         self.update(i);
@@ -399,5 +416,55 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_peer_back_from_an_outage_gets_its_share_at_once() {
+        // Peer 2 is unavailable for 3,000 sequential picks (refreshes in between), then back.
+        let sim = Sim::new(3);
+        let mut lc = LeastConn::new(&[1, 1, 1]);
+        let mut now = 0;
+        for _ in 0..3000 {
+            now += 1;
+            let i = lc
+                .pick(
+                    |i| sim.get(i),
+                    |i| if i == 2 { Fit::Unavailable } else { Fit::Yes },
+                    now,
+                )
+                .unwrap();
+            assert_ne!(i, 2);
+        }
+        let mut count = [0; 3];
+        for _ in 0..300 {
+            now += 1;
+            count[lc.pick(|i| sim.get(i), |_| Fit::Yes, now).unwrap()] += 1;
+        }
+        for c in count {
+            assert!((98..=102).contains(&c), "{count:?}");
+        }
+    }
+
+    #[test]
+    fn virtual_times_stay_bounded_while_a_peer_is_busy() {
+        // Peer 0 always holds one more connection than the others, so it never ties with them
+        // and is never picked; the others' virtual times must not run away from its (they
+        // would saturate and then every tie would go to the lowest index).
+        let sim = Sim::new(3);
+        sim.active.borrow_mut()[0] = 1;
+        let mut lc = LeastConn::new(&[1, 1, 1]);
+        let mut count = [0; 3];
+        for now in 0..10_000 {
+            let i = lc.pick(|i| sim.get(i), |_| Fit::Yes, now).unwrap();
+            lc.set_active(i, sim.get(i));
+            count[i] += 1;
+            let spread = lc.vtime.iter().max().unwrap() - lc.vtime.iter().min().unwrap();
+            // At most the picks between two rebuilds (64 here) plus two strides.
+            assert!(
+                spread <= 66 * stride(1),
+                "spread {spread} after {now} picks"
+            );
+        }
+        assert_eq!(count, [0, 5000, 5000]);
     }
 }
