@@ -53,8 +53,9 @@ fn one_pick(sel: &mut Selector, peers: &[PeerShared], now: u64) -> Option<usize>
             },
         ),
     }?;
-    peers[i].on_pick(&LIMITS, now, 0);
-    peers[i].on_done(false, &LIMITS, now, 0);
+    let mine = core::sync::atomic::AtomicU32::new(0);
+    peers[i].on_pick(&LIMITS, now, &mine);
+    peers[i].on_done(false, &LIMITS, now, &mine);
     if let Selector::LeastConn(lc) = sel {
         lc.set_active(i, 0);
     }

@@ -20,12 +20,13 @@ pub struct PeerShared {
 
     /// Passive failures counted in the current `fail_timeout` window.
     pub fails: AtomicU32,
-    /// Connections to this peer in progress, one counter per worker slot (see `worker_slot`);
-    /// their sum is the peer's active count over all workers. A worker killed with open
-    /// connections cannot decrement its counter, so its successor (same slot) resets it.
-    pub active_slots: [AtomicU32; ACTIVE_SLOTS],
-    /// The sum of `active_slots`, kept alongside so that reading it is one load.
+    /// Connections to this peer in progress over all workers. Each worker also counts its own
+    /// in its row of the table's per-worker counters (`table::Slots`), so that when a worker
+    /// is killed with connections open, the one that takes its row over can subtract them.
     pub active_total: AtomicU32,
+    /// The last generation in which this peer was configured, not `down`, and health-checked;
+    /// a peer that was not probed in the previous generation starts in `default=` state.
+    pub probed_generation: AtomicU32,
     /// When the peer was last checked (a failure, or a pick after `fail_timeout`), ms.
     pub checked_ms: AtomicU64,
     /// When the peer last failed, ms.
@@ -56,27 +57,15 @@ pub struct PeerShared {
     pub last_change_ms: AtomicU64,
     /// Time spent down by health checks, ms, not counting the current down period.
     pub downtime_ms: AtomicU64,
-    /// The last probe's result (`health::reason::Reason`, encoded).
-    pub reason_code: AtomicU32,
-    pub reason_detail: AtomicU32,
+    /// The last probe's result (`health::reason::Reason`, encoded: code in the high half,
+    /// detail in the low half), one word so that a reader never pairs two probes' halves.
+    pub reason_word: AtomicU64,
     /// The probe lease: the next probe is due at this time (nginx's monotonic ms); the worker
     /// that moves it forward (compare-and-swap) runs the probe. A worker that dies mid-probe
     /// holds nothing: the next one is simply due an interval later.
     pub next_check_ms: AtomicU64,
     /// pid of the worker that took the last lease.
     pub prober_pid: AtomicU32,
-}
-
-/// Number of per-worker active counters: 16 workers × 2 configuration generations (so that
-/// the workers of a new configuration never share a counter with the old ones still finishing
-/// their requests after a reload).
-pub const ACTIVE_SLOTS: usize = 32;
-
-/// The counter slot of worker number `worker` (nginx's `ngx_worker`) in configuration
-/// generation `generation`. Workers beyond the 16th share slots (counts stay right; only the
-/// reset after a crash is then coarser).
-pub fn worker_slot(worker: usize, generation: u32) -> usize {
-    (worker % (ACTIVE_SLOTS / 2)) + (ACTIVE_SLOTS / 2) * (generation as usize & 1)
 }
 
 /// What a failure did to the peer, so the caller can log a state change once.
@@ -113,9 +102,10 @@ impl PeerShared {
         self.active_total.load(Relaxed)
     }
 
-    /// Forgets the connections counted in `slot` (by a worker that no longer runs).
-    pub fn reset_active_slot(&self, slot: usize) {
-        let gone = self.active_slots[slot % ACTIVE_SLOTS].swap(0, Relaxed);
+    /// Forgets the connections a worker that no longer runs counted in `mine` (its counter
+    /// for this peer).
+    pub fn forget_active(&self, mine: &AtomicU32) {
+        let gone = mine.swap(0, Relaxed);
         if gone > 0 {
             let _ = self
                 .active_total
@@ -127,14 +117,15 @@ impl PeerShared {
     /// `fail_timeout` after the last check becomes the new check: a success after it clears the
     /// failure count, and for a failed peer only the one request that wins this exchange probes it.
     #[inline]
-    pub fn on_pick(&self, limits: &Limits, now_ms: u64, slot: usize) {
+    /// `mine` is this worker's counter for the peer.
+    pub fn on_pick(&self, limits: &Limits, now_ms: u64, mine: &AtomicU32) {
         let checked = self.checked_ms.load(Relaxed);
         if now_ms.saturating_sub(checked) > limits.fail_timeout_ms {
             let _ = self
                 .checked_ms
                 .compare_exchange(checked, now_ms, Relaxed, Relaxed);
         }
-        self.active_slots[slot % ACTIVE_SLOTS].fetch_add(1, Relaxed);
+        mine.fetch_add(1, Relaxed);
         self.active_total.fetch_add(1, Relaxed);
         self.requests.fetch_add(1, Relaxed);
     }
@@ -146,9 +137,9 @@ impl PeerShared {
         failed: bool,
         limits: &Limits,
         now_ms: u64,
-        slot: usize,
+        mine: &AtomicU32,
     ) -> Option<FailOutcome> {
-        self.release(slot);
+        self.release(mine);
         if failed {
             self.total_fails.fetch_add(1, Relaxed);
             self.accessed_ms.store(now_ms, Relaxed);
@@ -170,8 +161,8 @@ impl PeerShared {
     /// is counted in the totals, but the failure window is cleared rather than filled, so the
     /// peer is never made unavailable by passive failures.
     #[inline]
-    pub fn on_done_single(&self, failed: bool, slot: usize) -> Option<FailOutcome> {
-        self.release(slot);
+    pub fn on_done_single(&self, failed: bool, mine: &AtomicU32) -> Option<FailOutcome> {
+        self.release(mine);
         if self.fails.load(Relaxed) != 0 {
             self.fails.store(0, Relaxed);
         }
@@ -182,12 +173,12 @@ impl PeerShared {
         None
     }
 
-    /// One connection counted in `slot` ended.
+    /// One connection counted in `mine` ended.
     #[inline]
-    fn release(&self, slot: usize) {
-        // Saturating: a slot reset while connections were open must not wrap below zero, and
-        // the total only drops for a connection the slot still counted.
-        if self.active_slots[slot % ACTIVE_SLOTS]
+    fn release(&self, mine: &AtomicU32) {
+        // Saturating: a counter reset while connections were open must not wrap below zero,
+        // and the total only drops for a connection the counter still counted.
+        if mine
             .fetch_update(Relaxed, Relaxed, |a| a.checked_sub(1))
             .is_ok()
         {
@@ -266,8 +257,8 @@ impl PeerShared {
             self.check_fails.fetch_add(1, Relaxed);
         }
         let (code, detail) = reason.encode();
-        self.reason_code.store(code, Relaxed);
-        self.reason_detail.store(detail, Relaxed);
+        self.reason_word
+            .store(u64::from(code) << 32 | u64::from(detail), Relaxed);
         let mut transition = None;
         let _ = self.health.fetch_update(Relaxed, Relaxed, |old| {
             let (new, t) = Health(old).apply(passed, rise, fall);
@@ -292,28 +283,23 @@ impl PeerShared {
 
     /// The last probe's result.
     pub fn reason(&self) -> Reason {
-        Reason::decode(
-            self.reason_code.load(Relaxed),
-            self.reason_detail.load(Relaxed),
-        )
+        let word = self.reason_word.load(Relaxed);
+        Reason::decode((word >> 32) as u32, word as u32)
     }
 
     /// Forgets everything but the identity: a record given to a peer it did not belong to.
     /// Health starts as `default_up` says.
     pub fn reset_state(&self, default_up: bool) {
-        for a in self.active_slots.iter() {
-            a.store(0, Relaxed);
-        }
         for a in [
             &self.active_total,
             &self.fails,
-            &self.reason_code,
-            &self.reason_detail,
             &self.prober_pid,
+            &self.probed_generation,
         ] {
             a.store(0, Relaxed);
         }
         for a in [
+            &self.reason_word,
             &self.checked_ms,
             &self.accessed_ms,
             &self.requests,
@@ -412,21 +398,22 @@ mod tests {
 
     #[test]
     fn one_failure_disables_for_fail_timeout_then_one_probe() {
+        let mine = AtomicU32::new(0);
         let p = fresh();
         assert!(p.verdict(&L, 100_000).can_pick());
-        p.on_pick(&L, 100_000, 0);
+        p.on_pick(&L, 100_000, &mine);
         assert_eq!(
-            p.on_done(true, &L, 100_000, 0),
+            p.on_done(true, &L, 100_000, &mine),
             Some(FailOutcome::MadeUnavailable)
         );
         assert_eq!(p.verdict(&L, 105_000), Verdict::Failed);
         assert_eq!(p.verdict(&L, 110_000), Verdict::Failed);
         assert_eq!(p.verdict(&L, 110_001), Verdict::Probe);
-        p.on_pick(&L, 110_001, 0);
+        p.on_pick(&L, 110_001, &mine);
         // The probe is in flight: nobody else may probe.
         assert_eq!(p.verdict(&L, 110_002), Verdict::Failed);
         // It succeeds: failures are cleared.
-        assert_eq!(p.on_done(false, &L, 110_005, 0), None);
+        assert_eq!(p.on_done(false, &L, 110_005, &mine), None);
         assert_eq!(p.verdict(&L, 110_006), Verdict::Usable);
         assert_eq!(p.unavail.load(Relaxed), 1);
         assert_eq!(p.requests.load(Relaxed), 2);
@@ -435,51 +422,51 @@ mod tests {
 
     #[test]
     fn failures_count_up_to_max_fails() {
+        let mine = AtomicU32::new(0);
         let l = Limits { max_fails: 3, ..L };
         let p = fresh();
-        assert_eq!(p.on_done(true, &l, 1, 0), Some(FailOutcome::Counted));
-        assert_eq!(p.on_done(true, &l, 2, 0), Some(FailOutcome::Counted));
+        assert_eq!(p.on_done(true, &l, 1, &mine), Some(FailOutcome::Counted));
+        assert_eq!(p.on_done(true, &l, 2, &mine), Some(FailOutcome::Counted));
         assert!(p.verdict(&l, 3).can_pick());
         assert_eq!(
-            p.on_done(true, &l, 3, 0),
+            p.on_done(true, &l, 3, &mine),
             Some(FailOutcome::MadeUnavailable)
         );
         assert!(!p.verdict(&l, 4).can_pick());
-        assert_eq!(p.on_done(true, &l, 5, 0), Some(FailOutcome::Counted));
+        assert_eq!(p.on_done(true, &l, 5, &mine), Some(FailOutcome::Counted));
     }
 
     #[test]
     fn active_never_wraps() {
+        let mine = AtomicU32::new(0);
         let p = PeerShared::default();
-        p.on_done(false, &L, 0, 0);
+        p.on_done(false, &L, 0, &mine);
         assert_eq!(p.active(), 0);
     }
 
     #[test]
-    fn active_over_worker_slots_and_reset_after_a_crash() {
+    fn active_over_workers_and_reset_after_a_crash() {
         let p = fresh();
-        let (w0, w1) = (worker_slot(0, 7), worker_slot(1, 7));
-        assert_ne!(w0, w1);
-        assert_ne!(
-            worker_slot(0, 7),
-            worker_slot(0, 8),
-            "generations use other slots"
-        );
-        p.on_pick(&L, 0, w0);
-        p.on_pick(&L, 0, w0);
-        p.on_pick(&L, 0, w1);
+        let (w0, w1) = (AtomicU32::new(0), AtomicU32::new(0));
+        p.on_pick(&L, 0, &w0);
+        p.on_pick(&L, 0, &w0);
+        p.on_pick(&L, 0, &w1);
         assert_eq!(p.active(), 3);
-        // Worker 0 is killed with two connections open; its successor resets the slot.
-        p.reset_active_slot(w0);
+        // Worker 0 is killed with two connections open; its successor forgets them.
+        p.forget_active(&w0);
         assert_eq!(p.active(), 1);
-        p.on_done(false, &L, 1, w1);
+        p.on_done(false, &L, 1, &w1);
+        assert_eq!(p.active(), 0);
+        // A late completion counted by a reset counter does not wrap.
+        p.on_done(false, &L, 1, &w0);
         assert_eq!(p.active(), 0);
     }
 
     #[test]
     fn a_passed_check_ends_passive_failure() {
+        let mine = AtomicU32::new(0);
         let p = fresh();
-        p.on_done(true, &L, 1000, 0);
+        p.on_done(true, &L, 1000, &mine);
         assert_eq!(p.verdict(&L, 1001), Verdict::Failed);
         p.on_check(Reason::Passed, 2, 2, 5);
         assert_eq!(p.verdict(&L, 1002), Verdict::Usable);
@@ -487,13 +474,14 @@ mod tests {
 
     #[test]
     fn max_conns_uses_shared_active_count() {
+        let mine = AtomicU32::new(0);
         let l = Limits { max_conns: 2, ..L };
         let p = fresh();
-        p.on_pick(&l, 0, 0);
+        p.on_pick(&l, 0, &mine);
         assert!(p.verdict(&l, 0).can_pick());
-        p.on_pick(&l, 0, 0);
+        p.on_pick(&l, 0, &mine);
         assert_eq!(p.verdict(&l, 0), Verdict::Full);
-        p.on_done(false, &l, 1, 0);
+        p.on_done(false, &l, 1, &mine);
         assert!(p.verdict(&l, 1).can_pick());
     }
 }

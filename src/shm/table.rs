@@ -6,14 +6,15 @@
 //! The nginx master claims records while it loads a configuration, before that configuration's
 //! workers exist; workers only ever touch the records they were handed.
 
-use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::collections::{HashMap, HashSet};
 
 use super::peer::PeerShared;
 
 /// Identifies the zone's layout; a zone that does not carry it is rebuilt.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ngxlbtb1");
-/// Bumped whenever `PeerShared` or `Header` change shape.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Bumped whenever `PeerShared`, `Header` or the table's layout change shape.
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Start of the table in the zone; the records follow it.
 #[repr(C, align(64))]
@@ -24,6 +25,20 @@ pub struct Header {
     pub record_size: u32,
     /// Configuration generation, bumped on every (re)load that uses the table.
     pub generation: u32,
+    /// Rows of per-worker active counters (besides the shared overflow row).
+    pub slots: u32,
+}
+
+/// Rows of per-worker active counters for `workers` worker processes: room for the workers of
+/// four configurations at once (old ones finish their requests after a reload while new ones
+/// start), at least 8. A worker that finds no free row counts in the overflow row, which is
+/// never reset: counts stay right, only the clean-up after a crash is lost for it.
+pub fn slots_for(workers: usize) -> u32 {
+    (workers.clamp(1, 1 << 12) * 4).next_power_of_two().max(8) as u32
+}
+
+fn owners_bytes(slots: u32) -> usize {
+    (slots as usize * core::mem::size_of::<AtomicU32>()).next_multiple_of(64)
 }
 
 /// Number of records for `peers` configured peers: twice as many, so that reloads that add
@@ -32,9 +47,128 @@ pub fn capacity_for(peers: usize) -> u32 {
     (peers.max(1) * 2).next_power_of_two().max(64) as u32
 }
 
-/// Bytes the table needs for `capacity` records.
-pub fn table_bytes(capacity: u32) -> usize {
-    core::mem::size_of::<Header>() + capacity as usize * core::mem::size_of::<PeerShared>()
+/// Bytes the table needs for `capacity` records and `slots` rows of per-worker counters.
+/// Layout: the header, the records, the owner (pid) of each row, then the rows of counters
+/// (`slots` + 1 for the overflow row), each `capacity` counters long.
+pub fn table_bytes(capacity: u32, slots: u32) -> usize {
+    core::mem::size_of::<Header>()
+        + capacity as usize * core::mem::size_of::<PeerShared>()
+        + owners_bytes(slots)
+        + (slots as usize + 1) * capacity as usize * core::mem::size_of::<AtomicU32>()
+}
+
+/// The parts of a table, found from its header.
+pub struct Table<'a> {
+    pub records: &'a [PeerShared],
+    /// pid of the worker that owns each row of counters, 0 for none.
+    owners: &'a [AtomicU32],
+    counters: &'a [AtomicU32],
+}
+
+impl<'a> Table<'a> {
+    /// # Safety
+    /// `h` must point to a header written by `init_header` followed by `table_bytes` bytes of
+    /// table, zeroed when it was made, that stays mapped for `'a`.
+    pub unsafe fn from_header(h: *const Header) -> Table<'a> {
+        // SAFETY: the layout is the one `table_bytes` describes; every part is an array of
+        // atomics (or of records made of atomics) for which all-zero bytes are valid values.
+        unsafe {
+            let capacity = (*h).capacity as usize;
+            let slots = (*h).slots;
+            let base = (h as *const u8).add(core::mem::size_of::<Header>());
+            let records = base as *const PeerShared;
+            let owners = base.add(capacity * core::mem::size_of::<PeerShared>());
+            let counters = owners.add(owners_bytes(slots));
+            Table {
+                records: core::slice::from_raw_parts(records, capacity),
+                owners: core::slice::from_raw_parts(owners as *const AtomicU32, slots as usize),
+                counters: core::slice::from_raw_parts(
+                    counters as *const AtomicU32,
+                    (slots as usize + 1) * capacity,
+                ),
+            }
+        }
+    }
+
+    /// The overflow row: counted in by workers that found no free row; never reset.
+    pub fn overflow_row(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// The counter of row `row` for record `record`.
+    pub fn counter(&self, row: usize, record: usize) -> &'a AtomicU32 {
+        &self.counters[row * self.records.len() + record]
+    }
+
+    /// Takes a row of counters for the worker `pid`: one without an owner, or whose owner no
+    /// longer runs (`alive` says). Connections its previous owner left counted (it was killed
+    /// with requests in flight) are subtracted from the peers' totals. A row whose owner is
+    /// alive is never taken, whatever generation it belongs to. Falls back to the overflow
+    /// row when every row is owned.
+    pub fn take_row(&self, pid: u32, alive: impl Fn(u32) -> bool) -> usize {
+        for (row, owner) in self.owners.iter().enumerate() {
+            let o = owner.load(Relaxed);
+            if o == pid || (o != 0 && alive(o)) {
+                continue;
+            }
+            if owner.compare_exchange(o, pid, Relaxed, Relaxed).is_ok() {
+                for (i, r) in self.records.iter().enumerate() {
+                    r.forget_active(self.counter(row, i));
+                }
+                return row;
+            }
+        }
+        self.overflow_row()
+    }
+
+    /// Gives the row back when its worker exits.
+    pub fn release_row(&self, row: usize, pid: u32) {
+        if let Some(owner) = self.owners.get(row) {
+            let _ = owner.compare_exchange(pid, 0, Relaxed, Relaxed);
+        }
+    }
+}
+
+/// The record keys of one upstream's peers, in order. Each `server` line's peer has a record of
+/// its own, as nginx counts each on its own: the second peer with the same address (the same
+/// line twice, or two names for one address) is keyed as that address's second occurrence.
+pub fn peer_keys<'n>(
+    upstream: &[u8],
+    names: impl IntoIterator<Item = &'n [u8]>,
+) -> Vec<(u64, u64)> {
+    let mut seen: HashMap<&[u8], u32> = HashMap::new();
+    names
+        .into_iter()
+        .map(|name| {
+            let n = seen.entry(name).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                peer_key(upstream, name)
+            } else {
+                let mut a = name.to_vec();
+                a.push(0);
+                a.extend_from_slice(n.to_string().as_bytes());
+                peer_key(upstream, &a)
+            }
+        })
+        .collect()
+}
+
+/// Whether `claim` will find a record for every key in generation `generation`, without
+/// changing anything (so that a configuration that cannot be committed fails before it
+/// touches what running workers see).
+pub fn fits(records: &[PeerShared], keys: &[(u64, u64)], generation: u32) -> bool {
+    let wanted: HashSet<(u64, u64)> = keys.iter().copied().collect();
+    let available = records
+        .iter()
+        .filter(|r| {
+            let key = (r.key_a.load(Relaxed), r.key_b.load(Relaxed));
+            key == (0, 0)
+                || wanted.contains(&key)
+                || r.generation.load(Relaxed).wrapping_add(1) < generation
+        })
+        .count();
+    available >= wanted.len()
 }
 
 /// The two hashes that identify a peer: FNV-1a 64 and a second FNV-style hash with another
@@ -55,20 +189,22 @@ pub fn peer_key(upstream: &[u8], address: &[u8]) -> (u64, u64) {
 }
 
 /// Whether an existing table can be kept as it is.
-pub fn header_matches(h: &Header, capacity: u32) -> bool {
+pub fn header_matches(h: &Header, capacity: u32, slots: u32) -> bool {
     h.magic == MAGIC
         && h.version == LAYOUT_VERSION
         && h.capacity == capacity
+        && h.slots == slots
         && h.record_size as usize == core::mem::size_of::<PeerShared>()
 }
 
-/// Writes a fresh header (records must already be zeroed).
-pub fn init_header(h: &mut Header, capacity: u32) {
+/// Writes a fresh header (the table must already be zeroed).
+pub fn init_header(h: &mut Header, capacity: u32, slots: u32) {
     h.magic = MAGIC;
     h.version = LAYOUT_VERSION;
     h.capacity = capacity;
     h.record_size = core::mem::size_of::<PeerShared>() as u32;
     h.generation = 0;
+    h.slots = slots;
 }
 
 /// How a peer got its record.
@@ -207,11 +343,108 @@ mod tests {
             capacity: 0,
             record_size: 0,
             generation: 0,
+            slots: 0,
         };
-        assert!(!header_matches(&h, 64));
-        init_header(&mut h, 64);
-        assert!(header_matches(&h, 64));
-        assert!(!header_matches(&h, 128));
-        assert!(table_bytes(64) >= 64 * 64);
+        assert!(!header_matches(&h, 64, 8));
+        init_header(&mut h, 64, 8);
+        assert!(header_matches(&h, 64, 8));
+        assert!(!header_matches(&h, 128, 8));
+        assert!(!header_matches(&h, 64, 16));
+        assert!(table_bytes(64, 8) >= 64 * 64 + 9 * 64 * 4);
+        assert_eq!(slots_for(1), 8);
+        assert_eq!(slots_for(16), 64);
+        assert_eq!(slots_for(256), 1024);
+    }
+
+    /// A zeroed, 64-byte aligned table of `capacity` records and `slots` rows.
+    fn raw_table(capacity: u32, slots: u32) -> (Vec<[u64; 8]>, *mut Header) {
+        let lines = table_bytes(capacity, slots).div_ceil(64);
+        let mut buf: Vec<[u64; 8]> = vec![[0; 8]; lines + 1];
+        // Align by hand: a Vec of [u64; 8] is only 8-byte aligned.
+        let p = buf.as_mut_ptr() as usize;
+        let h = p.next_multiple_of(64) as *mut Header;
+        // SAFETY: `h` lies within `buf`, with room for the table behind it.
+        unsafe { init_header(&mut *h, capacity, slots) };
+        (buf, h)
+    }
+
+    #[test]
+    fn rows_of_live_workers_are_never_taken() {
+        let (_buf, h) = raw_table(64, 8);
+        // SAFETY: `raw_table` made a table of that layout.
+        let t = unsafe { Table::from_header(h) };
+        let alive = |pid: u32| pid < 100;
+        // Eight live workers of several generations take the eight rows.
+        let rows: Vec<usize> = (1..=8).map(|pid| t.take_row(pid, alive)).collect();
+        assert_eq!(rows, (0..8).collect::<Vec<_>>());
+        // A ninth live worker counts in the overflow row, which is nobody's.
+        assert_eq!(t.take_row(9, alive), t.overflow_row());
+        // Worker 3 had two connections to record 5 and is killed; its row goes to the next
+        // worker, which subtracts them.
+        let r = &t.records[5];
+        r.on_pick(&Default::default(), 0, t.counter(2, 5));
+        r.on_pick(&Default::default(), 0, t.counter(2, 5));
+        r.on_pick(&Default::default(), 0, t.counter(4, 5));
+        assert_eq!(r.active(), 3);
+        let alive = |pid: u32| (pid < 100 && pid != 3) || pid >= 200;
+        assert_eq!(t.take_row(200, alive), 2);
+        assert_eq!(r.active(), 1);
+        // A worker that exits gives its row back.
+        t.release_row(6, 7);
+        assert_eq!(t.take_row(201, alive), 6);
+        // Only the owner can give a row back.
+        t.release_row(0, 99);
+        assert_eq!(t.take_row(202, alive), t.overflow_row());
+    }
+
+    #[test]
+    fn duplicate_addresses_get_records_of_their_own() {
+        let keys = peer_keys(
+            b"u",
+            [
+                &b"127.0.0.1:80"[..],
+                b"127.0.0.1:81",
+                b"127.0.0.1:80",
+                b"127.0.0.1:80",
+            ],
+        );
+        let set: HashSet<_> = keys.iter().collect();
+        assert_eq!(set.len(), 4);
+        // The first occurrence keeps the plain key, so its state carries over from before.
+        assert_eq!(keys[0], peer_key(b"u", b"127.0.0.1:80"));
+        assert_eq!(
+            keys,
+            peer_keys(
+                b"u",
+                [
+                    &b"127.0.0.1:80"[..],
+                    b"127.0.0.1:81",
+                    b"127.0.0.1:80",
+                    b"127.0.0.1:80"
+                ]
+            )
+        );
+    }
+
+    #[test]
+    fn fits_counts_free_stale_and_own_records() {
+        let t = table(4);
+        let old: Vec<_> = (0..4)
+            .map(|i| peer_key(b"u", format!("a{i}").as_bytes()))
+            .collect();
+        for k in &old {
+            claim(&t, *k, 1).unwrap();
+        }
+        let new: Vec<_> = (0..2)
+            .map(|i| peer_key(b"u", format!("b{i}").as_bytes()))
+            .collect();
+        // Generation 2: the four records may still be used by generation 1's workers.
+        assert!(!fits(&t, &new, 2));
+        assert!(fits(&t, &old, 2), "the same peers find their own records");
+        assert!(fits(&t, &new, 3));
+        // fits() changed nothing.
+        assert!(old
+            .iter()
+            .all(|k| matches!(claim(&t, *k, 2), Some(Claim::Kept(_)))));
     }
 }

@@ -1,31 +1,34 @@
-//! The shared zone: created from the configuration (sized from the number of peers), and
-//! initialised by the master, which hands every configured peer its record before the workers
-//! are forked.
+//! The shared zone: created from the configuration (sized from the number of peers and of
+//! worker processes), found or made when nginx maps it, and handed to the peers only once the
+//! new configuration is committed.
 //!
 //! nginx hands a zone of the same name and size over to the next configuration on reload, with
 //! its contents; we then keep the table (after checking its layout) and look peers up by
 //! upstream name and address, so their state carries over. A zone of another size starts empty.
+//!
+//! Two steps, because nginx maps zones (and calls `init_zone`) before it opens the new
+//! configuration's listening sockets, and a reload can still fail after that: `init_zone` only
+//! finds or makes the table and checks that the peers will fit, changing nothing the running
+//! workers see; `commit` (from the module's `init_module`, which nginx calls once the new
+//! configuration can no longer fail) bumps the generation and hands out the records.
 
 use core::ffi::c_void;
 use core::ptr;
+use core::sync::atomic::Ordering::Relaxed;
 
 use nginx_sys::{
-    ngx_conf_t, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t,
-    ngx_str_t, ngx_uint_t, NGX_LOG_EMERG,
+    ngx_conf_t, ngx_core_conf_t, ngx_core_module, ngx_int_t, ngx_ncpu, ngx_shared_memory_add,
+    ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t, ngx_str_t, ngx_uint_t, NGX_LOG_EMERG,
 };
 
-use super::peer::PeerShared;
 use super::table::{
-    self, capacity_for, claim, header_matches, init_header, table_bytes, Claim, Header,
+    self, capacity_for, claim, fits, header_matches, init_header, slots_for, table_bytes, Claim,
+    Header, Table,
 };
 use crate::health::state::Health;
 use crate::nginx::bytes;
 use crate::upstream::directive::{log_plain, MainConf};
-use core::sync::atomic::Ordering::Relaxed;
-
-/// The configuration generation of the zone's table, set by the master when it loads a
-/// configuration; workers inherit it and pick their active-counter slots with it.
-pub static GENERATION: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+use crate::upstream::table::Upstream;
 
 /// The zone's name, as `nginx -T` and error messages show it.
 const ZONE_NAME: &str = "ngx_http_lb";
@@ -42,9 +45,27 @@ pub unsafe fn add(cf: *mut ngx_conf_t, main: &mut MainConf) -> ngx_int_t {
         .map(|&u| unsafe { (*u).peers.len() })
         .sum();
     let capacity = capacity_for(peers);
+    // SAFETY: the core module's configuration exists once the main context is parsed;
+    // `worker_processes` may still be unset (the directive can follow `http {}`): then the
+    // number of CPUs, which is what `auto` would give.
+    let workers = unsafe {
+        let ctx = (*(*cf).cycle).conf_ctx;
+        let ccf = *ctx.add((*ptr::addr_of!(ngx_core_module)).index) as *const ngx_core_conf_t;
+        let configured = if ccf.is_null() {
+            -1
+        } else {
+            (*ccf).worker_processes
+        };
+        if configured > 0 {
+            configured as usize
+        } else {
+            ngx_ncpu.max(1) as usize
+        }
+    };
+    main.slots = slots_for(workers);
+    let bytes_needed = table_bytes(capacity, main.slots);
     // Room for the slab allocator's own bookkeeping besides our table.
-    let size =
-        (table_bytes(capacity) + table_bytes(capacity) / 8 + 64 * 1024).next_multiple_of(4096);
+    let size = (bytes_needed + bytes_needed / 8 + 64 * 1024).next_multiple_of(4096);
     let mut name = ngx_str_t {
         len: ZONE_NAME.len(),
         data: ZONE_NAME.as_ptr() as *mut u8,
@@ -72,8 +93,18 @@ pub unsafe fn add(cf: *mut ngx_conf_t, main: &mut MainConf) -> ngx_int_t {
 // Only used to word an error while the configuration is loaded (single-threaded).
 static mut ZONE_LOG_CF: *mut ngx_conf_t = ptr::null_mut();
 
+/// The records' keys of every peer of `u`, in the table's order.
+///
+/// # Safety
+/// `u`'s names are nginx strings from the configuration pool.
+unsafe fn keys_of(u: &Upstream) -> Vec<(u64, u64)> {
+    // SAFETY: as required by the caller.
+    unsafe { table::peer_keys(bytes(&u.name), u.peers.iter().map(|p| bytes(&p.name))) }
+}
+
 /// nginx's zone init hook: `old` is non-null when the zone is handed over from the previous
-/// configuration.
+/// configuration. Finds or makes the table and checks that every peer will find a record;
+/// changes nothing in a table that running workers use.
 unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> ngx_int_t {
     // SAFETY: nginx calls this in the master, before forking workers, with the zone mapped;
     // the slab pool sits at the start of the zone; `data` is the MainConf we set in `add`.
@@ -82,11 +113,15 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> n
         let main = &mut *((*zone).data as *mut MainConf);
         let peers: usize = main.upstreams.iter().map(|&u| (*u).peers.len()).sum();
         let capacity = capacity_for(peers);
-        let bytes_needed = table_bytes(capacity);
+        let slots = main.slots;
+        let bytes_needed = table_bytes(capacity, slots);
 
         let mut header = (*pool).data as *mut Header;
-        let reuse = !old.is_null() && !header.is_null() && header_matches(&*header, capacity);
+        let reuse =
+            !old.is_null() && !header.is_null() && header_matches(&*header, capacity, slots);
         if !reuse {
+            // A new table: in a new zone, or beside the old one in a zone of the same size
+            // whose layout changed; nobody uses it before `commit`.
             header = ngx_slab_alloc(pool, bytes_needed) as *mut Header;
             if header.is_null() {
                 return fail(&format!(
@@ -95,46 +130,120 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> n
                 ));
             }
             ptr::write_bytes(header as *mut u8, 0, bytes_needed);
-            init_header(&mut *header, capacity);
+            init_header(&mut *header, capacity, slots);
             (*pool).data = header as *mut c_void;
         }
-        (*header).generation = (*header).generation.wrapping_add(1).max(1);
-        let generation = (*header).generation;
-        GENERATION.store(generation, Relaxed);
-        let records = core::slice::from_raw_parts(
-            (header as *mut u8).add(core::mem::size_of::<Header>()) as *const PeerShared,
-            capacity as usize,
-        );
+        let generation = next_generation((*header).generation);
+        let records = Table::from_header(header).records;
+        let keys: Vec<(u64, u64)> = main.upstreams.iter().flat_map(|&u| keys_of(&*u)).collect();
+        if !fits(records, &keys, generation) {
+            return fail(&format!(
+                "lb: no free peer record in zone \"{ZONE_NAME}\" ({capacity} records)"
+            ));
+        }
+        main.table = header;
+    }
+    nginx_sys::NGX_OK as ngx_int_t
+}
 
+fn next_generation(g: u32) -> u32 {
+    g.wrapping_add(1).max(1)
+}
+
+/// Hands every configured peer its record, once nginx has committed the configuration (from
+/// `init_module`). A new peer starts in `lb_check`'s `default=` state, and so does a peer that
+/// was not health-checked in the previous configuration (it was `down`, not configured, or
+/// the upstream had no checks): its old state says nothing about it now. A peer that was
+/// checked keeps its health; a peer whose upstream no longer has checks is up.
+///
+/// # Safety
+/// `main` is the committed configuration's main conf, in the master (or a single process),
+/// before any worker of it exists.
+pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
+    if main.table.is_null() {
+        return nginx_sys::NGX_OK as ngx_int_t;
+    }
+    // SAFETY: `init_zone` checked the table; it stays mapped for the life of the process.
+    unsafe {
+        let header = main.table;
+        (*header).generation = next_generation((*header).generation);
+        let generation = (*header).generation;
+        let table = Table::from_header(header);
+        let records = table.records;
         for &u in &main.upstreams {
             let u = &mut *u;
-            let upstream = bytes(&u.name);
             let default_up = u.check.as_ref().is_none_or(|c| c.conf.default_up);
             let checked = u.check.is_some();
-            for p in &mut u.peers {
-                let key = table::peer_key(upstream, bytes(&p.name));
+            let keys = keys_of(u);
+            for (p, key) in u.peers.iter_mut().zip(keys) {
+                // `init_zone` made sure every key fits.
                 let Some(c) = claim(records, key, generation) else {
-                    return fail(&format!(
-                        "lb: no free peer record in zone \"{ZONE_NAME}\" ({capacity} records)"
-                    ));
+                    return nginx_sys::NGX_ERROR as ngx_int_t;
                 };
                 let record = &records[c.index()];
-                match c {
-                    // A new peer starts as `default=` says.
-                    Claim::Fresh(_) => record.health.store(Health::initial(default_up).0, Relaxed),
-                    // A known peer keeps its health, unless checks were turned off: then
-                    // nothing would ever bring it back, so it counts as up.
-                    Claim::Kept(_) if !checked => {
-                        record.health.store(Health::initial(true).0, Relaxed)
-                    }
-                    Claim::Kept(_) => {}
+                let probed_before =
+                    record.probed_generation.load(Relaxed) == generation.wrapping_sub(1);
+                let probed_now = checked && !p.down;
+                let up = match c {
+                    Claim::Fresh(_) => Some(default_up),
+                    Claim::Kept(_) if !checked => Some(true),
+                    Claim::Kept(_) if !probed_before => Some(default_up),
+                    Claim::Kept(_) => None,
+                };
+                if let Some(up) = up {
+                    record.health.store(Health::initial(up).0, Relaxed);
                 }
+                record
+                    .probed_generation
+                    .store(if probed_now { generation } else { 0 }, Relaxed);
                 p.shared = record;
+                p.record = c.index();
+                p.active = table.counter(table.overflow_row(), c.index());
             }
             u.records_ready = true;
         }
     }
     nginx_sys::NGX_OK as ngx_int_t
+}
+
+/// In a new worker: takes a row of per-worker active counters (clearing what a killed
+/// predecessor left counted) and points this worker's peers at it. Returns the row.
+///
+/// # Safety
+/// `main` is this process's copy of the configuration, after `commit`.
+pub unsafe fn worker_start(main: &mut MainConf, pid: u32) -> Option<usize> {
+    if main.table.is_null() {
+        return None;
+    }
+    // SAFETY: the table stays mapped for the life of the process; `kill(pid, 0)` only asks
+    // whether a process exists.
+    unsafe {
+        let table = Table::from_header(main.table);
+        let row = table.take_row(pid, |other| {
+            libc::kill(other as libc::pid_t, 0) == 0
+                || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+        });
+        for &u in &main.upstreams {
+            for p in &mut (*u).peers {
+                if !p.shared.is_null() {
+                    p.active = table.counter(row, p.record);
+                }
+            }
+        }
+        main.row = Some(row);
+        Some(row)
+    }
+}
+
+/// A worker exits: its row of counters is free for the next worker.
+///
+/// # Safety
+/// As for `worker_start`.
+pub unsafe fn worker_exit(main: &MainConf, pid: u32) {
+    if let (false, Some(row)) = (main.table.is_null(), main.row) {
+        // SAFETY: as in `worker_start`.
+        unsafe { Table::from_header(main.table) }.release_row(row, pid);
+    }
 }
 
 unsafe fn fail(msg: &str) -> ngx_int_t {

@@ -21,6 +21,25 @@ pub fn escape(v: &str) -> String {
 
 type Value = fn(&PeerSnapshot) -> Option<f64>;
 
+/// The `peer` label of each peer of an upstream: its address, and for a second (third, ...)
+/// `server` line with the same address, the address with `#2` (`#3`, ...), so that every
+/// series stays unique (nginx counts each line's peer on its own, and so do we).
+pub fn peer_labels(peers: &[PeerSnapshot]) -> Vec<String> {
+    let mut seen: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+    peers
+        .iter()
+        .map(|p| {
+            let n = seen.entry(p.address.as_str()).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                escape(&p.address)
+            } else {
+                escape(&format!("{}#{n}", p.address))
+            }
+        })
+        .collect()
+}
+
 pub fn render(s: &Snapshot) -> Vec<u8> {
     let mut out = String::new();
     let simple: &[(&str, &str, &str, Value)] = &[
@@ -102,13 +121,12 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
     for (name, kind, help, value) in simple {
         let mut body = String::new();
         for u in &s.upstreams {
-            for p in &u.peers {
+            for (p, label) in u.peers.iter().zip(peer_labels(&u.peers)) {
                 if let Some(v) = value(p) {
                     let _ = writeln!(
                         body,
-                        "nginx_lb_{name}{{upstream=\"{}\",peer=\"{}\"}} {}",
+                        "nginx_lb_{name}{{upstream=\"{}\",peer=\"{label}\"}} {}",
                         escape(&u.name),
-                        escape(&p.address),
                         number(v)
                     );
                 }
@@ -127,13 +145,12 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
     );
     let _ = writeln!(out, "# TYPE nginx_lb_peer_responses_total counter");
     for u in &s.upstreams {
-        for p in &u.peers {
+        for (p, label) in u.peers.iter().zip(peer_labels(&u.peers)) {
             for (class, n) in p.responses.classes() {
                 let _ = writeln!(
                     out,
-                    "nginx_lb_peer_responses_total{{upstream=\"{}\",peer=\"{}\",code=\"{class}\"}} {n}",
+                    "nginx_lb_peer_responses_total{{upstream=\"{}\",peer=\"{label}\",code=\"{class}\"}} {n}",
                     escape(&u.name),
-                    escape(&p.address)
                 );
             }
         }
@@ -144,13 +161,12 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
     );
     let _ = writeln!(out, "# TYPE nginx_lb_peer_state gauge");
     for u in &s.upstreams {
-        for p in &u.peers {
+        for (p, label) in u.peers.iter().zip(peer_labels(&u.peers)) {
             for st in PeerState::ALL {
                 let _ = writeln!(
                     out,
-                    "nginx_lb_peer_state{{upstream=\"{}\",peer=\"{}\",state=\"{}\"}} {}",
+                    "nginx_lb_peer_state{{upstream=\"{}\",peer=\"{label}\",state=\"{}\"}} {}",
                     escape(&u.name),
-                    escape(&p.address),
                     st.name(),
                     u8::from(p.state == st)
                 );
@@ -172,6 +188,23 @@ fn number(v: f64) -> String {
 mod tests {
     use super::*;
     use crate::status::snapshot::tests::sample;
+
+    #[test]
+    fn duplicate_addresses_get_series_of_their_own() {
+        let mut snap = sample();
+        let twin = snap.upstreams[1].peers[0].clone();
+        snap.upstreams[1].peers.push(twin.clone());
+        snap.upstreams[1].peers.push(twin);
+        let out = String::from_utf8(render(&snap)).unwrap();
+        let series: Vec<&str> = out
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.rsplit_once(' ').unwrap().0)
+            .collect();
+        let unique: std::collections::HashSet<&&str> = series.iter().collect();
+        assert_eq!(unique.len(), series.len(), "a series appears twice");
+        assert!(out.contains("peer_weight{upstream=\"<plain>\",peer=\"10.0.0.1:80#3\"} 2\n"));
+    }
 
     #[test]
     fn shape() {

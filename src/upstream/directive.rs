@@ -40,9 +40,25 @@ pub struct SrvConf {
 }
 
 /// Per-cycle state: every upstream that uses `lb_upstream`, and the shared zone.
-#[derive(Default)]
 pub struct MainConf {
     pub upstreams: Vec<*mut Upstream>,
+    /// Rows of per-worker active counters in the zone (from `worker_processes`).
+    pub slots: u32,
+    /// The zone's table, once `shm::zone::init_zone` found or made it.
+    pub table: *mut crate::shm::table::Header,
+    /// This worker's row of active counters.
+    pub row: Option<usize>,
+}
+
+impl Default for MainConf {
+    fn default() -> Self {
+        MainConf {
+            upstreams: Vec::new(),
+            slots: 0,
+            table: ptr::null_mut(),
+            row: None,
+        }
+    }
 }
 
 static LB_CTX: ngx_http_module_t = ngx_http_module_t {
@@ -105,16 +121,35 @@ unsafe extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int
             }
             let kind = core::ptr::read_volatile(core::ptr::addr_of!(nginx_sys::ngx_process)) as u32;
             if kind == nginx_sys::NGX_PROCESS_WORKER || kind == nginx_sys::NGX_PROCESS_SINGLE {
-                let worker = core::ptr::read_volatile(core::ptr::addr_of!(nginx_sys::ngx_worker));
-                let generation =
-                    crate::shm::zone::GENERATION.load(core::sync::atomic::Ordering::Relaxed);
-                super::pick::set_worker_slot(
-                    crate::shm::peer::worker_slot(worker as usize, generation),
-                    &(*main).upstreams,
-                );
+                shm::zone::worker_start(&mut *main, pid as u32);
             }
         }
         crate::health::probe::init_process(cycle)
+    }
+}
+
+/// Runs in the master once nginx has committed a new configuration (after it opened the
+/// listening sockets, when the reload can no longer fail): only now may the shared state that
+/// running workers see change.
+unsafe extern "C" fn init_module(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
+    // SAFETY: nginx calls this with the new cycle, before forking its workers.
+    unsafe {
+        let main = crate::health::probe::main_conf(cycle);
+        if main.is_null() {
+            return nginx_sys::NGX_OK as ngx_int_t;
+        }
+        shm::zone::commit(&mut *main)
+    }
+}
+
+unsafe extern "C" fn exit_process(cycle: *mut nginx_sys::ngx_cycle_t) {
+    // SAFETY: nginx calls this in an exiting worker with its cycle.
+    unsafe {
+        let main = crate::health::probe::main_conf(cycle);
+        if !main.is_null() {
+            let pid = core::ptr::read_volatile(core::ptr::addr_of!(nginx_sys::ngx_pid));
+            shm::zone::worker_exit(&*main, pid as u32);
+        }
     }
 }
 
@@ -130,7 +165,9 @@ pub static mut ngx_http_lb_module: ngx_module_t = ngx_module_t {
     ctx: ptr::addr_of!(LB_CTX) as *mut c_void,
     commands: ptr::addr_of_mut!(LB_COMMANDS) as *mut ngx_command_t,
     type_: NGX_HTTP_MODULE as ngx_uint_t,
+    init_module: Some(init_module),
     init_process: Some(init_process),
+    exit_process: Some(exit_process),
     ..ngx_module_t::default()
 };
 

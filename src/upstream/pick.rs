@@ -24,29 +24,6 @@ use crate::shm::peer::FailOutcome;
 
 const NONE: usize = usize::MAX;
 
-/// This worker's slot in the per-worker active counters (`shm::peer::worker_slot`), set by
-/// `init_process`.
-static WORKER_SLOT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
-
-#[inline]
-fn worker_slot() -> usize {
-    WORKER_SLOT.load(core::sync::atomic::Ordering::Relaxed)
-}
-
-/// Called in each new worker: takes its counter slot and clears what a previous worker in
-/// that slot (one killed with connections open) left counted.
-pub fn set_worker_slot(slot: usize, upstreams: &[*mut Upstream]) {
-    WORKER_SLOT.store(slot, core::sync::atomic::Ordering::Relaxed);
-    for &u in upstreams {
-        // SAFETY: the tables and their records live for the cycle.
-        for p in unsafe { &(*u).peers } {
-            if !p.shared.is_null() {
-                shared(p).reset_active_slot(slot);
-            }
-        }
-    }
-}
-
 /// Per-request state, allocated from the request pool. Also the request's context of our
 /// module, so that `$lb_peer` and friends find the peer chosen last.
 pub struct RequestPeers {
@@ -101,6 +78,14 @@ impl RequestPeers {
 fn now_ms() -> u64 {
     // SAFETY: nginx updates its cached clock in the same (single) thread that runs us.
     unsafe { ptr::read_volatile(ptr::addr_of!(ngx_current_msec)) as u64 }
+}
+
+/// This worker's counter of its connections to the peer.
+#[inline]
+fn mine(p: &Peer) -> &'static core::sync::atomic::AtomicU32 {
+    // SAFETY: set with the peer's record (`shm::zone::commit`), then to this worker's row at
+    // its start; the zone stays mapped for the life of the process.
+    unsafe { &*p.active }
 }
 
 #[inline]
@@ -212,7 +197,7 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
             return nginx_sys::NGX_BUSY as ngx_int_t;
         };
         let record = shared(&up.peers[i]);
-        record.on_pick(&up.peers[i].limits, now, worker_slot());
+        record.on_pick(&up.peers[i].limits, now, mine(&up.peers[i]));
         rp.current = i;
         rp.last = i;
         rp.last_health = record.health.load(core::sync::atomic::Ordering::Relaxed);
@@ -269,9 +254,9 @@ unsafe extern "C" fn free_peer(
                 // As nginx does for its `single` peer: a failure is counted in the totals but
                 // never makes the only peer unavailable, and there is no other peer to retry.
                 (*pc).tries = 0;
-                record.on_done_single(failed, worker_slot())
+                record.on_done_single(failed, mine(peer))
             } else {
-                record.on_done(failed, &peer.limits, now, worker_slot())
+                record.on_done(failed, &peer.limits, now, mine(peer))
             };
             if outcome == Some(FailOutcome::MadeUnavailable) {
                 ngx::ngx_log_error!(

@@ -14,6 +14,7 @@
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr;
+use core::sync::atomic::AtomicU32;
 
 use nginx_sys::{
     ngx_http_upstream_rr_peer_t, ngx_http_upstream_rr_peers_t, ngx_str_t, sockaddr, socklen_t,
@@ -33,8 +34,13 @@ pub struct Peer {
     pub limits: Limits,
     pub down: bool,
     pub backup: bool,
-    /// This peer's record in the shared zone; set by `shm::zone` before workers start.
+    /// This peer's record in the shared zone; set by `shm::zone::commit` before workers start.
     pub shared: *const PeerShared,
+    /// The record's index in the zone's table.
+    pub record: usize,
+    /// This worker's count of its connections to the peer, in the zone (see
+    /// `shm::table::Table::take_row`); set with `shared`, then per worker at its start.
+    pub active: *const AtomicU32,
     /// The TLS session of this worker's last connection to the peer (an OpenSSL `SSL_SESSION`
     /// holding one reference), offered when the next one is made (`proxy_ssl_session_reuse`).
     /// Private to each worker, like nginx's own round-robin without a `zone`.
@@ -138,6 +144,8 @@ impl Peer {
             down: p.down != 0,
             backup,
             shared: ptr::null(),
+            record: 0,
+            active: ptr::null(),
             ssl_session: Cell::new(ptr::null_mut()),
         }
     }
