@@ -1,0 +1,1 @@
+../063-reload-state.t
