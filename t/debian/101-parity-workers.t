@@ -1,0 +1,1 @@
+../101-parity-workers.t

@@ -1,0 +1,1 @@
+../102-parity-reload.t
