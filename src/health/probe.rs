@@ -41,6 +41,7 @@ use super::directive::CheckSetup;
 use super::reason::Reason;
 use super::response::{parse, Progress};
 use super::state::Transition;
+use crate::conf::time::MAX_MS;
 use crate::nginx::{bytes, peek, Peek};
 use crate::shm::PeerShared;
 use crate::upstream::directive::MainConf;
@@ -331,7 +332,8 @@ unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
         return;
     }
     let jitter = p.random(p.setup().conf.jitter_ms + 1);
-    let next = now + interval + jitter;
+    // Times from the configuration reach 2^63 - 1 ms: sums saturate rather than wrap.
+    let next = now.saturating_add(interval).saturating_add(jitter);
     // SAFETY: reading nginx's pid.
     let pid = unsafe { ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_pid)) } as u32;
     let shared = p.shared();
@@ -344,23 +346,24 @@ unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
         0
     };
     let due = shared.next_check_ms.load(Relaxed);
-    let delay = if now < due + grace {
-        due + grace - now
+    let delay = if now < due.saturating_add(grace) {
+        due.saturating_add(grace) - now
     } else if shared.take_lease(now, next, pid) {
         start(p, now);
         next - now
     } else {
         let due = shared.next_check_ms.load(Relaxed);
-        (due + grace).saturating_sub(now).max(1)
+        due.saturating_add(grace).saturating_sub(now).max(1)
     };
+    // nginx orders timers by a signed difference: a delay past 2^63 - 1 ms would fire at once.
     // SAFETY: re-arming our own timer (the probe may have finished synchronously; the timer is
     // independent of the connection).
-    unsafe { nginx_sys::ngx_add_timer(ev, delay as _) };
+    unsafe { nginx_sys::ngx_add_timer(ev, delay.min(MAX_MS) as _) };
 }
 
 /// Starts one probe attempt: on the kept connection if there is one, else on a new one.
 fn start(p: &mut Probe, now: u64) {
-    p.deadline = now + p.setup().conf.timeout_ms;
+    p.deadline = now.saturating_add(p.setup().conf.timeout_ms);
     p.sent = 0;
     p.buf.clear();
     p.reusable = false;

@@ -60,10 +60,9 @@ pub fn parse(buf: &[u8], eof: bool, head: bool) -> Progress {
         };
         let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
         if name.eq_ignore_ascii_case(b"content-length") {
-            match core::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.parse::<usize>().ok())
-            {
+            // All digits but too large to count: longer than anything we read.
+            let digits = !value.is_empty() && value.iter().all(u8::is_ascii_digit);
+            match parse_digits(value, 10).or(digits.then_some(usize::MAX)) {
                 Some(l) => {
                     // Two different lengths: which one frames the body is unclear.
                     doubtful |= length.is_some_and(|old| old != l);
@@ -112,7 +111,9 @@ pub fn parse(buf: &[u8], eof: bool, head: bool) -> Progress {
         };
     }
     match length {
-        Some(l) if head_end + l > MAX_RESPONSE => Progress::Invalid("response longer than 16 KiB"),
+        Some(l) if head_end.checked_add(l).is_none_or(|end| end > MAX_RESPONSE) => {
+            Progress::Invalid("response longer than 16 KiB")
+        }
         Some(l) if rest.len() >= l => Progress::Complete {
             status,
             body: rest[..l].to_vec(),
@@ -174,10 +175,9 @@ fn dechunk(all: &[u8]) -> Chunks {
             .next()
             .map(trim)
             .unwrap_or_default();
-        let Some(size) = core::str::from_utf8(size_text)
-            .ok()
-            .filter(|t| !t.is_empty() && t.len() <= 8)
-            .and_then(|t| usize::from_str_radix(t, 16).ok())
+        let Some(size) = Some(size_text)
+            .filter(|t| t.len() <= 8)
+            .and_then(|t| parse_digits(t, 16))
         else {
             return Chunks::Bad;
         };
@@ -188,15 +188,31 @@ fn dechunk(all: &[u8]) -> Chunks {
                 .then(|| all.len() - data.len() + 2);
             return Chunks::Done(body, end);
         }
-        if data.len() < size + 2 {
+        // The chunk and its CRLF (`size` may be as large as 4 GiB: no sum may overflow).
+        let Some(end) = size.checked_add(2) else {
+            return Chunks::Bad;
+        };
+        if data.len() < end {
             return Chunks::Partial;
         }
-        if &data[size..size + 2] != b"\r\n" {
+        if &data[size..end] != b"\r\n" {
             return Chunks::Bad;
         }
         body.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
+        data = &data[end..];
     }
+}
+
+/// A number made of digits only (no sign, no space) in `radix`, or `None`, also when it does
+/// not fit.
+fn parse_digits(text: &[u8], radix: u32) -> Option<usize> {
+    if text.is_empty() {
+        return None;
+    }
+    text.iter().try_fold(0usize, |n, &c| {
+        let d = char::from(c).to_digit(radix)?;
+        n.checked_mul(radix as usize)?.checked_add(d as usize)
+    })
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -384,6 +400,54 @@ mod tests {
             parse(&long_headers, false, false),
             Progress::Invalid("response headers longer than 16 KiB")
         );
+    }
+
+    /// Numbers from the peer that do not fit, or nearly: no overflow (a debug build checks
+    /// arithmetic), just a verdict.
+    #[test]
+    fn huge_numbers() {
+        let max = usize::MAX;
+        for len in [
+            format!("{max}"),
+            format!("{}", max - 1),
+            format!("{}", max - 40),
+            "18446744073709551615".to_string(),
+            "99999999999999999999999".to_string(),
+        ] {
+            let r = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\nxx");
+            assert_eq!(
+                parse(r.as_bytes(), false, false),
+                Progress::Invalid("response longer than 16 KiB"),
+                "{len}"
+            );
+        }
+        // A sign is not part of a length (RFC 9110: 1*DIGIT), nor of a chunk size.
+        assert_eq!(
+            parse(
+                b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok",
+                false,
+                false
+            ),
+            Progress::Invalid("malformed Content-Length")
+        );
+        let signed = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+2\r\nok\r\n0\r\n\r\n";
+        assert_eq!(
+            parse(signed, false, false),
+            Progress::Invalid("malformed chunked body")
+        );
+        // The largest chunk sizes: waited for (within the limit), never added up past it.
+        for size in ["ffffffff", "fffffffe", "7fffffff"] {
+            let r = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\nxx");
+            assert_eq!(
+                parse(r.as_bytes(), false, false),
+                Progress::NeedMore,
+                "{size}"
+            );
+            assert_eq!(
+                parse(r.as_bytes(), true, false),
+                Progress::Invalid("connection closed inside a chunked body")
+            );
+        }
     }
 
     /// Random and mutated responses, fed whole and in every split: the parser never panics,
