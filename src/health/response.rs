@@ -24,27 +24,40 @@ pub enum Progress {
 /// `buf`: everything received so far; `eof`: the peer closed the connection; `head`: the probe
 /// was a HEAD request (no body follows).
 pub fn parse(buf: &[u8], eof: bool, head: bool) -> Progress {
-    const PREFIX: &[u8] = b"HTTP/1.";
-    let n = buf.len().min(PREFIX.len());
-    if buf[..n] != PREFIX[..n] {
-        return Progress::Invalid("not an HTTP/1.x response");
-    }
-    let Some(head_end) = find(buf, b"\r\n\r\n").map(|i| i + 4) else {
-        if buf.len() >= MAX_RESPONSE {
-            return Progress::Invalid("response headers longer than 16 KiB");
+    // Where the response being read starts: after any interim (1xx) responses.
+    let mut start = 0;
+    let (head_end, line_end, minor, status) = loop {
+        const PREFIX: &[u8] = b"HTTP/1.";
+        let msg = &buf[start..];
+        let n = msg.len().min(PREFIX.len());
+        if msg[..n] != PREFIX[..n] {
+            return Progress::Invalid("not an HTTP/1.x response");
         }
-        return if eof {
-            Progress::Invalid("connection closed before the response headers ended")
-        } else {
-            Progress::NeedMore
+        let Some(head_end) = find(msg, b"\r\n\r\n").map(|i| start + i + 4) else {
+            if buf.len() >= MAX_RESPONSE {
+                return Progress::Invalid("response headers longer than 16 KiB");
+            }
+            return if eof {
+                Progress::Invalid("connection closed before the response headers ended")
+            } else {
+                Progress::NeedMore
+            };
         };
+        let header = &buf[start..head_end];
+        let line_end = start + find(header, b"\r\n").unwrap_or(header.len());
+        let (minor, status) = match parse_status_line(&buf[start..line_end]) {
+            Some(s) => s,
+            None => return Progress::Invalid("malformed status line"),
+        };
+        // An interim response (100 Continue, 103 Early Hints, ...) has no body: the final one
+        // follows. 101 Switching Protocols ends HTTP on the connection: it is final.
+        if (100..200).contains(&status) && status != 101 {
+            start = head_end;
+            continue;
+        }
+        break (head_end, line_end, minor, status);
     };
     let header = &buf[..head_end];
-    let line_end = find(header, b"\r\n").unwrap_or(header.len());
-    let (minor, status) = match parse_status_line(&header[..line_end]) {
-        Some(s) => s,
-        None => return Progress::Invalid("malformed status line"),
-    };
     let mut length: Option<usize> = None;
     let mut chunked = false;
     // Framing that leaves the end of the message in doubt: the connection is not reused.
@@ -399,6 +412,75 @@ mod tests {
         assert_eq!(
             parse(&long_headers, false, false),
             Progress::Invalid("response headers longer than 16 KiB")
+        );
+    }
+
+    /// Interim 1xx responses (RFC 9110 section 15.2: a status line, headers, an empty line, no
+    /// body; any number of them) come before the final response and are skipped; 101 is final.
+    #[test]
+    fn interim_responses() {
+        let r = b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n\
+                  HTTP/1.1 100 Continue\r\n\r\n\
+                  HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nready";
+        assert_eq!(parse(r, false, false), kept(200, "ready"));
+        // Split at every byte: nothing is final before the last byte, and EOF on the way is
+        // never taken for an answer.
+        for i in 0..r.len() {
+            assert_eq!(parse(&r[..i], false, false), Progress::NeedMore, "at {i}");
+            assert!(
+                matches!(parse(&r[..i], true, false), Progress::Invalid(_)),
+                "at {i}"
+            );
+        }
+        // The final response's framing and headers count, not the interim ones'.
+        let r = b"HTTP/1.1 100 Continue\r\nConnection: close\r\n\r\n\
+                  HTTP/1.1 503 x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nno\r\n0\r\n\r\n";
+        assert_eq!(parse(r, false, false), kept(503, "no"));
+        // HEAD: the final response has no body, the interim ones never have one.
+        let r = b"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n";
+        assert_eq!(parse(r, false, true), kept(200, ""));
+        // Only an interim response, then the end.
+        assert_eq!(
+            parse(b"HTTP/1.1 103 Early Hints\r\n\r\n", true, false),
+            Progress::Invalid("connection closed before the response headers ended")
+        );
+        // After an interim response, what follows must be a response too.
+        assert_eq!(
+            parse(b"HTTP/1.1 100 Continue\r\n\r\nhello", false, false),
+            Progress::Invalid("not an HTTP/1.x response")
+        );
+        assert_eq!(
+            parse(
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 20x\r\n\r\n",
+                false,
+                false
+            ),
+            Progress::Invalid("malformed status line")
+        );
+        // 101 Switching Protocols ends the HTTP exchange: it is the answer (a failing status
+        // unless status= lists it), and the connection is not reused.
+        assert_eq!(
+            parse(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+                false,
+                false
+            ),
+            done(101, "")
+        );
+        // The 16 KiB bound covers the interim responses too.
+        let mut many = Vec::new();
+        while many.len() < MAX_RESPONSE {
+            many.extend_from_slice(b"HTTP/1.1 103 Early Hints\r\n\r\n");
+        }
+        assert_eq!(
+            parse(&many, false, false),
+            Progress::Invalid("response headers longer than 16 KiB")
+        );
+        let mut big = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+        big.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 16330\r\n\r\n");
+        assert_eq!(
+            parse(&big, false, false),
+            Progress::Invalid("response longer than 16 KiB")
         );
     }
 
