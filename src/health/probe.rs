@@ -39,7 +39,7 @@ use nginx_sys::{
 use super::config::{HttpMethod, Identity, Kind, MAX_RESPONSE};
 use super::directive::CheckSetup;
 use super::reason::Reason;
-use super::response::{parse, Progress};
+use super::response::{Parser, Progress};
 use super::state::Transition;
 use crate::conf::time::MAX_MS;
 use crate::nginx::{bytes, peek, Peek};
@@ -96,6 +96,8 @@ pub struct Probe {
     pool: *mut ngx_pool_t,
     sent: usize,
     buf: Vec<u8>,
+    /// The parse of the response in `buf` so far (each read parses only what is new).
+    parser: Parser,
     deadline: u64,
     /// The attempt runs on a connection kept from an earlier probe.
     reused: bool,
@@ -286,6 +288,7 @@ unsafe fn new_probe(
             pool: ptr::null_mut(),
             sent: 0,
             buf: Vec::new(),
+            parser: Parser::default(),
             deadline: 0,
             reused: false,
             reusable: false,
@@ -366,6 +369,7 @@ fn start(p: &mut Probe, now: u64) {
     p.deadline = now.saturating_add(p.setup().conf.timeout_ms);
     p.sent = 0;
     p.buf.clear();
+    p.parser = Parser::default();
     p.reusable = false;
     if p.conn.is_null() {
         return connect(p);
@@ -692,7 +696,7 @@ fn read(p: &mut Probe) {
                 eof = true;
                 broken = std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as u32;
             }
-            match parse(&p.buf, eof, head) {
+            match p.parser.parse(&p.buf, eof, head) {
                 Progress::NeedMore if n == AGAIN => {
                     // SAFETY: `c` is our live connection.
                     if unsafe { ngx_handle_read_event((*c).read, 0) } != OK {
@@ -714,7 +718,7 @@ fn read(p: &mut Probe) {
                 Progress::Invalid(why) => return finish(p, Reason::invalid(why)),
             }
         }
-        match parse(&p.buf, eof, head) {
+        match p.parser.parse(&p.buf, eof, head) {
             Progress::Complete { status, body, .. } => return judge(p, status, &body),
             Progress::Invalid(why) => return finish(p, Reason::invalid(why)),
             Progress::NeedMore => return finish(p, Reason::invalid("response longer than 16 KiB")),
@@ -790,6 +794,7 @@ fn reset_buf(p: &mut Probe) {
     } else {
         p.buf.clear();
     }
+    p.parser = Parser::default();
 }
 
 /// True when nothing is pending on connection `c`: no end of stream or error seen, no data
