@@ -12,6 +12,7 @@
 //! state, `headers/` is `lb_add_header`.
 
 pub mod balance;
+pub mod conf;
 pub mod headers;
 pub mod health;
 pub mod keepalive;

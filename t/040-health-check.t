@@ -42,6 +42,7 @@ BEGIN {
         BADTLS  => 'badtls',
         FLIP    => 'flip:2',
         STALE   => 'stale',
+        EARLY   => 'early',
     );
     reserve_port('LATE');    # listens only from a block's --- init on
 }
@@ -891,3 +892,26 @@ is down after
 [alert]
 --- timeout: 8
 
+
+
+=== TEST 27: interim 1xx responses (103 Early Hints, 100 Continue) before the 200 do not fail the check
+EARLY sends "103 Early Hints" with a Link header, then "100 Continue", then 200 "ok", in
+separate writes. It starts down (default=down) and must come up. (No traffic is sent to it:
+nginx's proxy takes a 103 for the final response.)
+--- http_config
+    upstream backend {
+        lb_upstream;
+        lb_check type=http interval=200ms fall=1 rise=2 default=down;
+        server 127.0.0.1:$TEST_NGINX_EARLY_PORT;
+    }
+--- config
+    location /t { return 204; }
+--- ssi: sleep*3
+--- response_body chomp
+--- grep_error_log eval: qr/in upstream "[^"]+" is (?:up|down) after .*/
+--- grep_error_log_out
+in upstream "backend" is up after 2 passed check(s)
+--- no_error_log
+is down after
+[error]
+--- timeout: 6

@@ -20,6 +20,9 @@ Modes:
             first connection, so it follows the first probe, not the start of this process
   flop      like flip but starting with the 500 "down" phase (flop=PORT:DOWN[:UP])
   ok        HTTP/1.1 server always answering 200 "ok"
+  early     HTTP/1.1 server answering "103 Early Hints" (with a Link header), then, 0.05 s later
+            in a separate write, "100 Continue" and 200 "ok": interim 1xx responses before the
+            final one, as HTTP/1.1 allows
   stale     answers the first request of a connection with 200 "ok" and keeps the connection
             open; the next request on it is not answered: the connection is closed (a reset,
             as it still holds the unread request). This is the race of a keep-alive connection
@@ -39,7 +42,8 @@ import sys
 import threading
 import time
 
-MODES = ("hang", "reset", "garbage", "endless", "badtls", "flip", "flop", "ok", "stale")
+MODES = ("hang", "reset", "garbage", "endless", "badtls", "flip", "flop", "ok", "stale",
+         "early")
 
 
 def log(msg):
@@ -76,10 +80,16 @@ def close_gracefully(conn, drain=2.0):
         conn.close()
 
 
-def http_answer(conn, status, body):
+def http_answer(conn, status, body, interim=()):
     req = read_request(conn)
     head_only = req.startswith(b"HEAD ")
     reason = {200: "OK", 500: "Internal Server Error"}.get(status, "Status")
+    try:
+        for part in interim:
+            conn.sendall(part)
+            time.sleep(0.05)
+    except OSError:
+        pass
     out = ("HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
            "Connection: close\r\n\r\n" % (status, reason, len(body))).encode()
     if not head_only:
@@ -190,6 +200,10 @@ class Server(object):
                     http_answer(conn, 500, b"down")
             elif mode == "ok":
                 http_answer(conn, 200, b"ok")
+            elif mode == "early":
+                http_answer(conn, 200, b"ok", interim=(
+                    b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n",
+                    b"HTTP/1.1 100 Continue\r\n\r\n"))
             elif mode == "stale":
                 if not read_request(conn):
                     return

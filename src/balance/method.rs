@@ -1,6 +1,6 @@
 //! The arguments of `lb_upstream`: which balancing method an upstream uses, and its settings.
 
-use crate::health::config::parse_time_ms;
+use crate::conf::time::parse_time_ms;
 
 /// How quickly the moving average of response times forgets, unless `decay=` says otherwise.
 pub const DEFAULT_DECAY_MS: u64 = 5_000;
@@ -108,6 +108,9 @@ mod tests {
         let c = p("p2c decay=2s").unwrap();
         assert_eq!((c.method, c.decay_ms), (Method::P2c, 2000));
         assert_eq!(p("p2c").unwrap().decay_ms, DEFAULT_DECAY_MS);
+        // nginx's time syntax: combined units, a bare number in seconds.
+        assert_eq!(p("p2c decay=1m30s").unwrap().decay_ms, 90_000);
+        assert_eq!(p("p2c decay=10").unwrap().decay_ms, 10_000);
         assert_eq!(Method::LeastConn.name(), "least_conn");
     }
 

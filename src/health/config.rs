@@ -3,6 +3,8 @@
 
 use core::fmt;
 
+use crate::conf::time::parse_time_ms;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// The TCP connect succeeds.
@@ -130,26 +132,6 @@ impl Default for CheckConf {
 
 fn s(b: &[u8]) -> String {
     b.escape_ascii().to_string()
-}
-
-/// Parses nginx-style times: `500ms`, `2s`, `1m`, `1h`, or a bare number of milliseconds.
-pub fn parse_time_ms(v: &[u8]) -> Option<u64> {
-    let text = core::str::from_utf8(v).ok()?;
-    let (num, mult) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1000)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60_000)
-    } else if let Some(n) = text.strip_suffix('h') {
-        (n, 3_600_000)
-    } else {
-        (text, 1)
-    };
-    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
 fn parse_status(v: &[u8]) -> Option<StatusSet> {
@@ -546,13 +528,34 @@ mod tests {
     }
 
     #[test]
-    fn times() {
-        assert_eq!(parse_time_ms(b"500ms"), Some(500));
-        assert_eq!(parse_time_ms(b"2s"), Some(2000));
-        assert_eq!(parse_time_ms(b"1m"), Some(60_000));
-        assert_eq!(parse_time_ms(b"250"), Some(250));
-        for bad in ["", "s", "-1s", "1.5s", "2x", "ms"] {
-            assert_eq!(parse_time_ms(bad.as_bytes()), None, "{bad}");
+    fn times_as_nginx_reads_them() {
+        // Every time parameter goes through nginx's syntax (see conf::time).
+        let c = parse("type=http interval=1m30s timeout=1h jitter=1s500ms keepalive_time=1d")
+            .unwrap_err();
+        assert!(c.contains("\"timeout\" (3600000ms)"), "{c}");
+        let c =
+            parse("type=http interval=1h timeout=1m30s jitter=1s500ms keepalive_time=1d").unwrap();
+        assert_eq!(
+            (
+                c.interval_ms,
+                c.timeout_ms,
+                c.jitter_ms,
+                c.keepalive_time_ms
+            ),
+            (3_600_000, 90_000, 1500, 86_400_000)
+        );
+        // A bare number is seconds.
+        assert_eq!(parse("interval=10").unwrap().interval_ms, 10_000);
+        let spaced: Vec<&[u8]> = vec![b"interval=1h 30m"];
+        assert_eq!(parse_check(&spaced).unwrap().interval_ms, 5_400_000);
+        for bad in [
+            "interval=1s1m",
+            "interval=1y",
+            "timeout=ms",
+            "jitter=",
+            "interval=1.5s",
+        ] {
+            assert!(parse(bad).unwrap_err().contains("expected a time"), "{bad}");
         }
     }
 

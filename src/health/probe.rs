@@ -39,8 +39,9 @@ use nginx_sys::{
 use super::config::{HttpMethod, Identity, Kind, MAX_RESPONSE};
 use super::directive::CheckSetup;
 use super::reason::Reason;
-use super::response::{parse, Progress};
+use super::response::{Parser, Progress};
 use super::state::Transition;
+use crate::conf::time::MAX_MS;
 use crate::nginx::{bytes, peek, Peek};
 use crate::shm::PeerShared;
 use crate::upstream::directive::MainConf;
@@ -95,6 +96,8 @@ pub struct Probe {
     pool: *mut ngx_pool_t,
     sent: usize,
     buf: Vec<u8>,
+    /// The parse of the response in `buf` so far (each read parses only what is new).
+    parser: Parser,
     deadline: u64,
     /// The attempt runs on a connection kept from an earlier probe.
     reused: bool,
@@ -285,6 +288,7 @@ unsafe fn new_probe(
             pool: ptr::null_mut(),
             sent: 0,
             buf: Vec::new(),
+            parser: Parser::default(),
             deadline: 0,
             reused: false,
             reusable: false,
@@ -331,7 +335,8 @@ unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
         return;
     }
     let jitter = p.random(p.setup().conf.jitter_ms + 1);
-    let next = now + interval + jitter;
+    // Times from the configuration reach 2^63 - 1 ms: sums saturate rather than wrap.
+    let next = now.saturating_add(interval).saturating_add(jitter);
     // SAFETY: reading nginx's pid.
     let pid = unsafe { ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_pid)) } as u32;
     let shared = p.shared();
@@ -344,25 +349,27 @@ unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
         0
     };
     let due = shared.next_check_ms.load(Relaxed);
-    let delay = if now < due + grace {
-        due + grace - now
+    let delay = if now < due.saturating_add(grace) {
+        due.saturating_add(grace) - now
     } else if shared.take_lease(now, next, pid) {
         start(p, now);
         next - now
     } else {
         let due = shared.next_check_ms.load(Relaxed);
-        (due + grace).saturating_sub(now).max(1)
+        due.saturating_add(grace).saturating_sub(now).max(1)
     };
+    // nginx orders timers by a signed difference: a delay past 2^63 - 1 ms would fire at once.
     // SAFETY: re-arming our own timer (the probe may have finished synchronously; the timer is
     // independent of the connection).
-    unsafe { nginx_sys::ngx_add_timer(ev, delay as _) };
+    unsafe { nginx_sys::ngx_add_timer(ev, delay.min(MAX_MS) as _) };
 }
 
 /// Starts one probe attempt: on the kept connection if there is one, else on a new one.
 fn start(p: &mut Probe, now: u64) {
-    p.deadline = now + p.setup().conf.timeout_ms;
+    p.deadline = now.saturating_add(p.setup().conf.timeout_ms);
     p.sent = 0;
     p.buf.clear();
+    p.parser = Parser::default();
     p.reusable = false;
     if p.conn.is_null() {
         return connect(p);
@@ -689,7 +696,7 @@ fn read(p: &mut Probe) {
                 eof = true;
                 broken = std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as u32;
             }
-            match parse(&p.buf, eof, head) {
+            match p.parser.parse(&p.buf, eof, head) {
                 Progress::NeedMore if n == AGAIN => {
                     // SAFETY: `c` is our live connection.
                     if unsafe { ngx_handle_read_event((*c).read, 0) } != OK {
@@ -711,7 +718,7 @@ fn read(p: &mut Probe) {
                 Progress::Invalid(why) => return finish(p, Reason::invalid(why)),
             }
         }
-        match parse(&p.buf, eof, head) {
+        match p.parser.parse(&p.buf, eof, head) {
             Progress::Complete { status, body, .. } => return judge(p, status, &body),
             Progress::Invalid(why) => return finish(p, Reason::invalid(why)),
             Progress::NeedMore => return finish(p, Reason::invalid("response longer than 16 KiB")),
@@ -787,6 +794,7 @@ fn reset_buf(p: &mut Probe) {
     } else {
         p.buf.clear();
     }
+    p.parser = Parser::default();
 }
 
 /// True when nothing is pending on connection `c`: no end of stream or error seen, no data

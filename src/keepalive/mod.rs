@@ -11,7 +11,7 @@
 #[cfg(all(feature = "nginx", not(test)))]
 pub mod cache;
 
-use crate::health::config::parse_time_ms;
+use crate::conf::time::parse_time_ms;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeepaliveConf {
@@ -167,6 +167,9 @@ mod tests {
             (c.per_peer, c.timeout_ms, c.requests, c.time_ms),
             (2, 5000, 100, 600_000)
         );
+        // nginx's time syntax: combined units, a bare number in seconds.
+        let c = p("2 timeout=1m30s time=2").unwrap();
+        assert_eq!((c.timeout_ms, c.time_ms), (90_000, 2000));
         for (line, want) in [
             ("", "expects"),
             ("0", "\"0\""),

@@ -62,7 +62,10 @@ fn unescape(v: &[u8]) -> Vec<u8> {
     while i < v.len() {
         match v[i] {
             b'%' if i + 2 < v.len() => {
-                let hex = core::str::from_utf8(&v[i + 1..i + 3]).ok();
+                // Two hex digits (from_str_radix alone would also take a sign: "%+1").
+                let hex = Some(&v[i + 1..i + 3])
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                    .and_then(|h| core::str::from_utf8(h).ok());
                 match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                     Some(b) => {
                         out.push(b);
@@ -115,6 +118,11 @@ mod tests {
         assert_eq!(
             parse(b"upstream=100%", None).unwrap().upstream.as_deref(),
             Some("100%")
+        );
+        // %XX takes two hex digits: not a sign ("%+1" is no escape, its "+" a space).
+        assert_eq!(
+            parse(b"upstream=a%+1b", None).unwrap().upstream.as_deref(),
+            Some("a% 1b")
         );
     }
 }

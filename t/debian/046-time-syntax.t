@@ -1,0 +1,1 @@
+../046-time-syntax.t
