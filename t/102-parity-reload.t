@@ -64,11 +64,7 @@ for my $m (@modes) {
     $dead =~ s/(server 127\.0\.0\.1:__PORT2__);/$1;\n        server 127.0.0.1:__PORT5__ max_fails=1 fail_timeout=10s;/;
     my $before = () = $s->error_log =~ /connect\(\) failed/g;
     $s->reload($dead);
-    # stock: the retry after the dead peer costs the next peer its turn (a, dead->b, c, b);
-    # lb_upstream's fixed order moves on past the retried peer (a, dead->b, c, a): a known
-    # difference in order (README, differences from nginx), not in what is served.
-    is(seq($s, 4), $mode eq 'stock' ? 'abcb' : 'abca',
-       "[$mode] a dead peer is failed over" . ($mode eq 'stock' ? '' : ' (known difference in order)'));
+    is(seq($s, 4), 'abcb', "[$mode] a dead peer is failed over (order as stock: a b c b)");
     $s->reload($dead);
     # stock: fresh state, the dead peer is tried again (a, dead→b, c, b); lb_upstream: it is
     # still unavailable, so it is skipped as stock skips a failed peer (a b c a).

@@ -27,6 +27,9 @@ impl Selector {
     /// `weights[i]` = 0 leaves peer `i` out (a `down` server).
     pub fn new(method: Method, weights: &[u32], seed: u64) -> Selector {
         match method {
+            Method::RoundRobin if weights.len() <= smooth_wrr::WALK_MAX_PEERS => {
+                Selector::RoundRobin(SmoothWrr::walk(weights))
+            }
             Method::RoundRobin => Selector::RoundRobin(SmoothWrr::new(weights)),
             Method::LeastConn => Selector::LeastConn(LeastConn::new(weights)),
             Method::P2c => Selector::P2c(P2c::new(weights, seed)),

@@ -269,8 +269,13 @@ unsafe extern "C" fn free_peer(
                     peer.limits.max_fails
                 );
             }
-            if let Some((Selector::LeastConn(lc), j)) = selector_of(up, rp.current) {
-                lc.set_active(j, record.active());
+            let lower_weight = failed && !up.single;
+            let max_fails = peer.limits.max_fails;
+            match selector_of(up, rp.current) {
+                Some((Selector::LeastConn(lc), j)) => lc.set_active(j, record.active()),
+                // nginx lowers a failed peer's effective weight for a while.
+                Some((Selector::RoundRobin(rr), j)) if lower_weight => rr.failed(j, max_fails),
+                _ => {}
             }
             if let Some(k) = up.keepalive.as_deref_mut() {
                 crate::keepalive::cache::keep(k, rp.current, pc, rp.u, attempt_failed);
