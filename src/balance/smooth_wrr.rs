@@ -111,8 +111,8 @@ impl SmoothWrr {
         } = &mut self.mode
         {
             if let (Some(&w), Some(e)) = (weights.get(i), effective.get_mut(i)) {
-                if max_fails > 0 {
-                    *e = (*e - i64::from(w / max_fails)).max(0);
+                if let Some(drop) = w.checked_div(max_fails) {
+                    *e = (*e - i64::from(drop)).max(0);
                 }
             }
         }
