@@ -46,10 +46,27 @@ enum Mode {
     /// largest wins and gives back the total; a failure lowers the effective weight, which
     /// then grows back by one per walk.
     Walk {
-        weights: Vec<u32>,
-        current: Vec<i64>,
-        effective: Vec<i64>,
+        peers: Vec<WalkPeer>,
     },
+}
+
+/// One peer in nginx's walk. Weight 0 leaves the peer out.
+#[derive(Debug, Clone, Copy)]
+struct WalkPeer {
+    weight: i64,
+    current: i64,
+    effective: i64,
+}
+
+fn walk_peers(weights: &[u32]) -> Vec<WalkPeer> {
+    weights
+        .iter()
+        .map(|&w| WalkPeer {
+            weight: i64::from(w),
+            current: 0,
+            effective: i64::from(w),
+        })
+        .collect()
 }
 
 /// Upstreams (each peer list: primaries, backups) of up to this many peers pick by nginx's walk
@@ -71,12 +88,10 @@ impl SmoothWrr {
             return SmoothWrr::walk(weights);
         }
         let order = if period * reduced.len() as u64 <= MAX_EXACT_WORK {
-            let mut current = vec![0i64; reduced.len()];
-            let mut effective: Vec<i64> = reduced.iter().map(|&w| i64::from(w)).collect();
+            let mut peers = walk_peers(&reduced);
             let mut order = Vec::with_capacity(period as usize);
             for _ in 0..period {
-                let i = walk_step(&reduced, &mut current, &mut effective, |_| true)
-                    .expect("positive total weight");
+                let i = walk_step(&mut peers, |_| true).expect("positive total weight");
                 order.push(i as u32);
             }
             order
@@ -95,9 +110,7 @@ impl SmoothWrr {
         }
         SmoothWrr {
             mode: Mode::Walk {
-                weights: weights.to_vec(),
-                current: vec![0; weights.len()],
-                effective: weights.iter().map(|&w| i64::from(w)).collect(),
+                peers: walk_peers(weights),
             },
         }
     }
@@ -106,13 +119,10 @@ impl SmoothWrr {
     /// `weight / max_fails` (not below 0) and grows back by one per pick. Only the walk keeps
     /// effective weights; the schedule skips a peer only while it is unavailable.
     pub fn failed(&mut self, i: usize, max_fails: u32) {
-        if let Mode::Walk {
-            weights, effective, ..
-        } = &mut self.mode
-        {
-            if let (Some(&w), Some(e)) = (weights.get(i), effective.get_mut(i)) {
-                if let Some(drop) = w.checked_div(max_fails) {
-                    *e = (*e - i64::from(drop)).max(0);
+        if let Mode::Walk { peers } = &mut self.mode {
+            if let Some(p) = peers.get_mut(i) {
+                if let Some(drop) = p.weight.checked_div(i64::from(max_fails)) {
+                    p.effective = (p.effective - drop).max(0);
                 }
             }
         }
@@ -146,11 +156,7 @@ impl SmoothWrr {
                 }
                 None
             }
-            Mode::Walk {
-                weights,
-                current,
-                effective,
-            } => walk_step(weights, current, effective, usable),
+            Mode::Walk { peers } => walk_step(peers, usable),
         }
     }
 }
@@ -158,29 +164,26 @@ impl SmoothWrr {
 /// One step of nginx's smooth weighted round-robin over the peers `usable` accepts: ties go to
 /// the lowest index, as in nginx. A peer's current weight grows by its effective weight, which
 /// grows back by one towards its weight each time the peer is considered.
-fn walk_step(
-    weights: &[u32],
-    current: &mut [i64],
-    effective: &mut [i64],
-    mut usable: impl FnMut(usize) -> bool,
-) -> Option<usize> {
+fn walk_step(peers: &mut [WalkPeer], mut usable: impl FnMut(usize) -> bool) -> Option<usize> {
     let mut total = 0i64;
     let mut best: Option<usize> = None;
-    for i in 0..weights.len() {
-        if weights[i] == 0 || !usable(i) {
+    let mut best_current = i64::MIN;
+    for (i, p) in peers.iter_mut().enumerate() {
+        if p.weight == 0 || !usable(i) {
             continue;
         }
-        current[i] += effective[i];
-        total += effective[i];
-        if effective[i] < i64::from(weights[i]) {
-            effective[i] += 1;
+        p.current += p.effective;
+        total += p.effective;
+        if p.effective < p.weight {
+            p.effective += 1;
         }
-        if best.is_none_or(|b| current[i] > current[b]) {
+        if best.is_none() || p.current > best_current {
             best = Some(i);
+            best_current = p.current;
         }
     }
     let b = best?;
-    current[b] -= total;
+    peers[b].current -= total;
     Some(b)
 }
 
@@ -246,10 +249,9 @@ mod tests {
 
     /// nginx's algorithm as it runs in nginx: a walk over all available peers per pick.
     fn nginx_sequence(weights: &[u32], n: usize) -> Vec<usize> {
-        let mut current = vec![0i64; weights.len()];
-        let mut effective: Vec<i64> = weights.iter().map(|&w| i64::from(w)).collect();
+        let mut peers = walk_peers(weights);
         (0..n)
-            .map(|_| walk_step(weights, &mut current, &mut effective, |_| true).unwrap())
+            .map(|_| walk_step(&mut peers, |_| true).unwrap())
             .collect()
     }
 
