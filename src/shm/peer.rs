@@ -484,4 +484,28 @@ mod tests {
         p.on_done(false, &l, 1, &mine);
         assert!(p.verdict(&l, 1).can_pick());
     }
+
+    #[test]
+    fn a_reader_never_pairs_two_probes_halves_of_a_reason() {
+        // One thread records alternating results, another reads them: every read must be one
+        // of the results written, never the code of one with the detail of the other.
+        use std::sync::atomic::AtomicBool;
+        let p = fresh();
+        let stop = AtomicBool::new(false);
+        let (a, b) = (Reason::ConnectFailed(111), Reason::Status(503));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for k in 0..200_000u32 {
+                    p.on_check(if k % 2 == 0 { a } else { b }, 2, 2, 0);
+                }
+                stop.store(true, Relaxed);
+            });
+            let mut reads = 0u64;
+            while !stop.load(Relaxed) || reads == 0 {
+                let r = p.reason();
+                assert!(r == a || r == b || r == Reason::None, "torn read: {r:?}");
+                reads += 1;
+            }
+        });
+    }
 }
