@@ -83,9 +83,17 @@ my $after = fds();
 is(scalar(keys %$before), 2, 'two workers');
 for my $pid (sort keys %$before) {
     ok(defined $after->{$pid}, "worker $pid still runs");
-    cmp_ok(($after->{$pid} // 1e9) - $before->{$pid}, '<=', 2,
-           "worker $pid: descriptors flat ($before->{$pid} -> " . ($after->{$pid} // '?') . ")");
 }
+# A kept probe connection belongs to the worker that ran the peer's last probe; when the other
+# worker takes a peer over (its timer came first), both may hold one for a while, so a worker's
+# count can move by up to the number of peers. A leak grows with every probe: over 2,000
+# probes, far beyond that.
+my $peers = 12;
+my ($sum_before, $sum_after) = (0, 0);
+$sum_before += $_ for values %$before;
+$sum_after += $after->{$_} // 1e9 for keys %$before;
+cmp_ok($sum_after - $sum_before, '<=', $peers + 2,
+       "descriptors of both workers flat within one per peer ($sum_before -> $sum_after)");
 unlike($s->error_log, qr/\[(alert|crit|emerg)\]/, 'no alert, crit or emerg in the error log');
 
 $s->cleanup;
