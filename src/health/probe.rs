@@ -313,7 +313,7 @@ unsafe fn set_port(sa: *mut u8, port: u16) {
     // SAFETY: the family is the first two bytes, the port the next two, for AF_INET and AF_INET6.
     unsafe {
         let family = ptr::read_unaligned(sa as *const u16);
-        if family == 2 || family == 10 {
+        if i32::from(family) == libc::AF_INET || i32::from(family) == libc::AF_INET6 {
             ptr::write_unaligned(sa.add(2) as *mut u16, port.to_be());
         }
     }
@@ -546,9 +546,13 @@ fn handshake(p: &mut Probe) {
             return abandon(p);
         }
         if let Some(name) = &p.sni {
-            // SSL_set_tlsext_host_name(ssl, name): SSL_ctrl(SSL_CTRL_SET_TLSEXT_HOSTNAME = 55,
-            // TLSEXT_NAMETYPE_host_name = 0).
-            nginx_sys::SSL_ctrl((*(*c).ssl).connection, 55, 0, name.as_ptr() as *mut c_void);
+            // SSL_set_tlsext_host_name(ssl, name) is a macro over SSL_ctrl.
+            nginx_sys::SSL_ctrl(
+                (*(*c).ssl).connection,
+                nginx_sys::SSL_CTRL_SET_TLSEXT_HOSTNAME as _,
+                nginx_sys::TLSEXT_NAMETYPE_host_name as _,
+                name.as_ptr() as *mut c_void,
+            );
         }
         // Resume the peer's last session (an abbreviated handshake), if there is one.
         if !p.tls_session.is_null() && nginx_sys::ngx_ssl_set_session(c, p.tls_session) != OK {

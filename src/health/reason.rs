@@ -109,11 +109,11 @@ impl fmt::Display for Reason {
 }
 
 fn errno_text(e: u32) -> String {
-    match e {
-        104 => "connection reset".into(),
-        110 => "timed out".into(),
-        111 => "connection refused".into(),
-        113 => "no route to host".into(),
+    match i32::try_from(e).unwrap_or(0) {
+        libc::ECONNRESET => "connection reset".into(),
+        libc::ETIMEDOUT => "timed out".into(),
+        libc::ECONNREFUSED => "connection refused".into(),
+        libc::EHOSTUNREACH => "no route to host".into(),
         _ => format!("errno {e}"),
     }
 }
