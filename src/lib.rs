@@ -7,9 +7,11 @@
 //! and calls into the core; it is compiled only with the `nginx` feature and never under
 //! `cfg(test)`, so unit tests link without nginx.
 //!
-//! Where things are: `balance/` chooses peers (pure), `upstream/` is the nginx side of
-//! `lb_upstream` (`upstream/pick.rs` is where a peer is chosen), `shm/` is the shared per-peer
-//! state, `headers/` is `lb_add_header`.
+//! Where things are: the core folders `balance/` (choosing peers), `health/` (rise/fall,
+//! probe responses), `shm/` (the shared per-peer records), `status/` (snapshots and
+//! renderers), `conf/`, `headers/` and `keepalive/` (argument parsers and bookkeeping) are pure
+//! Rust; `shell/` is all that touches nginx (`shell/pick.rs` is where a peer is chosen) and
+//! depends on the core, never the reverse. `src/README.md` draws the layers and data flow.
 
 pub mod balance;
 pub mod conf;
@@ -20,17 +22,135 @@ pub mod shm;
 pub mod status;
 
 #[cfg(test)]
+mod layers_test;
+#[cfg(test)]
 mod noise_tests;
 
 #[cfg(all(feature = "nginx", not(test)))]
-pub mod nginx;
-#[cfg(all(feature = "nginx", not(test)))]
-pub mod upstream;
+pub mod shell;
 
 #[cfg(all(feature = "nginx", not(test)))]
-pub use headers::filter::ngx_http_lb_headers_filter_module;
+pub use modules::{ngx_http_lb_headers_filter_module, ngx_http_lb_module};
+
 #[cfg(all(feature = "nginx", not(test)))]
-pub use upstream::ngx_http_lb_module;
+mod modules {
+    //! The two nginx modules this library is: their contexts, directives and process hooks
+    //! (each implemented in `shell`).
+    use core::ffi::c_void;
+    use core::ptr;
+
+    use nginx_sys::{
+        ngx_command_t, ngx_http_module_t, ngx_module_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_ANY,
+        NGX_CONF_NOARGS, NGX_CONF_TAKE12, NGX_CONF_TAKE23, NGX_HTTP_LIF_CONF, NGX_HTTP_LOC_CONF,
+        NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
+        NGX_HTTP_SRV_CONF_OFFSET, NGX_HTTP_UPS_CONF,
+    };
+
+    use crate::shell::headers::{
+        create_loc_conf, merge_loc_conf, postconfiguration, set_add_header,
+    };
+    use crate::shell::upstream::{
+        create_main_conf, create_srv_conf, exit_process, init_main_conf, init_module, init_process,
+        preconfiguration, set_lb_keepalive, set_lb_upstream,
+    };
+
+    static LB_CTX: ngx_http_module_t = ngx_http_module_t {
+        preconfiguration: Some(preconfiguration),
+        postconfiguration: None,
+        create_main_conf: Some(create_main_conf),
+        init_main_conf: Some(init_main_conf),
+        create_srv_conf: Some(create_srv_conf),
+        merge_srv_conf: None,
+        create_loc_conf: None,
+        merge_loc_conf: None,
+    };
+
+    static mut LB_COMMANDS: [ngx_command_t; 5] = [
+        ngx_command_t {
+            name: ngx::ngx_string!("lb_upstream"),
+            type_: (NGX_HTTP_UPS_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE12) as ngx_uint_t,
+            set: Some(set_lb_upstream),
+            conf: NGX_HTTP_SRV_CONF_OFFSET,
+            offset: 0,
+            post: ptr::null_mut(),
+        },
+        ngx_command_t {
+            name: ngx::ngx_string!("lb_check"),
+            type_: (NGX_HTTP_UPS_CONF | NGX_CONF_ANY) as ngx_uint_t,
+            set: Some(crate::shell::check::set_lb_check),
+            conf: NGX_HTTP_SRV_CONF_OFFSET,
+            offset: 0,
+            post: ptr::null_mut(),
+        },
+        ngx_command_t {
+            name: ngx::ngx_string!("lb_keepalive"),
+            type_: (NGX_HTTP_UPS_CONF | NGX_CONF_1MORE) as ngx_uint_t,
+            set: Some(set_lb_keepalive),
+            conf: NGX_HTTP_SRV_CONF_OFFSET,
+            offset: 0,
+            post: ptr::null_mut(),
+        },
+        ngx_command_t {
+            name: ngx::ngx_string!("lb_status"),
+            type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+            set: Some(crate::shell::status::set_lb_status),
+            conf: 0,
+            offset: 0,
+            post: ptr::null_mut(),
+        },
+        ngx_command_t::empty(),
+    ];
+
+    /// The balancer module: `lb_upstream`, `lb_check`, `lb_keepalive`, `lb_status`.
+    #[used]
+    #[allow(non_upper_case_globals)]
+    pub static mut ngx_http_lb_module: ngx_module_t = ngx_module_t {
+        ctx: ptr::addr_of!(LB_CTX) as *mut c_void,
+        commands: ptr::addr_of_mut!(LB_COMMANDS) as *mut ngx_command_t,
+        type_: NGX_HTTP_MODULE as ngx_uint_t,
+        init_module: Some(init_module),
+        init_process: Some(init_process),
+        exit_process: Some(exit_process),
+        ..ngx_module_t::default()
+    };
+
+    static HEADERS_CTX: ngx_http_module_t = ngx_http_module_t {
+        preconfiguration: None,
+        postconfiguration: Some(postconfiguration),
+        create_main_conf: None,
+        init_main_conf: None,
+        create_srv_conf: None,
+        merge_srv_conf: None,
+        create_loc_conf: Some(create_loc_conf),
+        merge_loc_conf: Some(merge_loc_conf),
+    };
+
+    static mut HEADERS_COMMANDS: [ngx_command_t; 2] = [
+        ngx_command_t {
+            name: ngx::ngx_string!("lb_add_header"),
+            type_: (NGX_HTTP_MAIN_CONF
+                | NGX_HTTP_SRV_CONF
+                | NGX_HTTP_LOC_CONF
+                | NGX_HTTP_LIF_CONF
+                | NGX_CONF_TAKE23) as ngx_uint_t,
+            set: Some(set_add_header),
+            conf: NGX_HTTP_LOC_CONF_OFFSET,
+            offset: 0,
+            post: ptr::null_mut(),
+        },
+        ngx_command_t::empty(),
+    ];
+
+    /// The header filter module: `lb_add_header`.
+    #[used]
+    #[allow(non_upper_case_globals)]
+    pub static mut ngx_http_lb_headers_filter_module: ngx_module_t = ngx_module_t {
+        ctx: ptr::addr_of!(HEADERS_CTX) as *mut c_void,
+        commands: ptr::addr_of_mut!(HEADERS_COMMANDS) as *mut ngx_command_t,
+        type_: NGX_HTTP_MODULE as ngx_uint_t,
+        ..ngx_module_t::default()
+    };
+}
 
 #[cfg(all(feature = "nginx", not(test)))]
 mod exports {

@@ -1,5 +1,5 @@
 //! Peer selection, pure Rust: the algorithms and the rules that decide whether a peer may be
-//! chosen. The nginx glue in `crate::upstream` feeds them indices and reads shared state; nothing
+//! chosen. The nginx glue in `crate::shell` feeds them indices and reads shared state; nothing
 //! here knows about nginx.
 
 pub mod availability;

@@ -2,15 +2,9 @@
 //!
 //! Pure parts: `config` (the directive's parameters), `state` (rise/fall), `response` (reading a
 //! probe's HTTP response), `reason` (why a probe failed, packed for shared memory).
-//! nginx glue: `directive` (`lb_check`, regex and TLS context prepared at configuration time)
-//! and `probe` (timers and non-blocking connections in each worker: where a probe is sent).
+//! The nginx side (`lb_check` and the probes on the event loop) is in `crate::shell`.
 
 pub mod config;
 pub mod reason;
 pub mod response;
 pub mod state;
-
-#[cfg(all(feature = "nginx", not(test)))]
-pub mod directive;
-#[cfg(all(feature = "nginx", not(test)))]
-pub mod probe;

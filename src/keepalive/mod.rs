@@ -6,10 +6,7 @@
 //! hundreds. Here each peer has its own short list (most recently used first). The rules for
 //! keeping a connection are nginx's (`keepalive_requests`, `keepalive_timeout`,
 //! `keepalive_time`, and only after a complete HTTP/1.1 exchange). `IdleList` is the pure
-//! bookkeeping; `cache` is the nginx glue.
-
-#[cfg(all(feature = "nginx", not(test)))]
-pub mod cache;
+//! bookkeeping; `crate::shell::keepalive` is the nginx glue.
 
 use crate::conf::time::parse_time_ms;
 

@@ -1,13 +1,10 @@
 //! Per-peer state shared by all workers, in one nginx shared-memory zone.
 //!
 //! `peer` is one peer's record (atomics only), `table` finds a peer's record by upstream name and
-//! address so that state survives a reload; both are pure Rust. `zone` is the nginx glue that
-//! creates the zone and hands each configured peer its record.
+//! address so that state survives a reload; both are pure Rust. `crate::shell::zone` is the nginx
+//! glue that creates the zone and hands each configured peer its record.
 
 pub mod peer;
 pub mod table;
-
-#[cfg(all(feature = "nginx", not(test)))]
-pub mod zone;
 
 pub use peer::PeerShared;

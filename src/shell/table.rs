@@ -66,11 +66,11 @@ pub struct Upstream {
     /// so locking it out for `fail_timeout` would only turn a blip into an outage).
     pub single: bool,
     /// Active health checks (`lb_check`), if configured.
-    pub check: Option<Box<crate::health::directive::CheckSetup>>,
+    pub check: Option<Box<crate::shell::check::CheckSetup>>,
     /// Every peer has its shared record (set by `shm::zone` before workers start).
     pub records_ready: bool,
     /// Idle connections per peer (`lb_keepalive`), if configured.
-    pub keepalive: Option<Box<crate::keepalive::cache::PeerCaches>>,
+    pub keepalive: Option<Box<crate::shell::keepalive::PeerCaches>>,
 }
 
 impl Upstream {

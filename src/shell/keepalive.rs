@@ -12,7 +12,7 @@ use nginx_sys::{
     ngx_http_upstream_t, ngx_int_t, ngx_peer_connection_t,
 };
 
-use super::{IdleList, KeepaliveConf};
+use crate::keepalive::{IdleList, KeepaliveConf};
 
 const OK: ngx_int_t = nginx_sys::NGX_OK as ngx_int_t;
 
@@ -137,7 +137,7 @@ unsafe extern "C" fn close_handler(ev: *mut ngx_event_t) {
         let c = (*ev).data as *mut ngx_connection_t;
         if (*c).close() == 0
             && (*(*c).read).timedout() == 0
-            && crate::nginx::peek(c) == crate::nginx::Peek::Nothing
+            && crate::shell::nginx::peek(c) == crate::shell::nginx::Peek::Nothing
         {
             (*ev).set_ready(0);
             if ngx_handle_read_event((*c).read, 0) == OK {

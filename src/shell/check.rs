@@ -11,9 +11,9 @@ use nginx_sys::{
     ngx_ssl_trusted_certificate, ngx_str_t, NGX_SSL_TLSv1_2, NGX_SSL_TLSv1_3,
 };
 
-use super::config::{parse_check, CheckConf};
-use crate::nginx::{bytes, conf_error, directive_params, CONF_ERROR, CONF_OK};
-use crate::upstream::directive::SrvConf;
+use crate::health::config::{parse_check, CheckConf};
+use crate::shell::nginx::{bytes, conf_error, directive_params, CONF_ERROR, CONF_OK};
+use crate::shell::upstream::SrvConf;
 
 /// A parsed `lb_check` with what the workers need ready.
 pub struct CheckSetup {
@@ -57,7 +57,7 @@ pub unsafe extern "C" fn set_lb_check(
                 }
             }
         }
-        if setup.conf.kind == super::config::Kind::Https {
+        if setup.conf.kind == crate::health::config::Kind::Https {
             match create_ssl(cf, &setup.conf) {
                 Some(ssl) => setup.ssl = ssl,
                 None => return CONF_ERROR,

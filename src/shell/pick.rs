@@ -15,11 +15,11 @@ use nginx_sys::{
     NGX_LOG_WARN,
 };
 
-use super::directive::srv_conf;
 use super::table::{Peer, Upstream};
+use super::upstream::srv_conf;
 use crate::balance::p2c::score_less;
 use crate::balance::{Fit, Limits, Selector, Verdict};
-use crate::nginx::bytes;
+use crate::shell::nginx::bytes;
 use crate::shm::peer::FailOutcome;
 
 const NONE: usize = usize::MAX;
@@ -142,7 +142,7 @@ pub unsafe extern "C" fn init_peer(
             tried_inline: 0,
             tried,
         });
-        *(*r).ctx.add(super::directive::ctx_index()) = rp as *mut c_void;
+        *(*r).ctx.add(super::upstream::ctx_index()) = rp as *mut c_void;
 
         (*u).peer.data = rp as *mut c_void;
         (*u).peer.get = Some(get_peer);
@@ -212,7 +212,7 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
         (*pc).socklen = peer.socklen;
         (*pc).name = &peer.name as *const _ as *mut _;
         if let Some(k) = up.keepalive.as_deref_mut() {
-            if crate::keepalive::cache::take(k, i, pc) {
+            if crate::shell::keepalive::take(k, i, pc) {
                 return nginx_sys::NGX_DONE as ngx_int_t;
             }
         }
@@ -278,7 +278,7 @@ unsafe extern "C" fn free_peer(
                 _ => {}
             }
             if let Some(k) = up.keepalive.as_deref_mut() {
-                crate::keepalive::cache::keep(k, rp.current, pc, rp.u, attempt_failed);
+                crate::shell::keepalive::keep(k, rp.current, pc, rp.u, attempt_failed);
             }
             rp.current = NONE;
         }

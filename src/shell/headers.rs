@@ -7,15 +7,15 @@ use core::ptr;
 
 use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_http_compile_complex_value, ngx_http_compile_complex_value_t,
-    ngx_http_complex_value, ngx_http_complex_value_t, ngx_http_module_t,
-    ngx_http_output_header_filter_pt, ngx_http_request_t, ngx_int_t, ngx_list_push, ngx_module_t,
-    ngx_pnalloc, ngx_str_t, ngx_table_elt_t, ngx_uint_t, NGX_CONF_TAKE23, NGX_HTTP_LIF_CONF,
-    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE,
-    NGX_HTTP_SRV_CONF, NGX_LOG_WARN,
+    ngx_http_complex_value, ngx_http_complex_value_t, ngx_http_output_header_filter_pt,
+    ngx_http_request_t, ngx_int_t, ngx_list_push, ngx_pnalloc, ngx_str_t, ngx_table_elt_t,
+    NGX_LOG_WARN,
 };
 
-use super::spec::{applies_to_status, parse_add_header, show, unsafe_runtime_value};
-use crate::nginx::{bytes, conf_error, directive_args, directive_params, CONF_ERROR, CONF_OK};
+use crate::headers::spec::{applies_to_status, parse_add_header, show, unsafe_runtime_value};
+use crate::shell::nginx::{
+    bytes, conf_error, directive_args, directive_params, CONF_ERROR, CONF_OK,
+};
 
 /// One compiled `lb_add_header` line.
 #[derive(Clone)]
@@ -38,51 +38,14 @@ static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
 /// not put in the chain at all, so it costs nothing.
 static mut ANY_HEADER: bool = false;
 
-static HEADERS_CTX: ngx_http_module_t = ngx_http_module_t {
-    preconfiguration: None,
-    postconfiguration: Some(postconfiguration),
-    create_main_conf: None,
-    init_main_conf: None,
-    create_srv_conf: None,
-    merge_srv_conf: None,
-    create_loc_conf: Some(create_loc_conf),
-    merge_loc_conf: Some(merge_loc_conf),
-};
-
-static mut HEADERS_COMMANDS: [ngx_command_t; 2] = [
-    ngx_command_t {
-        name: ngx::ngx_string!("lb_add_header"),
-        type_: (NGX_HTTP_MAIN_CONF
-            | NGX_HTTP_SRV_CONF
-            | NGX_HTTP_LOC_CONF
-            | NGX_HTTP_LIF_CONF
-            | NGX_CONF_TAKE23) as ngx_uint_t,
-        set: Some(set_add_header),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
-    ngx_command_t::empty(),
-];
-
-/// The header filter module, exported in the module table from `lib.rs`.
-#[used]
-#[allow(non_upper_case_globals)]
-pub static mut ngx_http_lb_headers_filter_module: ngx_module_t = ngx_module_t {
-    ctx: ptr::addr_of!(HEADERS_CTX) as *mut c_void,
-    commands: ptr::addr_of_mut!(HEADERS_COMMANDS) as *mut ngx_command_t,
-    type_: NGX_HTTP_MODULE as ngx_uint_t,
-    ..ngx_module_t::default()
-};
-
-unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+pub(crate) unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     // SAFETY: nginx passes a valid `cf` whose pool lives as long as the configuration; the
     // pool runs the value's destructor (freeing the Vec) when the configuration is released.
     unsafe { ngx::core::Pool::from_ngx_pool((*cf).pool) }.allocate(HeadersConf::default())
         as *mut c_void
 }
 
-unsafe extern "C" fn merge_loc_conf(
+pub(crate) unsafe extern "C" fn merge_loc_conf(
     _cf: *mut ngx_conf_t,
     parent: *mut c_void,
     child: *mut c_void,
@@ -100,7 +63,7 @@ unsafe extern "C" fn merge_loc_conf(
     CONF_OK
 }
 
-unsafe extern "C" fn postconfiguration(_cf: *mut ngx_conf_t) -> ngx_int_t {
+pub(crate) unsafe extern "C" fn postconfiguration(_cf: *mut ngx_conf_t) -> ngx_int_t {
     // SAFETY: configuration runs in one thread; this is how every nginx filter joins the chain
     // (the chain is rebuilt from scratch for every configuration load).
     unsafe {
@@ -113,7 +76,7 @@ unsafe extern "C" fn postconfiguration(_cf: *mut ngx_conf_t) -> ngx_int_t {
     nginx_sys::NGX_OK as ngx_int_t
 }
 
-unsafe extern "C" fn set_add_header(
+pub(crate) unsafe extern "C" fn set_add_header(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
@@ -179,7 +142,7 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls header filters with a live request; our loc conf slot was created by
     // `create_loc_conf` for every location.
     unsafe {
-        let module = &*ptr::addr_of!(ngx_http_lb_headers_filter_module);
+        let module = &*ptr::addr_of!(crate::ngx_http_lb_headers_filter_module);
         let conf = *(*r).loc_conf.add(module.ctx_index) as *const HeadersConf;
         if r == (*r).main && !conf.is_null() {
             if let Some(headers) = &(*conf).headers {

@@ -12,16 +12,16 @@ use nginx_sys::{
     ngx_pcalloc, ngx_pnalloc, ngx_str_t, ngx_table_elt_t, ngx_uint_t,
 };
 
-use super::query::{self, Format};
-use super::snapshot::{
-    CheckSummary, HealthChecks, PeerSnapshot, PeerState, Responses, Snapshot, UpstreamSnapshot,
-};
-use super::{html, json, prometheus};
 use crate::health::reason::Reason;
 use crate::health::state::Health;
-use crate::nginx::{bytes, CONF_OK};
-use crate::upstream::directive::{ctx_index, MainConf};
-use crate::upstream::table::Upstream;
+use crate::shell::nginx::{bytes, CONF_OK};
+use crate::shell::table::Upstream;
+use crate::shell::upstream::{ctx_index, MainConf};
+use crate::status::query::{self, Format};
+use crate::status::snapshot::{
+    CheckSummary, HealthChecks, PeerSnapshot, PeerState, Responses, Snapshot, UpstreamSnapshot,
+};
+use crate::status::{html, json, prometheus};
 
 /// `lb_status;`: makes its location answer with the status.
 ///

@@ -21,14 +21,14 @@ use nginx_sys::{
     ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t, ngx_str_t, ngx_uint_t, NGX_LOG_EMERG,
 };
 
-use super::table::{
+use crate::health::state::Health;
+use crate::shell::nginx::bytes;
+use crate::shell::table::Upstream;
+use crate::shell::upstream::{log_plain, MainConf};
+use crate::shm::table::{
     self, capacity_for, claim, fits, header_matches, init_header, slots_for, table_bytes, Claim,
     Header, Table,
 };
-use crate::health::state::Health;
-use crate::nginx::bytes;
-use crate::upstream::directive::{log_plain, MainConf};
-use crate::upstream::table::Upstream;
 
 /// The zone's name, as `nginx -T` and error messages show it.
 const ZONE_NAME: &str = "ngx_http_lb";
@@ -77,7 +77,7 @@ pub unsafe fn add(cf: *mut ngx_conf_t, main: &mut MainConf) -> ngx_int_t {
             cf,
             &mut name,
             size,
-            ptr::addr_of_mut!(crate::upstream::ngx_http_lb_module) as *mut c_void,
+            ptr::addr_of_mut!(crate::ngx_http_lb_module) as *mut c_void,
         );
         if zone.is_null() {
             return nginx_sys::NGX_ERROR as ngx_int_t;

@@ -10,18 +10,16 @@ use core::ffi::{c_char, c_void};
 use core::ptr;
 
 use nginx_sys::{
-    ngx_command_t, ngx_conf_t, ngx_http_conf_ctx_t, ngx_http_module_t,
-    ngx_http_upstream_init_peer_pt, ngx_http_upstream_init_round_robin,
-    ngx_http_upstream_main_conf_t, ngx_http_upstream_module, ngx_http_upstream_rr_peers_t,
-    ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_log_error_core, ngx_module_t, ngx_uint_t,
-    NGX_CONF_1MORE, NGX_CONF_ANY, NGX_CONF_NOARGS, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF,
-    NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF_OFFSET, NGX_HTTP_UPS_CONF, NGX_LOG_EMERG, NGX_LOG_NOTICE,
+    ngx_command_t, ngx_conf_t, ngx_http_conf_ctx_t, ngx_http_upstream_init_peer_pt,
+    ngx_http_upstream_init_round_robin, ngx_http_upstream_main_conf_t, ngx_http_upstream_module,
+    ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_log_error_core,
+    ngx_uint_t, NGX_LOG_EMERG, NGX_LOG_NOTICE,
 };
 
 use super::table::Upstream;
+use super::zone;
 use crate::balance::{method, MethodConf};
-use crate::nginx::{bytes, conf_error, directive_params, CONF_ERROR, CONF_OK};
-use crate::shm;
+use crate::shell::nginx::{bytes, conf_error, directive_params, CONF_ERROR, CONF_OK};
 
 /// Our configuration of one `upstream {}` block (nginx creates one per `server`/`upstream`).
 #[derive(Default)]
@@ -34,7 +32,7 @@ pub struct SrvConf {
     /// Built by `init_upstream`; stays null if another method replaced us.
     pub upstream: *mut Upstream,
     /// `lb_check`, until `init_upstream` hands it to the table.
-    pub check: Option<Box<crate::health::directive::CheckSetup>>,
+    pub check: Option<Box<crate::shell::check::CheckSetup>>,
     /// `lb_keepalive`.
     pub keepalive: Option<crate::keepalive::KeepaliveConf>,
 }
@@ -44,7 +42,7 @@ pub struct MainConf {
     pub upstreams: Vec<*mut Upstream>,
     /// Rows of per-worker active counters in the zone (from `worker_processes`).
     pub slots: u32,
-    /// The zone's table, once `shm::zone::init_zone` found or made it.
+    /// The zone's table, once `zone::init_zone` found or made it.
     pub table: *mut crate::shm::table::Header,
     /// This worker's row of active counters.
     pub row: Option<usize>,
@@ -61,121 +59,61 @@ impl Default for MainConf {
     }
 }
 
-static LB_CTX: ngx_http_module_t = ngx_http_module_t {
-    preconfiguration: Some(preconfiguration),
-    postconfiguration: None,
-    create_main_conf: Some(create_main_conf),
-    init_main_conf: Some(init_main_conf),
-    create_srv_conf: Some(create_srv_conf),
-    merge_srv_conf: None,
-    create_loc_conf: None,
-    merge_loc_conf: None,
-};
-
-static mut LB_COMMANDS: [ngx_command_t; 5] = [
-    ngx_command_t {
-        name: ngx::ngx_string!("lb_upstream"),
-        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE12) as ngx_uint_t,
-        set: Some(set_lb_upstream),
-        conf: NGX_HTTP_SRV_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx::ngx_string!("lb_check"),
-        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_ANY) as ngx_uint_t,
-        set: Some(crate::health::directive::set_lb_check),
-        conf: NGX_HTTP_SRV_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx::ngx_string!("lb_keepalive"),
-        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_1MORE) as ngx_uint_t,
-        set: Some(set_lb_keepalive),
-        conf: NGX_HTTP_SRV_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx::ngx_string!("lb_status"),
-        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
-        set: Some(crate::status::handler::set_lb_status),
-        conf: 0,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
-    ngx_command_t::empty(),
-];
-
 /// `init_process`: gives this worker its own random sequences, then starts the health checks.
-unsafe extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
+pub(crate) unsafe extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
     // SAFETY: nginx calls this in a new process with its cycle; the tables were built in the
     // master and are this process's own copy now.
     unsafe {
         let pid = core::ptr::read_volatile(core::ptr::addr_of!(nginx_sys::ngx_pid)) as u64;
-        let main = crate::health::probe::main_conf(cycle);
+        let main = crate::shell::probe::main_conf(cycle);
         if !main.is_null() {
             for (k, &u) in (*main).upstreams.iter().enumerate() {
                 (*u).reseed(pid.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ k as u64);
             }
             let kind = core::ptr::read_volatile(core::ptr::addr_of!(nginx_sys::ngx_process)) as u32;
             if kind == nginx_sys::NGX_PROCESS_WORKER || kind == nginx_sys::NGX_PROCESS_SINGLE {
-                shm::zone::worker_start(&mut *main, pid as u32);
+                zone::worker_start(&mut *main, pid as u32);
             }
         }
-        crate::health::probe::init_process(cycle)
+        crate::shell::probe::init_process(cycle)
     }
 }
 
 /// Runs in the master once nginx has committed a new configuration (after it opened the
 /// listening sockets, when the reload can no longer fail): only now may the shared state that
 /// running workers see change.
-unsafe extern "C" fn init_module(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
+pub(crate) unsafe extern "C" fn init_module(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
     // SAFETY: nginx calls this with the new cycle, before forking its workers.
     unsafe {
-        let main = crate::health::probe::main_conf(cycle);
+        let main = crate::shell::probe::main_conf(cycle);
         if main.is_null() {
             return nginx_sys::NGX_OK as ngx_int_t;
         }
-        shm::zone::commit(&mut *main)
+        zone::commit(&mut *main)
     }
 }
 
-unsafe extern "C" fn exit_process(cycle: *mut nginx_sys::ngx_cycle_t) {
+pub(crate) unsafe extern "C" fn exit_process(cycle: *mut nginx_sys::ngx_cycle_t) {
     // SAFETY: nginx calls this in an exiting worker with its cycle.
     unsafe {
-        let main = crate::health::probe::main_conf(cycle);
+        let main = crate::shell::probe::main_conf(cycle);
         if !main.is_null() {
             let pid = core::ptr::read_volatile(core::ptr::addr_of!(nginx_sys::ngx_pid));
-            shm::zone::worker_exit(&*main, pid as u32);
+            zone::worker_exit(&*main, pid as u32);
         }
     }
 }
 
-unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+pub(crate) unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     // SAFETY: nginx calls this with the configuration being parsed.
-    unsafe { crate::status::variables::add(cf) }
+    unsafe { crate::shell::variables::add(cf) }
 }
-
-/// The balancer module, exported in the module table from `lib.rs`.
-#[used]
-#[allow(non_upper_case_globals)]
-pub static mut ngx_http_lb_module: ngx_module_t = ngx_module_t {
-    ctx: ptr::addr_of!(LB_CTX) as *mut c_void,
-    commands: ptr::addr_of_mut!(LB_COMMANDS) as *mut ngx_command_t,
-    type_: NGX_HTTP_MODULE as ngx_uint_t,
-    init_module: Some(init_module),
-    init_process: Some(init_process),
-    exit_process: Some(exit_process),
-    ..ngx_module_t::default()
-};
 
 /// Our module's `ctx_index`.
 pub fn ctx_index() -> usize {
     // SAFETY: nginx sets `ctx_index` once while loading the configuration; reads after that
     // see a stable value.
-    unsafe { (*ptr::addr_of!(ngx_http_lb_module)).ctx_index }
+    unsafe { (*ptr::addr_of!(crate::ngx_http_lb_module)).ctx_index }
 }
 
 /// Our `SrvConf` for an upstream block, or null for upstreams nginx created implicitly
@@ -193,19 +131,19 @@ pub unsafe fn srv_conf(us: *const ngx_http_upstream_srv_conf_t) -> *mut SrvConf 
     }
 }
 
-unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+pub(crate) unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     // SAFETY: the configuration pool outlives the cycle's configuration and runs Drop.
     unsafe { ngx::core::Pool::from_ngx_pool((*cf).pool) }.allocate(MainConf::default())
         as *mut c_void
 }
 
-unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+pub(crate) unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     // SAFETY: as above.
     unsafe { ngx::core::Pool::from_ngx_pool((*cf).pool) }.allocate(SrvConf::default())
         as *mut c_void
 }
 
-unsafe extern "C" fn set_lb_upstream(
+pub(crate) unsafe extern "C" fn set_lb_upstream(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
@@ -258,7 +196,7 @@ unsafe extern "C" fn set_lb_upstream(
     CONF_OK
 }
 
-unsafe extern "C" fn set_lb_keepalive(
+pub(crate) unsafe extern "C" fn set_lb_keepalive(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
@@ -296,7 +234,7 @@ unsafe extern "C" fn init_upstream(
         let mut table = Upstream::from_round_robin((*us).host, (*conf).method, rr);
         table.check = (*conf).check.take();
         table.keepalive = (*conf).keepalive.map(|k| {
-            Box::new(crate::keepalive::cache::PeerCaches::new(
+            Box::new(crate::shell::keepalive::PeerCaches::new(
                 k,
                 table.peers.len(),
             ))
@@ -332,7 +270,10 @@ unsafe fn main_conf(cf: *mut ngx_conf_t) -> *mut MainConf {
 /// Runs after the upstream module's own `init_main_conf` (ours is a later module), i.e. after
 /// every upstream's `init_upstream`: rejects upstreams where another method replaced ours,
 /// creates the shared zone, and logs one line per upstream.
-unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
+pub(crate) unsafe extern "C" fn init_main_conf(
+    cf: *mut ngx_conf_t,
+    conf: *mut c_void,
+) -> *mut c_char {
     // SAFETY: `conf` is our main conf; the upstream module's main conf lists every upstream.
     unsafe {
         let main = &mut *(conf as *mut MainConf);
@@ -399,7 +340,7 @@ unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *
         if main.upstreams.is_empty() {
             return CONF_OK;
         }
-        if shm::zone::add(cf, main) != nginx_sys::NGX_OK as ngx_int_t {
+        if zone::add(cf, main) != nginx_sys::NGX_OK as ngx_int_t {
             return CONF_ERROR;
         }
         for &u in &main.upstreams {

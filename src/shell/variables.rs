@@ -9,11 +9,11 @@ use nginx_sys::{
     ngx_str_t, ngx_uint_t, NGX_HTTP_VAR_NOCACHEABLE,
 };
 
-use super::snapshot::PeerState;
 use crate::balance::Verdict;
 use crate::health::state::Health;
-use crate::upstream::directive::ctx_index;
-use crate::upstream::pick::RequestPeers;
+use crate::shell::pick::RequestPeers;
+use crate::shell::upstream::ctx_index;
+use crate::status::snapshot::PeerState;
 
 const PEER: usize = 0;
 const PEER_STATE: usize = 1;
@@ -58,7 +58,7 @@ unsafe extern "C" fn get(
         let up = if rp.is_null() {
             ptr::null()
         } else {
-            (*rp).upstream as *const crate::upstream::table::Upstream
+            (*rp).upstream as *const crate::shell::table::Upstream
         };
         let value: Option<(*const u8, usize)> = match which {
             UPSTREAM if !up.is_null() => Some(((*up).name.data, (*up).name.len)),

@@ -36,16 +36,16 @@ use nginx_sys::{
     NGX_LOG_ALERT, NGX_LOG_WARN, NGX_SSL_BUFFER, NGX_SSL_CLIENT,
 };
 
-use super::config::{HttpMethod, Identity, Kind, MAX_RESPONSE};
-use super::directive::CheckSetup;
-use super::reason::Reason;
-use super::response::{Parser, Progress};
-use super::state::Transition;
+use super::check::CheckSetup;
 use crate::conf::time::MAX_MS;
-use crate::nginx::{bytes, peek, Peek};
+use crate::health::config::{HttpMethod, Identity, Kind, MAX_RESPONSE};
+use crate::health::reason::Reason;
+use crate::health::response::{Parser, Progress};
+use crate::health::state::Transition;
+use crate::shell::nginx::{bytes, peek, Peek};
+use crate::shell::table::Upstream;
+use crate::shell::upstream::MainConf;
 use crate::shm::PeerShared;
-use crate::upstream::directive::MainConf;
-use crate::upstream::table::Upstream;
 
 /// Connections this worker keeps idle for probes (a worker is one thread: the atomic is only
 /// for safe shared access).
@@ -176,9 +176,7 @@ pub unsafe fn main_conf(cycle: *mut ngx_cycle_t) -> *mut MainConf {
         if http.is_null() {
             return ptr::null_mut();
         }
-        *(*http)
-            .main_conf
-            .add(crate::upstream::directive::ctx_index()) as *mut MainConf
+        *(*http).main_conf.add(crate::shell::upstream::ctx_index()) as *mut MainConf
     }
 }
 

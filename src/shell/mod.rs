@@ -1,0 +1,27 @@
+//! The nginx shell: everything that touches nginx, around the pure core.
+//!
+//! Dependencies go one way: the shell uses the core folders (`balance`, `conf`, `health`,
+//! `shm`, `status`, `headers`, `keepalive`), which never use the shell; the crate root holds the
+//! module table. Within the shell:
+//!
+//! - `nginx`: small helpers for nginx strings, directive arguments and sockets;
+//! - `upstream`: the directives of an `upstream {}` block and the module's configuration hooks;
+//! - `table`: one upstream's peers as built from nginx's `server` lines;
+//! - `pick`: `init_peer`, `get_peer` (where a peer is chosen) and `free_peer`;
+//! - `zone`: the shared-memory zone, committed with the configuration;
+//! - `check` and `probe`: `lb_check` and the probes on each worker's event loop;
+//! - `keepalive`: `lb_keepalive`'s idle connections;
+//! - `status` and `variables`: `lb_status` and `$lb_peer`, `$lb_peer_state`, `$lb_upstream`;
+//! - `headers`: the `lb_add_header` filter.
+
+pub mod check;
+pub mod headers;
+pub mod keepalive;
+pub mod nginx;
+pub mod pick;
+pub mod probe;
+pub mod status;
+pub mod table;
+pub mod upstream;
+pub mod variables;
+pub mod zone;
