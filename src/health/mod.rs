@@ -7,4 +7,5 @@
 pub mod config;
 pub mod reason;
 pub mod response;
+pub mod schedule;
 pub mod state;
