@@ -37,7 +37,7 @@ pub(super) fn connect(p: &mut Probe) {
     // fills in `pc.connection` or closes what it opened.
     unsafe {
         // Only TLS needs a pool (nginx allocates its connection state from it).
-        if p.setup().conf.kind == Kind::Https {
+        if check_type(p.setup().conf.kind).tls {
             p.pool = ngx_create_pool(4096, p.log);
             if p.pool.is_null() {
                 return abandon(p);
@@ -142,14 +142,11 @@ pub(super) fn socket_error(c: *mut ngx_connection_t) -> u32 {
 }
 
 pub(super) fn connected(p: &mut Probe) {
-    let kind = p.setup().conf.kind;
-    match kind {
-        Kind::Tcp => finish(p, Reason::Passed),
-        Kind::Http => {
-            p.stage = Stage::Sending;
-            send(p)
-        }
-        Kind::Https => handshake(p),
+    let t = check_type(p.setup().conf.kind);
+    if t.tls {
+        handshake(p)
+    } else {
+        (t.exchange)(p)
     }
 }
 

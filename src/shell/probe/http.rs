@@ -2,6 +2,12 @@
 
 use super::*;
 
+/// `type=http` and `type=https` once connected: send the request, then read and judge.
+pub(super) fn http_exchange(p: &mut Probe) {
+    p.stage = Stage::Sending;
+    send(p)
+}
+
 pub(super) fn send(p: &mut Probe) {
     let c = p.conn;
     // SAFETY: `c` is our live connection; `send` writes from our request buffer.

@@ -50,11 +50,13 @@ use crate::shm::PeerShared;
 
 mod conn;
 mod http;
+mod kinds;
 mod pool;
 mod tls;
 
 use conn::*;
 use http::*;
+use kinds::check_type;
 use pool::*;
 use tls::*;
 

@@ -69,7 +69,7 @@ pub(super) fn after_handshake(p: &mut Probe) {
         }
         if p.setup().conf.verify {
             let v = nginx_sys::SSL_get_verify_result((*(*c).ssl).connection);
-            if v != 0 {
+            if v != nginx_sys::X509_V_OK as core::ffi::c_long {
                 return finish(p, Reason::TlsVerify(v as u32));
             }
             if let Some(name) = &p.verify_name {
@@ -78,8 +78,10 @@ pub(super) fn after_handshake(p: &mut Probe) {
                     data: name.as_ptr() as *mut u8,
                 };
                 if ngx_ssl_check_host(c, &mut s) != OK {
-                    // X509_V_ERR_HOSTNAME_MISMATCH
-                    return finish(p, Reason::TlsVerify(62));
+                    return finish(
+                        p,
+                        Reason::TlsVerify(nginx_sys::X509_V_ERR_HOSTNAME_MISMATCH),
+                    );
                 }
             }
         }
@@ -88,8 +90,7 @@ pub(super) fn after_handshake(p: &mut Probe) {
         }
         (*(*c).read).handler = Some(on_event);
         (*(*c).write).handler = Some(on_event);
-        p.stage = Stage::Sending;
-        send(p)
+        (check_type(p.setup().conf.kind).exchange)(p)
     }
 }
 
