@@ -12,8 +12,8 @@ use nginx_sys::{
 };
 
 use crate::health::config::{parse_check, CheckConf};
+use crate::shell::conf::SrvConf;
 use crate::shell::nginx::{bytes, conf_error, directive_params, CONF_ERROR, CONF_OK};
-use crate::shell::upstream::SrvConf;
 
 /// A parsed `lb_check` with what the workers need ready.
 pub struct CheckSetup {

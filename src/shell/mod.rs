@@ -5,6 +5,7 @@
 //! module table. Within the shell:
 //!
 //! - `nginx`: small helpers for nginx strings, directive arguments and sockets;
+//! - `conf`: the configuration types (`SrvConf`, `MainConf`) and their accessors;
 //! - `upstream`: the directives of an `upstream {}` block and the module's configuration hooks;
 //! - `table`: one upstream's peers as built from nginx's `server` lines;
 //! - `pick`: `init_peer`, `get_peer` (where a peer is chosen) and `free_peer`;
@@ -15,6 +16,7 @@
 //! - `headers`: the `lb_add_header` filter.
 
 pub mod check;
+pub mod conf;
 pub mod headers;
 pub mod keepalive;
 pub mod nginx;

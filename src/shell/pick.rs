@@ -15,8 +15,8 @@ use nginx_sys::{
     NGX_LOG_WARN,
 };
 
+use super::conf::srv_conf;
 use super::table::{Peer, Upstream};
-use super::upstream::srv_conf;
 use crate::balance::p2c::score_less;
 use crate::balance::{Fit, Limits, Selector, Verdict};
 use crate::shell::nginx::bytes;
@@ -142,7 +142,7 @@ pub unsafe extern "C" fn init_peer(
             tried_inline: 0,
             tried,
         });
-        *(*r).ctx.add(super::upstream::ctx_index()) = rp as *mut c_void;
+        *(*r).ctx.add(super::conf::ctx_index()) = rp as *mut c_void;
 
         (*u).peer.data = rp as *mut c_void;
         (*u).peer.get = Some(get_peer);

@@ -14,9 +14,9 @@ use nginx_sys::{
 
 use crate::health::reason::Reason;
 use crate::health::state::Health;
+use crate::shell::conf::{ctx_index, MainConf};
 use crate::shell::nginx::{bytes, CONF_OK};
 use crate::shell::table::Upstream;
-use crate::shell::upstream::{ctx_index, MainConf};
 use crate::status::query::{self, Format};
 use crate::status::snapshot::{
     CheckSummary, HealthChecks, PeerSnapshot, PeerState, Responses, Snapshot, UpstreamSnapshot,

@@ -12,52 +12,15 @@ use core::ptr;
 use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_http_conf_ctx_t, ngx_http_upstream_init_peer_pt,
     ngx_http_upstream_init_round_robin, ngx_http_upstream_main_conf_t, ngx_http_upstream_module,
-    ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_log_error_core,
-    ngx_uint_t, NGX_LOG_EMERG, NGX_LOG_NOTICE,
+    ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_uint_t,
+    NGX_LOG_EMERG, NGX_LOG_NOTICE,
 };
 
+use super::conf::{log_plain, main_conf, srv_conf, MainConf, SrvConf};
 use super::table::Upstream;
 use super::zone;
-use crate::balance::{method, MethodConf};
+use crate::balance::method;
 use crate::shell::nginx::{bytes, conf_error, directive_params, CONF_ERROR, CONF_OK};
-
-/// Our configuration of one `upstream {}` block (nginx creates one per `server`/`upstream`).
-#[derive(Default)]
-pub struct SrvConf {
-    pub enabled: bool,
-    pub method: MethodConf,
-    /// Where `lb_upstream` was written, for messages after parsing.
-    pub file: String,
-    pub line: usize,
-    /// Built by `init_upstream`; stays null if another method replaced us.
-    pub upstream: *mut Upstream,
-    /// `lb_check`, until `init_upstream` hands it to the table.
-    pub check: Option<Box<crate::shell::check::CheckSetup>>,
-    /// `lb_keepalive`.
-    pub keepalive: Option<crate::keepalive::KeepaliveConf>,
-}
-
-/// Per-cycle state: every upstream that uses `lb_upstream`, and the shared zone.
-pub struct MainConf {
-    pub upstreams: Vec<*mut Upstream>,
-    /// Rows of per-worker active counters in the zone (from `worker_processes`).
-    pub slots: u32,
-    /// The zone's table, once `zone::init_zone` found or made it.
-    pub table: *mut crate::shm::table::Header,
-    /// This worker's row of active counters.
-    pub row: Option<usize>,
-}
-
-impl Default for MainConf {
-    fn default() -> Self {
-        MainConf {
-            upstreams: Vec::new(),
-            slots: 0,
-            table: ptr::null_mut(),
-            row: None,
-        }
-    }
-}
 
 /// `init_process`: gives this worker its own random sequences, then starts the health checks.
 pub(crate) unsafe extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
@@ -65,7 +28,7 @@ pub(crate) unsafe extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t)
     // master and are this process's own copy now.
     unsafe {
         let pid = core::ptr::read_volatile(core::ptr::addr_of!(nginx_sys::ngx_pid)) as u64;
-        let main = crate::shell::probe::main_conf(cycle);
+        let main = crate::shell::conf::cycle_main_conf(cycle);
         if !main.is_null() {
             for (k, &u) in (*main).upstreams.iter().enumerate() {
                 (*u).reseed(pid.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ k as u64);
@@ -85,7 +48,7 @@ pub(crate) unsafe extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t)
 pub(crate) unsafe extern "C" fn init_module(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
     // SAFETY: nginx calls this with the new cycle, before forking its workers.
     unsafe {
-        let main = crate::shell::probe::main_conf(cycle);
+        let main = crate::shell::conf::cycle_main_conf(cycle);
         if main.is_null() {
             return nginx_sys::NGX_OK as ngx_int_t;
         }
@@ -96,7 +59,7 @@ pub(crate) unsafe extern "C" fn init_module(cycle: *mut nginx_sys::ngx_cycle_t) 
 pub(crate) unsafe extern "C" fn exit_process(cycle: *mut nginx_sys::ngx_cycle_t) {
     // SAFETY: nginx calls this in an exiting worker with its cycle.
     unsafe {
-        let main = crate::shell::probe::main_conf(cycle);
+        let main = crate::shell::conf::cycle_main_conf(cycle);
         if !main.is_null() {
             let pid = core::ptr::read_volatile(core::ptr::addr_of!(nginx_sys::ngx_pid));
             zone::worker_exit(&*main, pid as u32);
@@ -107,28 +70,6 @@ pub(crate) unsafe extern "C" fn exit_process(cycle: *mut nginx_sys::ngx_cycle_t)
 pub(crate) unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     // SAFETY: nginx calls this with the configuration being parsed.
     unsafe { crate::shell::variables::add(cf) }
-}
-
-/// Our module's `ctx_index`.
-pub fn ctx_index() -> usize {
-    // SAFETY: nginx sets `ctx_index` once while loading the configuration; reads after that
-    // see a stable value.
-    unsafe { (*ptr::addr_of!(crate::ngx_http_lb_module)).ctx_index }
-}
-
-/// Our `SrvConf` for an upstream block, or null for upstreams nginx created implicitly
-/// (`proxy_pass http://host`) that have no configuration of their own.
-///
-/// # Safety
-/// `us` must be a live upstream configuration of the current cycle.
-pub unsafe fn srv_conf(us: *const ngx_http_upstream_srv_conf_t) -> *mut SrvConf {
-    // SAFETY: `srv_conf` of an `upstream {}` block holds one slot per HTTP module.
-    unsafe {
-        if (*us).srv_conf.is_null() {
-            return ptr::null_mut();
-        }
-        *(*us).srv_conf.add(ctx_index()) as *mut SrvConf
-    }
 }
 
 pub(crate) unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
@@ -255,18 +196,6 @@ unsafe extern "C" fn init_upstream(
     nginx_sys::NGX_OK as ngx_int_t
 }
 
-/// Our main conf from the configuration being parsed.
-///
-/// # Safety
-/// `cf` must be inside the `http {}` block's configuration.
-unsafe fn main_conf(cf: *mut ngx_conf_t) -> *mut MainConf {
-    // SAFETY: every context inside `http {}` shares the http main_conf array.
-    unsafe {
-        let ctx = (*cf).ctx as *mut ngx_http_conf_ctx_t;
-        *(*ctx).main_conf.add(ctx_index()) as *mut MainConf
-    }
-}
-
 /// Runs after the upstream module's own `init_main_conf` (ours is a later module), i.e. after
 /// every upstream's `init_upstream`: rejects upstreams where another method replaced ours,
 /// creates the shared zone, and logs one line per upstream.
@@ -371,26 +300,4 @@ pub(crate) unsafe extern "C" fn init_main_conf(
         }
     }
     CONF_OK
-}
-
-/// Logs to the configuration's log without nginx's " in file:line" suffix (which would point at
-/// the end of the `http` block, not at the cause).
-///
-/// # Safety
-/// `cf` must be the configuration being processed.
-pub unsafe fn log_plain(cf: *mut ngx_conf_t, level: ngx_uint_t, msg: &str) {
-    // SAFETY: `%*s` reads exactly `msg.len()` bytes from `msg`; `cf->log` is live.
-    unsafe {
-        if (*(*cf).log).log_level < level {
-            return;
-        }
-        ngx_log_error_core(
-            level,
-            (*cf).log,
-            0,
-            c"%*s".as_ptr(),
-            msg.len(),
-            msg.as_ptr(),
-        );
-    }
 }

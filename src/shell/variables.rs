@@ -11,8 +11,8 @@ use nginx_sys::{
 
 use crate::balance::Verdict;
 use crate::health::state::Health;
+use crate::shell::conf::ctx_index;
 use crate::shell::pick::RequestPeers;
-use crate::shell::upstream::ctx_index;
 use crate::status::snapshot::PeerState;
 
 const PEER: usize = 0;

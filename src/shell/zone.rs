@@ -22,9 +22,9 @@ use nginx_sys::{
 };
 
 use crate::health::state::Health;
+use crate::shell::conf::{log_plain, MainConf};
 use crate::shell::nginx::bytes;
 use crate::shell::table::Upstream;
-use crate::shell::upstream::{log_plain, MainConf};
 use crate::shm::table::{
     self, capacity_for, claim, fits, header_matches, init_header, slots_for, table_bytes, Claim,
     Header, Table,

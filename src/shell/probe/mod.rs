@@ -30,10 +30,10 @@ use std::ffi::CString;
 use nginx_sys::{
     ngx_close_connection, ngx_connection_t, ngx_create_pool, ngx_cycle_t, ngx_destroy_pool,
     ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t, ngx_handle_read_event,
-    ngx_handle_write_event, ngx_http_conf_ctx_t, ngx_http_module, ngx_int_t, ngx_log_t,
-    ngx_peer_connection_t, ngx_pool_t, ngx_regex_exec, ngx_ssl_check_host,
-    ngx_ssl_create_connection, ngx_ssl_handshake, ngx_ssl_shutdown, ngx_str_t, sockaddr, socklen_t,
-    NGX_LOG_ALERT, NGX_LOG_WARN, NGX_SSL_BUFFER, NGX_SSL_CLIENT,
+    ngx_handle_write_event, ngx_int_t, ngx_log_t, ngx_peer_connection_t, ngx_pool_t,
+    ngx_regex_exec, ngx_ssl_check_host, ngx_ssl_create_connection, ngx_ssl_handshake,
+    ngx_ssl_shutdown, ngx_str_t, sockaddr, socklen_t, NGX_LOG_ALERT, NGX_LOG_WARN, NGX_SSL_BUFFER,
+    NGX_SSL_CLIENT,
 };
 
 use super::check::CheckSetup;
@@ -45,7 +45,6 @@ use crate::health::schedule;
 use crate::health::state::Transition;
 use crate::shell::nginx::{bytes, peek, Peek};
 use crate::shell::table::Upstream;
-use crate::shell::upstream::MainConf;
 use crate::shm::PeerShared;
 
 mod conn;
@@ -171,24 +170,6 @@ impl Probe {
     }
 }
 
-/// Our main conf in `cycle`, or null when there is no `http` block.
-///
-/// # Safety
-/// `cycle` must be a live cycle.
-pub unsafe fn main_conf(cycle: *mut ngx_cycle_t) -> *mut MainConf {
-    // SAFETY: the http module's slot of `conf_ctx` holds the http configuration context.
-    unsafe {
-        let http = *(*cycle)
-            .conf_ctx
-            .add((*ptr::addr_of!(ngx_http_module)).index)
-            as *mut ngx_http_conf_ctx_t;
-        if http.is_null() {
-            return ptr::null_mut();
-        }
-        *(*http).main_conf.add(crate::shell::upstream::ctx_index()) as *mut MainConf
-    }
-}
-
 /// Arms a probe timer for every checked peer of this worker (from the module's
 /// `init_process`).
 ///
@@ -202,7 +183,7 @@ pub unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         if kind != nginx_sys::NGX_PROCESS_WORKER && kind != nginx_sys::NGX_PROCESS_SINGLE {
             return OK;
         }
-        let main = main_conf(cycle);
+        let main = crate::shell::conf::cycle_main_conf(cycle);
         if main.is_null() {
             return OK;
         }
