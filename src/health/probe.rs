@@ -39,7 +39,7 @@ use nginx_sys::{
 use super::config::{HttpMethod, Identity, Kind, MAX_RESPONSE};
 use super::directive::CheckSetup;
 use super::reason::Reason;
-use super::response::{Parser, Progress};
+use super::response::{Parser, Progress, ResponseError};
 use super::state::Transition;
 use crate::conf::time::MAX_MS;
 use crate::nginx::{bytes, peek, Peek};
@@ -725,7 +725,7 @@ fn read(p: &mut Probe) {
         match p.parser.parse(&p.buf, eof, head) {
             Progress::Complete { status, body, .. } => return judge(p, status, &body),
             Progress::Invalid(why) => return finish(p, Reason::invalid(why)),
-            Progress::NeedMore => return finish(p, Reason::invalid("response longer than 16 KiB")),
+            Progress::NeedMore => return finish(p, Reason::invalid(ResponseError::TooLong)),
         }
     }
 }
