@@ -1,5 +1,6 @@
 //! The arguments of `lb_upstream`: which balancing method an upstream uses, and its settings.
 
+use crate::conf::error::InvalidValue;
 use crate::conf::time::parse_time_ms;
 
 /// How quickly the moving average of response times forgets, unless `decay=` says otherwise.
@@ -45,9 +46,31 @@ impl Method {
     }
 }
 
+/// What is wrong with an `lb_upstream` line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MethodError {
+    /// `decay=` is not a positive time.
+    #[error(transparent)]
+    Decay(#[from] InvalidValue),
+    /// A second method, or anything else after the method.
+    #[error(
+        "unexpected parameter \"{}\" (one method, then optionally decay=TIME)",
+        .0.escape_ascii()
+    )]
+    Unexpected(Vec<u8>),
+    #[error(
+        "unknown balancing method \"{}\" (expected one of: {})",
+        .0.escape_ascii(),
+        Method::NAMES.join(", ")
+    )]
+    UnknownMethod(Vec<u8>),
+    #[error("\"decay\" applies to the p2c method only")]
+    DecayWithoutP2c,
+}
+
 /// Parses the arguments of `lb_upstream` (without the directive name):
 /// `[round_robin | least_conn | p2c] [decay=TIME]`.
-pub fn parse(args: &[&[u8]]) -> Result<MethodConf, String> {
+pub fn parse(args: &[&[u8]]) -> Result<MethodConf, MethodError> {
     let mut conf = MethodConf::default();
     let mut method_seen = false;
     let mut decay_seen = false;
@@ -56,37 +79,30 @@ pub fn parse(args: &[&[u8]]) -> Result<MethodConf, String> {
             conf.decay_ms = match parse_time_ms(v) {
                 Some(ms) if ms > 0 => ms,
                 _ => {
-                    return Err(format!(
-                        "invalid value \"{}\" for \"decay\": expected a positive time such as 10s",
-                        v.escape_ascii()
-                    ))
+                    return Err(InvalidValue::new(
+                        b"decay",
+                        v,
+                        "expected a positive time such as 10s",
+                    )
+                    .into())
                 }
             };
             decay_seen = true;
             continue;
         }
         if method_seen {
-            return Err(format!(
-                "unexpected parameter \"{}\" (one method, then optionally decay=TIME)",
-                arg.escape_ascii()
-            ));
+            return Err(MethodError::Unexpected(arg.to_vec()));
         }
         conf.method = match *arg {
             b"round_robin" => Method::RoundRobin,
             b"least_conn" => Method::LeastConn,
             b"p2c" => Method::P2c,
-            other => {
-                return Err(format!(
-                    "unknown balancing method \"{}\" (expected one of: {})",
-                    other.escape_ascii(),
-                    Method::NAMES.join(", ")
-                ))
-            }
+            other => return Err(MethodError::UnknownMethod(other.to_vec())),
         };
         method_seen = true;
     }
     if decay_seen && conf.method != Method::P2c {
-        return Err("\"decay\" applies to the p2c method only".into());
+        return Err(MethodError::DecayWithoutP2c);
     }
     Ok(conf)
 }
@@ -95,7 +111,7 @@ pub fn parse(args: &[&[u8]]) -> Result<MethodConf, String> {
 mod tests {
     use super::*;
 
-    fn p(s: &str) -> Result<MethodConf, String> {
+    fn p(s: &str) -> Result<MethodConf, MethodError> {
         let args: Vec<&[u8]> = s.split_whitespace().map(str::as_bytes).collect();
         parse(&args)
     }
@@ -116,12 +132,45 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert!(p("fastest").unwrap_err().contains("\"fastest\""));
-        assert!(p("p2c decay=0").unwrap_err().contains("\"decay\""));
-        assert!(p("p2c decay=soon").unwrap_err().contains("\"soon\""));
-        assert!(p("least_conn decay=1s")
-            .unwrap_err()
-            .contains("p2c method only"));
-        assert!(p("least_conn p2c").unwrap_err().contains("\"p2c\""));
+        let decay = |v: &str| {
+            MethodError::Decay(InvalidValue::new(
+                b"decay",
+                v.as_bytes(),
+                "expected a positive time such as 10s",
+            ))
+        };
+        assert_eq!(
+            p("fastest"),
+            Err(MethodError::UnknownMethod(b"fastest".to_vec()))
+        );
+        assert_eq!(p("p2c decay=0"), Err(decay("0")));
+        assert_eq!(p("p2c decay=soon"), Err(decay("soon")));
+        assert_eq!(p("least_conn decay=1s"), Err(MethodError::DecayWithoutP2c));
+        assert_eq!(
+            p("least_conn p2c"),
+            Err(MethodError::Unexpected(b"p2c".to_vec()))
+        );
+    }
+
+    /// The texts nginx prints after "lb_upstream: " (t/ asserts some of them).
+    #[test]
+    fn messages() {
+        let text = |s: &str| p(s).unwrap_err().to_string();
+        assert_eq!(
+            text("fastest"),
+            "unknown balancing method \"fastest\" (expected one of: round_robin, least_conn, p2c)"
+        );
+        assert_eq!(
+            text("p2c decay=0"),
+            "invalid value \"0\" for \"decay\": expected a positive time such as 10s"
+        );
+        assert_eq!(
+            text("least_conn decay=1s"),
+            "\"decay\" applies to the p2c method only"
+        );
+        assert_eq!(
+            text("least_conn p2c"),
+            "unexpected parameter \"p2c\" (one method, then optionally decay=TIME)"
+        );
     }
 }

@@ -14,46 +14,71 @@ pub struct HeaderSpec<'a> {
     pub always: bool,
 }
 
-/// Parses the directive's arguments (without the directive name). The error names the bad
-/// argument and says what is wrong with it.
-pub fn parse_add_header<'a>(args: &[&'a [u8]]) -> Result<HeaderSpec<'a>, String> {
+/// What is wrong with an `lb_add_header` line: names the bad argument and says what is wrong
+/// with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// Not two or three arguments (nginx's `NGX_CONF_TAKE23` already refuses that).
+    #[error(
+        "takes a name, a value and an optional \"always\", got {0} argument{plural}",
+        plural = if *.0 == 1 { "" } else { "s" }
+    )]
+    ArgumentCount(usize),
+    #[error("empty header name")]
+    EmptyName,
+    /// `byte` of `name` is not a token character.
+    #[error(
+        "invalid header name \"{}\": {} is not allowed in an HTTP token",
+        show(name),
+        describe_byte(*byte)
+    )]
+    BadName { name: Vec<u8>, byte: u8 },
+    /// `byte` (CR, LF or NUL) of `value` would end the header line.
+    #[error(
+        "invalid value \"{}\" for header \"{}\": {} is not allowed in a header value",
+        show(value),
+        show(name),
+        describe_byte(*byte)
+    )]
+    BadValue {
+        name: Vec<u8>,
+        value: Vec<u8>,
+        byte: u8,
+    },
+    #[error(
+        "invalid parameter \"{}\": the only flag is \"always\"",
+        show(.0)
+    )]
+    BadFlag(Vec<u8>),
+}
+
+/// Parses the directive's arguments (without the directive name).
+pub fn parse_add_header<'a>(args: &[&'a [u8]]) -> Result<HeaderSpec<'a>, HeaderError> {
     let (name, value, flag) = match args {
         [name, value] => (*name, *value, None),
         [name, value, flag] => (*name, *value, Some(*flag)),
-        _ => {
-            return Err(format!(
-                "takes a name, a value and an optional \"always\", got {} arguments",
-                args.len()
-            ))
-        }
+        _ => return Err(HeaderError::ArgumentCount(args.len())),
     };
     if name.is_empty() {
-        return Err("empty header name".to_string());
+        return Err(HeaderError::EmptyName);
     }
-    if let Some(bad) = name.iter().find(|b| !is_token_char(**b)) {
-        return Err(format!(
-            "invalid header name \"{}\": {} is not allowed in an HTTP token",
-            show(name),
-            describe_byte(*bad)
-        ));
+    if let Some(&byte) = name.iter().find(|b| !is_token_char(**b)) {
+        return Err(HeaderError::BadName {
+            name: name.to_vec(),
+            byte,
+        });
     }
-    if let Some(bad) = value.iter().find(|b| is_forbidden_in_value(**b)) {
-        return Err(format!(
-            "invalid value \"{}\" for header \"{}\": {} is not allowed in a header value",
-            show(value),
-            show(name),
-            describe_byte(*bad)
-        ));
+    if let Some(&byte) = value.iter().find(|b| is_forbidden_in_value(**b)) {
+        return Err(HeaderError::BadValue {
+            name: name.to_vec(),
+            value: value.to_vec(),
+            byte,
+        });
     }
     let always = match flag {
         None => false,
         Some(b"always") => true,
-        Some(other) => {
-            return Err(format!(
-                "invalid parameter \"{}\": the only flag is \"always\"",
-                show(other)
-            ))
-        }
+        Some(other) => return Err(HeaderError::BadFlag(other.to_vec())),
     };
     Ok(HeaderSpec {
         name,
@@ -103,7 +128,7 @@ pub fn show(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<HeaderSpec<'static>, String> {
+    fn parse(args: &[&str]) -> Result<HeaderSpec<'static>, HeaderError> {
         let owned: Vec<&'static [u8]> = args
             .iter()
             .map(|a| &*Box::leak(a.as_bytes().to_vec().into_boxed_slice()))
@@ -123,22 +148,67 @@ mod tests {
     #[test]
     fn bad_names() {
         for name in ["X Bad", "X:Y", "", "X\r\nY", "Ü"] {
-            let err = parse(&[name, "v"]).unwrap_err();
+            let err = parse(&[name, "v"]).unwrap_err().to_string();
             assert!(err.contains("header name"), "{name:?}: {err}");
         }
-        assert!(parse(&["X Bad", "v"]).unwrap_err().contains("a space"));
+        let bad = |name: &str, byte| HeaderError::BadName {
+            name: name.as_bytes().to_vec(),
+            byte,
+        };
+        assert_eq!(parse(&["X Bad", "v"]), Err(bad("X Bad", b' ')));
+        assert_eq!(parse(&["Ü", "v"]), Err(bad("Ü", 0xc3)));
+        assert_eq!(parse(&["", "v"]), Err(HeaderError::EmptyName));
+        // The texts nginx prints after "lb_add_header: " (t/010 asserts them).
+        let text = |name: &str| parse(&[name, "v"]).unwrap_err().to_string();
+        assert_eq!(
+            text("X Bad"),
+            "invalid header name \"X Bad\": a space is not allowed in an HTTP token"
+        );
+        assert_eq!(
+            text("X:"),
+            "invalid header name \"X:\": ':' is not allowed in an HTTP token"
+        );
+        assert_eq!(
+            text("Ü"),
+            "invalid header name \"\\xc3\\x9c\": byte 0xc3 is not allowed in an HTTP token"
+        );
+        assert_eq!(text(""), "empty header name");
     }
 
     #[test]
     fn bad_values_and_flags() {
         let err = parse(&["X-A", "a\r\nSet-Cookie: x"]).unwrap_err();
-        assert!(err.contains("CR"), "{err}");
-        assert!(err.contains("a\\r\\nSet-Cookie: x"), "{err}");
-        assert!(parse(&["X-A", "a\nb"]).unwrap_err().contains("LF"));
+        assert_eq!(
+            err,
+            HeaderError::BadValue {
+                name: b"X-A".to_vec(),
+                value: b"a\r\nSet-Cookie: x".to_vec(),
+                byte: b'\r'
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "invalid value \"a\\r\\nSet-Cookie: x\" for header \"X-A\": CR is not allowed in a \
+             header value"
+        );
+        assert!(parse(&["X-A", "a\nb"])
+            .unwrap_err()
+            .to_string()
+            .contains("LF is not allowed"));
         let err = parse(&["X-A", "b", "sometimes"]).unwrap_err();
-        assert!(err.contains("\"sometimes\""), "{err}");
-        assert!(parse(&["X-A"]).unwrap_err().contains("1 arguments"));
-        assert!(parse(&["X-A", "b", "always", "x"]).is_err());
+        assert_eq!(err, HeaderError::BadFlag(b"sometimes".to_vec()));
+        assert_eq!(
+            err.to_string(),
+            "invalid parameter \"sometimes\": the only flag is \"always\""
+        );
+        assert_eq!(
+            parse(&["X-A"]).unwrap_err().to_string(),
+            "takes a name, a value and an optional \"always\", got 1 argument"
+        );
+        assert_eq!(
+            parse(&["X-A", "b", "always", "x"]).unwrap_err().to_string(),
+            "takes a name, a value and an optional \"always\", got 4 arguments"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use core::fmt;
 
+use crate::conf::error::{InvalidValue, NotKeyValue};
 use crate::conf::time::parse_time_ms;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,10 +131,6 @@ impl Default for CheckConf {
     }
 }
 
-fn s(b: &[u8]) -> String {
-    b.escape_ascii().to_string()
-}
-
 fn parse_status(v: &[u8]) -> Option<StatusSet> {
     let text = core::str::from_utf8(v).ok()?;
     let mut out = Vec::new();
@@ -160,27 +157,52 @@ fn on_off(v: &[u8]) -> Option<bool> {
     }
 }
 
+/// What is wrong with an `lb_check` line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    NotKeyValue(#[from] NotKeyValue),
+    #[error(transparent)]
+    InvalidValue(#[from] InvalidValue),
+    #[error(
+        "unknown parameter \"{}\" (known: type, interval, timeout, rise, fall, jitter, uri, \
+         host, method, status, body, port, default, keepalive, keepalive_time, sni, verify, ca, \
+         cert, key)",
+        .0.escape_ascii()
+    )]
+    UnknownParameter(Vec<u8>),
+    #[error("\"timeout\" ({timeout_ms}ms) must not be longer than \"interval\" ({interval_ms}ms)")]
+    TimeoutOverInterval { timeout_ms: u64, interval_ms: u64 },
+    #[error("\"jitter\" ({jitter_ms}ms) must be shorter than \"interval\" ({interval_ms}ms)")]
+    JitterNotShorter { jitter_ms: u64, interval_ms: u64 },
+    /// A parameter of HTTP probes (named) on a `type=tcp` check.
+    #[error("\"{0}\" needs type=http or type=https")]
+    NeedsHttp(&'static str),
+    /// A TLS parameter (named) on a check that is not `type=https`.
+    #[error("\"{0}\" needs type=https")]
+    NeedsHttps(&'static str),
+    #[error("\"cert\" and \"key\" go together")]
+    CertWithoutKey,
+    #[error("\"verify=on\" needs \"ca=\" (a file of trusted CA certificates)")]
+    VerifyWithoutCa,
+}
+
+/// What a zero time or an on/off flag is told (several keys share these).
+const POSITIVE: &str = "must be positive";
+const ON_OFF: &str = "expected on or off";
+
 /// Parses the arguments of `lb_check` (without the directive name).
-pub fn parse_check(args: &[&[u8]]) -> Result<CheckConf, String> {
+pub fn parse_check(args: &[&[u8]]) -> Result<CheckConf, CheckError> {
     let mut c = CheckConf::default();
     let mut seen_http_only: Option<&str> = None;
     let mut seen_tls_only: Option<&str> = None;
     let mut timeout_set = false;
     for arg in args {
         let Some(eq) = arg.iter().position(|&b| b == b'=') else {
-            return Err(format!(
-                "invalid parameter \"{}\": expected key=value",
-                s(arg)
-            ));
+            return Err(NotKeyValue(arg.to_vec()).into());
         };
         let (key, value) = (&arg[..eq], &arg[eq + 1..]);
-        let bad = |what: &str| {
-            Err(format!(
-                "invalid value \"{}\" for \"{}\": {what}",
-                s(value),
-                s(key)
-            ))
-        };
+        let bad = |expected| Err(InvalidValue::new(key, value, expected).into());
         match key {
             b"type" => {
                 c.kind = match value {
@@ -195,9 +217,9 @@ pub fn parse_check(args: &[&[u8]]) -> Result<CheckConf, String> {
                     return bad("expected a time such as 500ms or 2s");
                 };
                 match key {
-                    b"interval" if ms == 0 => return bad("must be positive"),
-                    b"timeout" if ms == 0 => return bad("must be positive"),
-                    b"keepalive_time" if ms == 0 => return bad("must be positive"),
+                    b"interval" if ms == 0 => return bad(POSITIVE),
+                    b"timeout" if ms == 0 => return bad(POSITIVE),
+                    b"keepalive_time" if ms == 0 => return bad(POSITIVE),
                     b"keepalive_time" => {
                         c.keepalive_time_ms = ms;
                         seen_http_only = Some("keepalive_time");
@@ -294,14 +316,14 @@ pub fn parse_check(args: &[&[u8]]) -> Result<CheckConf, String> {
             }
             b"keepalive" => {
                 let Some(v) = on_off(value) else {
-                    return bad("expected on or off");
+                    return bad(ON_OFF);
                 };
                 c.keepalive = v;
                 seen_http_only = Some("keepalive");
             }
             b"sni" | b"verify" => {
                 let Some(v) = on_off(value) else {
-                    return bad("expected on or off");
+                    return bad(ON_OFF);
                 };
                 if key == b"sni" {
                     c.sni = v;
@@ -327,42 +349,35 @@ pub fn parse_check(args: &[&[u8]]) -> Result<CheckConf, String> {
                     _ => "key",
                 });
             }
-            _ => {
-                return Err(format!(
-                    "unknown parameter \"{}\" (known: type, interval, timeout, rise, fall, \
-                     jitter, uri, host, method, status, body, port, default, keepalive, \
-                     keepalive_time, sni, verify, ca, cert, key)",
-                    s(key)
-                ))
-            }
+            _ => return Err(CheckError::UnknownParameter(key.to_vec())),
         }
     }
     if !timeout_set && c.timeout_ms > c.interval_ms {
         c.timeout_ms = c.interval_ms;
     }
     if c.timeout_ms > c.interval_ms {
-        return Err(format!(
-            "\"timeout\" ({}ms) must not be longer than \"interval\" ({}ms)",
-            c.timeout_ms, c.interval_ms
-        ));
+        return Err(CheckError::TimeoutOverInterval {
+            timeout_ms: c.timeout_ms,
+            interval_ms: c.interval_ms,
+        });
     }
     if c.jitter_ms >= c.interval_ms {
-        return Err(format!(
-            "\"jitter\" ({}ms) must be shorter than \"interval\" ({}ms)",
-            c.jitter_ms, c.interval_ms
-        ));
+        return Err(CheckError::JitterNotShorter {
+            jitter_ms: c.jitter_ms,
+            interval_ms: c.interval_ms,
+        });
     }
     if let (Some(p), false) = (seen_http_only, c.kind.is_http()) {
-        return Err(format!("\"{p}\" needs type=http or type=https"));
+        return Err(CheckError::NeedsHttp(p));
     }
     if let (Some(p), false) = (seen_tls_only, c.kind == Kind::Https) {
-        return Err(format!("\"{p}\" needs type=https"));
+        return Err(CheckError::NeedsHttps(p));
     }
     if c.cert.is_some() != c.key.is_some() {
-        return Err("\"cert\" and \"key\" go together".into());
+        return Err(CheckError::CertWithoutKey);
     }
     if c.verify && c.trusted_ca.is_none() {
-        return Err("\"verify=on\" needs \"ca=\" (a file of trusted CA certificates)".into());
+        return Err(CheckError::VerifyWithoutCa);
     }
     Ok(c)
 }
@@ -486,7 +501,7 @@ mod tests {
         assert_eq!(c.sni_name("b.example"), None);
     }
 
-    fn parse(line: &str) -> Result<CheckConf, String> {
+    fn parse(line: &str) -> Result<CheckConf, CheckError> {
         let args: Vec<&[u8]> = line.split_whitespace().map(str::as_bytes).collect();
         parse_check(&args)
     }
@@ -532,7 +547,13 @@ mod tests {
         // Every time parameter goes through nginx's syntax (see conf::time).
         let c = parse("type=http interval=1m30s timeout=1h jitter=1s500ms keepalive_time=1d")
             .unwrap_err();
-        assert!(c.contains("\"timeout\" (3600000ms)"), "{c}");
+        assert_eq!(
+            c,
+            CheckError::TimeoutOverInterval {
+                timeout_ms: 3_600_000,
+                interval_ms: 90_000
+            }
+        );
         let c =
             parse("type=http interval=1h timeout=1m30s jitter=1s500ms keepalive_time=1d").unwrap();
         assert_eq!(
@@ -555,7 +576,8 @@ mod tests {
             "jitter=",
             "interval=1.5s",
         ] {
-            assert!(parse(bad).unwrap_err().contains("expected a time"), "{bad}");
+            let err = parse(bad).unwrap_err();
+            assert!(err.to_string().contains("expected a time"), "{bad}: {err}");
         }
     }
 
@@ -595,8 +617,79 @@ mod tests {
             ("keepalive_time=1m", "\"keepalive_time\" needs type=http"),
         ];
         for (line, want) in cases {
-            let err = parse(line).unwrap_err();
+            let err = parse(line).unwrap_err().to_string();
             assert!(err.contains(want), "{line}: {err}");
+        }
+    }
+
+    /// The errors themselves, and the texts nginx prints after "lb_check: " (t/045 asserts
+    /// most of them), each in full once.
+    #[test]
+    fn error_values_and_texts() {
+        let bad = |k: &[u8], v: &[u8], expected| InvalidValue::new(k, v, expected).into();
+        let cases: [(&str, CheckError, &str); 10] = [
+            (
+                "justaword",
+                NotKeyValue(b"justaword".to_vec()).into(),
+                "invalid parameter \"justaword\": expected key=value",
+            ),
+            (
+                "interval=0",
+                bad(b"interval", b"0", POSITIVE),
+                "invalid value \"0\" for \"interval\": must be positive",
+            ),
+            (
+                "type=http keepalive=yes",
+                bad(b"keepalive", b"yes", ON_OFF),
+                "invalid value \"yes\" for \"keepalive\": expected on or off",
+            ),
+            (
+                "colour=blue",
+                CheckError::UnknownParameter(b"colour".to_vec()),
+                "unknown parameter \"colour\" (known: type, interval, timeout, rise, fall, \
+                 jitter, uri, host, method, status, body, port, default, keepalive, \
+                 keepalive_time, sni, verify, ca, cert, key)",
+            ),
+            (
+                "interval=1s timeout=1500ms",
+                CheckError::TimeoutOverInterval {
+                    timeout_ms: 1500,
+                    interval_ms: 1000,
+                },
+                "\"timeout\" (1500ms) must not be longer than \"interval\" (1000ms)",
+            ),
+            (
+                "interval=500ms jitter=2s",
+                CheckError::JitterNotShorter {
+                    jitter_ms: 2000,
+                    interval_ms: 500,
+                },
+                "\"jitter\" (2000ms) must be shorter than \"interval\" (500ms)",
+            ),
+            (
+                "uri=/x",
+                CheckError::NeedsHttp("uri"),
+                "\"uri\" needs type=http or type=https",
+            ),
+            (
+                "type=http sni=on",
+                CheckError::NeedsHttps("sni"),
+                "\"sni\" needs type=https",
+            ),
+            (
+                "type=https key=/k",
+                CheckError::CertWithoutKey,
+                "\"cert\" and \"key\" go together",
+            ),
+            (
+                "type=https verify=on",
+                CheckError::VerifyWithoutCa,
+                "\"verify=on\" needs \"ca=\" (a file of trusted CA certificates)",
+            ),
+        ];
+        for (line, err, text) in cases {
+            assert_eq!(parse(line), Err(err), "{line}");
+            assert_eq!(parse(line).unwrap_err().to_string(), text, "{line}");
         }
     }
 
@@ -689,7 +782,7 @@ mod tests {
                     assert!(!c.verify || c.trusted_ca.is_some());
                     let _ = c.request("127.0.0.1:80");
                 }
-                Err(e) => assert!(!e.is_empty()),
+                Err(e) => assert!(!e.to_string().is_empty()),
             }
         }
     }

@@ -3,6 +3,8 @@
 
 use core::fmt;
 
+use super::response::ResponseError;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// No probe has finished yet.
@@ -18,8 +20,8 @@ pub enum Reason {
     TlsHandshake,
     /// The backend's certificate was not accepted (OpenSSL verify result).
     TlsVerify(u32),
-    /// The response could not be read as HTTP; detail indexes `INVALID`.
-    Invalid(u32),
+    /// The response could not be read as HTTP (stored as the error's code).
+    Invalid(ResponseError),
     /// The status is not in the accepted list.
     Status(u16),
     /// The body did not match `body=~...`.
@@ -28,24 +30,10 @@ pub enum Reason {
     Internal,
 }
 
-/// Messages of `Reason::Invalid`, in the order the response parser can produce them.
-pub const INVALID: &[&str] = &[
-    "not an HTTP/1.x response",
-    "response headers longer than 16 KiB",
-    "connection closed before the response headers ended",
-    "malformed status line",
-    "malformed header line",
-    "malformed Content-Length",
-    "response longer than 16 KiB",
-    "connection closed inside a chunked body",
-    "malformed chunked body",
-    "connection closed before the body ended",
-];
-
 impl Reason {
-    /// For `Progress::Invalid` messages of the response parser.
-    pub fn invalid(msg: &str) -> Reason {
-        Reason::Invalid(INVALID.iter().position(|m| *m == msg).unwrap_or(0) as u32)
+    /// For `Progress::Invalid` verdicts of the response parser.
+    pub const fn invalid(e: ResponseError) -> Reason {
+        Reason::Invalid(e)
     }
 
     pub fn encode(self) -> (u32, u32) {
@@ -57,13 +45,14 @@ impl Reason {
             Reason::Io(e) => (4, e),
             Reason::TlsHandshake => (5, 0),
             Reason::TlsVerify(v) => (6, v),
-            Reason::Invalid(i) => (7, i),
+            Reason::Invalid(e) => (7, e.code() as u32),
             Reason::Status(s) => (8, u32::from(s)),
             Reason::BodyMismatch => (9, 0),
             Reason::Internal => (10, 0),
         }
     }
 
+    /// The reason `encode` gave `(code, detail)`; `Reason::None` for pairs it never gives.
     pub fn decode(code: u32, detail: u32) -> Reason {
         match code {
             1 => Reason::Passed,
@@ -72,7 +61,7 @@ impl Reason {
             4 => Reason::Io(detail),
             5 => Reason::TlsHandshake,
             6 => Reason::TlsVerify(detail),
-            7 => Reason::Invalid(detail),
+            7 => ResponseError::from_code(detail).map_or(Reason::None, Reason::Invalid),
             8 => Reason::Status(detail as u16),
             9 => Reason::BodyMismatch,
             10 => Reason::Internal,
@@ -95,12 +84,7 @@ impl fmt::Display for Reason {
             Reason::TlsVerify(62) => f.write_str("certificate does not match the host name"),
             Reason::TlsVerify(64) => f.write_str("certificate does not match the IP address"),
             Reason::TlsVerify(v) => write!(f, "certificate not trusted (verify error {v})"),
-            Reason::Invalid(i) => f.write_str(
-                INVALID
-                    .get(i as usize)
-                    .copied()
-                    .unwrap_or("invalid response"),
-            ),
+            Reason::Invalid(e) => e.fmt(f),
             Reason::Status(s) => write!(f, "HTTP {s}"),
             Reason::BodyMismatch => f.write_str("body does not match"),
             Reason::Internal => f.write_str("internal error"),
@@ -132,7 +116,7 @@ mod tests {
             Reason::Io(104),
             Reason::TlsHandshake,
             Reason::TlsVerify(18),
-            Reason::Invalid(3),
+            Reason::Invalid(ResponseError::StatusLine),
             Reason::Status(500),
             Reason::BodyMismatch,
             Reason::Internal,
@@ -158,12 +142,17 @@ mod tests {
             "connect failed (connection refused)"
         );
         assert_eq!(
-            Reason::invalid("malformed status line").to_string(),
+            Reason::invalid(ResponseError::StatusLine).to_string(),
             "malformed status line"
         );
-        // Every parser message maps to itself.
-        for m in INVALID {
-            assert_eq!(Reason::invalid(m).to_string(), *m);
+        // Every parser error survives shared memory and shows its own text.
+        for e in ResponseError::ALL {
+            let (c, d) = Reason::invalid(e).encode();
+            assert_eq!(Reason::decode(c, d), Reason::Invalid(e));
+            assert_eq!(Reason::decode(c, d).to_string(), e.to_string());
         }
+        // A detail no error has (not written by this module) reads as no result.
+        assert_eq!(Reason::decode(7, 10), Reason::None);
+        assert_eq!(Reason::decode(7, u32::MAX), Reason::None);
     }
 }

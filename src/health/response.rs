@@ -9,6 +9,63 @@
 
 use super::config::MAX_RESPONSE;
 
+/// Why a probe's response is not a usable HTTP response. The discriminant is the stable code
+/// stored in shared memory (`Reason::Invalid`): never renumber, only append. The Display text
+/// is what the status page and the error log show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[repr(u8)]
+pub enum ResponseError {
+    #[error("not an HTTP/1.x response")]
+    NotHttp = 0,
+    #[error("response headers longer than {} KiB", MAX_RESPONSE / 1024)]
+    HeadersTooLong = 1,
+    #[error("connection closed before the response headers ended")]
+    ClosedInHeaders = 2,
+    #[error("malformed status line")]
+    StatusLine = 3,
+    #[error("malformed header line")]
+    HeaderLine = 4,
+    #[error("malformed Content-Length")]
+    ContentLength = 5,
+    #[error("response longer than {} KiB", MAX_RESPONSE / 1024)]
+    TooLong = 6,
+    #[error("connection closed inside a chunked body")]
+    ClosedInChunks = 7,
+    #[error("malformed chunked body")]
+    Chunked = 8,
+    #[error("connection closed before the body ended")]
+    ClosedInBody = 9,
+}
+
+impl ResponseError {
+    /// Every error, in the order of their codes (`ALL[e.code()] == e`).
+    pub const ALL: [ResponseError; 10] = [
+        ResponseError::NotHttp,
+        ResponseError::HeadersTooLong,
+        ResponseError::ClosedInHeaders,
+        ResponseError::StatusLine,
+        ResponseError::HeaderLine,
+        ResponseError::ContentLength,
+        ResponseError::TooLong,
+        ResponseError::ClosedInChunks,
+        ResponseError::Chunked,
+        ResponseError::ClosedInBody,
+    ];
+
+    /// The stable number that stands for this error in shared memory.
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The error a [`code`](Self::code) stands for; `None` for a number no error has.
+    pub fn from_code(code: u32) -> Option<ResponseError> {
+        usize::try_from(code)
+            .ok()
+            .and_then(|i| Self::ALL.get(i))
+            .copied()
+    }
+}
+
 /// What the bytes so far amount to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
@@ -22,8 +79,8 @@ pub enum Progress {
         body: Vec<u8>,
         reusable: bool,
     },
-    /// Not a usable HTTP response; the reason says why.
-    Invalid(&'static str),
+    /// Not a usable HTTP response; the error says why.
+    Invalid(ResponseError),
 }
 
 /// One response's parse in progress. Each call to [`Parser::parse`] must pass the same buffer,
@@ -105,27 +162,25 @@ impl Parser {
                     reusable: end.is_some_and(reusable),
                 },
                 Chunks::Partial if buf.len() >= MAX_RESPONSE => {
-                    Progress::Invalid("response longer than 16 KiB")
+                    Progress::Invalid(ResponseError::TooLong)
                 }
-                Chunks::Partial if eof => {
-                    Progress::Invalid("connection closed inside a chunked body")
-                }
+                Chunks::Partial if eof => Progress::Invalid(ResponseError::ClosedInChunks),
                 Chunks::Partial => Progress::NeedMore,
-                Chunks::Bad => Progress::Invalid("malformed chunked body"),
+                Chunks::Bad => Progress::Invalid(ResponseError::Chunked),
             };
         }
         match head.length {
             Some(l) if head_end.checked_add(l).is_none_or(|end| end > MAX_RESPONSE) => {
-                Progress::Invalid("response longer than 16 KiB")
+                Progress::Invalid(ResponseError::TooLong)
             }
             Some(l) if rest.len() >= l => Progress::Complete {
                 status,
                 body: rest[..l].to_vec(),
                 reusable: reusable(head_end + l),
             },
-            Some(_) if eof => Progress::Invalid("connection closed before the body ended"),
+            Some(_) if eof => Progress::Invalid(ResponseError::ClosedInBody),
             Some(_) => Progress::NeedMore,
-            None if buf.len() >= MAX_RESPONSE => Progress::Invalid("response longer than 16 KiB"),
+            None if buf.len() >= MAX_RESPONSE => Progress::Invalid(ResponseError::TooLong),
             None if eof => Progress::Complete {
                 status,
                 body: rest.to_vec(),
@@ -150,7 +205,7 @@ impl Parser {
                 let n = msg.len().min(PREFIX.len());
                 self.looked += n;
                 if msg[..n] != PREFIX[..n] {
-                    return Err(Progress::Invalid("not an HTTP/1.x response"));
+                    return Err(Progress::Invalid(ResponseError::NotHttp));
                 }
                 self.prefix_ok = n == PREFIX.len();
             }
@@ -161,10 +216,10 @@ impl Parser {
             let Some(head_end) = find(&buf[from..], b"\r\n\r\n").map(|i| from + i + 4) else {
                 self.scan_from = buf.len().saturating_sub(3);
                 if buf.len() >= MAX_RESPONSE {
-                    return Err(Progress::Invalid("response headers longer than 16 KiB"));
+                    return Err(Progress::Invalid(ResponseError::HeadersTooLong));
                 }
                 return Err(if eof {
-                    Progress::Invalid("connection closed before the response headers ended")
+                    Progress::Invalid(ResponseError::ClosedInHeaders)
                 } else {
                     Progress::NeedMore
                 });
@@ -174,7 +229,7 @@ impl Parser {
             let line_end = find(header, b"\r\n").unwrap_or(header.len());
             let (minor, status) = match parse_status_line(&header[..line_end]) {
                 Some(s) => s,
-                None => return Err(Progress::Invalid("malformed status line")),
+                None => return Err(Progress::Invalid(ResponseError::StatusLine)),
             };
             // An interim response (100 Continue, 103 Early Hints, ...) has no body: the final
             // one follows. 101 Switching Protocols ends HTTP on the connection: it is final.
@@ -251,7 +306,7 @@ impl Parser {
 }
 
 /// The header lines of the final response (after its status line, up to the empty line).
-fn read_fields(fields: &[u8], end: usize, minor: u8, status: u16) -> Result<Head, &'static str> {
+fn read_fields(fields: &[u8], end: usize, minor: u8, status: u16) -> Result<Head, ResponseError> {
     let mut length: Option<usize> = None;
     let mut chunked = false;
     // Framing that leaves the end of the message in doubt: the connection is not reused.
@@ -263,7 +318,7 @@ fn read_fields(fields: &[u8], end: usize, minor: u8, status: u16) -> Result<Head
             continue;
         }
         let Some(colon) = line.iter().position(|&b| b == b':') else {
-            return Err("malformed header line");
+            return Err(ResponseError::HeaderLine);
         };
         let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -275,7 +330,7 @@ fn read_fields(fields: &[u8], end: usize, minor: u8, status: u16) -> Result<Head
                     doubtful |= length.is_some_and(|old| old != l);
                     length = Some(l)
                 }
-                None => return Err("malformed Content-Length"),
+                None => return Err(ResponseError::ContentLength),
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             chunked = value
@@ -359,6 +414,36 @@ fn trim(v: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
 
+    /// Each error's code gives it back, codes are the positions in `ALL`, and no two errors
+    /// read alike on the status page. The texts (and codes: shared memory outlives a reload)
+    /// are pinned.
+    #[test]
+    fn response_errors_round_trip_through_their_codes() {
+        let pinned = [
+            (0, "not an HTTP/1.x response"),
+            (1, "response headers longer than 16 KiB"),
+            (2, "connection closed before the response headers ended"),
+            (3, "malformed status line"),
+            (4, "malformed header line"),
+            (5, "malformed Content-Length"),
+            (6, "response longer than 16 KiB"),
+            (7, "connection closed inside a chunked body"),
+            (8, "malformed chunked body"),
+            (9, "connection closed before the body ended"),
+        ];
+        assert_eq!(ResponseError::ALL.len(), pinned.len());
+        let mut seen = std::collections::HashSet::new();
+        for (i, (e, (code, text))) in ResponseError::ALL.into_iter().zip(pinned).enumerate() {
+            assert_eq!(usize::from(e.code()), i, "{e:?}");
+            assert_eq!(e.code(), code, "{e:?}");
+            assert_eq!(ResponseError::from_code(u32::from(e.code())), Some(e));
+            assert_eq!(e.to_string(), text);
+            assert!(seen.insert(e.to_string()), "{e:?} repeats a message");
+        }
+        assert_eq!(ResponseError::from_code(pinned.len() as u32), None);
+        assert_eq!(ResponseError::from_code(u32::MAX), None);
+    }
+
     /// Complete; the connection is closed after it.
     fn done(status: u16, body: &str) -> Progress {
         Progress::Complete {
@@ -387,7 +472,7 @@ mod tests {
         }
         assert_eq!(
             parse(&r[..r.len() - 1], true, false),
-            Progress::Invalid("connection closed before the body ended")
+            Progress::Invalid(ResponseError::ClosedInBody)
         );
     }
 
@@ -421,7 +506,7 @@ mod tests {
         let bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n";
         assert_eq!(
             parse(bad, false, false),
-            Progress::Invalid("malformed chunked body")
+            Progress::Invalid(ResponseError::Chunked)
         );
     }
 
@@ -468,24 +553,24 @@ mod tests {
     fn garbage() {
         assert_eq!(
             parse(b"SSH-2.0-OpenSSH\r\n", false, false),
-            Progress::Invalid("not an HTTP/1.x response")
+            Progress::Invalid(ResponseError::NotHttp)
         );
         assert_eq!(
             parse(b"\x16\x03\x01\x02", false, false),
-            Progress::Invalid("not an HTTP/1.x response")
+            Progress::Invalid(ResponseError::NotHttp)
         );
         assert_eq!(parse(b"HTT", false, false), Progress::NeedMore);
         assert_eq!(
             parse(b"HTTP/1.1 2000 OK\r\n\r\n", false, false),
-            Progress::Invalid("malformed status line")
+            Progress::Invalid(ResponseError::StatusLine)
         );
         assert_eq!(
             parse(b"HTTP/1.1 abc OK\r\n\r\n", false, false),
-            Progress::Invalid("malformed status line")
+            Progress::Invalid(ResponseError::StatusLine)
         );
         assert_eq!(
             parse(b"HTTP/1.1 200 OK\r\nBroken\r\n\r\n", false, false),
-            Progress::Invalid("malformed header line")
+            Progress::Invalid(ResponseError::HeaderLine)
         );
         assert_eq!(
             parse(
@@ -493,15 +578,15 @@ mod tests {
                 false,
                 false
             ),
-            Progress::Invalid("malformed Content-Length")
+            Progress::Invalid(ResponseError::ContentLength)
         );
         assert_eq!(
             parse(b"HTTP/1.1 200 OK\r\nX: y", true, false),
-            Progress::Invalid("connection closed before the response headers ended")
+            Progress::Invalid(ResponseError::ClosedInHeaders)
         );
         assert_eq!(
             parse(b"", true, false),
-            Progress::Invalid("connection closed before the response headers ended")
+            Progress::Invalid(ResponseError::ClosedInHeaders)
         );
     }
 
@@ -511,18 +596,18 @@ mod tests {
         endless.resize(MAX_RESPONSE, b'x');
         assert_eq!(
             parse(&endless, false, false),
-            Progress::Invalid("response longer than 16 KiB")
+            Progress::Invalid(ResponseError::TooLong)
         );
         let big = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nxx";
         assert_eq!(
             parse(big, false, false),
-            Progress::Invalid("response longer than 16 KiB")
+            Progress::Invalid(ResponseError::TooLong)
         );
         let mut long_headers = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
         long_headers.resize(MAX_RESPONSE, b'a');
         assert_eq!(
             parse(&long_headers, false, false),
-            Progress::Invalid("response headers longer than 16 KiB")
+            Progress::Invalid(ResponseError::HeadersTooLong)
         );
     }
 
@@ -553,12 +638,12 @@ mod tests {
         // Only an interim response, then the end.
         assert_eq!(
             parse(b"HTTP/1.1 103 Early Hints\r\n\r\n", true, false),
-            Progress::Invalid("connection closed before the response headers ended")
+            Progress::Invalid(ResponseError::ClosedInHeaders)
         );
         // After an interim response, what follows must be a response too.
         assert_eq!(
             parse(b"HTTP/1.1 100 Continue\r\n\r\nhello", false, false),
-            Progress::Invalid("not an HTTP/1.x response")
+            Progress::Invalid(ResponseError::NotHttp)
         );
         assert_eq!(
             parse(
@@ -566,7 +651,7 @@ mod tests {
                 false,
                 false
             ),
-            Progress::Invalid("malformed status line")
+            Progress::Invalid(ResponseError::StatusLine)
         );
         // 101 Switching Protocols ends the HTTP exchange: it is the answer (a failing status
         // unless status= lists it), and the connection is not reused.
@@ -585,13 +670,13 @@ mod tests {
         }
         assert_eq!(
             parse(&many, false, false),
-            Progress::Invalid("response headers longer than 16 KiB")
+            Progress::Invalid(ResponseError::HeadersTooLong)
         );
         let mut big = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
         big.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 16330\r\n\r\n");
         assert_eq!(
             parse(&big, false, false),
-            Progress::Invalid("response longer than 16 KiB")
+            Progress::Invalid(ResponseError::TooLong)
         );
     }
 
@@ -650,7 +735,7 @@ mod tests {
             let r = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\nxx");
             assert_eq!(
                 parse(r.as_bytes(), false, false),
-                Progress::Invalid("response longer than 16 KiB"),
+                Progress::Invalid(ResponseError::TooLong),
                 "{len}"
             );
         }
@@ -661,12 +746,12 @@ mod tests {
                 false,
                 false
             ),
-            Progress::Invalid("malformed Content-Length")
+            Progress::Invalid(ResponseError::ContentLength)
         );
         let signed = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+2\r\nok\r\n0\r\n\r\n";
         assert_eq!(
             parse(signed, false, false),
-            Progress::Invalid("malformed chunked body")
+            Progress::Invalid(ResponseError::Chunked)
         );
         // The largest chunk sizes: waited for (within the limit), never added up past it.
         for size in ["ffffffff", "fffffffe", "7fffffff"] {
@@ -678,7 +763,7 @@ mod tests {
             );
             assert_eq!(
                 parse(r.as_bytes(), true, false),
-                Progress::Invalid("connection closed inside a chunked body")
+                Progress::Invalid(ResponseError::ClosedInChunks)
             );
         }
     }

@@ -8,6 +8,7 @@
 //! `keepalive_time`, and only after a complete HTTP/1.1 exchange). `IdleList` is the pure
 //! bookkeeping; `crate::shell::keepalive` is the nginx glue.
 
+use crate::conf::error::{InvalidValue, NotKeyValue};
 use crate::conf::time::parse_time_ms;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,8 +23,29 @@ pub struct KeepaliveConf {
     pub time_ms: u64,
 }
 
+/// What is wrong with an `lb_keepalive` line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeepaliveError {
+    #[error("expects the number of idle connections per peer")]
+    NoCount,
+    #[error(
+        "invalid number of connections \"{}\" (1 to 1024)",
+        .0.escape_ascii()
+    )]
+    BadCount(Vec<u8>),
+    #[error(transparent)]
+    NotKeyValue(#[from] NotKeyValue),
+    #[error(transparent)]
+    InvalidValue(#[from] InvalidValue),
+    #[error(
+        "unknown parameter \"{}\" (known: timeout, requests, time)",
+        .0.escape_ascii()
+    )]
+    UnknownParameter(Vec<u8>),
+}
+
 /// Parses the arguments of `lb_keepalive` (without the directive name).
-pub fn parse(args: &[&[u8]]) -> Result<KeepaliveConf, String> {
+pub fn parse(args: &[&[u8]]) -> Result<KeepaliveConf, KeepaliveError> {
     let mut c = KeepaliveConf {
         per_peer: 0,
         timeout_ms: 60_000,
@@ -31,35 +53,19 @@ pub fn parse(args: &[&[u8]]) -> Result<KeepaliveConf, String> {
         time_ms: 3_600_000,
     };
     let Some((first, rest)) = args.split_first() else {
-        return Err("expects the number of idle connections per peer".into());
+        return Err(KeepaliveError::NoCount);
     };
     c.per_peer = core::str::from_utf8(first)
         .ok()
         .and_then(|t| t.parse::<usize>().ok())
         .filter(|&n| (1..=1024).contains(&n))
-        .ok_or_else(|| {
-            format!(
-                "invalid number of connections \"{}\" (1 to 1024)",
-                first.escape_ascii()
-            )
-        })?;
+        .ok_or_else(|| KeepaliveError::BadCount(first.to_vec()))?;
     for arg in rest {
         let (key, value) = match arg.iter().position(|&b| b == b'=') {
             Some(i) => (&arg[..i], &arg[i + 1..]),
-            None => {
-                return Err(format!(
-                    "invalid parameter \"{}\": expected key=value",
-                    arg.escape_ascii()
-                ))
-            }
+            None => return Err(NotKeyValue(arg.to_vec()).into()),
         };
-        let bad = |what: &str| {
-            Err(format!(
-                "invalid value \"{}\" for \"{}\": {what}",
-                value.escape_ascii(),
-                key.escape_ascii()
-            ))
-        };
+        let bad = |expected| Err(InvalidValue::new(key, value, expected).into());
         match key {
             b"timeout" | b"time" => match parse_time_ms(value) {
                 Some(ms) if ms > 0 => {
@@ -78,12 +84,7 @@ pub fn parse(args: &[&[u8]]) -> Result<KeepaliveConf, String> {
                 Some(n) if n > 0 => c.requests = n,
                 _ => return bad("expected a positive number"),
             },
-            _ => {
-                return Err(format!(
-                    "unknown parameter \"{}\" (known: timeout, requests, time)",
-                    key.escape_ascii()
-                ))
-            }
+            _ => return Err(KeepaliveError::UnknownParameter(key.to_vec())),
         }
     }
     Ok(c)
@@ -147,7 +148,7 @@ impl<T: Copy + PartialEq> IdleList<T> {
 mod tests {
     use super::*;
 
-    fn p(s: &str) -> Result<KeepaliveConf, String> {
+    fn p(s: &str) -> Result<KeepaliveConf, KeepaliveError> {
         let args: Vec<&[u8]> = s.split_whitespace().map(str::as_bytes).collect();
         parse(&args)
     }
@@ -167,18 +168,42 @@ mod tests {
         // nginx's time syntax: combined units, a bare number in seconds.
         let c = p("2 timeout=1m30s time=2").unwrap();
         assert_eq!((c.timeout_ms, c.time_ms), (90_000, 2000));
+        let bad = |k: &[u8], v: &[u8], expected| {
+            KeepaliveError::InvalidValue(InvalidValue::new(k, v, expected))
+        };
         for (line, want) in [
-            ("", "expects"),
-            ("0", "\"0\""),
-            ("x", "\"x\""),
-            ("2 timeout=0", "\"timeout\""),
-            ("2 requests=-1", "\"requests\""),
-            ("2 idle=5", "unknown parameter \"idle\""),
-            ("2 5s", "\"5s\""),
+            ("", KeepaliveError::NoCount),
+            ("0", KeepaliveError::BadCount(b"0".to_vec())),
+            ("x", KeepaliveError::BadCount(b"x".to_vec())),
+            (
+                "2 timeout=0",
+                bad(b"timeout", b"0", "expected a positive time such as 60s"),
+            ),
+            (
+                "2 requests=-1",
+                bad(b"requests", b"-1", "expected a positive number"),
+            ),
+            (
+                "2 idle=5",
+                KeepaliveError::UnknownParameter(b"idle".to_vec()),
+            ),
+            ("2 5s", NotKeyValue(b"5s".to_vec()).into()),
         ] {
-            let err = p(line).unwrap_err();
-            assert!(err.contains(want), "{line}: {err}");
+            assert_eq!(p(line), Err(want), "{line}");
         }
+        // The texts nginx prints after "lb_keepalive: " (t/080 asserts some of them).
+        let text = |s: &str| p(s).unwrap_err().to_string();
+        assert_eq!(text(""), "expects the number of idle connections per peer");
+        assert_eq!(text("0"), "invalid number of connections \"0\" (1 to 1024)");
+        assert_eq!(
+            text("2 timeout=0"),
+            "invalid value \"0\" for \"timeout\": expected a positive time such as 60s"
+        );
+        assert_eq!(
+            text("2 idle=5"),
+            "unknown parameter \"idle\" (known: timeout, requests, time)"
+        );
+        assert_eq!(text("2 5s"), "invalid parameter \"5s\": expected key=value");
     }
 
     #[test]

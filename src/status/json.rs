@@ -1,5 +1,7 @@
 //! The JSON rendering (the default format). Schema: see the README, section `lb_status`.
 
+use core::fmt;
+
 use super::snapshot::Snapshot;
 
 pub fn render(s: &Snapshot) -> Vec<u8> {
@@ -8,8 +10,9 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
     out
 }
 
-/// `{"error": "..."}` for 400 and 404 answers.
-pub fn error(msg: &str) -> Vec<u8> {
+/// `{"error": "..."}` for 400 and 404 answers: a message, or an error's Display.
+pub fn error(msg: &(impl fmt::Display + ?Sized)) -> Vec<u8> {
+    let msg = msg.to_string();
     let mut out = serde_json::to_vec(&serde_json::json!({ "error": msg })).unwrap_or_default();
     out.push(b'\n');
     out

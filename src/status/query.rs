@@ -14,9 +14,18 @@ pub struct Query {
     pub upstream: Option<String>,
 }
 
-/// Parses the query string (`args`, without `?`) and the `Accept` header. Errors are messages
-/// for a 400 response.
-pub fn parse(args: &[u8], accept: Option<&[u8]>) -> Result<Query, String> {
+/// A status request that cannot be answered: its Display is the message of the 400 response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error(
+        "unknown format \"{}\" (expected json, prometheus or html)",
+        .0.escape_ascii()
+    )]
+    UnknownFormat(Vec<u8>),
+}
+
+/// Parses the query string (`args`, without `?`) and the `Accept` header.
+pub fn parse(args: &[u8], accept: Option<&[u8]>) -> Result<Query, QueryError> {
     let mut format = None;
     let mut upstream = None;
     for pair in args.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
@@ -31,12 +40,7 @@ pub fn parse(args: &[u8], accept: Option<&[u8]>) -> Result<Query, String> {
                     b"json" => Format::Json,
                     b"prometheus" => Format::Prometheus,
                     b"html" => Format::Html,
-                    other => {
-                        return Err(format!(
-                            "unknown format \"{}\" (expected json, prometheus or html)",
-                            other.escape_ascii()
-                        ))
-                    }
+                    other => return Err(QueryError::UnknownFormat(other.to_vec())),
                 })
             }
             b"upstream" => upstream = Some(String::from_utf8_lossy(&v).into_owned()),
@@ -101,7 +105,12 @@ mod tests {
             parse(b"format=json", Some(accept)).unwrap().format,
             Format::Json
         );
-        assert!(parse(b"format=xml", None).unwrap_err().contains("\"xml\""));
+        let err = parse(b"format=x%0aml", None).unwrap_err();
+        assert_eq!(err, QueryError::UnknownFormat(b"x\nml".to_vec()));
+        assert_eq!(
+            err.to_string(),
+            "unknown format \"x\\nml\" (expected json, prometheus or html)"
+        );
     }
 
     #[test]

@@ -109,7 +109,7 @@ pub(super) fn read(p: &mut Probe) {
         match p.parser.parse(&p.buf, eof, head) {
             Progress::Complete { status, body, .. } => return judge(p, status, &body),
             Progress::Invalid(why) => return finish(p, Reason::invalid(why)),
-            Progress::NeedMore => return finish(p, Reason::invalid("response longer than 16 KiB")),
+            Progress::NeedMore => return finish(p, Reason::invalid(ResponseError::TooLong)),
         }
     }
 }

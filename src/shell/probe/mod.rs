@@ -40,7 +40,7 @@ use super::check::CheckSetup;
 use crate::conf::time::MAX_MS;
 use crate::health::config::{HttpMethod, Identity, Kind, MAX_RESPONSE};
 use crate::health::reason::Reason;
-use crate::health::response::{Parser, Progress};
+use crate::health::response::{Parser, Progress, ResponseError};
 use crate::health::schedule;
 use crate::health::state::Transition;
 use crate::shell::nginx::{bytes, peek, Peek};
