@@ -200,7 +200,7 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
         record.on_pick(&up.peers[i].limits, now, mine(&up.peers[i]));
         rp.current = i;
         rp.last = i;
-        rp.last_health = record.health.load(core::sync::atomic::Ordering::Relaxed);
+        rp.last_health = record.health().0;
         rp.started_ms = now;
         rp.set_tried(i);
         if let Some((Selector::LeastConn(lc), j)) = selector_of(up, i) {

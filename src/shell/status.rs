@@ -3,7 +3,6 @@
 
 use core::ffi::{c_char, c_void};
 use core::ptr;
-use core::sync::atomic::Ordering::Relaxed;
 
 use nginx_sys::{
     ngx_buf_t, ngx_chain_t, ngx_command_t, ngx_conf_t, ngx_http_conf_ctx_t,
@@ -13,7 +12,6 @@ use nginx_sys::{
 };
 
 use crate::health::reason::Reason;
-use crate::health::state::Health;
 use crate::shell::conf::{ctx_index, MainConf};
 use crate::shell::nginx::{bytes, CONF_OK};
 use crate::shell::table::Upstream;
@@ -57,7 +55,8 @@ pub fn snapshot_upstream(u: &Upstream, now_ms: u64, wall: u64) -> UpstreamSnapsh
         .map(|p| {
             // SAFETY: records are set before workers start and live as long as the zone.
             let s = unsafe { &*p.shared };
-            let health = Health(s.health.load(Relaxed));
+            let health = s.health();
+            let n = s.counters();
             let state = PeerState::derive(
                 p.down,
                 checked,
@@ -65,20 +64,18 @@ pub fn snapshot_upstream(u: &Upstream, now_ms: u64, wall: u64) -> UpstreamSnapsh
                 s.verdict(&p.limits, now_ms),
             );
             let health_checks = checked.then(|| {
-                let checks = s.checks.load(Relaxed);
                 let reason = s.reason();
-                let last_change = s.last_change_ms.load(Relaxed);
-                let mut downtime = s.downtime_ms.load(Relaxed);
-                if !health.up() && last_change > 0 {
-                    downtime += wall.saturating_sub(last_change);
+                let mut downtime = n.downtime_ms;
+                if !health.up() && n.last_change_ms > 0 {
+                    downtime += wall.saturating_sub(n.last_change_ms);
                 }
                 HealthChecks {
-                    checks,
-                    fails: s.check_fails.load(Relaxed),
-                    unhealthy: s.unhealthy.load(Relaxed),
-                    last_passed: (checks > 0).then_some(reason == Reason::Passed),
+                    checks: n.checks,
+                    fails: n.check_fails,
+                    unhealthy: n.unhealthy,
+                    last_passed: (n.checks > 0).then_some(reason == Reason::Passed),
                     last_reason: reason.to_string(),
-                    last_change: (last_change > 0).then_some(last_change),
+                    last_change: (n.last_change_ms > 0).then_some(n.last_change_ms),
                     downtime,
                 }
             });
@@ -91,12 +88,10 @@ pub fn snapshot_upstream(u: &Upstream, now_ms: u64, wall: u64) -> UpstreamSnapsh
                 state,
                 active: u64::from(s.active()),
                 max_conns: p.limits.max_conns,
-                requests: s.requests.load(Relaxed),
-                responses: Responses::from_array(core::array::from_fn(|i| {
-                    s.responses[i].load(Relaxed)
-                })),
-                fails: s.total_fails.load(Relaxed),
-                unavail: s.unavail.load(Relaxed),
+                requests: n.requests,
+                responses: Responses::from_array(n.responses),
+                fails: n.fails,
+                unavail: n.unavail,
                 health_checks,
                 response_time_ms: s.response_time_us().map(|us| us as f64 / 1000.0),
             }

@@ -14,14 +14,12 @@
 
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::Ordering::Relaxed;
 
 use nginx_sys::{
     ngx_conf_t, ngx_core_conf_t, ngx_core_module, ngx_int_t, ngx_ncpu, ngx_shared_memory_add,
     ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t, ngx_str_t, ngx_uint_t, NGX_LOG_EMERG,
 };
 
-use crate::health::state::Health;
 use crate::shell::conf::{log_plain, MainConf};
 use crate::shell::nginx::bytes;
 use crate::shell::table::Upstream;
@@ -181,21 +179,13 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
                     return nginx_sys::NGX_ERROR as ngx_int_t;
                 };
                 let record = &records[c.index()];
-                let probed_before =
-                    record.probed_generation.load(Relaxed) == generation.wrapping_sub(1);
-                let probed_now = checked && !p.down;
-                let up = match c {
-                    Claim::Fresh(_) => Some(default_up),
-                    Claim::Kept(_) if !checked => Some(true),
-                    Claim::Kept(_) if !probed_before => Some(default_up),
-                    Claim::Kept(_) => None,
-                };
-                if let Some(up) = up {
-                    record.health.store(Health::initial(up).0, Relaxed);
-                }
-                record
-                    .probed_generation
-                    .store(if probed_now { generation } else { 0 }, Relaxed);
+                record.commit(
+                    generation,
+                    matches!(c, Claim::Fresh(_)),
+                    checked,
+                    default_up,
+                    checked && !p.down,
+                );
                 p.shared = record;
                 p.record = c.index();
                 p.active = table.counter(table.overflow_row(), c.index());

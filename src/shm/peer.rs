@@ -13,59 +13,80 @@ use crate::health::state::{Health, Transition};
 #[derive(Default)]
 pub struct PeerShared {
     /// Identity: two independent 64-bit hashes of "upstream\0address"; both zero = never used.
-    pub key_a: AtomicU64,
-    pub key_b: AtomicU64,
+    pub(super) key_a: AtomicU64,
+    pub(super) key_b: AtomicU64,
     /// The configuration generation that last claimed this record.
-    pub generation: AtomicU32,
+    pub(super) generation: AtomicU32,
 
     /// Passive failures counted in the current `fail_timeout` window.
-    pub fails: AtomicU32,
+    pub(super) fails: AtomicU32,
     /// Connections to this peer in progress over all workers. Each worker also counts its own
     /// in its row of the table's per-worker counters (`table::Slots`), so that when a worker
     /// is killed with connections open, the one that takes its row over can subtract them.
-    pub active_total: AtomicU32,
+    pub(super) active_total: AtomicU32,
     /// The last generation in which this peer was configured, not `down`, and health-checked;
     /// a peer that was not probed in the previous generation starts in `default=` state.
-    pub probed_generation: AtomicU32,
+    pub(super) probed_generation: AtomicU32,
     /// When the peer was last checked (a failure, or a pick after `fail_timeout`), ms.
-    pub checked_ms: AtomicU64,
+    pub(super) checked_ms: AtomicU64,
     /// When the peer last failed, ms.
-    pub accessed_ms: AtomicU64,
+    pub(super) accessed_ms: AtomicU64,
 
     /// Requests sent to this peer (each attempt counts).
-    pub requests: AtomicU64,
+    pub(super) requests: AtomicU64,
     /// Passive failures in total.
-    pub total_fails: AtomicU64,
+    pub(super) total_fails: AtomicU64,
     /// Times the peer was made unavailable by passive failures.
-    pub unavail: AtomicU64,
+    pub(super) unavail: AtomicU64,
     /// Responses by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
-    pub responses: [AtomicU64; 5],
+    pub(super) responses: [AtomicU64; 5],
     /// Exponentially weighted moving average of the response time in microseconds, plus one
     /// (0: no response yet), so that a run of sub-millisecond answers still reads as a value.
-    pub response_ewma_us: AtomicU64,
+    pub(super) response_ewma_us: AtomicU64,
     /// When the last response time was folded in (nginx's monotonic ms).
-    pub response_at_ms: AtomicU64,
+    pub(super) response_at_ms: AtomicU64,
 
     /// Active health: the packed rise/fall word (`health::state::Health`).
-    pub health: AtomicU64,
+    pub(super) health: AtomicU64,
     /// Probes finished, and how many of them failed.
-    pub checks: AtomicU64,
-    pub check_fails: AtomicU64,
+    pub(super) checks: AtomicU64,
+    pub(super) check_fails: AtomicU64,
     /// Times health checks took the peer down.
-    pub unhealthy: AtomicU64,
+    pub(super) unhealthy: AtomicU64,
     /// Wall-clock time (ms since the epoch) of the last up/down change.
-    pub last_change_ms: AtomicU64,
+    pub(super) last_change_ms: AtomicU64,
     /// Time spent down by health checks, ms, not counting the current down period.
-    pub downtime_ms: AtomicU64,
+    pub(super) downtime_ms: AtomicU64,
     /// The last probe's result (`health::reason::Reason`, encoded: code in the high half,
     /// detail in the low half), one word so that a reader never pairs two probes' halves.
-    pub reason_word: AtomicU64,
+    pub(super) reason_word: AtomicU64,
     /// The probe lease: the next probe is due at this time (nginx's monotonic ms); the worker
     /// that moves it forward (compare-and-swap) runs the probe. A worker that dies mid-probe
     /// holds nothing: the next one is simply due an interval later.
-    pub next_check_ms: AtomicU64,
+    pub(super) next_check_ms: AtomicU64,
     /// pid of the worker that took the last lease.
-    pub prober_pid: AtomicU32,
+    pub(super) prober_pid: AtomicU32,
+}
+
+/// A copy of a record's counters, for the status page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    pub requests: u64,
+    /// Responses by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub responses: [u64; 5],
+    /// Passive failures in total.
+    pub fails: u64,
+    /// Times passive failures made the peer unavailable.
+    pub unavail: u64,
+    /// Probes finished, and how many failed.
+    pub checks: u64,
+    pub check_fails: u64,
+    /// Times health checks took the peer down.
+    pub unhealthy: u64,
+    /// Wall-clock ms of the last up/down change, 0 for none.
+    pub last_change_ms: u64,
+    /// Time spent down by health checks before the current down period, ms.
+    pub downtime_ms: u64,
 }
 
 /// What a failure did to the peer, so the caller can log a state change once.
@@ -77,6 +98,66 @@ pub enum FailOutcome {
 }
 
 impl PeerShared {
+    /// The packed rise/fall state.
+    #[inline]
+    pub fn health(&self) -> Health {
+        Health(self.health.load(Relaxed))
+    }
+
+    /// The record's counters, each read once (not one atomic snapshot: each is exact, the set
+    /// may straddle an update).
+    pub fn counters(&self) -> Counters {
+        Counters {
+            requests: self.requests.load(Relaxed),
+            responses: core::array::from_fn(|i| self.responses[i].load(Relaxed)),
+            fails: self.total_fails.load(Relaxed),
+            unavail: self.unavail.load(Relaxed),
+            checks: self.checks.load(Relaxed),
+            check_fails: self.check_fails.load(Relaxed),
+            unhealthy: self.unhealthy.load(Relaxed),
+            last_change_ms: self.last_change_ms.load(Relaxed),
+            downtime_ms: self.downtime_ms.load(Relaxed),
+        }
+    }
+
+    /// When the next probe is due (nginx's monotonic ms), and the pid of the worker that took
+    /// the last lease.
+    pub fn lease(&self) -> (u64, u32) {
+        (
+            self.next_check_ms.load(Relaxed),
+            self.prober_pid.load(Relaxed),
+        )
+    }
+
+    /// Hands the record to the peer of a configuration of generation `generation` (once nginx
+    /// committed it). Its health: a `fresh` record starts as `default=` says; a peer whose
+    /// upstream has no checks is up (nothing else would ever bring it back); a peer that was not
+    /// health-checked in the previous generation (it was `down`, not configured, or unchecked)
+    /// starts as `default=` says too, since its old state says nothing about it now; otherwise
+    /// it keeps its health. `probed`: the peer is checked in this generation.
+    pub fn commit(
+        &self,
+        generation: u32,
+        fresh: bool,
+        checked: bool,
+        default_up: bool,
+        probed: bool,
+    ) {
+        let probed_before = self.probed_generation.load(Relaxed) == generation.wrapping_sub(1);
+        let up = if fresh || (checked && !probed_before) {
+            Some(default_up)
+        } else if !checked {
+            Some(true)
+        } else {
+            None
+        };
+        if let Some(up) = up {
+            self.health.store(Health::initial(up).0, Relaxed);
+        }
+        self.probed_generation
+            .store(if probed { generation } else { 0 }, Relaxed);
+    }
+
     /// Passive-failure and `max_conns` verdict at `now_ms`.
     #[inline]
     pub fn verdict(&self, limits: &Limits, now_ms: u64) -> Verdict {
@@ -507,5 +588,29 @@ mod tests {
                 reads += 1;
             }
         });
+    }
+
+    #[test]
+    fn health_when_a_configuration_is_committed() {
+        let p = fresh();
+        // Generation 1: a new record, checked, default=down.
+        p.commit(1, true, true, false, true);
+        assert!(!p.healthy());
+        p.on_check(Reason::Passed, 1, 1, 0);
+        assert!(p.healthy());
+        // Generation 2: probed in 1, so it keeps its health.
+        p.commit(2, false, true, false, true);
+        assert!(p.healthy());
+        // Generation 3: configured `down` (not probed).
+        p.commit(3, false, true, false, false);
+        // Generation 4: back, default=down: its old "up" says nothing now.
+        p.commit(4, false, true, false, true);
+        assert!(!p.healthy());
+        // Without checks a peer is up.
+        p.commit(5, false, false, false, false);
+        assert!(p.healthy());
+        // Checks back after a generation without: default= again.
+        p.commit(6, false, true, false, true);
+        assert!(!p.healthy());
     }
 }

@@ -199,7 +199,7 @@ pub unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
                 }
                 // Every later access goes through this one pointer (the timer's `data`).
                 let probe = new_probe(cycle, u, i, setup, pid ^ (i as u64) << 32);
-                let due = (*probe).shared().next_check_ms.load(Relaxed);
+                let (due, _) = (*probe).shared().lease();
                 // A new peer is due at once; spread the first probes over a quarter interval.
                 let delay = if due > now {
                     due - now
@@ -313,16 +313,15 @@ unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
     // SAFETY: reading nginx's pid.
     let pid = unsafe { ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_pid)) } as u32;
     let shared = p.shared();
-    let me = shared.prober_pid.load(Relaxed) == pid;
-    let grace = schedule::grace_ms(p.keepalive(), me, interval);
-    let due = shared.next_check_ms.load(Relaxed);
+    let (due, last_prober) = shared.lease();
+    let grace = schedule::grace_ms(p.keepalive(), last_prober == pid, interval);
     let delay = if let Some(wait) = schedule::wait_before_lease(now, due, grace) {
         wait
     } else if shared.take_lease(now, next, pid) {
         start(p, now);
         next - now
     } else {
-        schedule::wait_after_lost_lease(now, shared.next_check_ms.load(Relaxed), grace)
+        schedule::wait_after_lost_lease(now, shared.lease().0, grace)
     };
     // nginx orders timers by a signed difference: a delay past 2^63 - 1 ms would fire at once.
     // SAFETY: re-arming our own timer (the probe may have finished synchronously; the timer is
