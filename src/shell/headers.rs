@@ -73,7 +73,7 @@ pub(crate) unsafe extern "C" fn postconfiguration(_cf: *mut ngx_conf_t) -> ngx_i
         }
         ANY_HEADER = false;
     }
-    nginx_sys::NGX_OK as ngx_int_t
+    crate::shell::nginx::OK
 }
 
 pub(crate) unsafe extern "C" fn set_add_header(
@@ -102,7 +102,7 @@ pub(crate) unsafe extern "C" fn set_add_header(
         ccv.cf = cf;
         ccv.value = &mut *(args.as_ptr().add(2) as *mut ngx_str_t);
         ccv.complex_value = &mut value;
-        if ngx_http_compile_complex_value(&mut ccv) != nginx_sys::NGX_OK as ngx_int_t {
+        if ngx_http_compile_complex_value(&mut ccv) != crate::shell::nginx::OK {
             return conf_error(
                 cf,
                 &format!(
@@ -151,15 +151,15 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
                     if !applies_to_status(h.always, status) {
                         continue;
                     }
-                    if add_one(r, h) != nginx_sys::NGX_OK as ngx_int_t {
-                        return nginx_sys::NGX_ERROR as ngx_int_t;
+                    if add_one(r, h) != crate::shell::nginx::OK {
+                        return crate::shell::nginx::ERROR;
                     }
                 }
             }
         }
         match NEXT_HEADER_FILTER {
             Some(next) => next(r),
-            None => nginx_sys::NGX_OK as ngx_int_t,
+            None => crate::shell::nginx::OK,
         }
     }
 }
@@ -176,12 +176,12 @@ unsafe fn add_one(r: *mut ngx_http_request_t, h: &AddHeader) -> ngx_int_t {
             data: ptr::null_mut(),
         };
         if ngx_http_complex_value(r, &h.value as *const _ as *mut _, &mut value)
-            != nginx_sys::NGX_OK as ngx_int_t
+            != crate::shell::nginx::OK
         {
-            return nginx_sys::NGX_ERROR as ngx_int_t;
+            return crate::shell::nginx::ERROR;
         }
         if value.len == 0 {
-            return nginx_sys::NGX_OK as ngx_int_t;
+            return crate::shell::nginx::OK;
         }
         if unsafe_runtime_value(bytes(&value)) {
             ngx::ngx_log_error!(
@@ -190,11 +190,11 @@ unsafe fn add_one(r: *mut ngx_http_request_t, h: &AddHeader) -> ngx_int_t {
                 "lb_add_header: dropped header \"{}\": its value contains CR, LF or NUL",
                 show(bytes(&h.name))
             );
-            return nginx_sys::NGX_OK as ngx_int_t;
+            return crate::shell::nginx::OK;
         }
         let elt = ngx_list_push(&mut (*r).headers_out.headers) as *mut ngx_table_elt_t;
         if elt.is_null() {
-            return nginx_sys::NGX_ERROR as ngx_int_t;
+            return crate::shell::nginx::ERROR;
         }
         // Zeroing first keeps this correct for nginx versions with and without `next`.
         ptr::write_bytes(elt, 0, 1);
@@ -202,6 +202,6 @@ unsafe fn add_one(r: *mut ngx_http_request_t, h: &AddHeader) -> ngx_int_t {
         (*elt).key = h.name;
         (*elt).value = value;
         (*elt).lowcase_key = h.lowcase_name;
-        nginx_sys::NGX_OK as ngx_int_t
+        crate::shell::nginx::OK
     }
 }

@@ -9,12 +9,12 @@ use core::ptr;
 
 use nginx_sys::{
     ngx_close_connection, ngx_connection_t, ngx_destroy_pool, ngx_event_t, ngx_handle_read_event,
-    ngx_http_upstream_t, ngx_int_t, ngx_peer_connection_t,
+    ngx_http_upstream_t, ngx_peer_connection_t,
 };
 
 use crate::keepalive::{IdleList, KeepaliveConf};
 
-const OK: ngx_int_t = nginx_sys::NGX_OK as ngx_int_t;
+use crate::shell::nginx::OK;
 
 type List = IdleList<*mut ngx_connection_t>;
 
@@ -89,7 +89,7 @@ pub unsafe fn keep(
         {
             return;
         }
-        let now = ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_current_msec)) as u64;
+        let now = crate::shell::nginx::now_ms();
         if (*c).requests as u64 >= caches.conf.requests
             || now.saturating_sub((*c).start_time as u64) > caches.conf.time_ms
             || (*u).keepalive() == 0
@@ -162,7 +162,7 @@ unsafe fn close(c: *mut ngx_connection_t) {
         if !(*c).ssl.is_null() {
             (*(*c).ssl).set_no_wait_shutdown(1);
             (*(*c).ssl).set_no_send_shutdown(1);
-            if nginx_sys::ngx_ssl_shutdown(c) == nginx_sys::NGX_AGAIN as ngx_int_t {
+            if nginx_sys::ngx_ssl_shutdown(c) == crate::shell::nginx::AGAIN {
                 (*(*c).ssl).handler = Some(close_after_shutdown);
                 return;
             }

@@ -4,9 +4,50 @@
 
 use core::ffi::c_char;
 
-use nginx_sys::{ngx_conf_t, ngx_str_t, NGX_LOG_EMERG};
+use core::ptr;
+
+use nginx_sys::{ngx_conf_t, ngx_int_t, ngx_str_t, NGX_LOG_EMERG};
 
 /// nginx's `NGX_CONF_OK`.
+/// nginx's return codes as `ngx_int_t`, written once.
+pub const OK: ngx_int_t = nginx_sys::NGX_OK as ngx_int_t;
+pub const ERROR: ngx_int_t = nginx_sys::NGX_ERROR as ngx_int_t;
+pub const AGAIN: ngx_int_t = nginx_sys::NGX_AGAIN as ngx_int_t;
+pub const BUSY: ngx_int_t = nginx_sys::NGX_BUSY as ngx_int_t;
+pub const DONE: ngx_int_t = nginx_sys::NGX_DONE as ngx_int_t;
+pub const DECLINED: ngx_int_t = nginx_sys::NGX_DECLINED as ngx_int_t;
+
+/// nginx's cached monotonic clock, ms (updated by the event loop; no system call).
+#[inline]
+pub fn now_ms() -> u64 {
+    // SAFETY: nginx updates its cached clock in the same (single) thread that runs us.
+    unsafe { ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_current_msec)) as u64 }
+}
+
+/// This process's pid.
+#[inline]
+pub fn pid() -> u32 {
+    // SAFETY: set by nginx when the process starts, read in the same thread.
+    unsafe { ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_pid)) as u32 }
+}
+
+/// Whether this process serves requests: a worker, or nginx with `master_process off`.
+pub fn serves_requests() -> bool {
+    // SAFETY: set by nginx before it calls any of our process hooks.
+    let kind = unsafe { ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_process)) } as u32;
+    kind == nginx_sys::NGX_PROCESS_WORKER || kind == nginx_sys::NGX_PROCESS_SINGLE
+}
+
+/// Whether this worker is shutting down (graceful exit, quit or terminate).
+pub fn exiting() -> bool {
+    // SAFETY: plain reads of nginx's process flags, set by its signal handling in this process.
+    unsafe {
+        ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_exiting)) != 0
+            || ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_quit)) != 0
+            || ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_terminate)) != 0
+    }
+}
+
 pub const CONF_OK: *mut c_char = core::ptr::null_mut();
 /// nginx's `NGX_CONF_ERROR`.
 pub const CONF_ERROR: *mut c_char = ngx::core::NGX_CONF_ERROR as *mut c_char;

@@ -10,16 +10,15 @@ use core::ffi::c_void;
 use core::ptr;
 
 use nginx_sys::{
-    ngx_current_msec, ngx_http_request_t, ngx_http_upstream_srv_conf_t, ngx_http_upstream_t,
-    ngx_int_t, ngx_log_t, ngx_palloc, ngx_pcalloc, ngx_peer_connection_t, ngx_uint_t, NGX_LOG_ERR,
-    NGX_LOG_WARN,
+    ngx_http_request_t, ngx_http_upstream_srv_conf_t, ngx_http_upstream_t, ngx_int_t, ngx_log_t,
+    ngx_palloc, ngx_pcalloc, ngx_peer_connection_t, ngx_uint_t, NGX_LOG_ERR, NGX_LOG_WARN,
 };
 
 use super::conf::srv_conf;
 use super::table::{Peer, Upstream};
 use crate::balance::p2c::score_less;
 use crate::balance::{Fit, Limits, Selector, Verdict};
-use crate::shell::nginx::bytes;
+use crate::shell::nginx::{bytes, now_ms};
 use crate::shm::peer::FailOutcome;
 
 const NONE: usize = usize::MAX;
@@ -74,12 +73,6 @@ impl RequestPeers {
     }
 }
 
-#[inline]
-fn now_ms() -> u64 {
-    // SAFETY: nginx updates its cached clock in the same (single) thread that runs us.
-    unsafe { ptr::read_volatile(ptr::addr_of!(ngx_current_msec)) as u64 }
-}
-
 /// This worker's counter of its connections to the peer.
 #[inline]
 fn mine(p: &Peer) -> &'static core::sync::atomic::AtomicU32 {
@@ -110,22 +103,22 @@ pub unsafe extern "C" fn init_peer(
     unsafe {
         let conf = srv_conf(us);
         if conf.is_null() || (*conf).upstream.is_null() {
-            return nginx_sys::NGX_ERROR as ngx_int_t;
+            return crate::shell::nginx::ERROR;
         }
         let upstream = (*conf).upstream;
         let n = (*upstream).peers.len();
         if !(*upstream).records_ready {
-            return nginx_sys::NGX_ERROR as ngx_int_t;
+            return crate::shell::nginx::ERROR;
         }
         let rp = ngx_palloc((*r).pool, core::mem::size_of::<RequestPeers>()) as *mut RequestPeers;
         if rp.is_null() {
-            return nginx_sys::NGX_ERROR as ngx_int_t;
+            return crate::shell::nginx::ERROR;
         }
         let tried = if n > 64 {
             let words = n.div_ceil(64);
             let t = ngx_pcalloc((*r).pool, words * 8) as *mut u64;
             if t.is_null() {
-                return nginx_sys::NGX_ERROR as ngx_int_t;
+                return crate::shell::nginx::ERROR;
             }
             t
         } else {
@@ -154,7 +147,7 @@ pub unsafe extern "C" fn init_peer(
             (*u).peer.save_session = Some(save_session);
         }
     }
-    nginx_sys::NGX_OK as ngx_int_t
+    crate::shell::nginx::OK
 }
 
 /// `peer.get`: chooses the peer for this attempt.
@@ -194,7 +187,7 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
         let Some(i) = chosen else {
             (*pc).name = &mut up.name;
             log_no_peer((*pc).log, up, now);
-            return nginx_sys::NGX_BUSY as ngx_int_t;
+            return crate::shell::nginx::BUSY;
         };
         let record = shared(&up.peers[i]);
         record.on_pick(&up.peers[i].limits, now, mine(&up.peers[i]));
@@ -213,11 +206,11 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
         (*pc).name = &peer.name as *const _ as *mut _;
         if let Some(k) = up.keepalive.as_deref_mut() {
             if crate::shell::keepalive::take(k, i, pc) {
-                return nginx_sys::NGX_DONE as ngx_int_t;
+                return crate::shell::nginx::DONE;
             }
         }
     }
-    nginx_sys::NGX_OK as ngx_int_t
+    crate::shell::nginx::OK
 }
 
 /// `peer.free`: an attempt ended; `state` says whether it failed.
@@ -396,11 +389,11 @@ unsafe extern "C" fn set_session(pc: *mut ngx_peer_connection_t, data: *mut c_vo
         let rp = &*(data as *const RequestPeers);
         let up = &*rp.upstream;
         let Some(peer) = up.peers.get(rp.current) else {
-            return nginx_sys::NGX_OK as ngx_int_t;
+            return crate::shell::nginx::OK;
         };
         let session = peer.ssl_session.get();
         if session.is_null() {
-            return nginx_sys::NGX_OK as ngx_int_t;
+            return crate::shell::nginx::OK;
         }
         nginx_sys::ngx_ssl_set_session((*pc).connection, session as *mut nginx_sys::SSL_SESSION)
     }

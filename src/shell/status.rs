@@ -145,7 +145,7 @@ unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             return nginx_sys::NGX_HTTP_NOT_ALLOWED as ngx_int_t;
         }
         let rc = ngx_http_discard_request_body(r);
-        if rc != nginx_sys::NGX_OK as ngx_int_t {
+        if rc != crate::shell::nginx::OK {
             return rc;
         }
         let q = match query::parse(bytes(&(*r).args), header_in(r, b"accept")) {
@@ -153,7 +153,7 @@ unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             Err(e) => return send(r, 400, "application/json", json::error(&e)),
         };
         let main = *(*r).main_conf.add(ctx_index()) as *const MainConf;
-        let now = ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_current_msec)) as u64;
+        let now = crate::shell::nginx::now_ms();
         let wall = wall_ms();
         let mut upstreams = Vec::new();
         if !main.is_null() {
@@ -212,8 +212,8 @@ unsafe fn send(
         (*r).headers_out.content_type_len = ctype.len();
         (*r).headers_out.content_length_n = body.len() as _;
         let rc = ngx_http_send_header(r);
-        if rc == nginx_sys::NGX_ERROR as ngx_int_t
-            || rc > nginx_sys::NGX_OK as ngx_int_t
+        if rc == crate::shell::nginx::ERROR
+            || rc > crate::shell::nginx::OK
             || (*r).header_only() != 0
         {
             return rc;
@@ -221,7 +221,7 @@ unsafe fn send(
         let data = ngx_pnalloc((*r).pool, body.len().max(1)) as *mut u8;
         let b = ngx_pcalloc((*r).pool, core::mem::size_of::<ngx_buf_t>()) as *mut ngx_buf_t;
         if data.is_null() || b.is_null() {
-            return nginx_sys::NGX_ERROR as ngx_int_t;
+            return crate::shell::nginx::ERROR;
         }
         ptr::copy_nonoverlapping(body.as_ptr(), data, body.len());
         (*b).pos = data;

@@ -27,14 +27,13 @@ pub(crate) unsafe extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t)
     // SAFETY: nginx calls this in a new process with its cycle; the tables were built in the
     // master and are this process's own copy now.
     unsafe {
-        let pid = core::ptr::read_volatile(core::ptr::addr_of!(nginx_sys::ngx_pid)) as u64;
+        let pid = u64::from(crate::shell::nginx::pid());
         let main = crate::shell::conf::cycle_main_conf(cycle);
         if !main.is_null() {
             for (k, &u) in (*main).upstreams.iter().enumerate() {
                 (*u).reseed(pid.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ k as u64);
             }
-            let kind = core::ptr::read_volatile(core::ptr::addr_of!(nginx_sys::ngx_process)) as u32;
-            if kind == nginx_sys::NGX_PROCESS_WORKER || kind == nginx_sys::NGX_PROCESS_SINGLE {
+            if crate::shell::nginx::serves_requests() {
                 zone::worker_start(&mut *main, pid as u32);
             }
         }
@@ -50,7 +49,7 @@ pub(crate) unsafe extern "C" fn init_module(cycle: *mut nginx_sys::ngx_cycle_t) 
     unsafe {
         let main = crate::shell::conf::cycle_main_conf(cycle);
         if main.is_null() {
-            return nginx_sys::NGX_OK as ngx_int_t;
+            return crate::shell::nginx::OK;
         }
         zone::commit(&mut *main)
     }
@@ -61,8 +60,8 @@ pub(crate) unsafe extern "C" fn exit_process(cycle: *mut nginx_sys::ngx_cycle_t)
     unsafe {
         let main = crate::shell::conf::cycle_main_conf(cycle);
         if !main.is_null() {
-            let pid = core::ptr::read_volatile(core::ptr::addr_of!(nginx_sys::ngx_pid));
-            zone::worker_exit(&*main, pid as u32);
+            let pid = crate::shell::nginx::pid();
+            zone::worker_exit(&*main, pid);
         }
     }
 }
@@ -164,13 +163,13 @@ unsafe extern "C" fn init_upstream(
 ) -> ngx_int_t {
     // SAFETY: nginx calls this with the configuration and a live upstream block.
     unsafe {
-        if ngx_http_upstream_init_round_robin(cf, us) != nginx_sys::NGX_OK as ngx_int_t {
-            return nginx_sys::NGX_ERROR as ngx_int_t;
+        if ngx_http_upstream_init_round_robin(cf, us) != crate::shell::nginx::OK {
+            return crate::shell::nginx::ERROR;
         }
         let conf = srv_conf(us);
         let rr = (*us).peer.data as *const ngx_http_upstream_rr_peers_t;
         if conf.is_null() || rr.is_null() {
-            return nginx_sys::NGX_ERROR as ngx_int_t;
+            return crate::shell::nginx::ERROR;
         }
         let mut table = Upstream::from_round_robin((*us).host, (*conf).method, rr);
         table.check = (*conf).check.take();
@@ -182,18 +181,18 @@ unsafe extern "C" fn init_upstream(
         });
         let table = ngx::core::Pool::from_ngx_pool((*cf).pool).allocate(table);
         if table.is_null() {
-            return nginx_sys::NGX_ERROR as ngx_int_t;
+            return crate::shell::nginx::ERROR;
         }
         (*conf).upstream = table;
         (*us).peer.init = Some(super::pick::init_peer);
 
         let main = main_conf(cf);
         if main.is_null() {
-            return nginx_sys::NGX_ERROR as ngx_int_t;
+            return crate::shell::nginx::ERROR;
         }
         (*main).upstreams.push(table);
     }
-    nginx_sys::NGX_OK as ngx_int_t
+    crate::shell::nginx::OK
 }
 
 /// Runs after the upstream module's own `init_main_conf` (ours is a later module), i.e. after
@@ -269,7 +268,7 @@ pub(crate) unsafe extern "C" fn init_main_conf(
         if main.upstreams.is_empty() {
             return CONF_OK;
         }
-        if zone::add(cf, main) != nginx_sys::NGX_OK as ngx_int_t {
+        if zone::add(cf, main) != crate::shell::nginx::OK {
             return CONF_ERROR;
         }
         for &u in &main.upstreams {

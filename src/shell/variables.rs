@@ -37,13 +37,13 @@ pub unsafe fn add(cf: *mut ngx_conf_t) -> ngx_int_t {
         unsafe {
             let v = ngx_http_add_variable(cf, &mut n, NGX_HTTP_VAR_NOCACHEABLE as ngx_uint_t);
             if v.is_null() {
-                return nginx_sys::NGX_ERROR as ngx_int_t;
+                return crate::shell::nginx::ERROR;
             }
             (*v).get_handler = Some(get);
             (*v).data = which;
         }
     }
-    nginx_sys::NGX_OK as ngx_int_t
+    crate::shell::nginx::OK
 }
 
 unsafe extern "C" fn get(
@@ -93,5 +93,5 @@ unsafe extern "C" fn get(
             }
         }
     }
-    nginx_sys::NGX_OK as ngx_int_t
+    crate::shell::nginx::OK
 }

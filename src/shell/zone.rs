@@ -78,14 +78,14 @@ pub unsafe fn add(cf: *mut ngx_conf_t, main: &mut MainConf) -> ngx_int_t {
             ptr::addr_of_mut!(crate::ngx_http_lb_module) as *mut c_void,
         );
         if zone.is_null() {
-            return nginx_sys::NGX_ERROR as ngx_int_t;
+            return crate::shell::nginx::ERROR;
         }
         (*zone).init = Some(init_zone);
         (*zone).data = main as *mut MainConf as *mut c_void;
         // Remembered for the error message in `init_zone`.
         ZONE_LOG_CF = cf;
     }
-    nginx_sys::NGX_OK as ngx_int_t
+    crate::shell::nginx::OK
 }
 
 // Only used to word an error while the configuration is loaded (single-threaded).
@@ -141,7 +141,7 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> n
         }
         main.table = header;
     }
-    nginx_sys::NGX_OK as ngx_int_t
+    crate::shell::nginx::OK
 }
 
 fn next_generation(g: u32) -> u32 {
@@ -159,7 +159,7 @@ fn next_generation(g: u32) -> u32 {
 /// before any worker of it exists.
 pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
     if main.table.is_null() {
-        return nginx_sys::NGX_OK as ngx_int_t;
+        return crate::shell::nginx::OK;
     }
     // SAFETY: `init_zone` checked the table; it stays mapped for the life of the process.
     unsafe {
@@ -176,7 +176,7 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
             for (p, key) in u.peers.iter_mut().zip(keys) {
                 // `init_zone` made sure every key fits.
                 let Some(c) = claim(records, key, generation) else {
-                    return nginx_sys::NGX_ERROR as ngx_int_t;
+                    return crate::shell::nginx::ERROR;
                 };
                 let record = &records[c.index()];
                 record.commit(
@@ -193,7 +193,7 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
             u.records_ready = true;
         }
     }
-    nginx_sys::NGX_OK as ngx_int_t
+    crate::shell::nginx::OK
 }
 
 /// In a new worker: takes a row of per-worker active counters (clearing what a killed
@@ -244,5 +244,5 @@ unsafe fn fail(msg: &str) -> ngx_int_t {
             log_plain(cf, NGX_LOG_EMERG as ngx_uint_t, msg);
         }
     }
-    nginx_sys::NGX_ERROR as ngx_int_t
+    crate::shell::nginx::ERROR
 }

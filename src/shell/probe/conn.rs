@@ -52,13 +52,13 @@ pub(super) fn connect(p: &mut Probe) {
         p.pc.set_log_error(nginx_sys::ngx_connection_log_error_e_NGX_ERROR_ERR as _);
         p.stage = Stage::Connecting;
         let rc = ngx_event_connect_peer(&mut p.pc);
-        if rc == nginx_sys::NGX_DECLINED as ngx_int_t {
+        if rc == crate::shell::nginx::DECLINED {
             // connect() itself failed: that is the peer's answer.
             let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as u32;
             p.pc.connection = ptr::null_mut();
             return finish(p, Reason::ConnectFailed(errno));
         }
-        if rc == ERROR || rc == nginx_sys::NGX_BUSY as ngx_int_t {
+        if rc == ERROR || rc == crate::shell::nginx::BUSY {
             // No socket, no free connection, no event registration: this worker's problem.
             p.pc.connection = ptr::null_mut();
             return abandon(p);
@@ -190,7 +190,7 @@ pub(super) fn quiet(c: *mut ngx_connection_t) -> bool {
         let ssl = (*c).ssl;
         if !ssl.is_null()
             && (nginx_sys::SSL_pending((*ssl).connection) > 0
-                || (*ssl).last == nginx_sys::NGX_DONE as ngx_int_t
+                || (*ssl).last == crate::shell::nginx::DONE
                 || (*ssl).last == ERROR)
         {
             return false;

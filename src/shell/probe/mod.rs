@@ -43,7 +43,7 @@ use crate::health::reason::Reason;
 use crate::health::response::{Parser, Progress, ResponseError};
 use crate::health::schedule;
 use crate::health::state::Transition;
-use crate::shell::nginx::{bytes, peek, Peek};
+use crate::shell::nginx::{bytes, exiting, now_ms, peek, Peek, AGAIN, ERROR, OK};
 use crate::shell::table::Upstream;
 use crate::shm::PeerShared;
 
@@ -58,10 +58,6 @@ use http::*;
 use kinds::check_type;
 use pool::*;
 use tls::*;
-
-const OK: ngx_int_t = nginx_sys::NGX_OK as ngx_int_t;
-const AGAIN: ngx_int_t = nginx_sys::NGX_AGAIN as ngx_int_t;
-const ERROR: ngx_int_t = nginx_sys::NGX_ERROR as ngx_int_t;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -121,24 +117,10 @@ pub struct Probe {
     connected_at: u64,
 }
 
-fn now_ms() -> u64 {
-    // SAFETY: nginx updates its cached clock in this (the only) thread.
-    unsafe { ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_current_msec)) as u64 }
-}
-
 fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn exiting() -> bool {
-    // SAFETY: plain reads of nginx's process flags, set by its signal handling in this process.
-    unsafe {
-        ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_exiting)) != 0
-            || ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_quit)) != 0
-            || ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_terminate)) != 0
-    }
 }
 
 impl Probe {
@@ -179,15 +161,14 @@ pub unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // SAFETY: reading nginx's process type and the cycle's http configuration, which the
     // worker inherited; probes are leaked on purpose (they live as long as the worker).
     unsafe {
-        let kind = ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_process)) as u32;
-        if kind != nginx_sys::NGX_PROCESS_WORKER && kind != nginx_sys::NGX_PROCESS_SINGLE {
+        if !crate::shell::nginx::serves_requests() {
             return OK;
         }
         let main = crate::shell::conf::cycle_main_conf(cycle);
         if main.is_null() {
             return OK;
         }
-        let pid = ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_pid)) as u64;
+        let pid = u64::from(crate::shell::nginx::pid());
         let now = now_ms();
         for &u in &(*main).upstreams {
             let Some(setup) = (*u).check.as_deref() else {
@@ -310,8 +291,7 @@ unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
     }
     let jitter = p.random(p.setup().conf.jitter_ms + 1);
     let next = schedule::next_due(now, interval, jitter);
-    // SAFETY: reading nginx's pid.
-    let pid = unsafe { ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_pid)) } as u32;
+    let pid = crate::shell::nginx::pid();
     let shared = p.shared();
     let (due, last_prober) = shared.lease();
     let grace = schedule::grace_ms(p.keepalive(), last_prober == pid, interval);
