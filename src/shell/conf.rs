@@ -5,9 +5,9 @@
 use core::ptr;
 
 use nginx_sys::{
-    ngx_conf_t, ngx_cycle_t, ngx_http_conf_ctx_t, ngx_http_module, ngx_http_upstream_srv_conf_t,
-    ngx_log_error_core, ngx_uint_t,
+    ngx_conf_t, ngx_cycle_t, ngx_http_upstream_srv_conf_t, ngx_log_error_core, ngx_uint_t,
 };
+use ngx::http::HttpModuleConfExt;
 
 use super::table::Upstream;
 use crate::balance::MethodConf;
@@ -52,9 +52,14 @@ impl Default for MainConf {
 
 /// Our module's `ctx_index`.
 pub fn ctx_index() -> usize {
-    // SAFETY: nginx sets `ctx_index` once while loading the configuration; reads after that
-    // see a stable value.
-    unsafe { (*ptr::addr_of!(crate::ngx_http_lb_module)).ctx_index }
+    module().ctx_index
+}
+
+/// Our balancer module, as nginx's configuration accessors want it.
+fn module() -> &'static nginx_sys::ngx_module_t {
+    // SAFETY: nginx sets the module's indices once while loading the configuration, before
+    // any of our hooks runs; after that the static is only read.
+    unsafe { &*ptr::addr_of!(crate::ngx_http_lb_module) }
 }
 
 /// Our `SrvConf` for an upstream block, or null for upstreams nginx created implicitly
@@ -63,13 +68,9 @@ pub fn ctx_index() -> usize {
 /// # Safety
 /// `us` must be a live upstream configuration of the current cycle.
 pub unsafe fn srv_conf(us: *const ngx_http_upstream_srv_conf_t) -> *mut SrvConf {
-    // SAFETY: `srv_conf` of an `upstream {}` block holds one slot per HTTP module.
-    unsafe {
-        if (*us).srv_conf.is_null() {
-            return ptr::null_mut();
-        }
-        *(*us).srv_conf.add(ctx_index()) as *mut SrvConf
-    }
+    // SAFETY: the caller passes a live upstream configuration; ngx reads our module's slot.
+    unsafe { (*us).http_server_conf_unchecked::<SrvConf>(module()) }
+        .map_or(ptr::null_mut(), |c| c.as_ptr())
 }
 
 /// Our main conf from the configuration being parsed.
@@ -78,10 +79,8 @@ pub unsafe fn srv_conf(us: *const ngx_http_upstream_srv_conf_t) -> *mut SrvConf 
 /// `cf` must be inside the `http {}` block's configuration.
 pub unsafe fn main_conf(cf: *mut ngx_conf_t) -> *mut MainConf {
     // SAFETY: every context inside `http {}` shares the http main_conf array.
-    unsafe {
-        let ctx = (*cf).ctx as *mut ngx_http_conf_ctx_t;
-        *(*ctx).main_conf.add(ctx_index()) as *mut MainConf
-    }
+    unsafe { (*cf).http_main_conf_unchecked::<MainConf>(module()) }
+        .map_or(ptr::null_mut(), |c| c.as_ptr())
 }
 
 /// Logs to the configuration's log without nginx's " in file:line" suffix (which would point at
@@ -111,15 +110,7 @@ pub unsafe fn log_plain(cf: *mut ngx_conf_t, level: ngx_uint_t, msg: &str) {
 /// # Safety
 /// `cycle` must be a live cycle.
 pub unsafe fn cycle_main_conf(cycle: *mut ngx_cycle_t) -> *mut MainConf {
-    // SAFETY: the http module's slot of `conf_ctx` holds the http configuration context.
-    unsafe {
-        let http = *(*cycle)
-            .conf_ctx
-            .add((*ptr::addr_of!(ngx_http_module)).index)
-            as *mut ngx_http_conf_ctx_t;
-        if http.is_null() {
-            return ptr::null_mut();
-        }
-        *(*http).main_conf.add(ctx_index()) as *mut MainConf
-    }
+    // SAFETY: the caller passes a live cycle; ngx finds the http context (none: no `http {}`).
+    unsafe { (*cycle).http_main_conf_unchecked::<MainConf>(module()) }
+        .map_or(ptr::null_mut(), |c| c.as_ptr())
 }
