@@ -565,7 +565,7 @@ The first include comes before any probe could pass three times: 502, no peer.
 --- grep_error_log_out
 in upstream "backend" is up after 3 passed check(s)
 --- error_log
-lb: no available peer in upstream "backend"
+lb: no available peer in upstream "backend" (1 peers: 0 down, 0 failed, 0 at max_conns, 1 unhealthy
 --- timeout: 6
 
 

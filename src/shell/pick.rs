@@ -351,7 +351,7 @@ fn selector_of(up: &mut Upstream, i: usize) -> Option<(&mut Selector, usize)> {
 /// # Safety
 /// `log` must be the request's log.
 unsafe fn log_no_peer(log: *mut ngx_log_t, up: &Upstream, now: u64) {
-    let (mut down, mut failed, mut full) = (0, 0, 0);
+    let (mut down, mut failed, mut full, mut unhealthy) = (0, 0, 0, 0);
     for p in &up.peers {
         if p.down {
             down += 1;
@@ -360,6 +360,7 @@ unsafe fn log_no_peer(log: *mut ngx_log_t, up: &Upstream, now: u64) {
         match shared(p).verdict(&p.limits, now) {
             crate::balance::Verdict::Failed => failed += 1,
             crate::balance::Verdict::Full => full += 1,
+            crate::balance::Verdict::Unhealthy => unhealthy += 1,
             _ => {}
         }
     }
@@ -367,13 +368,14 @@ unsafe fn log_no_peer(log: *mut ngx_log_t, up: &Upstream, now: u64) {
         NGX_LOG_ERR,
         log,
         "lb: no available peer in upstream \"{}\" ({} peers: {} down, {} failed, {} at max_conns, \
-         the rest already tried)",
+         {} unhealthy, the rest already tried)",
         // SAFETY: the upstream's name is an nginx string from the configuration pool.
         unsafe { bytes(&up.name) }.escape_ascii(),
         up.peers.len(),
         down,
         failed,
-        full
+        full,
+        unhealthy
     );
 }
 
