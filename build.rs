@@ -1,5 +1,6 @@
 //! Turns what `nginx-sys` learnt from nginx's configure run into `cfg`s for our code:
-//! `ngx_feature = "..."` (e.g. `http_ssl`, `http_v2`) and `ngx_os = "..."`.
+//! `ngx_feature = "..."` (e.g. `http_ssl`, `http_v2`), `ngx_os = "..."`, and `ngx_resolve`
+//! for an nginx (1.27.3 or later) whose upstreams can have `server ... resolve`.
 //! Nothing else happens here; nginx itself is built by `nginx-sys`.
 use std::env;
 
@@ -14,5 +15,14 @@ fn main() {
                 println!("cargo::rustc-cfg={cfg}=\"{v}\"");
             }
         }
+    }
+    println!("cargo::rerun-if-env-changed=DEP_NGINX_VERSION_NUMBER");
+    println!("cargo::rustc-check-cfg=cfg(ngx_resolve)");
+    let version: u64 = env::var("DEP_NGINX_VERSION_NUMBER")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    if version >= 1_027_003 {
+        println!("cargo::rustc-cfg=ngx_resolve");
     }
 }

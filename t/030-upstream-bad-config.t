@@ -179,3 +179,20 @@ lb_upstream: "decay" applies to the p2c method only
 --- must_die
 --- error_log
 lb_upstream: invalid value "0" for "decay"
+
+
+
+=== TEST 18: a server with "resolve" is refused until lb_upstream follows resolved peers
+nginx 1.27.3 and later keep such peers outside the configuration-time lists; accepting the
+upstream would answer every request with 502. (nginx before 1.27.3 has no "resolve" at all.)
+--- http_config
+    resolver 127.0.0.1:1;
+    upstream u {
+        zone u 64k;
+        lb_upstream;
+        server localhost:1 resolve;
+    }
+--- config
+--- must_die
+--- error_log eval
+qr/lb_upstream: upstream "u" has a server with "resolve", which lb_upstream does not support yet|invalid parameter "resolve"/

@@ -171,6 +171,20 @@ unsafe extern "C" fn init_upstream(
         if conf.is_null() || rr.is_null() {
             return crate::shell::nginx::ERROR;
         }
+        // `server NAME resolve` (nginx 1.27.3+) keeps its peers outside these lists, filled in
+        // at run time; until lb_upstream follows them, refuse the configuration rather than
+        // accept it and answer every request with 502.
+        #[cfg(ngx_resolve)]
+        if !(*rr).resolve.is_null() || (!(*rr).next.is_null() && !(*(*rr).next).resolve.is_null()) {
+            let msg = format!(
+                "lb_upstream: upstream \"{}\" has a server with \"resolve\", which lb_upstream does \
+                 not support yet; use addresses or names resolved at start-up (without \"resolve\"), \
+                 or nginx's own balancer for this upstream",
+                bytes(&(*us).host).escape_ascii()
+            );
+            log_plain(cf, nginx_sys::NGX_LOG_EMERG as ngx_uint_t, &msg);
+            return crate::shell::nginx::ERROR;
+        }
         let mut table = Upstream::from_round_robin((*us).host, (*conf).method, rr);
         table.check = (*conf).check.take();
         table.keepalive = (*conf).keepalive.map(|k| {
