@@ -76,14 +76,14 @@ impl RequestPeers {
 /// This worker's counter of its connections to the peer.
 #[inline]
 fn mine(p: &Peer) -> &'static core::sync::atomic::AtomicU32 {
-    // SAFETY: set with the peer's record (`shm::zone::commit`), then to this worker's row at
+    // SAFETY: set with the peer's record (`shell::zone::commit`), then to this worker's row at
     // its start; the zone stays mapped for the life of the process.
     unsafe { &*p.active }
 }
 
 #[inline]
 fn shared(p: &Peer) -> &'static crate::shm::PeerShared {
-    // SAFETY: `shm::zone` sets every peer's record before workers start, and `init_peer`
+    // SAFETY: `shell::zone` sets every peer's record before workers start, and `init_peer`
     // refuses to run for a table whose records are missing; the zone stays mapped for the
     // life of the process, hence 'static.
     unsafe { &*p.shared }

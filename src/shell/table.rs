@@ -34,7 +34,7 @@ pub struct Peer {
     pub limits: Limits,
     pub down: bool,
     pub backup: bool,
-    /// This peer's record in the shared zone; set by `shm::zone::commit` before workers start.
+    /// This peer's record in the shared zone; set by `shell::zone::commit` before workers start.
     pub shared: *const PeerShared,
     /// The record's index in the zone's table.
     pub record: usize,
@@ -67,7 +67,7 @@ pub struct Upstream {
     pub single: bool,
     /// Active health checks (`lb_check`), if configured.
     pub check: Option<Box<crate::shell::check::CheckSetup>>,
-    /// Every peer has its shared record (set by `shm::zone` before workers start).
+    /// Every peer has its shared record (set by `shell::zone` before workers start).
     pub records_ready: bool,
     /// Idle connections per peer (`lb_keepalive`), if configured.
     pub keepalive: Option<Box<crate::shell::keepalive::PeerCaches>>,

@@ -133,7 +133,7 @@ impl Probe {
         unsafe { &*self.setup }
     }
     fn shared(&self) -> &PeerShared {
-        // SAFETY: records are set before workers start (see `shm::zone`).
+        // SAFETY: records are set before workers start (see `shell::zone`).
         unsafe { &*self.upstream().peers[self.peer].shared }
     }
     fn keepalive(&self) -> bool {
