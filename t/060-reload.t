@@ -49,34 +49,12 @@ $extra
 CONF
 }
 
-sub bodies {
-    my ($n) = @_;
-    my %seen;
-    for (1 .. $n) {
-        my ($code, $body) = $s->get('/');
-        $seen{$code == 200 ? $body : "status $code"}++;
-    }
-    return \%seen;
-}
-
-sub wait_state {
-    my ($addr, $state, $seconds) = @_;
-    my $until = time + $seconds;
-    my $got = '';
-    while (time < $until) {
-        $got = $s->peers('backend')->{$addr}{state};
-        return 1 if $got eq $state;
-        sleep 0.1;
-    }
-    diag("peer $addr is $got, not $state, after ${seconds}s");
-    return 0;
-}
 
 $s->start(front());
-ok(wait_state($a, 'up', 3) && wait_state($b, 'up', 3), 'both peers up after their first checks');
+ok($s->wait_state('backend', $a, 'up', 3) && $s->wait_state('backend', $b, 'up', 3), 'both peers up after their first checks');
 
 # Traffic, then counters across a reload that changes b's weight.
-my $seen = bodies(20);
+my $seen = $s->bodies(20);
 is($seen->{a} + $seen->{b}, 20, '20 requests answered');
 my $before = $s->peers('backend');
 is($before->{$a}{requests} + $before->{$b}{requests}, 20, 'status counts 20 requests');
@@ -86,7 +64,7 @@ my $after = $s->peers('backend');
 is($after->{$a}{requests}, $before->{$a}{requests}, 'a keeps its request counter across reload');
 is($after->{$b}{requests}, $before->{$b}{requests}, 'b keeps its request counter across reload');
 is($after->{$b}{weight}, 3, 'the new weight is in effect');
-bodies(8);
+$s->bodies(8);
 $after = $s->peers('backend');
 is($after->{$a}{requests} + $after->{$b}{requests}, 28, 'counters keep counting after reload');
 sleep 0.6;    # three intervals
@@ -96,9 +74,9 @@ cmp_ok($s->peers('backend')->{$a}{health_checks}{checks}, '>=',
 # b unhealthy, with its reason.
 open my $fh, '>', $s->dir . '/html/b_down' or die $!;
 close $fh;
-ok(wait_state($b, 'unhealthy', 3), 'b unhealthy after fall failed checks');
+ok($s->wait_state('backend', $b, 'unhealthy', 3), 'b unhealthy after fall failed checks');
 is($s->peers('backend')->{$b}{health_checks}{last_reason}, 'HTTP 500', 'reason HTTP 500');
-$seen = bodies(10);
+$seen = $s->bodies(10);
 is($seen->{a}, 10, 'traffic avoids the unhealthy peer');
 like($s->error_log, qr/lb: peer \Q$b\E in upstream "backend" is down after 2 failed check\(s\): HTTP 500/,
      'the change is logged with the reason');
@@ -106,7 +84,7 @@ like($s->error_log, qr/lb: peer \Q$b\E in upstream "backend" is down after 2 fai
 # A reload must not bring the unhealthy peer back, not even for a moment: the new workers
 # see the shared health at once. A peer added by the reload (c, default=up) gets traffic.
 $s->reload(front(extra => "        server 127.0.0.1:__PORT4__;"));
-$seen = bodies(12);
+$seen = $s->bodies(12);
 ok(!$seen->{b}, 'no request reaches the unhealthy peer right after the reload')
     or diag(explain $seen);
 ok($seen->{c}, 'the added peer gets traffic');
@@ -114,7 +92,7 @@ is($s->peers('backend')->{$b}{state}, 'unhealthy', 'status still shows b unhealt
 
 # Healthy again: rise passed checks, downtime accounted.
 unlink $s->dir . '/html/b_down';
-ok(wait_state($b, 'up', 3), 'b up again after rise passed checks');
+ok($s->wait_state('backend', $b, 'up', 3), 'b up again after rise passed checks');
 my $hb = $s->peers('backend')->{$b}{health_checks};
 is($hb->{last_reason}, 'passed', 'last_reason passed');
 is($hb->{unhealthy}, 1, 'made unhealthy once');
@@ -133,7 +111,7 @@ $s->wait_for(sub { my @w = $s->worker_pids; @w == 2 && !grep { $_ == $workers[0]
 sleep 0.6;   # three intervals
 my $now = $s->peers('backend')->{$a}{health_checks}{checks};
 cmp_ok($now, '>=', $checks + 2, "probes resume after kill -9 ($checks -> $now)");
-$seen = bodies(6);
+$seen = $s->bodies(6);
 is(($seen->{a} // 0) + ($seen->{b} // 0) + ($seen->{c} // 0), 6, 'traffic flows after kill -9');
 
 # Workers that exited after the reloads closed their kept probe connections (nginx names any

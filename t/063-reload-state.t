@@ -49,28 +49,6 @@ $extra
 CONF
 }
 
-sub bodies {
-    my ($n) = @_;
-    my %seen;
-    for (1 .. $n) {
-        my ($code, $body) = $s->get('/');
-        $seen{$code == 200 ? $body : "status $code"}++;
-    }
-    return \%seen;
-}
-
-sub wait_state {
-    my ($addr, $state, $seconds) = @_;
-    my $until = time + $seconds;
-    my $got = '';
-    while (time < $until) {
-        $got = $s->peers('backend')->{$addr}{state} // 'absent';
-        return 1 if $got eq $state;
-        sleep 0.05;
-    }
-    diag("peer $addr is $got, not $state, after ${seconds}s");
-    return 0;
-}
 
 # A reload that writes the configuration, signals, and returns once a new worker runs,
 # without waiting for old ones (they may be finishing a held request).
@@ -88,13 +66,13 @@ sub b_down { open my $fh, '>', $flag or die $!; close $fh; }
 sub b_up   { unlink $flag; }
 
 $s->start(front());
-ok(wait_state($b, 'up', 3), 'b up');
+ok($s->wait_state('backend', $b, 'up', 3), 'b up');
 
 # 1. A reload that fails after nginx mapped the zone (its new listen port is busy) changes
 # nothing: b stays unhealthy although the new configuration has no checks, which would have
 # brought it up.
 b_down();
-ok(wait_state($b, 'unhealthy', 3), 'b unhealthy after a failed check');
+ok($s->wait_state('backend', $b, 'unhealthy', 3), 'b unhealthy after a failed check');
 my $busy = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $s->port(6),
                                   Proto => 'tcp', ReuseAddr => 1, Listen => 1)
     or die "cannot hold port: $!";
@@ -124,20 +102,20 @@ close $busy;
 my $check_slow = 'lb_check type=http uri=/health interval=1s rise=1 fall=3 default=down;';
 reload_keep_old(front(check => $check_slow));
 b_up();
-ok(wait_state($b, 'up', 4), 'b up again');
+ok($s->wait_state('backend', $b, 'up', 4), 'b up again');
 reload_keep_old(front(check => $check_slow, b => 'server 127.0.0.1:__PORT3__ down;'));
 b_down();
 reload_keep_old(front(check => $check_slow));
-my $seen = bodies(10);
+my $seen = $s->bodies(10);
 ok(!$seen->{b}, 'b, back from `down` with failing checks, gets no request at once')
     or diag(explain $seen);
 b_up();
-ok(wait_state($b, 'up', 4), 'b up after a passed check');
+ok($s->wait_state('backend', $b, 'up', 4), 'b up after a passed check');
 # The same for a peer removed by one reload and added again by the next.
 reload_keep_old(front(check => $check_slow, b => ''));
 b_down();
 reload_keep_old(front(check => $check_slow));
-$seen = bodies(10);
+$seen = $s->bodies(10);
 ok(!$seen->{b}, 'b, removed and added again with failing checks, gets no request at once')
     or diag(explain $seen);
 b_up();

@@ -197,6 +197,31 @@ sub peers {
     return { map { $_->{address} => $_ } @{ $u->{peers} } };
 }
 
+# Sends $n requests for / and counts the answers: { body => count, "status N" => count }.
+sub bodies {
+    my ($self, $n) = @_;
+    my %seen;
+    for (1 .. $n) {
+        my ($code, $body) = $self->get('/');
+        $seen{$code == 200 ? $body : "status $code"}++;
+    }
+    return \%seen;
+}
+
+# Waits up to $seconds for peer $addr of upstream $name to show $state on the status page.
+sub wait_state {
+    my ($self, $name, $addr, $state, $seconds) = @_;
+    my $until = time + $seconds;
+    my $got = '';
+    while (time < $until) {
+        $got = $self->peers($name)->{$addr}{state} // 'absent';
+        return 1 if $got eq $state;
+        sleep 0.05;
+    }
+    Test::More::diag("peer $addr is $got, not $state, after ${seconds}s");
+    return 0;
+}
+
 sub error_log {
     my ($self) = @_;
     open my $fh, '<', "$self->{dir}/logs/error.log" or return '';
