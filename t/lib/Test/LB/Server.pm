@@ -224,7 +224,13 @@ sub wait_state {
 
 sub error_log {
     my ($self) = @_;
-    open my $fh, '<', "$self->{dir}/logs/error.log" or return '';
+    return $self->slurp('logs/error.log') // '';
+}
+
+# A file of the server directory (path relative to it), or undef.
+sub slurp {
+    my ($self, $path) = @_;
+    open my $fh, '<', "$self->{dir}/$path" or return undef;
     local $/;
     return <$fh>;
 }
