@@ -182,17 +182,27 @@ lb_upstream: invalid value "0" for "decay"
 
 
 
-=== TEST 18: a server with "resolve" is refused until lb_upstream follows resolved peers
-nginx 1.27.3 and later keep such peers outside the configuration-time lists; accepting the
-upstream would answer every request with 502. (nginx before 1.27.3 has no "resolve" at all.)
+=== TEST 18: max_resolved without a server with "resolve" is refused
+The limit would have nothing to limit; a typo in the upstream is likelier.
 --- http_config
-    resolver 127.0.0.1:1;
     upstream u {
-        zone u 64k;
-        lb_upstream;
-        server localhost:1 resolve;
+        lb_upstream max_resolved=10;
+        server 127.0.0.1:1;
     }
 --- config
 --- must_die
---- error_log eval
-qr/lb_upstream: upstream "u" has a server with "resolve", which lb_upstream does not support yet|invalid parameter "resolve"/
+--- error_log
+lb_upstream: "max_resolved" in upstream "u" needs a server with "resolve"
+
+
+
+=== TEST 19: max_resolved must be a positive number
+--- http_config
+    upstream u {
+        lb_upstream max_resolved=0;
+        server 127.0.0.1:1;
+    }
+--- config
+--- must_die
+--- error_log
+lb_upstream: invalid value "0" for "max_resolved": expected a number of addresses from 1 to 1000000

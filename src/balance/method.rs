@@ -3,6 +3,9 @@
 use crate::conf::error::InvalidValue;
 use crate::conf::time::parse_time_ms;
 
+/// The most `max_resolved=` takes.
+pub const MAX_RESOLVED: usize = 1_000_000;
+
 /// How quickly the moving average of response times forgets, unless `decay=` says otherwise.
 pub const DEFAULT_DECAY_MS: u64 = 5_000;
 
@@ -23,6 +26,9 @@ pub struct MethodConf {
     pub method: Method,
     /// Time constant of the response-time average, ms.
     pub decay_ms: u64,
+    /// `max_resolved=N`: how many addresses the upstream's `server ... resolve` names may
+    /// have at once (`None`: the default).
+    pub max_resolved: Option<usize>,
 }
 
 impl Default for MethodConf {
@@ -30,6 +36,7 @@ impl Default for MethodConf {
         MethodConf {
             method: Method::RoundRobin,
             decay_ms: DEFAULT_DECAY_MS,
+            max_resolved: None,
         }
     }
 }
@@ -54,7 +61,7 @@ pub enum MethodError {
     Decay(#[from] InvalidValue),
     /// A second method, or anything else after the method.
     #[error(
-        "unexpected parameter \"{}\" (one method, then optionally decay=TIME)",
+        "unexpected parameter \"{}\" (one method, then optionally decay=TIME and max_resolved=N)",
         .0.escape_ascii()
     )]
     Unexpected(Vec<u8>),
@@ -88,6 +95,20 @@ pub fn parse(args: &[&[u8]]) -> Result<MethodConf, MethodError> {
                 }
             };
             decay_seen = true;
+            continue;
+        }
+        if let Some(v) = arg.strip_prefix(b"max_resolved=") {
+            conf.max_resolved = match core::str::from_utf8(v).ok().and_then(|v| v.parse().ok()) {
+                Some(n) if (1..=MAX_RESOLVED).contains(&n) => Some(n),
+                _ => {
+                    return Err(InvalidValue::new(
+                        b"max_resolved",
+                        v,
+                        "expected a number of addresses from 1 to 1000000",
+                    )
+                    .into())
+                }
+            };
             continue;
         }
         if method_seen {
@@ -128,6 +149,11 @@ mod tests {
         assert_eq!(p("p2c decay=1m30s").unwrap().decay_ms, 90_000);
         assert_eq!(p("p2c decay=10").unwrap().decay_ms, 10_000);
         assert_eq!(Method::LeastConn.name(), "least_conn");
+        assert_eq!(
+            p("least_conn max_resolved=1000").unwrap().max_resolved,
+            Some(1000)
+        );
+        assert_eq!(p("").unwrap().max_resolved, None);
     }
 
     #[test]
@@ -170,7 +196,11 @@ mod tests {
         );
         assert_eq!(
             text("least_conn p2c"),
-            "unexpected parameter \"p2c\" (one method, then optionally decay=TIME)"
+            "unexpected parameter \"p2c\" (one method, then optionally decay=TIME and max_resolved=N)"
+        );
+        assert_eq!(
+            text("max_resolved=0"),
+            "invalid value \"0\" for \"max_resolved\": expected a number of addresses from 1 to 1000000"
         );
     }
 }

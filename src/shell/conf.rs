@@ -35,6 +35,10 @@ pub struct MainConf {
     pub slots: u32,
     /// The zone's table, once `zone::init_zone` found or made it.
     pub table: *mut crate::shm::table::Header,
+    /// The zone's slab pool (its mutex serialises claims of records at run time).
+    pub pool: *mut nginx_sys::ngx_slab_pool_t,
+    /// The configuration generation this cycle committed (`shell::zone::commit`).
+    pub generation: u32,
     /// This worker's row of active counters.
     pub row: Option<usize>,
 }
@@ -45,6 +49,8 @@ impl Default for MainConf {
             upstreams: Vec::new(),
             slots: 0,
             table: ptr::null_mut(),
+            pool: ptr::null_mut(),
+            generation: 0,
             row: None,
         }
     }

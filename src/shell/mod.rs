@@ -10,6 +10,7 @@
 //! - `table`: one upstream's peers as built from nginx's `server` lines;
 //! - `pick`: `init_peer`, `get_peer` (where a peer is chosen) and `free_peer`;
 //! - `zone`: the shared-memory zone, committed with the configuration;
+//! - `resolve`: peers of `server NAME resolve`, following nginx's resolver at run time;
 //! - `check` and `probe`: `lb_check` and the probes on each worker's event loop;
 //! - `keepalive`: `lb_keepalive`'s idle connections;
 //! - `status` and `variables`: `lb_status` and `$lb_peer`, `$lb_peer_state`, `$lb_upstream`;
@@ -22,6 +23,8 @@ pub mod keepalive;
 pub mod nginx;
 pub mod pick;
 pub mod probe;
+#[cfg_attr(not(ngx_resolve), path = "resolve_none.rs")]
+pub mod resolve;
 pub mod status;
 pub mod table;
 pub mod upstream;

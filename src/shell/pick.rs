@@ -15,7 +15,7 @@ use nginx_sys::{
 };
 
 use super::conf::srv_conf;
-use super::table::{Peer, Upstream};
+use super::table::{Members, Peer, Upstream};
 use crate::balance::p2c::score_less;
 use crate::balance::{Fit, Limits, Selector, Verdict};
 use crate::shell::nginx::{bytes, now_ms};
@@ -27,6 +27,9 @@ const NONE: usize = usize::MAX;
 /// module, so that `$lb_peer` and friends find the peer chosen last.
 pub struct RequestPeers {
     pub upstream: *mut Upstream,
+    /// The peers this request chooses from: the upstream's snapshot when it started (held
+    /// until the request ends for upstreams whose membership changes at run time).
+    pub members: *mut Members,
     u: *mut ngx_http_upstream_t,
     /// Index of the peer of the attempt in progress, or `NONE`.
     current: usize,
@@ -106,10 +109,22 @@ pub unsafe extern "C" fn init_peer(
             return crate::shell::nginx::ERROR;
         }
         let upstream = (*conf).upstream;
-        let n = (*upstream).peers.len();
         if !(*upstream).records_ready {
             return crate::shell::nginx::ERROR;
         }
+        if (*upstream).dynamic.is_some() {
+            // Follows nginx's resolver: O(1) when nothing changed (one counter compared).
+            crate::shell::resolve::refresh(&mut *upstream);
+            let cln = nginx_sys::ngx_pool_cleanup_add((*r).pool, 0);
+            if cln.is_null() {
+                return crate::shell::nginx::ERROR;
+            }
+            Members::retain((*upstream).members);
+            (*cln).handler = Some(release_members);
+            (*cln).data = (*upstream).members as *mut c_void;
+        }
+        let members = (*upstream).members;
+        let n = (*members).peers.len();
         let rp = ngx_palloc((*r).pool, core::mem::size_of::<RequestPeers>()) as *mut RequestPeers;
         if rp.is_null() {
             return crate::shell::nginx::ERROR;
@@ -127,6 +142,7 @@ pub unsafe extern "C" fn init_peer(
         let u = (*r).upstream;
         rp.write(RequestPeers {
             upstream,
+            members,
             u,
             current: NONE,
             last: NONE,
@@ -140,7 +156,7 @@ pub unsafe extern "C" fn init_peer(
         (*u).peer.data = rp as *mut c_void;
         (*u).peer.get = Some(get_peer);
         (*u).peer.free = Some(free_peer);
-        (*u).peer.tries = (*upstream).tries.max(1) as ngx_uint_t;
+        (*u).peer.tries = (*members).tries.max(1) as ngx_uint_t;
         #[cfg(ngx_feature = "http_ssl")]
         {
             (*u).peer.set_session = Some(set_session);
@@ -157,56 +173,65 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
     unsafe {
         let rp = &mut *(data as *mut RequestPeers);
         let up = &mut *rp.upstream;
+        let m = &mut *rp.members;
         let now = now_ms();
         (*pc).set_cached(0);
         (*pc).connection = ptr::null_mut();
 
-        let primaries = up.primaries;
+        // A request that started before the peers changed keeps its snapshot, but never
+        // chooses a peer that has left since.
+        let current = (rp.members != up.members).then(|| up.current());
+        let primaries = m.primaries;
         let decay = up.decay_ms;
-        let single = up.single;
+        let single = m.single;
         let mut chosen = select(
-            &mut up.primary,
-            &up.peers[..primaries],
+            &mut m.primary,
+            &m.peers[..primaries],
             rp,
             0,
             now,
             decay,
             single,
+            current,
         );
         if chosen.is_none() {
             chosen = select(
-                &mut up.backup,
-                &up.peers[primaries..],
+                &mut m.backup,
+                &m.peers[primaries..],
                 rp,
                 primaries,
                 now,
                 decay,
                 single,
+                current,
             );
         }
         let Some(i) = chosen else {
             (*pc).name = &mut up.name;
-            log_no_peer((*pc).log, up, now);
+            log_no_peer((*pc).log, up, m, now);
             return crate::shell::nginx::BUSY;
         };
-        let record = shared(&up.peers[i]);
-        record.on_pick(&up.peers[i].limits, now, mine(&up.peers[i]));
+        let record = shared(&m.peers[i]);
+        record.on_pick(&m.peers[i].limits, now, mine(&m.peers[i]));
         rp.current = i;
         rp.last = i;
         rp.last_health = record.health().0;
         rp.started_ms = now;
         rp.set_tried(i);
-        if let Some((Selector::LeastConn(lc), j)) = selector_of(up, i) {
+        if let Some((Selector::LeastConn(lc), j)) = selector_of(m, i) {
             // Only least_conn needs the sum over all workers' counters.
             lc.set_active(j, record.active());
         }
-        let peer = &up.peers[i];
+        let peer = &m.peers[i];
         (*pc).sockaddr = peer.sockaddr;
         (*pc).socklen = peer.socklen;
         (*pc).name = &peer.name as *const _ as *mut _;
-        if let Some(k) = up.keepalive.as_deref_mut() {
-            if crate::shell::keepalive::take(k, i, pc) {
-                return crate::shell::nginx::DONE;
+        if up.keepalive.is_some() && up.owns_slot(peer) {
+            let slot = peer.slot;
+            if let Some(k) = up.keepalive.as_deref_mut() {
+                if crate::shell::keepalive::take(k, slot, pc) {
+                    return crate::shell::nginx::DONE;
+                }
             }
         }
     }
@@ -224,7 +249,8 @@ unsafe extern "C" fn free_peer(
         let rp = &mut *(data as *mut RequestPeers);
         if rp.current != NONE {
             let up = &mut *rp.upstream;
-            let peer = &up.peers[rp.current];
+            let m = &mut *rp.members;
+            let peer = &m.peers[rp.current];
             let attempt_failed = state & nginx_sys::NGX_PEER_FAILED as ngx_uint_t != 0;
             let mut failed = attempt_failed;
             if failed && (*pc).cached() != 0 {
@@ -243,7 +269,7 @@ unsafe extern "C" fn free_peer(
                 let took_us = now.saturating_sub(rp.started_ms) * 1000;
                 record.on_response((*st).status as u16, Some(took_us), now, up.decay_ms);
             }
-            let outcome = if up.single {
+            let outcome = if m.single {
                 // As nginx does for its `single` peer: a failure is counted in the totals but
                 // never makes the only peer unavailable, and there is no other peer to retry.
                 (*pc).tries = 0;
@@ -262,16 +288,19 @@ unsafe extern "C" fn free_peer(
                     peer.limits.max_fails
                 );
             }
-            let lower_weight = failed && !up.single;
+            let lower_weight = failed && !m.single;
             let max_fails = peer.limits.max_fails;
-            match selector_of(up, rp.current) {
+            let (slot, owned) = (peer.slot, up.owns_slot(peer));
+            match selector_of(m, rp.current) {
                 Some((Selector::LeastConn(lc), j)) => lc.set_active(j, record.active()),
                 // nginx lowers a failed peer's effective weight for a while.
                 Some((Selector::RoundRobin(rr), j)) if lower_weight => rr.failed(j, max_fails),
                 _ => {}
             }
             if let Some(k) = up.keepalive.as_deref_mut() {
-                crate::shell::keepalive::keep(k, rp.current, pc, rp.u, attempt_failed);
+                // A connection to a peer that left is not kept (it stays with the request and
+                // nginx closes it).
+                crate::shell::keepalive::keep(k, slot, pc, rp.u, attempt_failed || !owned);
             }
             rp.current = NONE;
         }
@@ -283,8 +312,10 @@ unsafe extern "C" fn free_peer(
 
 /// Chooses among `peers` (one list: primaries or backups, which start at index `base` of the
 /// upstream) with the list's method. `single`: the upstream's only peer, which passive
-/// failures never make unavailable.
+/// failures never make unavailable. `current`: the upstream's peers now, when they are not the
+/// snapshot `peers` belongs to (only current members may be chosen).
 #[inline]
+#[allow(clippy::too_many_arguments)]
 fn select(
     sel: &mut Selector,
     peers: &[Peer],
@@ -293,8 +324,12 @@ fn select(
     now: u64,
     decay_ms: u64,
     single: bool,
+    current: Option<&Members>,
 ) -> Option<usize> {
     let verdict = |j: usize| {
+        if current.is_some_and(|c| !c.has(&peers[j].key)) {
+            return Verdict::Unhealthy;
+        }
         let limits = &peers[j].limits;
         if single {
             let no_fails = Limits {
@@ -336,23 +371,29 @@ fn select(
 }
 
 /// The selector holding peer `i` of the upstream, and the peer's index in it.
-fn selector_of(up: &mut Upstream, i: usize) -> Option<(&mut Selector, usize)> {
-    if i == NONE || i >= up.peers.len() {
+fn selector_of(m: &mut Members, i: usize) -> Option<(&mut Selector, usize)> {
+    if i == NONE || i >= m.peers.len() {
         None
-    } else if i < up.primaries {
-        Some((&mut up.primary, i))
+    } else if i < m.primaries {
+        Some((&mut m.primary, i))
     } else {
-        Some((&mut up.backup, i - up.primaries))
+        Some((&mut m.backup, i - m.primaries))
     }
+}
+
+/// The request pool's cleanup for a snapshot the request held.
+unsafe extern "C" fn release_members(data: *mut c_void) {
+    // SAFETY: `data` is the snapshot `init_peer` retained for this request.
+    unsafe { Members::release(data as *mut Members) };
 }
 
 /// Says why no peer could be chosen.
 ///
 /// # Safety
 /// `log` must be the request's log.
-unsafe fn log_no_peer(log: *mut ngx_log_t, up: &Upstream, now: u64) {
+unsafe fn log_no_peer(log: *mut ngx_log_t, up: &Upstream, m: &Members, now: u64) {
     let (mut down, mut failed, mut full, mut unhealthy) = (0, 0, 0, 0);
-    for p in &up.peers {
+    for p in &m.peers {
         if p.down {
             down += 1;
             continue;
@@ -371,7 +412,7 @@ unsafe fn log_no_peer(log: *mut ngx_log_t, up: &Upstream, now: u64) {
          {} unhealthy, the rest already tried)",
         // SAFETY: the upstream's name is an nginx string from the configuration pool.
         unsafe { bytes(&up.name) }.escape_ascii(),
-        up.peers.len(),
+        m.peers.len(),
         down,
         failed,
         full,
@@ -390,10 +431,14 @@ unsafe extern "C" fn set_session(pc: *mut ngx_peer_connection_t, data: *mut c_vo
     unsafe {
         let rp = &*(data as *const RequestPeers);
         let up = &*rp.upstream;
-        let Some(peer) = up.peers.get(rp.current) else {
+        let m = &*rp.members;
+        let Some(peer) = m.peers.get(rp.current) else {
             return crate::shell::nginx::OK;
         };
-        let session = peer.ssl_session.get();
+        if !up.owns_slot(peer) {
+            return crate::shell::nginx::OK;
+        }
+        let session = up.sessions[peer.slot].get();
         if session.is_null() {
             return crate::shell::nginx::OK;
         }
@@ -413,9 +458,13 @@ unsafe extern "C" fn save_session(pc: *mut ngx_peer_connection_t, data: *mut c_v
     unsafe {
         let rp = &*(data as *const RequestPeers);
         let up = &*rp.upstream;
-        let Some(peer) = up.peers.get(rp.last) else {
+        let m = &*rp.members;
+        let Some(peer) = m.peers.get(rp.last) else {
             return;
         };
+        if !up.owns_slot(peer) {
+            return;
+        }
         let c = (*pc).connection;
         if c.is_null() || (*c).ssl.is_null() {
             return;
@@ -424,7 +473,7 @@ unsafe extern "C" fn save_session(pc: *mut ngx_peer_connection_t, data: *mut c_v
         if session.is_null() {
             return;
         }
-        let old = peer.ssl_session.replace(session as *mut c_void);
+        let old = up.sessions[peer.slot].replace(session as *mut c_void);
         if !old.is_null() {
             nginx_sys::SSL_SESSION_free(old as *mut nginx_sys::SSL_SESSION);
         }

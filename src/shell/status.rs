@@ -50,6 +50,7 @@ fn wall_ms() -> u64 {
 pub fn snapshot_upstream(u: &Upstream, now_ms: u64, wall: u64) -> UpstreamSnapshot {
     let checked = u.check.is_some();
     let peers = u
+        .current()
         .peers
         .iter()
         .map(|p| {
@@ -85,6 +86,7 @@ pub fn snapshot_upstream(u: &Upstream, now_ms: u64, wall: u64) -> UpstreamSnapsh
                 address: String::from_utf8_lossy(unsafe { bytes(&p.name) }).into_owned(),
                 weight: p.weight,
                 backup: p.backup,
+                resolved: p.resolved,
                 state,
                 active: u64::from(s.active()),
                 max_conns: p.limits.max_conns,

@@ -10,48 +10,73 @@
 //! sees the same health and load; the price is that workers are not in step with each other:
 //! round-robin follows nginx's exact order in each worker, and the split over all workers is
 //! exact per worker.
+//!
+//! Membership: the peers and their selectors form one `Members` snapshot. An upstream whose
+//! servers are all addresses keeps the one it was configured with; an upstream with
+//! `server NAME resolve` gets a new snapshot in each worker whenever nginx's resolver changes
+//! the peer list (`shell::resolve`), and every request keeps the snapshot it started with (a
+//! reference count), so the set of peers never changes under a request.
 
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::AtomicU32;
+use std::collections::HashMap;
+use std::rc::Rc;
 
 use nginx_sys::{
-    ngx_http_upstream_rr_peer_t, ngx_http_upstream_rr_peers_t, ngx_str_t, sockaddr, socklen_t,
+    ngx_http_upstream_rr_peer_t, ngx_http_upstream_rr_peers_t, ngx_sockaddr_t, ngx_str_t, sockaddr,
+    socklen_t,
 };
 
 use crate::balance::{Limits, Method, MethodConf, Selector};
 use crate::shm::PeerShared;
 
+/// A record key (`shm::table::peer_key`).
+pub type Key = (u64, u64);
+
+/// The address, name and `server` text of a resolved peer, copied out of nginx's shared list
+/// (whose entries nginx frees when the name's answer changes): the peer's strings point here.
+pub struct OwnedAddr {
+    pub sockaddr: ngx_sockaddr_t,
+    pub name: Box<[u8]>,
+    pub server: Box<[u8]>,
+}
+
+#[derive(Clone)]
 pub struct Peer {
     pub sockaddr: *mut sockaddr,
     pub socklen: socklen_t,
     /// The address, e.g. `127.0.0.1:8081` (what `$upstream_addr` shows).
     pub name: ngx_str_t,
-    /// The `server` line's argument, as written.
+    /// The `server` line's argument, as written (for a peer from an SRV record, its target).
     pub server: ngx_str_t,
     pub weight: u32,
     pub limits: Limits,
     pub down: bool,
     pub backup: bool,
-    /// This peer's record in the shared zone; set by `shell::zone::commit` before workers start.
+    /// This peer's record in the shared zone; set by `shell::zone::commit` before workers
+    /// start, or by `shell::resolve` when a resolved address joins.
     pub shared: *const PeerShared,
     /// The record's index in the zone's table.
     pub record: usize,
+    /// The record's key (upstream name and address).
+    pub key: Key,
     /// This worker's count of its connections to the peer, in the zone (see
     /// `shm::table::Table::take_row`); set with `shared`, then per worker at its start.
     pub active: *const AtomicU32,
-    /// The TLS session of this worker's last connection to the peer (an OpenSSL `SSL_SESSION`
-    /// holding one reference), offered when the next one is made (`proxy_ssl_session_reuse`).
-    /// Private to each worker, like nginx's own round-robin without a `zone`.
-    pub ssl_session: Cell<*mut c_void>,
+    /// The peer's place in this worker's per-peer state that outlives snapshots (idle
+    /// keepalive connections, the TLS session): its position for configured peers; for
+    /// resolved peers a place handed out when the address joins and freed when it leaves.
+    pub slot: usize,
+    /// Came from `server NAME resolve` (nginx's resolver) rather than an address.
+    pub resolved: bool,
+    /// Keeps the strings and address of a resolved peer alive as long as any snapshot.
+    pub owned: Option<Rc<OwnedAddr>>,
 }
 
-pub struct Upstream {
-    pub name: ngx_str_t,
-    pub method: Method,
-    /// Time constant of the response-time average, ms.
-    pub decay_ms: u64,
+/// One consistent set of peers and the selection state over it.
+pub struct Members {
     /// Primary peers first, then backups.
     pub peers: Vec<Peer>,
     pub primaries: usize,
@@ -65,12 +90,103 @@ pub struct Upstream {
     /// never made unavailable by passive failures (there is nothing else to send requests to,
     /// so locking it out for `fail_timeout` would only turn a blip into an outage).
     pub single: bool,
+    /// Peers by key (resolved upstreams only: to tell whether a peer of an older snapshot is
+    /// still a member).
+    pub index: Option<HashMap<Key, usize>>,
+    /// Holders of this snapshot: the upstream (while it is current) and requests.
+    refs: Cell<usize>,
+}
+
+impl Members {
+    /// Builds the selectors over `peers` (primaries first, `primaries` of them).
+    pub fn new(method: Method, peers: Vec<Peer>, primaries: usize, indexed: bool) -> Members {
+        let weights: Vec<u32> = peers
+            .iter()
+            .map(|p| if p.down { 0 } else { p.weight })
+            .collect();
+        let tries = peers.iter().filter(|p| !p.down).count();
+        let live_primaries = peers[..primaries].iter().filter(|p| !p.down).count();
+        let single = live_primaries == 1 && tries == 1;
+        let index = indexed.then(|| peers.iter().enumerate().map(|(i, p)| (p.key, i)).collect());
+        Members {
+            primary: Selector::new(method, &weights[..primaries], 1),
+            backup: Selector::new(method, &weights[primaries..], 2),
+            peers,
+            primaries,
+            tries,
+            single,
+            index,
+            refs: Cell::new(1),
+        }
+    }
+
+    /// Gives this worker's copy its own random sequences (p2c).
+    pub fn reseed(&mut self, seed: u64) {
+        for (k, s) in [&mut self.primary, &mut self.backup]
+            .into_iter()
+            .enumerate()
+        {
+            if let Selector::P2c(p) = s {
+                p.reseed(seed.rotate_left(17 * k as u32 + 1));
+            }
+        }
+    }
+
+    /// Whether a peer with `key` is a member.
+    pub fn has(&self, key: &Key) -> bool {
+        self.index.as_ref().is_none_or(|i| i.contains_key(key))
+    }
+
+    /// A new snapshot held once (by its creator).
+    pub fn into_raw(self) -> *mut Members {
+        Box::into_raw(Box::new(self))
+    }
+
+    /// One more holder.
+    ///
+    /// # Safety
+    /// `m` must be a live snapshot from `into_raw`, used by this worker only.
+    pub unsafe fn retain(m: *mut Members) {
+        // SAFETY: as required by the caller.
+        unsafe { (*m).refs.set((*m).refs.get() + 1) };
+    }
+
+    /// One holder less; the last one frees the snapshot.
+    ///
+    /// # Safety
+    /// As for `retain`; the caller's reference is not used afterwards.
+    pub unsafe fn release(m: *mut Members) {
+        // SAFETY: as required by the caller; the last holder owns the box.
+        unsafe {
+            let left = (*m).refs.get() - 1;
+            (*m).refs.set(left);
+            if left == 0 {
+                drop(Box::from_raw(m));
+            }
+        }
+    }
+}
+
+pub struct Upstream {
+    pub name: ngx_str_t,
+    pub method: Method,
+    /// Time constant of the response-time average, ms.
+    pub decay_ms: u64,
+    /// The current peers (a snapshot this upstream holds once).
+    pub members: *mut Members,
+    /// The TLS session of this worker's last connection to each slot's peer (an OpenSSL
+    /// `SSL_SESSION` holding one reference), offered when the next one is made
+    /// (`proxy_ssl_session_reuse`). Private to each worker, like nginx's own round-robin
+    /// without a `zone`.
+    pub sessions: Vec<Cell<*mut c_void>>,
     /// Active health checks (`lb_check`), if configured.
     pub check: Option<Box<crate::shell::check::CheckSetup>>,
     /// Every peer has its shared record (set by `shell::zone` before workers start).
     pub records_ready: bool,
-    /// Idle connections per peer (`lb_keepalive`), if configured.
+    /// Idle connections per slot (`lb_keepalive`), if configured.
     pub keepalive: Option<Box<crate::shell::keepalive::PeerCaches>>,
+    /// Servers with `resolve`: how this worker follows nginx's resolver.
+    pub dynamic: Option<Box<crate::shell::resolve::Dynamic>>,
 }
 
 impl Upstream {
@@ -94,7 +210,9 @@ impl Upstream {
             while !list.is_null() {
                 let mut p: *const ngx_http_upstream_rr_peer_t = (*list).peer;
                 while !p.is_null() {
-                    peers.push(Peer::from_rr(&*p, backup));
+                    let mut peer = Peer::from_rr(&*p, backup);
+                    peer.slot = peers.len();
+                    peers.push(peer);
                     p = (*p).next;
                 }
                 if !backup {
@@ -104,27 +222,64 @@ impl Upstream {
                 list = (*list).next;
             }
         }
-        let weights: Vec<u32> = peers
-            .iter()
-            .map(|p| if p.down { 0 } else { p.weight })
-            .collect();
-        let tries = peers.iter().filter(|p| !p.down).count();
-        let live_primaries = peers[..primaries].iter().filter(|p| !p.down).count();
-        let single = live_primaries == 1 && tries == 1;
+        let slots = peers.len();
         Upstream {
             name,
             method: conf.method,
             decay_ms: conf.decay_ms,
-            primary: Selector::new(conf.method, &weights[..primaries], 1),
-            backup: Selector::new(conf.method, &weights[primaries..], 2),
-            peers,
-            primaries,
-            tries,
-            single,
+            members: Members::new(conf.method, peers, primaries, false).into_raw(),
+            sessions: (0..slots).map(|_| Cell::new(ptr::null_mut())).collect(),
             check: None,
             records_ready: false,
             keepalive: None,
+            dynamic: None,
         }
+    }
+
+    /// The current peers.
+    pub fn current(&self) -> &Members {
+        // SAFETY: `members` is always a live snapshot this upstream holds.
+        unsafe { &*self.members }
+    }
+
+    /// The current peers, to change (before workers start, or in this worker).
+    pub fn current_mut(&mut self) -> &mut Members {
+        // SAFETY: as in `current`; the worker is single-threaded and no other reference to
+        // the snapshot is live while the upstream is borrowed mutably.
+        unsafe { &mut *self.members }
+    }
+
+    /// Makes `m` the current snapshot (requests holding the old one keep it until they end).
+    pub fn replace_members(&mut self, m: Members) {
+        let old = core::mem::replace(&mut self.members, m.into_raw());
+        // SAFETY: the upstream held the old snapshot once.
+        unsafe { Members::release(old) };
+    }
+
+    /// Whether slot-indexed state (idle connections, TLS session) still belongs to `p`: a
+    /// request that started before its resolved peer left must not touch the state of the
+    /// address that took the slot over.
+    pub fn owns_slot(&self, p: &Peer) -> bool {
+        match &self.dynamic {
+            None => true,
+            Some(d) => d.slot_key(p.slot) == Some(p.key),
+        }
+    }
+
+    /// Gives this worker's copy its own random sequences (p2c), after the fork.
+    pub fn reseed(&mut self, seed: u64) {
+        if let Some(d) = self.dynamic.as_deref_mut() {
+            d.seed = seed;
+        }
+        self.current_mut().reseed(seed);
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        // SAFETY: the upstream held its snapshot once; requests of this cycle are over when
+        // the configuration's pool is destroyed.
+        unsafe { Members::release(self.members) };
     }
 }
 
@@ -145,22 +300,11 @@ impl Peer {
             backup,
             shared: ptr::null(),
             record: 0,
+            key: (0, 0),
             active: ptr::null(),
-            ssl_session: Cell::new(ptr::null_mut()),
-        }
-    }
-}
-
-impl Upstream {
-    /// Gives this worker's copy its own random sequences (p2c), after the fork.
-    pub fn reseed(&mut self, seed: u64) {
-        for (k, s) in [&mut self.primary, &mut self.backup]
-            .into_iter()
-            .enumerate()
-        {
-            if let Selector::P2c(p) = s {
-                p.reseed(seed.rotate_left(17 * k as u32 + 1));
-            }
+            slot: 0,
+            resolved: false,
+            owned: None,
         }
     }
 }

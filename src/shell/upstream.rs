@@ -35,6 +35,9 @@ pub(crate) unsafe extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t)
             }
             if crate::shell::nginx::serves_requests() {
                 zone::worker_start(&mut *main, pid as u32);
+                for &u in &(*main).upstreams {
+                    super::resolve::worker_start(cycle, u, main);
+                }
             }
         }
         crate::shell::probe::init_process(cycle)
@@ -171,28 +174,29 @@ unsafe extern "C" fn init_upstream(
         if conf.is_null() || rr.is_null() {
             return crate::shell::nginx::ERROR;
         }
-        // `server NAME resolve` (nginx 1.27.3+) keeps its peers outside these lists, filled in
-        // at run time; until lb_upstream follows them, refuse the configuration rather than
-        // accept it and answer every request with 502.
-        #[cfg(ngx_resolve)]
-        if !(*rr).resolve.is_null() || (!(*rr).next.is_null() && !(*(*rr).next).resolve.is_null()) {
+        let mut table = Upstream::from_round_robin((*us).host, (*conf).method, rr);
+        table.check = (*conf).check.take();
+        let slots = table.current().peers.len();
+        table.keepalive = (*conf)
+            .keepalive
+            .map(|k| Box::new(crate::shell::keepalive::PeerCaches::new(k, slots)));
+        // `server NAME resolve` (nginx 1.27.3+; nginx itself requires `zone` and a `resolver`
+        // for it): the peers follow nginx's resolver at run time.
+        if super::resolve::has_resolve(rr) {
+            let max = (*conf)
+                .method
+                .max_resolved
+                .unwrap_or(super::resolve::DEFAULT_MAX_RESOLVED);
+            let servers = super::resolve::resolve_servers(rr);
+            table.dynamic = Some(Box::new(super::resolve::Dynamic::new(us, servers, max)));
+        } else if (*conf).method.max_resolved.is_some() {
             let msg = format!(
-                "lb_upstream: upstream \"{}\" has a server with \"resolve\", which lb_upstream does \
-                 not support yet; use addresses or names resolved at start-up (without \"resolve\"), \
-                 or nginx's own balancer for this upstream",
+                "lb_upstream: \"max_resolved\" in upstream \"{}\" needs a server with \"resolve\"",
                 bytes(&(*us).host).escape_ascii()
             );
             log_plain(cf, nginx_sys::NGX_LOG_EMERG as ngx_uint_t, &msg);
             return crate::shell::nginx::ERROR;
         }
-        let mut table = Upstream::from_round_robin((*us).host, (*conf).method, rr);
-        table.check = (*conf).check.take();
-        table.keepalive = (*conf).keepalive.map(|k| {
-            Box::new(crate::shell::keepalive::PeerCaches::new(
-                k,
-                table.peers.len(),
-            ))
-        });
         let table = ngx::core::Pool::from_ngx_pool((*cf).pool).allocate(table);
         if table.is_null() {
             return crate::shell::nginx::ERROR;
@@ -287,8 +291,9 @@ pub(crate) unsafe extern "C" fn init_main_conf(
         }
         for &u in &main.upstreams {
             let u = &*u;
-            let backups = u.peers.len() - u.primaries;
-            let down = u.peers.iter().filter(|p| p.down).count();
+            let m = u.current();
+            let backups = m.peers.len() - m.primaries;
+            let down = m.peers.iter().filter(|p| p.down).count();
             let checks = match &u.check {
                 Some(c) => format!(
                     "checks {} every {}ms (timeout {}ms, rise {}, fall {})",
@@ -300,13 +305,21 @@ pub(crate) unsafe extern "C" fn init_main_conf(
                 ),
                 None => "no active checks".to_string(),
             };
+            let resolved = match &u.dynamic {
+                Some(d) => format!(
+                    ", {} resolved server(s) (up to {} addresses)",
+                    d.servers, d.max_resolved
+                ),
+                None => String::new(),
+            };
             let msg = format!(
-                "lb: upstream \"{}\": method {}, {} peers ({} backup, {} down), {}",
+                "lb: upstream \"{}\": method {}, {} peers ({} backup, {} down){}, {}",
                 bytes(&u.name).escape_ascii(),
                 u.method.name(),
-                u.peers.len(),
+                m.peers.len(),
                 backups,
                 down,
+                resolved,
                 checks
             );
             log_plain(cf, NGX_LOG_NOTICE as ngx_uint_t, &msg);

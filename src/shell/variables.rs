@@ -63,11 +63,11 @@ unsafe extern "C" fn get(
         let value: Option<(*const u8, usize)> = match which {
             UPSTREAM if !up.is_null() => Some(((*up).name.data, (*up).name.len)),
             PEER if !up.is_null() && (*rp).last != usize::MAX => {
-                let p = &(&(*up).peers)[(*rp).last];
+                let p = &(&(*(*rp).members).peers)[(*rp).last];
                 Some((p.server.data, p.server.len))
             }
             PEER_STATE if !up.is_null() && (*rp).last != usize::MAX => {
-                let p = &(&(*up).peers)[(*rp).last];
+                let p = &(&(*(*rp).members).peers)[(*rp).last];
                 let h = Health((*rp).last_health);
                 let verdict = if h.up() {
                     Verdict::Usable

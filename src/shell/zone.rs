@@ -17,7 +17,8 @@ use core::ptr;
 
 use nginx_sys::{
     ngx_conf_t, ngx_core_conf_t, ngx_core_module, ngx_int_t, ngx_ncpu, ngx_shared_memory_add,
-    ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t, ngx_str_t, ngx_uint_t, NGX_LOG_EMERG,
+    ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_alloc, ngx_slab_pool_t, ngx_str_t,
+    ngx_uint_t, NGX_LOG_EMERG,
 };
 
 use crate::shell::conf::{log_plain, MainConf};
@@ -40,7 +41,7 @@ pub unsafe fn add(cf: *mut ngx_conf_t, main: &mut MainConf) -> ngx_int_t {
         .upstreams
         .iter()
         // SAFETY: the tables were allocated from the configuration pool by `init_upstream`.
-        .map(|&u| unsafe { (*u).peers.len() })
+        .map(|&u| unsafe { records_wanted(&*u) })
         .sum();
     let capacity = capacity_for(peers);
     // SAFETY: the core module's configuration exists once the main context is parsed;
@@ -91,13 +92,24 @@ pub unsafe fn add(cf: *mut ngx_conf_t, main: &mut MainConf) -> ngx_int_t {
 // Only used to word an error while the configuration is loaded (single-threaded).
 static mut ZONE_LOG_CF: *mut ngx_conf_t = ptr::null_mut();
 
-/// The records' keys of every peer of `u`, in the table's order.
+/// The records' keys of every configured peer of `u`, in the table's order.
 ///
 /// # Safety
 /// `u`'s names are nginx strings from the configuration pool.
 unsafe fn keys_of(u: &Upstream) -> Vec<(u64, u64)> {
     // SAFETY: as required by the caller.
-    unsafe { table::peer_keys(bytes(&u.name), u.peers.iter().map(|p| bytes(&p.name))) }
+    unsafe {
+        table::peer_keys(
+            bytes(&u.name),
+            u.current().peers.iter().map(|p| bytes(&p.name)),
+        )
+    }
+}
+
+/// Records an upstream may need at once: its configured peers, plus room for the addresses
+/// of its resolved names.
+fn records_wanted(u: &Upstream) -> usize {
+    u.current().peers.len() + u.dynamic.as_ref().map_or(0, |d| d.max_resolved)
 }
 
 /// nginx's zone init hook: `old` is non-null when the zone is handed over from the previous
@@ -109,7 +121,7 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> n
     unsafe {
         let pool = (*zone).shm.addr as *mut ngx_slab_pool_t;
         let main = &mut *((*zone).data as *mut MainConf);
-        let peers: usize = main.upstreams.iter().map(|&u| (*u).peers.len()).sum();
+        let peers: usize = main.upstreams.iter().map(|&u| records_wanted(&*u)).sum();
         let capacity = capacity_for(peers);
         let slots = main.slots;
         let bytes_needed = table_bytes(capacity, slots);
@@ -134,12 +146,13 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> n
         let generation = next_generation((*header).generation);
         let records = Table::from_header(header).records;
         let keys: Vec<(u64, u64)> = main.upstreams.iter().flat_map(|&u| keys_of(&*u)).collect();
-        if !fits(records, &keys, generation) {
+        if !fits(records, &keys, generation, crate::shell::nginx::now_ms()) {
             return fail(&format!(
                 "lb: no free peer record in zone \"{ZONE_NAME}\" ({capacity} records)"
             ));
         }
         main.table = header;
+        main.pool = pool;
     }
     crate::shell::nginx::OK
 }
@@ -166,16 +179,30 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
         let header = main.table;
         (*header).generation = next_generation((*header).generation);
         let generation = (*header).generation;
+        main.generation = generation;
         let table = Table::from_header(header);
         let records = table.records;
+        let now = crate::shell::nginx::now_ms();
         for &u in &main.upstreams {
             let u = &mut *u;
+            if u.dynamic.is_some() {
+                // Peers from nginx's lists in the upstream zone, resolved addresses included.
+                if !crate::shell::resolve::commit(u, main) {
+                    return crate::shell::nginx::ERROR;
+                }
+                u.records_ready = true;
+                continue;
+            }
             let default_up = u.check.as_ref().is_none_or(|c| c.conf.default_up);
             let checked = u.check.is_some();
             let keys = keys_of(u);
-            for (p, key) in u.peers.iter_mut().zip(keys) {
-                // `init_zone` made sure every key fits.
-                let Some(c) = claim(records, key, generation) else {
+            for (p, key) in u.current_mut().peers.iter_mut().zip(keys) {
+                // `init_zone` made sure every key fits. Workers of the previous
+                // configuration may be claiming records for resolved addresses meanwhile.
+                ngx_shmtx_lock(ptr::addr_of_mut!((*main.pool).mutex));
+                let c = claim(records, key, generation, now);
+                ngx_shmtx_unlock(ptr::addr_of_mut!((*main.pool).mutex));
+                let Some(c) = c else {
                     return crate::shell::nginx::ERROR;
                 };
                 let record = &records[c.index()];
@@ -188,6 +215,7 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
                 );
                 p.shared = record;
                 p.record = c.index();
+                p.key = key;
                 p.active = table.counter(table.overflow_row(), c.index());
             }
             u.records_ready = true;
@@ -214,7 +242,7 @@ pub unsafe fn worker_start(main: &mut MainConf, pid: u32) -> Option<usize> {
                 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
         });
         for &u in &main.upstreams {
-            for p in &mut (*u).peers {
+            for p in &mut (*u).current_mut().peers {
                 if !p.shared.is_null() {
                     p.active = table.counter(row, p.record);
                 }

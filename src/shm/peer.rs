@@ -66,6 +66,10 @@ pub struct PeerShared {
     pub(super) next_check_ms: AtomicU64,
     /// pid of the worker that took the last lease.
     pub(super) prober_pid: AtomicU32,
+    /// When a worker saw this peer's address leave its resolved name's answer (nginx's
+    /// monotonic ms), or 0 while it is a member. A released record is given to another
+    /// address only once no connection to it is counted and a grace period passed.
+    pub(super) released_ms: AtomicU64,
 }
 
 /// A copy of a record's counters, for the status page.
@@ -156,6 +160,38 @@ impl PeerShared {
         }
         self.probed_generation
             .store(if probed { generation } else { 0 }, Relaxed);
+    }
+
+    /// A worker adds a resolved address to its peers at run time (`shm::table::claim` gave it
+    /// this record in generation `generation`). A `fresh` record starts as `default=` says (up
+    /// when the upstream has no checks); a record other workers (or an earlier answer) already
+    /// hold keeps its health and counters. Either way the record is a member again.
+    /// Returns whether this call is the one that (re)admitted the address: the record was
+    /// fresh or released.
+    pub fn join(&self, generation: u32, fresh: bool, checked: bool, default_up: bool) -> bool {
+        if fresh {
+            self.health
+                .store(Health::initial(default_up || !checked).0, Relaxed);
+        }
+        if checked {
+            self.probed_generation.fetch_max(generation, Relaxed);
+        }
+        self.released_ms.swap(0, Relaxed) != 0 || fresh
+    }
+
+    /// A worker saw the peer's address leave its name's answer at `now_ms`. True for the
+    /// first worker to say so.
+    pub fn release_membership(&self, now_ms: u64) -> bool {
+        self.released_ms
+            .compare_exchange(0, now_ms.max(1), Relaxed, Relaxed)
+            .is_ok()
+    }
+
+    /// Whether the record may go to another address at `now_ms`: released at least
+    /// `grace_ms` ago and no connection to it counted.
+    pub fn reusable_at(&self, now_ms: u64, grace_ms: u64) -> bool {
+        let released = self.released_ms.load(Relaxed);
+        released != 0 && now_ms >= released.saturating_add(grace_ms) && self.active() == 0
     }
 
     /// Passive-failure and `max_conns` verdict at `now_ms`.
@@ -394,6 +430,7 @@ impl PeerShared {
             &self.last_change_ms,
             &self.downtime_ms,
             &self.next_check_ms,
+            &self.released_ms,
         ] {
             a.store(0, Relaxed);
         }

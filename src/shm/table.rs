@@ -14,7 +14,10 @@ use super::peer::PeerShared;
 /// Identifies the zone's layout; a zone that does not carry it is rebuilt.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ngxlbtb1");
 /// Bumped whenever `PeerShared`, `Header` or the table's layout change shape.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
+/// How long a record released by a resolved address stays reserved for it (its workers may
+/// not all have seen the change, and the address may come back with its health).
+pub const RELEASE_GRACE_MS: u64 = 60_000;
 
 /// Start of the table in the zone; the records follow it.
 #[repr(C, align(64))]
@@ -157,15 +160,13 @@ pub fn peer_keys<'n>(
 /// Whether `claim` will find a record for every key in generation `generation`, without
 /// changing anything (so that a configuration that cannot be committed fails before it
 /// touches what running workers see).
-pub fn fits(records: &[PeerShared], keys: &[(u64, u64)], generation: u32) -> bool {
+pub fn fits(records: &[PeerShared], keys: &[(u64, u64)], generation: u32, now_ms: u64) -> bool {
     let wanted: HashSet<(u64, u64)> = keys.iter().copied().collect();
     let available = records
         .iter()
         .filter(|r| {
             let key = (r.key_a.load(Relaxed), r.key_b.load(Relaxed));
-            key == (0, 0)
-                || wanted.contains(&key)
-                || r.generation.load(Relaxed).wrapping_add(1) < generation
+            key == (0, 0) || wanted.contains(&key) || reusable(r, generation, now_ms)
         })
         .count();
     available >= wanted.len()
@@ -224,37 +225,51 @@ impl Claim {
     }
 }
 
-/// Finds or takes the record for `key` in generation `generation`. Records last claimed two or
-/// more generations ago belong to peers that are gone and are reused (workers of the previous
-/// generation may still be finishing requests, so its records are left alone). `None` when the
-/// table is full.
-pub fn claim(records: &[PeerShared], key: (u64, u64), generation: u32) -> Option<Claim> {
+/// Whether a record that belongs to another key may be taken: it was last claimed two or more
+/// generations ago (workers of the previous generation may still be finishing requests, so its
+/// records are left alone), or its resolved address left its name's answer long enough ago
+/// and nothing is connected to it.
+fn reusable(r: &PeerShared, generation: u32, now_ms: u64) -> bool {
+    r.generation.load(Relaxed).wrapping_add(1) < generation
+        || r.reusable_at(now_ms, RELEASE_GRACE_MS)
+}
+
+/// Finds or takes the record for `key` in generation `generation` at `now_ms` (see `reusable`
+/// for which records of other keys may be taken). `None` when the table is full. A record
+/// found keeps the newest generation that claimed it (workers of the previous generation
+/// claim resolved addresses too). Claims from several processes must be serialised by the
+/// caller (the zone's mutex).
+pub fn claim(
+    records: &[PeerShared],
+    key: (u64, u64),
+    generation: u32,
+    now_ms: u64,
+) -> Option<Claim> {
     let cap = records.len();
     if cap == 0 {
         return None;
     }
-    let mut reusable: Option<usize> = None;
+    let mut candidate: Option<usize> = None;
     let start = (key.0 % cap as u64) as usize;
     for step in 0..cap {
         let i = (start + step) % cap;
         let r = &records[i];
         let (a, b) = (r.key_a.load(Relaxed), r.key_b.load(Relaxed));
         if (a, b) == key {
-            r.generation.store(generation, Relaxed);
+            r.generation.fetch_max(generation, Relaxed);
             return Some(Claim::Kept(i));
         }
         if a == 0 && b == 0 {
             // End of this key's probe chain: the key is not in the table.
-            let i = reusable.unwrap_or(i);
+            let i = candidate.unwrap_or(i);
             take(&records[i], key, generation);
             return Some(Claim::Fresh(i));
         }
-        let stale = r.generation.load(Relaxed).wrapping_add(1) < generation;
-        if stale && reusable.is_none() {
-            reusable = Some(i);
+        if candidate.is_none() && reusable(r, generation, now_ms) {
+            candidate = Some(i);
         }
     }
-    let i = reusable?;
+    let i = candidate?;
     take(&records[i], key, generation);
     Some(Claim::Fresh(i))
 }
@@ -279,12 +294,12 @@ mod tests {
         let t = table(64);
         let k1 = peer_key(b"backend", b"127.0.0.1:8081");
         let k2 = peer_key(b"backend", b"127.0.0.1:8082");
-        let c1 = claim(&t, k1, 1).unwrap();
-        let c2 = claim(&t, k2, 1).unwrap();
+        let c1 = claim(&t, k1, 1, 0).unwrap();
+        let c2 = claim(&t, k2, 1, 0).unwrap();
         assert!(matches!(c1, Claim::Fresh(_)) && matches!(c2, Claim::Fresh(_)));
         assert_ne!(c1.index(), c2.index());
         t[c1.index()].requests.store(7, Relaxed);
-        assert_eq!(claim(&t, k1, 2), Some(Claim::Kept(c1.index())));
+        assert_eq!(claim(&t, k1, 2, 0), Some(Claim::Kept(c1.index())));
         assert_eq!(t[c1.index()].requests.load(Relaxed), 7);
     }
 
@@ -303,31 +318,31 @@ mod tests {
             .map(|i| peer_key(b"u", format!("10.0.0.{i}:80").as_bytes()))
             .collect();
         for k in &keys {
-            claim(&t, *k, 1).unwrap();
+            claim(&t, *k, 1, 0).unwrap();
         }
         let newcomer = peer_key(b"u", b"10.0.0.9:80");
         // Generation 2: the old peers may still be used by old workers.
-        assert_eq!(claim(&t, newcomer, 2), None);
+        assert_eq!(claim(&t, newcomer, 2, 0), None);
         // Generation 3: none of the four was claimed in 2, so all are stale and reusable.
-        let c = claim(&t, newcomer, 3).unwrap();
+        let c = claim(&t, newcomer, 3, 0).unwrap();
         assert!(matches!(c, Claim::Fresh(_)));
         assert_eq!(t[c.index()].requests.load(Relaxed), 0);
         // The newcomer is found again.
-        assert_eq!(claim(&t, newcomer, 4), Some(Claim::Kept(c.index())));
+        assert_eq!(claim(&t, newcomer, 4, 0), Some(Claim::Kept(c.index())));
     }
 
     #[test]
     fn fresh_records_are_reset() {
         let t = table(2);
         let k = peer_key(b"u", b"a");
-        let i = claim(&t, k, 1).unwrap().index();
+        let i = claim(&t, k, 1, 0).unwrap().index();
         t[i].fails.store(3, Relaxed);
         t[i].requests.store(9, Relaxed);
         let other = peer_key(b"v", b"b");
-        let j = claim(&t, other, 1).unwrap().index();
+        let j = claim(&t, other, 1, 0).unwrap().index();
         assert_ne!(i, j);
         // Both stale by generation 5: the next new key reuses one and resets it.
-        let n = claim(&t, peer_key(b"w", b"c"), 5).unwrap().index();
+        let n = claim(&t, peer_key(b"w", b"c"), 5, 0).unwrap().index();
         assert_eq!(t[n].fails.load(Relaxed), 0);
         assert_eq!(t[n].requests.load(Relaxed), 0);
     }
@@ -433,18 +448,66 @@ mod tests {
             .map(|i| peer_key(b"u", format!("a{i}").as_bytes()))
             .collect();
         for k in &old {
-            claim(&t, *k, 1).unwrap();
+            claim(&t, *k, 1, 0).unwrap();
         }
         let new: Vec<_> = (0..2)
             .map(|i| peer_key(b"u", format!("b{i}").as_bytes()))
             .collect();
         // Generation 2: the four records may still be used by generation 1's workers.
-        assert!(!fits(&t, &new, 2));
-        assert!(fits(&t, &old, 2), "the same peers find their own records");
-        assert!(fits(&t, &new, 3));
+        assert!(!fits(&t, &new, 2, 0));
+        assert!(
+            fits(&t, &old, 2, 0),
+            "the same peers find their own records"
+        );
+        assert!(fits(&t, &new, 3, 0));
         // fits() changed nothing.
         assert!(old
             .iter()
-            .all(|k| matches!(claim(&t, *k, 2), Some(Claim::Kept(_)))));
+            .all(|k| matches!(claim(&t, *k, 2, 0), Some(Claim::Kept(_)))));
+    }
+
+    #[test]
+    fn released_records_are_reused_after_the_grace_period_when_idle() {
+        let t = table(2);
+        let a = peer_key(b"u", b"10.0.0.1:80");
+        let b = peer_key(b"u", b"10.0.0.2:80");
+        let ia = claim(&t, a, 1, 0).unwrap().index();
+        claim(&t, b, 1, 0).unwrap();
+        let c = peer_key(b"u", b"10.0.0.3:80");
+        // Full, same generation: nothing to take.
+        assert_eq!(claim(&t, c, 1, 1000), None);
+        t[ia].release_membership(1000);
+        let mine = AtomicU32::new(0);
+        t[ia].on_pick(&Default::default(), 1000, &mine);
+        // Within the grace period, or with a connection still counted: kept for `a`.
+        assert_eq!(claim(&t, c, 1, 1000 + RELEASE_GRACE_MS - 1), None);
+        assert_eq!(claim(&t, c, 1, 1000 + RELEASE_GRACE_MS), None);
+        t[ia].on_done(false, &Default::default(), 1001, &mine);
+        assert!(fits(&t, &[c], 1, 1000 + RELEASE_GRACE_MS));
+        let got = claim(&t, c, 1, 1000 + RELEASE_GRACE_MS).unwrap();
+        assert_eq!(got, Claim::Fresh(ia));
+        assert_eq!(
+            t[ia].requests.load(Relaxed),
+            0,
+            "a reused record starts clean"
+        );
+        // The address that came back in time keeps its record and its counters.
+        let ib = claim(&t, b, 1, 0).unwrap().index();
+        t[ib].requests.store(5, Relaxed);
+        t[ib].release_membership(10);
+        assert_eq!(claim(&t, b, 1, 20), Some(Claim::Kept(ib)));
+        t[ib].join(1, false, true, false);
+        assert!(!t[ib].reusable_at(u64::MAX, 0), "a member again");
+        assert_eq!(t[ib].requests.load(Relaxed), 5);
+    }
+
+    #[test]
+    fn older_generations_never_lower_a_records_generation() {
+        let t = table(4);
+        let k = peer_key(b"u", b"a");
+        let i = claim(&t, k, 5, 0).unwrap().index();
+        // A worker of generation 4 (still running after a reload) finds the same address.
+        assert_eq!(claim(&t, k, 4, 0), Some(Claim::Kept(i)));
+        assert_eq!(t[i].generation.load(Relaxed), 5);
     }
 }

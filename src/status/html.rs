@@ -88,7 +88,12 @@ pub fn render(s: &Snapshot, refresh_seconds: u32) -> Vec<u8> {
                  <td>{}</td><td>{}</td><td>{}</td><td>{checks}</td><td>{check_fails}</td>\
                  <td class=\"l\">{last}</td><td>{downtime}</td><td>{}</td></tr>",
                 escape(&p.name),
-                if p.backup { " (backup)" } else { "" },
+                match (p.backup, p.resolved) {
+                    (true, true) => " (backup, resolved)",
+                    (true, false) => " (backup)",
+                    (false, true) => " (resolved)",
+                    (false, false) => "",
+                },
                 escape(&p.address),
                 colour(p.state),
                 p.state.name(),

@@ -56,6 +56,12 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
             Some(f64::from(u8::from(p.backup)))
         }),
         (
+            "peer_resolved",
+            "gauge",
+            "1 for a peer whose address came from a resolved name.",
+            |p| Some(f64::from(u8::from(p.resolved))),
+        ),
+        (
             "peer_active",
             "gauge",
             "Connections to the peer in progress, all workers.",

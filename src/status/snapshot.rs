@@ -115,6 +115,8 @@ pub struct PeerSnapshot {
     pub address: String,
     pub weight: u32,
     pub backup: bool,
+    /// The address came from `server NAME resolve` (DNS) rather than the configuration.
+    pub resolved: bool,
     pub state: PeerState,
     pub active: u64,
     pub max_conns: u32,
@@ -195,6 +197,7 @@ pub mod tests {
             address: name.into(),
             weight: 2,
             backup: false,
+            resolved: false,
             state,
             active: 1,
             max_conns: 0,

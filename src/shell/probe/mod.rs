@@ -44,7 +44,7 @@ use crate::health::response::{Parser, Progress, ResponseError};
 use crate::health::schedule;
 use crate::health::state::Transition;
 use crate::shell::nginx::{bytes, exiting, now_ms, peek, Peek, AGAIN, ERROR, OK};
-use crate::shell::table::Upstream;
+use crate::shell::table::{OwnedAddr, Peer, Upstream};
 use crate::shm::PeerShared;
 
 mod conn;
@@ -71,7 +71,10 @@ enum Stage {
 /// One peer's prober in this worker. Lives (at a fixed address) until the worker exits.
 pub struct Probe {
     upstream: *const Upstream,
-    peer: usize,
+    /// The peer's record.
+    shared: *const PeerShared,
+    /// Keeps a resolved peer's address text (which `name` points to) alive.
+    _owned: Option<std::rc::Rc<OwnedAddr>>,
     setup: *const CheckSetup,
     /// The schedule timer, in an allocation of its own: nginx's timer tree writes into its node
     /// whenever other timers come and go, which must not be memory a `&mut Probe` covers.
@@ -133,8 +136,9 @@ impl Probe {
         unsafe { &*self.setup }
     }
     fn shared(&self) -> &PeerShared {
-        // SAFETY: records are set before workers start (see `shell::zone`).
-        unsafe { &*self.upstream().peers[self.peer].shared }
+        // SAFETY: records are set before the probe is made (see `shell::zone`,
+        // `shell::resolve`) and the zone stays mapped for the life of the process.
+        unsafe { &*self.shared }
     }
     fn keepalive(&self) -> bool {
         let conf = &self.setup().conf;
@@ -168,47 +172,93 @@ pub unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         if main.is_null() {
             return OK;
         }
-        let pid = u64::from(crate::shell::nginx::pid());
-        let now = now_ms();
         for &u in &(*main).upstreams {
             let Some(setup) = (*u).check.as_deref() else {
                 continue;
             };
-            for (i, peer) in (*u).peers.iter().enumerate() {
+            let peers: Vec<Peer> = (*u).current().peers.clone();
+            for peer in &peers {
                 if peer.down {
                     continue;
                 }
-                // Every later access goes through this one pointer (the timer's `data`).
-                let probe = new_probe(cycle, u, i, setup, pid ^ (i as u64) << 32);
-                let (due, _) = (*probe).shared().lease();
-                // A new peer is due at once; spread the first probes over a quarter interval.
-                let delay = if due > now {
-                    due - now
-                } else {
-                    (*probe).random(setup.conf.interval_ms / 4 + 1)
-                };
-                nginx_sys::ngx_add_timer((*probe).timer, delay.max(1) as _);
+                let probe = start_probe(cycle, u, peer, setup);
+                if let Some(d) = (*u).dynamic.as_deref_mut() {
+                    d.probes.insert(peer.key, probe);
+                }
             }
         }
     }
     OK
 }
 
-/// A new probe, leaked on purpose (it lives as long as the worker), as a raw pointer: the
-/// same pointer its timer carries, from which every handler derives its access.
+/// Makes a probe for `peer` and arms its first timer: a peer whose record says nothing is due
+/// yet (new) is probed at once, spread over a quarter interval. The probe lives as long as the
+/// worker, or until `retire` (its resolved address left).
+///
+/// # Safety
+/// In a worker: `cycle` is its cycle; `u` and `setup` outlive the probe; `peer` has its record.
+pub unsafe fn start_probe(
+    cycle: *mut ngx_cycle_t,
+    u: *const Upstream,
+    peer: &Peer,
+    setup: &CheckSetup,
+) -> *mut Probe {
+    // SAFETY: as required by the caller.
+    unsafe {
+        let pid = u64::from(crate::shell::nginx::pid());
+        let now = now_ms();
+        let probe = new_probe(cycle, u, peer, setup, pid ^ (peer.record as u64) << 32);
+        let (due, _) = (*probe).shared().lease();
+        let delay = if due > now {
+            due - now
+        } else {
+            (*probe).random(setup.conf.interval_ms / 4 + 1)
+        };
+        nginx_sys::ngx_add_timer((*probe).timer, delay.max(1) as _);
+        probe
+    }
+}
+
+/// Stops a probe for good (its resolved address left the upstream): an attempt in progress is
+/// abandoned without a verdict, a kept connection closed, the timer cancelled, and the probe
+/// freed.
+///
+/// # Safety
+/// `p` came from `start_probe` in this worker and is not used afterwards.
+pub unsafe fn retire(p: *mut Probe) {
+    // SAFETY: every event that could reach the probe (its connection's and its timer) is
+    // removed before the memory is freed; the probe owns the boxes it points to.
+    unsafe {
+        abandon(&mut *p);
+        let timer = (*p).timer;
+        if (*timer).timer_set() != 0 {
+            nginx_sys::ngx_del_timer(timer);
+        }
+        if !(*p).tls_session.is_null() {
+            nginx_sys::SSL_SESSION_free((*p).tls_session);
+        }
+        let probe = Box::from_raw(p);
+        drop(Box::from_raw(probe.timer));
+        drop(Box::from_raw(probe.addr));
+        drop(Box::from_raw(probe.name));
+        drop(Box::from_raw(probe.log));
+    }
+}
+
+/// A new probe, as a raw pointer: the same pointer its timer carries, from which every
+/// handler derives its access.
 ///
 /// # Safety
 /// `u` and `setup` must outlive the probe; `cycle` is the worker's cycle.
 unsafe fn new_probe(
     cycle: *mut ngx_cycle_t,
     u: *const Upstream,
-    i: usize,
+    peer: &Peer,
     setup: &CheckSetup,
     seed: u64,
 ) -> *mut Probe {
     // SAFETY: zeroed nginx structs are their documented initial state; the cycle log is live.
     unsafe {
-        let peer = &(&(*u).peers)[i];
         let mut addr = [0u64; 16];
         let len = (peer.socklen as usize).min(core::mem::size_of_val(&addr));
         ptr::copy_nonoverlapping(
@@ -230,7 +280,8 @@ unsafe fn new_probe(
         (*log).log_level = NGX_LOG_ALERT as _;
         let probe = Box::into_raw(Box::new(Probe {
             upstream: u,
-            peer: i,
+            shared: peer.shared,
+            _owned: peer.owned.clone(),
             setup,
             timer: Box::into_raw(Box::new(core::mem::zeroed())),
             addr: Box::into_raw(Box::new(addr)),
@@ -362,7 +413,6 @@ fn finish(p: &mut Probe, reason: Reason) {
     let transition = p.shared().on_check(reason, rise, fall, wall_ms());
     if let Some(t) = transition {
         let u = p.upstream();
-        let peer = &u.peers[p.peer];
         // SAFETY: names are nginx strings of the configuration; the cycle log is live.
         unsafe {
             let log = nginx_sys::ngx_cycle
@@ -379,7 +429,7 @@ fn finish(p: &mut Probe, reason: Reason) {
                 NGX_LOG_WARN,
                 log,
                 "lb: peer {} in upstream \"{}\" is {}",
-                bytes(&peer.name).escape_ascii(),
+                bytes(&*p.name).escape_ascii(),
                 bytes(&u.name).escape_ascii(),
                 change
             );
