@@ -241,6 +241,8 @@ case '(a) one address: requests are served' => sub {
     served_by('(a)', 3, 10, $A{1});
     ok(scalar $dns->asked('backend.test', 1, 'A'), 'nginx asked for A backend.test');
     return unless $LB;
+    like($s->error_log, qr/lb: upstream "u": method round_robin, 0 peers \(0 backup, 0 down\), 1 resolved server\(s\) \(up to 128 addresses\)/,
+         '(a) the start-up notice counts the resolved server');
     status_lists('(a)', 2, $A{1});
     my $p = peers()->{$A{1}};
     is($p->{name}, "backend.test:$P2", '(a) the peer is named as in the server line');
@@ -524,6 +526,27 @@ case '(m) an address that leaves: requests in flight finish, nothing fails, prob
     cmp_ok($before, '>', 0, '(m) 127.0.0.2 was probed while it was a member');
     sleep 1.5;
     is($count->(), $before, '(m) and is probed no more');
+};
+
+case '(n) max_resolved: addresses over the limit are ignored with a [warn], never a 502' => sub {
+    if ($STOCK) {
+        pass('(n) stock nginx has no such limit');
+        return;
+    }
+    my $log = length $s->error_log;
+    $dns->set(a => { 'backend.test' => ['127.0.0.1', '127.0.0.2', '127.0.0.3'] });
+    reload_conf('(n)', conf(method => 'round_robin max_resolved=2', check => ''));
+    ok(wait_log($log, qr/\[warn\].*lb: upstream "u": 1 resolved address\(es\) ignored \(1 over max_resolved=2, 0 for lack of room/, 5),
+       '(n) the address over the limit is reported') or diag(log_since($log));
+    # nginx's resolver rotates the answer: which two get in is not fixed, but two do.
+    sleep 0.5;
+    my $r = sample(30);
+    is(scalar(keys %{ $r->{addrs} }) . ' ' . scalar(keys %{ $r->{errors} }), '2 0',
+       '(n) exactly two addresses serve, nothing fails') or diag(explain $r);
+    status_lists('(n)', 2, keys %{ $r->{addrs} });
+    # Room again when the answer shrinks.
+    $dns->set(a => { 'backend.test' => ['127.0.0.3'] });
+    served_by('(n) one address', 5, 10, $A{3});
 };
 
 unlike($s->error_log, qr/\[(?:alert|crit|emerg)\]/, 'no alert, crit or emerg in the error log');

@@ -4,6 +4,7 @@
 
 pub mod availability;
 pub mod least_conn;
+pub mod membership;
 pub mod method;
 pub mod p2c;
 pub mod smooth_wrr;

@@ -28,7 +28,7 @@
 
 use core::ffi::c_void;
 use core::ptr;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use nginx_sys::{
@@ -37,6 +37,7 @@ use nginx_sys::{
     ngx_shmtx_unlock, ngx_sockaddr_t, ngx_str_t, sockaddr, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 
+use crate::balance::membership::{self, Action};
 use crate::balance::Limits;
 use crate::shell::conf::MainConf;
 use crate::shell::nginx::{bytes, now_ms};
@@ -327,26 +328,19 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
         }
         let keys = table::peer_keys(upstream_name, entries.iter().map(|e| &*e.name));
 
-        // Which entries become peers: every configured one; resolved ones up to the limit,
-        // those already members first (so that an answer over the limit does not shuffle
-        // the peers).
-        let mut take = vec![true; entries.len()];
-        let resolved: Vec<usize> = (0..entries.len())
-            .filter(|&i| entries[i].resolved)
+        // Which entries become peers, which peers stay and which leave.
+        let list: Vec<(Key, bool)> = keys
+            .iter()
+            .zip(&entries)
+            .map(|(k, e)| (*k, e.resolved))
             .collect();
-        let mut ignored = 0;
-        if resolved.len() > d.max_resolved {
-            let (members, newcomers): (Vec<usize>, Vec<usize>) = resolved
-                .iter()
-                .partition(|&&i| mode == Mode::Worker && current.has(&keys[i]));
-            let room = d.max_resolved;
-            for (n, &i) in members.iter().chain(newcomers.iter()).enumerate() {
-                if n >= room {
-                    take[i] = false;
-                    ignored += 1;
-                }
-            }
-        }
+        let none = HashMap::new();
+        let index = match (mode, current.index.as_ref()) {
+            (Mode::Worker, Some(index)) => index,
+            _ => &none,
+        };
+        let plan = membership::plan(index, &list, d.max_resolved);
+        let ignored = plan.ignored;
 
         let t = Table::from_header(main.table);
         let generation = main.generation;
@@ -355,12 +349,10 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
         let mut full = 0;
         ngx_shmtx_lock(ptr::addr_of_mut!((*main.pool).mutex));
         for (i, e) in entries.iter().enumerate() {
-            if !take[i] {
-                continue;
-            }
             let key = keys[i];
-            if mode == Mode::Worker {
-                if let Some(&j) = current.index.as_ref().and_then(|x| x.get(&key)) {
+            match plan.actions[i] {
+                Action::Ignore => continue,
+                Action::Keep(j) => {
                     let mut p = current.peers[j].clone();
                     p.weight = e.weight;
                     p.limits = e.limits;
@@ -369,6 +361,7 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                     peers.push(p);
                     continue;
                 }
+                Action::Join => {}
             }
             let Some(c) = claim(t.records, key, generation, now) else {
                 full += 1;
@@ -417,19 +410,16 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
         }
         // Records of peers that left: released (not in commit mode: there the old
         // configuration's peers simply go stale with their generation).
-        let mut left: Vec<Peer> = Vec::new();
-        if mode == Mode::Worker {
-            let now_keys: HashSet<Key> = peers.iter().map(|p| p.key).collect();
-            for p in &current.peers {
-                if !now_keys.contains(&p.key) {
-                    left.push(p.clone());
-                }
-            }
-            for p in &mut left {
-                // Only the worker whose release took effect says so (once per address).
-                p.resolved = (*p.shared).release_membership(now);
-            }
-        }
+        let left: Vec<Peer> = plan
+            .left
+            .iter()
+            .map(|&j| current.peers[j].clone())
+            .collect();
+        // Only the worker whose release took effect says so (once per address).
+        let announce: Vec<bool> = left
+            .iter()
+            .map(|p| (*p.shared).release_membership(now))
+            .collect();
         ngx_shmtx_unlock(ptr::addr_of_mut!((*main.pool).mutex));
         if !backup_list.is_null() {
             ngx_rwlock_unlock(ptr::addr_of_mut!((*backup_list).rwlock));
@@ -482,7 +472,7 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
             }
         }
         if mode == Mode::Worker {
-            for p in left.iter().filter(|p| p.resolved) {
+            for (p, _) in left.iter().zip(&announce).filter(|(_, a)| **a) {
                 ngx::ngx_log_error!(
                     NGX_LOG_NOTICE,
                     cycle_log,

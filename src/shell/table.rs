@@ -33,7 +33,7 @@ use crate::balance::{Limits, Method, MethodConf, Selector};
 use crate::shm::PeerShared;
 
 /// A record key (`shm::table::peer_key`).
-pub type Key = (u64, u64);
+pub use crate::balance::membership::Key;
 
 /// The address, name and `server` text of a resolved peer, copied out of nginx's shared list
 /// (whose entries nginx frees when the name's answer changes): the peer's strings point here.

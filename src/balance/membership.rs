@@ -1,0 +1,203 @@
+//! How a peer set follows a new list of addresses (a resolved name's answer changed): which
+//! peers stay, which join, which leave, and which addresses are left out over the limit.
+//! Pure: peers are named by their record key; the nginx side (`shell::resolve`) reads the list
+//! and carries the plan out.
+
+use std::collections::{HashMap, HashSet};
+
+/// A peer's identity (a record key: upstream name and address, hashed).
+pub type Key = (u64, u64);
+
+/// What becomes of one address of the new list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Already a peer, at this index of the current set: keeps its state.
+    Keep(usize),
+    /// A new peer.
+    Join,
+    /// Left out: more resolved addresses than the limit.
+    Ignore,
+}
+
+/// The change from the current peers to a new list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// One action per address of the new list, in its order.
+    pub actions: Vec<Action>,
+    /// Indices of current peers that are not in the new set.
+    pub left: Vec<usize>,
+    /// Resolved addresses left out over the limit.
+    pub ignored: usize,
+}
+
+/// Plans the change from `current` (peer keys by index) to `list` (each address's key and
+/// whether it came from a resolved name). Configured addresses always belong; resolved ones up
+/// to `max_resolved`, current peers first, so that an answer over the limit does not shuffle
+/// the peers. Costs O(current + list) hashing and no more.
+pub fn plan(current: &HashMap<Key, usize>, list: &[(Key, bool)], max_resolved: usize) -> Plan {
+    let mut actions = vec![Action::Ignore; list.len()];
+    let mut room = max_resolved;
+    // Current peers first, then newcomers, each in list order.
+    for pass in [true, false] {
+        for (i, &(key, resolved)) in list.iter().enumerate() {
+            let known = current.get(&key).copied();
+            if known.is_some() != pass {
+                continue;
+            }
+            if resolved {
+                if room == 0 {
+                    continue;
+                }
+                room -= 1;
+            }
+            actions[i] = known.map_or(Action::Join, Action::Keep);
+        }
+    }
+    let kept: HashSet<usize> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Keep(j) => Some(*j),
+            _ => None,
+        })
+        .collect();
+    let mut left: Vec<usize> = current
+        .values()
+        .copied()
+        .filter(|j| !kept.contains(j))
+        .collect();
+    left.sort_unstable();
+    let ignored = actions.iter().filter(|a| **a == Action::Ignore).count();
+    Plan {
+        actions,
+        left,
+        ignored,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(n: u64) -> Key {
+        (n, n * 31)
+    }
+
+    fn index(keys: &[u64]) -> HashMap<Key, usize> {
+        keys.iter().enumerate().map(|(i, &n)| (k(n), i)).collect()
+    }
+
+    #[test]
+    fn stays_joins_and_leaves() {
+        let cur = index(&[1, 2, 3]);
+        let p = plan(&cur, &[(k(2), true), (k(4), true), (k(1), false)], 10);
+        assert_eq!(
+            p.actions,
+            vec![Action::Keep(1), Action::Join, Action::Keep(0)]
+        );
+        assert_eq!(p.left, vec![2]);
+        assert_eq!(p.ignored, 0);
+    }
+
+    #[test]
+    fn the_limit_keeps_current_peers_first_and_never_configured_ones_out() {
+        let cur = index(&[5, 6]);
+        // Two resolved places: the current 6 and 5 keep theirs, newcomers 7 and 8 wait.
+        let list = [
+            (k(7), true),
+            (k(6), true),
+            (k(100), false),
+            (k(8), true),
+            (k(5), true),
+        ];
+        let p = plan(&cur, &list, 2);
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::Ignore,
+                Action::Keep(1),
+                Action::Join,
+                Action::Ignore,
+                Action::Keep(0)
+            ]
+        );
+        assert_eq!((p.left.len(), p.ignored), (0, 2));
+        // From nothing (a fresh start), the first two in list order.
+        let p = plan(&HashMap::new(), &list, 2);
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::Join,
+                Action::Join,
+                Action::Join,
+                Action::Ignore,
+                Action::Ignore
+            ]
+        );
+    }
+
+    #[test]
+    fn an_empty_answer_leaves_only_configured_peers() {
+        let cur = index(&[1, 2]);
+        let p = plan(&cur, &[(k(9), false)], 4);
+        assert_eq!(p.actions, vec![Action::Join]);
+        assert_eq!(p.left, vec![0, 1]);
+    }
+
+    /// Random sets: applying plans in a row always yields exactly the wanted set (up to the
+    /// limit), keeps every peer that stays, and changes only what changed.
+    #[test]
+    fn random_sequences_of_answers() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..200 {
+            let limit = 1 + rnd(12) as usize;
+            let mut cur: Vec<u64> = Vec::new();
+            for _ in 0..20 {
+                let list: Vec<u64> = {
+                    let mut s: Vec<u64> = (0..rnd(16)).map(|_| rnd(24)).collect();
+                    s.sort_unstable();
+                    s.dedup();
+                    s
+                };
+                let entries: Vec<(Key, bool)> = list.iter().map(|&n| (k(n), n >= 4)).collect();
+                let idx = index(&cur);
+                let p = plan(&idx, &entries, limit);
+                let mut next = Vec::new();
+                for (i, a) in p.actions.iter().enumerate() {
+                    match a {
+                        Action::Keep(j) => {
+                            assert_eq!(cur[*j], list[i]);
+                            next.push(list[i]);
+                        }
+                        Action::Join => {
+                            assert!(!cur.contains(&list[i]));
+                            next.push(list[i]);
+                        }
+                        Action::Ignore => assert!(list[i] >= 4, "configured peers always join"),
+                    }
+                }
+                let resolved = next.iter().filter(|&&n| n >= 4).count();
+                assert!(resolved <= limit);
+                let wanted_resolved = list.iter().filter(|&&n| n >= 4).count();
+                assert_eq!(resolved, wanted_resolved.min(limit));
+                assert_eq!(p.ignored, wanted_resolved - resolved);
+                // Every current peer either stays or leaves, never both.
+                for (j, n) in cur.iter().enumerate() {
+                    assert_eq!(p.left.contains(&j), !next.contains(n));
+                }
+                // A current peer that is still in the answer is never dropped for a newcomer.
+                for n in &cur {
+                    if list.contains(n) {
+                        assert!(next.contains(n));
+                    }
+                }
+                cur = next;
+            }
+        }
+    }
+}
