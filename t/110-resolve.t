@@ -549,7 +549,31 @@ case '(n) max_resolved: addresses over the limit are ignored with a [warn], neve
     served_by('(n) one address', 5, 10, $A{3});
 };
 
-unlike($s->error_log, qr/\[(?:alert|crit|emerg)\]/, 'no alert, crit or emerg in the error log');
+case '(o) a worker killed after the answer changed: its successor uses the current peers' => sub {
+    $dns->set(a => { 'backend.test' => ['127.0.0.1'] });
+    reload_conf('(o)', conf());
+    served_by('(o) after the reload', 4, 10, $A{1});
+    # The master's copy of the peers is now older than the workers'.
+    $dns->set(a => { 'backend.test' => ['127.0.0.1', '127.0.0.2'] });
+    served_by('(o) changed', 5, 10, $A{1}, $A{2});
+    my @before = $s->worker_pids;
+    my $log = length $s->error_log;
+    kill 'KILL', $before[0];
+    my $new;
+    $s->wait_for(sub { ($new) = grep { my $p = $_; !grep { $_ == $p } @before } $s->worker_pids; $new },
+                 10, 'a new worker');
+    my $r = sample(40);
+    ok($r->{pids}{$new}, "(o) the new worker $new serves") or diag(explain $r);
+    is(set_of($r->{pids}{$new} // {}), want_of($A{1}, $A{2}), '(o) with the current peers');
+    is(scalar keys %{ $r->{errors} }, 0, '(o) nothing failed');
+    return unless $LB;
+    unlike(log_since($log), qr/\[notice\] $new#\d+: lb: upstream "u": peer .* (joined|left)/,
+           '(o) the new worker announces no change (nothing changed)');
+};
+
+# (o)'s kill is the one alert expected.
+unlike(join('', grep { !/exited on signal 9/ } split /^/, $s->error_log),
+       qr/\[(?:alert|crit|emerg)\]/, 'no alert, crit or emerg in the error log');
 
 if ($ENV{KEEP}) {
     diag("kept " . $s->dir);

@@ -3,10 +3,36 @@
 //! Pure: peers are named by their record key; the nginx side (`shell::resolve`) reads the list
 //! and carries the plan out.
 
+use core::hash::{BuildHasherDefault, Hasher};
 use std::collections::{HashMap, HashSet};
 
 /// A peer's identity (a record key: upstream name and address, hashed).
 pub type Key = (u64, u64);
+
+/// Hashes a `Key` by taking its first half: keys are hashes already (`shm::table::peer_key`),
+/// so hashing them again would only cost time.
+#[derive(Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached for `Key`s (they hash as two u64s); a fallback for other types.
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        if self.0 == 0 {
+            self.0 = n;
+        }
+    }
+}
+
+/// A map keyed by peer keys.
+pub type KeyMap<V> = HashMap<Key, V, BuildHasherDefault<KeyHasher>>;
 
 /// What becomes of one address of the new list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +60,7 @@ pub struct Plan {
 /// whether it came from a resolved name). Configured addresses always belong; resolved ones up
 /// to `max_resolved`, current peers first, so that an answer over the limit does not shuffle
 /// the peers. Costs O(current + list) hashing and no more.
-pub fn plan(current: &HashMap<Key, usize>, list: &[(Key, bool)], max_resolved: usize) -> Plan {
+pub fn plan(current: &KeyMap<usize>, list: &[(Key, bool)], max_resolved: usize) -> Plan {
     let mut actions = vec![Action::Ignore; list.len()];
     let mut room = max_resolved;
     // Current peers first, then newcomers, each in list order.
@@ -82,7 +108,7 @@ mod tests {
         (n, n * 31)
     }
 
-    fn index(keys: &[u64]) -> HashMap<Key, usize> {
+    fn index(keys: &[u64]) -> KeyMap<usize> {
         keys.iter().enumerate().map(|(i, &n)| (k(n), i)).collect()
     }
 
@@ -122,7 +148,7 @@ mod tests {
         );
         assert_eq!((p.left.len(), p.ignored), (0, 2));
         // From nothing (a fresh start), the first two in list order.
-        let p = plan(&HashMap::new(), &list, 2);
+        let p = plan(&KeyMap::default(), &list, 2);
         assert_eq!(
             p.actions,
             vec![

@@ -36,4 +36,23 @@ impl Selector {
             Method::P2c => Selector::P2c(P2c::new(weights, seed)),
         }
     }
+
+    /// The selection state for a changed peer list: round-robin schedules are edited from
+    /// the old ones (`SmoothWrr::edit`: a pass over the period), the rest built anew (least_conn
+    /// and p2c build in O(peers)). `origin[i]` is new peer `i`'s index in the old list.
+    pub fn follow(
+        &self,
+        method: Method,
+        origin: &[Option<usize>],
+        old_weights: &[u32],
+        weights: &[u32],
+        seed: u64,
+    ) -> Selector {
+        if let Selector::RoundRobin(rr) = self {
+            if let Some(edited) = rr.edit(origin, old_weights, weights) {
+                return Selector::RoundRobin(edited);
+            }
+        }
+        Selector::new(method, weights, seed)
+    }
 }

@@ -41,13 +41,13 @@ enum Mode {
     Schedule {
         order: Vec<u32>,
         next: usize,
+        /// The weights' gcd: each peer has `weight / gcd` entries in `order`.
+        gcd: u32,
     },
     /// nginx's own walk: each peer's current weight grows by its effective weight, the
     /// largest wins and gives back the total; a failure lowers the effective weight, which
     /// then grows back by one per walk.
-    Walk {
-        peers: Vec<WalkPeer>,
-    },
+    Walk { peers: Vec<WalkPeer> },
 }
 
 /// One peer in nginx's walk. Weight 0 leaves the peer out.
@@ -99,8 +99,91 @@ impl SmoothWrr {
             stride_schedule(&reduced, period as usize)
         };
         SmoothWrr {
-            mode: Mode::Schedule { order, next: 0 },
+            mode: Mode::Schedule {
+                order,
+                next: 0,
+                gcd: g,
+            },
         }
+    }
+
+    /// The schedule of a changed peer list, edited from this one rather than built anew (for
+    /// upstreams whose peers follow DNS: a change costs a pass over the period, not
+    /// `peers × period` steps of nginx's walk). `origin[i]` is new peer `i`'s index in the old
+    /// list, if it was there; `weights` are the new list's. Entries of peers that left are
+    /// dropped, the others renumbered, and each new peer gets `weight / gcd` entries spread
+    /// evenly over the period, so over any period each available peer is still chosen exactly
+    /// `weight / gcd` times. `None` when this is not a schedule, a kept peer's weight changed,
+    /// the gcd changed, or the new list is for the walk: the caller builds anew.
+    pub fn edit(
+        &self,
+        origin: &[Option<usize>],
+        old_weights: &[u32],
+        weights: &[u32],
+    ) -> Option<SmoothWrr> {
+        let Mode::Schedule {
+            order,
+            next,
+            gcd: g,
+        } = &self.mode
+        else {
+            return None;
+        };
+        if weights.len() <= WALK_MAX_PEERS || weights.len() != origin.len() {
+            return None;
+        }
+        let new_gcd = weights.iter().fold(0u32, |a, &w| gcd(a, w));
+        if new_gcd != *g {
+            return None;
+        }
+        let mut remap = vec![u32::MAX; old_weights.len()];
+        let mut joined = Vec::new();
+        for (i, o) in origin.iter().enumerate() {
+            match *o {
+                Some(j) if old_weights.get(j) == Some(&weights[i]) => remap[j] = i as u32,
+                Some(_) => return None,
+                None => joined.push(i),
+            }
+        }
+        let period: u64 = weights.iter().map(|&w| u64::from(w / new_gcd)).sum();
+        if period > MAX_SCHEDULE {
+            return None;
+        }
+        let mut out: Vec<u32> = Vec::with_capacity(period as usize);
+        let mut at = 0;
+        for (k, &i) in order.iter().enumerate() {
+            if k == *next {
+                at = out.len();
+            }
+            if let Some(&n) = remap.get(i as usize) {
+                if n != u32::MAX {
+                    out.push(n);
+                }
+            }
+        }
+        for i in joined {
+            let turns = (weights[i] / new_gcd) as usize;
+            let len = out.len();
+            // From the last turn back, so that earlier positions stay where computed.
+            for t in (0..turns).rev() {
+                let pos = (len * (2 * t + 1)) / (2 * turns);
+                out.insert(pos, i as u32);
+                if pos < at {
+                    at += 1;
+                }
+            }
+        }
+        if out.is_empty() {
+            return Some(SmoothWrr { mode: Mode::Empty });
+        }
+        let next = at.min(out.len() - 1);
+        Some(SmoothWrr {
+            mode: Mode::Schedule {
+                order: out,
+                next,
+                gcd: new_gcd,
+            },
+        })
     }
 
     /// nginx's walk over all peers on every pick (see `WALK_MAX_PEERS`).
@@ -142,7 +225,7 @@ impl SmoothWrr {
     pub fn pick(&mut self, mut usable: impl FnMut(usize) -> bool) -> Option<usize> {
         match &mut self.mode {
             Mode::Empty => None,
-            Mode::Schedule { order, next } => {
+            Mode::Schedule { order, next, .. } => {
                 let len = order.len();
                 for _ in 0..len {
                     let i = order[*next] as usize;
@@ -481,5 +564,89 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Shares per period of a schedule: how often each peer appears.
+    fn shares(s: &SmoothWrr, n: usize) -> Vec<usize> {
+        let Mode::Schedule { order, .. } = &s.mode else {
+            panic!("not a schedule");
+        };
+        let mut c = vec![0; n];
+        for &i in order {
+            c[i as usize] += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn edits_keep_exact_shares_and_spread_newcomers() {
+        let mut rng = Rng(7);
+        // 200 peers of weights 2 and 4 (gcd 2): a schedule.
+        let mut weights: Vec<u32> = (0..200).map(|i| if i % 3 == 0 { 4 } else { 2 }).collect();
+        let mut s = SmoothWrr::new(&weights);
+        for _ in 0..50 {
+            // Drop a few, keep the rest in order, add a few at the end.
+            let mut origin: Vec<Option<usize>> = Vec::new();
+            let mut new_w = Vec::new();
+            for (j, &w) in weights.iter().enumerate() {
+                if rng.below(20) != 0 {
+                    origin.push(Some(j));
+                    new_w.push(w);
+                }
+            }
+            let dropped = weights.len() - origin.len();
+            for _ in 0..dropped as u64 + rng.below(3) {
+                origin.push(None);
+                new_w.push(if rng.below(2) == 0 { 2 } else { 6 });
+            }
+            let e = s.edit(&origin, &weights, &new_w).expect("an edit");
+            let want: Vec<usize> = new_w.iter().map(|&w| (w / 2) as usize).collect();
+            assert_eq!(shares(&e, new_w.len()), want);
+            s = e;
+            weights = new_w;
+        }
+        // A newcomer of weight 3 turns (6 / 2) is spread: its turns are a third of the period
+        // apart, give or take one.
+        let mut origin: Vec<Option<usize>> = (0..weights.len()).map(Some).collect();
+        origin.push(None);
+        let mut new_w = weights.clone();
+        new_w.push(6);
+        let e = s.edit(&origin, &weights, &new_w).unwrap();
+        let Mode::Schedule { order, .. } = &e.mode else {
+            panic!()
+        };
+        let pos: Vec<usize> = order
+            .iter()
+            .enumerate()
+            .filter(|(_, &i)| i as usize == new_w.len() - 1)
+            .map(|(k, _)| k)
+            .collect();
+        let third = order.len() / 3;
+        assert_eq!(pos.len(), 3);
+        assert!(
+            pos.windows(2).all(|w| (w[1] - w[0]).abs_diff(third) <= 1),
+            "{pos:?}"
+        );
+    }
+
+    #[test]
+    fn edits_refuse_what_they_cannot_do() {
+        let weights = vec![1u32; 100];
+        let s = SmoothWrr::new(&weights);
+        let same: Vec<Option<usize>> = (0..100).map(Some).collect();
+        // A kept peer's weight changed; the gcd changed; the walk; not a schedule.
+        let mut w2 = weights.clone();
+        w2[5] = 2;
+        assert!(s.edit(&same, &weights, &w2).is_none());
+        let doubled = vec![2u32; 100];
+        let fresh: Vec<Option<usize>> = vec![None; 100];
+        assert!(s.edit(&fresh, &weights, &doubled).is_none());
+        assert!(s.edit(&same[..10], &weights, &weights[..10]).is_none());
+        assert!(SmoothWrr::walk(&weights)
+            .edit(&same, &weights, &weights)
+            .is_none());
+        // Nothing changed: the same schedule.
+        let e = s.edit(&same, &weights, &weights).unwrap();
+        assert_eq!(shares(&e, 100), vec![1; 100]);
     }
 }

@@ -327,7 +327,7 @@ fn select(
     current: Option<&Members>,
 ) -> Option<usize> {
     let verdict = |j: usize| {
-        if current.is_some_and(|c| !c.has(&peers[j].key)) {
+        if current.is_some_and(|c| !c.still_has(&peers[j])) {
             return Verdict::Unhealthy;
         }
         let limits = &peers[j].limits;

@@ -28,7 +28,7 @@
 
 use core::ffi::c_void;
 use core::ptr;
-use std::collections::HashMap;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Acquire};
 use std::rc::Rc;
 
 use nginx_sys::{
@@ -42,8 +42,9 @@ use crate::balance::Limits;
 use crate::shell::conf::MainConf;
 use crate::shell::nginx::{bytes, now_ms};
 use crate::shell::probe::{self, Probe};
-use crate::shell::table::{Key, Members, OwnedAddr, Peer, Upstream};
+use crate::shell::table::{Key, KeyMap, Members, OwnedAddr, Peer, Upstream};
 use crate::shm::table::{self, claim, Claim, Table};
+use crate::shm::PeerShared;
 
 /// How often an idle worker looks for changes, ms.
 const POLL_MS: u64 = 1000;
@@ -67,9 +68,14 @@ pub struct Dynamic {
     slots: Vec<Option<Key>>,
     free_slots: Vec<usize>,
     /// This worker's probes, by peer key.
-    pub probes: HashMap<Key, *mut Probe>,
+    pub probes: KeyMap<*mut Probe>,
     /// The addresses ignored at the last change (to warn once per change).
     ignored: usize,
+    /// Some addresses found no record: apply the list again at the next tick.
+    retry: bool,
+    /// Size of the last copy of nginx's lists (room is reserved before the next one).
+    last_entries: usize,
+    last_text: usize,
     /// The zone: table, its mutex, generation and this worker's row of counters.
     main: *const MainConf,
     timer: *mut ngx_event_t,
@@ -90,8 +96,11 @@ impl Dynamic {
             seed: 1,
             slots: Vec::new(),
             free_slots: Vec::new(),
-            probes: HashMap::new(),
+            probes: KeyMap::default(),
             ignored: 0,
+            retry: false,
+            last_entries: 0,
+            last_text: 0,
             main: ptr::null(),
             timer: ptr::null_mut(),
         }
@@ -148,17 +157,33 @@ pub unsafe fn resolve_servers(rr: *const ngx_http_upstream_rr_peers_t) -> usize 
     n
 }
 
-/// One peer as read from nginx's shared list.
+/// One peer as read from nginx's shared list; its strings are ranges of the copy's text.
 struct Entry {
     sockaddr: ngx_sockaddr_t,
     socklen: nginx_sys::socklen_t,
-    name: Box<[u8]>,
-    server: Box<[u8]>,
+    name: core::ops::Range<usize>,
+    server: core::ops::Range<usize>,
     weight: u32,
     limits: Limits,
     down: bool,
     backup: bool,
     resolved: bool,
+}
+
+/// A copy of nginx's lists: the peers (primaries, then backups) and their strings.
+#[derive(Default)]
+struct Copy {
+    entries: Vec<Entry>,
+    text: Vec<u8>,
+}
+
+impl Copy {
+    fn name(&self, e: &Entry) -> &[u8] {
+        &self.text[e.name.clone()]
+    }
+    fn server(&self, e: &Entry) -> &[u8] {
+        &self.text[e.server.clone()]
+    }
 }
 
 /// nginx's lists of the upstream now (`us->peer.data`: the zone's copy once the zone is set up).
@@ -169,24 +194,24 @@ unsafe fn lists(d: &Dynamic) -> *mut ngx_http_upstream_rr_peers_t {
 
 /// nginx's change counter of the lists.
 unsafe fn config_counter(rr: *const ngx_http_upstream_rr_peers_t) -> usize {
-    // SAFETY: `config` points to a word in the upstream zone, written under the lists' write
-    // lock; a plain aligned load sees either the old or the new value, and a changed value is
-    // followed by a read under the lock.
+    // SAFETY: `config` points to an aligned machine word in the upstream zone, which nginx
+    // changes under the lists' write lock; reading it atomically sees the old or the new
+    // value, and a changed value is followed by a read of the lists under the read lock.
     unsafe {
         let c = (*rr).config;
         if c.is_null() {
             0
         } else {
-            ptr::read_volatile(c) as usize
+            AtomicUsize::from_ptr(c).load(Acquire)
         }
     }
 }
 
-/// Copies one list's peers.
+/// Appends one list's peers to `copy`.
 ///
 /// # Safety
 /// The list's read lock is held.
-unsafe fn read_list(list: *const ngx_http_upstream_rr_peers_t, backup: bool, out: &mut Vec<Entry>) {
+unsafe fn read_list(list: *const ngx_http_upstream_rr_peers_t, backup: bool, copy: &mut Copy) {
     // SAFETY: as required by the caller; nginx's strings and addresses are valid while the
     // lock is held.
     unsafe {
@@ -199,11 +224,15 @@ unsafe fn read_list(list: *const ngx_http_upstream_rr_peers_t, backup: bool, out
                 ptr::addr_of_mut!(sa) as *mut u8,
                 len,
             );
-            out.push(Entry {
+            let at = copy.text.len();
+            copy.text.extend_from_slice(bytes(&(*p).name));
+            let mid = copy.text.len();
+            copy.text.extend_from_slice(bytes(&(*p).server));
+            copy.entries.push(Entry {
                 sockaddr: sa,
                 socklen: len as _,
-                name: bytes(&(*p).name).into(),
-                server: bytes(&(*p).server).into(),
+                name: at..mid,
+                server: mid..copy.text.len(),
                 weight: (*p).weight.clamp(1, u32::MAX as _) as u32,
                 limits: Limits {
                     max_fails: (*p).max_fails.min(u32::MAX as _) as u32,
@@ -217,6 +246,65 @@ unsafe fn read_list(list: *const ngx_http_upstream_rr_peers_t, backup: bool, out
             p = (*p).next;
         }
     }
+}
+
+/// Copies nginx's lists under their read locks, doing nothing else there (nginx's resolver
+/// waits for these locks with its event loop stopped, and a lock held by a process that dies
+/// is never released): room for the copy is reserved before. Returns the change counter the
+/// copy reflects.
+///
+/// # Safety
+/// `rr` is the upstream's lists in its zone.
+unsafe fn read_locked(rr: *mut ngx_http_upstream_rr_peers_t, copy: &mut Copy) -> usize {
+    // SAFETY: as required by the caller.
+    unsafe {
+        let backup = (*rr).next;
+        ngx_rwlock_rlock(ptr::addr_of_mut!((*rr).rwlock));
+        if !backup.is_null() {
+            ngx_rwlock_rlock(ptr::addr_of_mut!((*backup).rwlock));
+        }
+        let seen = config_counter(rr);
+        read_list(rr, false, copy);
+        if !backup.is_null() {
+            read_list(backup, true, copy);
+            ngx_rwlock_unlock(ptr::addr_of_mut!((*backup).rwlock));
+        }
+        ngx_rwlock_unlock(ptr::addr_of_mut!((*rr).rwlock));
+        seen
+    }
+}
+
+/// The record keys of the copy's peers. Configured peers are keyed by address, as in an
+/// upstream without `resolve` (so that adding a resolved server to an upstream keeps the
+/// state of its configured peers); resolved ones by address and the name they came from, so
+/// that a resolved address equal to a configured one (or to another name's) keeps its own
+/// record whatever comes and goes around it.
+fn entry_keys(upstream: &[u8], copy: &Copy) -> Vec<Key> {
+    let configured = table::peer_keys(
+        upstream,
+        copy.entries
+            .iter()
+            .filter(|e| !e.resolved)
+            .map(|e| copy.name(e)),
+    );
+    let tagged: Vec<Vec<u8>> = copy
+        .entries
+        .iter()
+        .filter(|e| e.resolved)
+        .map(|e| [copy.name(e), b"\0resolve\0", copy.server(e)].concat())
+        .collect();
+    let resolved = table::peer_keys(upstream, tagged.iter().map(|t| &t[..]));
+    let (mut c, mut r) = (configured.into_iter(), resolved.into_iter());
+    copy.entries
+        .iter()
+        .map(|e| {
+            if e.resolved {
+                r.next().expect("one key per resolved entry")
+            } else {
+                c.next().expect("one key per configured entry")
+            }
+        })
+        .collect()
 }
 
 /// How a change is applied: by the master at a (re)load, or by a worker at run time.
@@ -242,7 +330,8 @@ pub unsafe fn commit(u: &mut Upstream, main: &MainConf) -> bool {
     }
 }
 
-/// In a new worker: notes where this worker's counters are and starts the poll timer.
+/// In a new worker: notes where this worker's counters are, starts the poll timer, brings the
+/// peers up to date and starts their probes.
 ///
 /// # Safety
 /// In a worker, after `shell::zone::worker_start`, with its cycle.
@@ -261,16 +350,28 @@ pub unsafe fn worker_start(cycle: *mut ngx_cycle_t, u: *mut Upstream, main: *con
         (*ev).set_cancelable(1);
         d.timer = ev;
         nginx_sys::ngx_add_timer(ev, POLL_MS as _);
+        // The peers this worker inherited are the master's, as of the last (re)load; a
+        // worker respawned later must not use them (their records may belong to other
+        // addresses by now). This also starts the probes (`shell::probe` leaves resolved
+        // upstreams to us).
+        d.seen = usize::MAX;
+        apply(&mut *u, Mode::Worker);
     }
 }
 
+/// Once a second: follows changes nobody asked for yet (an idle worker, its probes and status
+/// page), and retries addresses that found no room. Also while the worker exits after a
+/// reload, so that its last requests never use a record given to another address since (the
+/// timer is cancelable: it does not hold the exit up).
 unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
-    if crate::shell::nginx::exiting() {
-        return;
-    }
     // SAFETY: `data` is the upstream whose timer this is (set in `worker_start`).
     unsafe {
         let u = &mut *((*ev).data as *mut Upstream);
+        if let Some(d) = u.dynamic.as_deref_mut() {
+            if d.retry {
+                d.seen = usize::MAX;
+            }
+        }
         refresh(u);
         nginx_sys::ngx_add_timer(ev, POLL_MS as _);
     }
@@ -298,15 +399,13 @@ pub unsafe fn refresh(u: &mut Upstream) {
 unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
     // SAFETY: `apply`'s callers run in the master before the fork or in a worker on its event
     // loop; nginx's lists live in the upstream zone; our table in our zone, whose mutex
-    // serialises claims between processes.
+    // serialises the claims of all processes (and whose holder's death nginx's master undoes).
     unsafe {
         let d = u.dynamic.as_deref_mut().expect("a resolved upstream");
         let main = &*d.main;
         if main.table.is_null() || main.pool.is_null() {
             return false;
         }
-        let rr = lists(d);
-        let backup_list = (*rr).next;
         let now = now_ms();
         let cycle_log = (*nginx_sys::ngx_cycle).log;
         let upstream_name = bytes(&u.name);
@@ -314,76 +413,97 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
         let default_up = u.check.as_ref().is_none_or(|c| c.conf.default_up);
         let current = &*u.members;
 
-        // Under nginx's read locks: copy the lists, and claim or release records, so that
-        // our view of who is a member changes in the same order as nginx's lists do.
-        ngx_rwlock_rlock(ptr::addr_of_mut!((*rr).rwlock));
-        if !backup_list.is_null() {
-            ngx_rwlock_rlock(ptr::addr_of_mut!((*backup_list).rwlock));
-        }
-        let seen = config_counter(rr);
-        let mut entries = Vec::new();
-        read_list(rr, false, &mut entries);
-        if !backup_list.is_null() {
-            read_list(backup_list, true, &mut entries);
-        }
-        let keys = table::peer_keys(upstream_name, entries.iter().map(|e| &*e.name));
+        let mut copy = Copy::default();
+        copy.entries.reserve(d.last_entries + 64);
+        copy.text.reserve(d.last_text + 4096);
+        let seen = read_locked(lists(d), &mut copy);
+        d.last_entries = copy.entries.len();
+        d.last_text = copy.text.len();
+        let keys = entry_keys(upstream_name, &copy);
 
         // Which entries become peers, which peers stay and which leave.
         let list: Vec<(Key, bool)> = keys
             .iter()
-            .zip(&entries)
+            .zip(&copy.entries)
             .map(|(k, e)| (*k, e.resolved))
             .collect();
-        let none = HashMap::new();
+        let none = KeyMap::default();
         let index = match (mode, current.index.as_ref()) {
             (Mode::Worker, Some(index)) => index,
             _ => &none,
         };
         let plan = membership::plan(index, &list, d.max_resolved);
-        let ignored = plan.ignored;
 
         let t = Table::from_header(main.table);
         let generation = main.generation;
-        let mut peers: Vec<Peer> = Vec::with_capacity(entries.len());
+        let row = main.row.unwrap_or(t.overflow_row());
+        let mut peers: Vec<Peer> = Vec::with_capacity(copy.entries.len());
+        // Each new peer's index in the current snapshot, if it stays.
+        let mut origin: Vec<Option<usize>> = Vec::with_capacity(copy.entries.len());
         let mut joined: Vec<(usize, bool)> = Vec::new();
+        // Current peers whose record went to another address meanwhile (a worker that
+        // lagged, or a respawned one starting from the master's older list): dropped here
+        // without a release, and joined again with the record their key has now.
+        let mut lost: Vec<Peer> = Vec::new();
         let mut full = 0;
+        let mut private = 0;
         ngx_shmtx_lock(ptr::addr_of_mut!((*main.pool).mutex));
-        for (i, e) in entries.iter().enumerate() {
+        for (i, e) in copy.entries.iter().enumerate() {
             let key = keys[i];
             match plan.actions[i] {
                 Action::Ignore => continue,
-                Action::Keep(j) => {
+                Action::Keep(j) if (*current.peers[j].shared).key() == key => {
                     let mut p = current.peers[j].clone();
                     p.weight = e.weight;
                     p.limits = e.limits;
                     p.down = e.down;
                     p.backup = e.backup;
                     peers.push(p);
+                    origin.push(Some(j));
                     continue;
                 }
+                Action::Keep(j) => lost.push(current.peers[j].clone()),
                 Action::Join => {}
             }
-            let Some(c) = claim(t.records, key, generation, now) else {
-                full += 1;
-                continue;
-            };
-            let record = &t.records[c.index()];
-            let fresh = matches!(c, Claim::Fresh(_));
-            let admitted = match mode {
-                Mode::Commit => {
-                    record.commit(generation, fresh, checked, default_up, checked && !e.down);
-                    false
-                }
-                Mode::Worker => record.join(generation, fresh, checked, default_up),
-            };
+            let claimed = claim(t.records, key, generation, now);
+            let (record, active, index, admitted): (&PeerShared, &AtomicU32, usize, bool) =
+                match claimed {
+                    Some(c) => {
+                        let record = &t.records[c.index()];
+                        let fresh = matches!(c, Claim::Fresh(_));
+                        let admitted = match mode {
+                            Mode::Commit => {
+                                record.commit(
+                                    generation,
+                                    fresh,
+                                    checked,
+                                    default_up,
+                                    checked && !e.down,
+                                );
+                                false
+                            }
+                            Mode::Worker => record.join(generation, fresh, checked, default_up),
+                        };
+                        (record, t.counter(row, c.index()), c.index(), admitted)
+                    }
+                    None if !e.resolved => {
+                        private += 1;
+                        let (record, active) =
+                            crate::shell::zone::private_record(default_up || !checked);
+                        (record, active, usize::MAX, false)
+                    }
+                    None => {
+                        full += 1;
+                        continue;
+                    }
+                };
             let owned = Rc::new(OwnedAddr {
                 sockaddr: e.sockaddr,
-                name: e.name.clone(),
-                server: e.server.clone(),
+                name: copy.name(e).into(),
+                server: copy.server(e).into(),
             });
-            let row = main.row.unwrap_or(t.overflow_row());
             let p = Peer {
-                sockaddr: ptr::addr_of!(owned.sockaddr) as *mut sockaddr,
+                sockaddr: ptr::addr_of!((*Rc::as_ptr(&owned)).sockaddr) as *mut sockaddr,
                 socklen: e.socklen,
                 name: ngx_str_t {
                     len: owned.name.len(),
@@ -398,40 +518,37 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                 down: e.down,
                 backup: e.backup,
                 shared: record,
-                record: c.index(),
+                record: index,
                 key,
-                active: t.counter(row, c.index()),
+                active,
                 slot: 0,
                 resolved: e.resolved,
-                owned: Some(owned.clone()),
+                owned: Some(owned),
             };
             joined.push((peers.len(), admitted));
             peers.push(p);
+            origin.push(None);
         }
-        // Records of peers that left: released (not in commit mode: there the old
-        // configuration's peers simply go stale with their generation).
-        let left: Vec<Peer> = plan
+        // Records of peers that left are released, if they still carry the peer's key (not in
+        // commit mode: there the old configuration's peers simply go stale with their
+        // generation). Only the worker whose release took effect says so (once per address).
+        let left: Vec<(Peer, bool)> = plan
             .left
             .iter()
-            .map(|&j| current.peers[j].clone())
-            .collect();
-        // Only the worker whose release took effect says so (once per address).
-        let announce: Vec<bool> = left
-            .iter()
-            .map(|p| (*p.shared).release_membership(now))
+            .map(|&j| {
+                let p = current.peers[j].clone();
+                let announce = (*p.shared).key() == p.key && (*p.shared).release_membership(now);
+                (p, announce)
+            })
             .collect();
         ngx_shmtx_unlock(ptr::addr_of_mut!((*main.pool).mutex));
-        if !backup_list.is_null() {
-            ngx_rwlock_unlock(ptr::addr_of_mut!((*backup_list).rwlock));
-        }
-        ngx_rwlock_unlock(ptr::addr_of_mut!((*rr).rwlock));
 
-        // Outside the locks: this worker's own state.
+        // This worker's own state.
         if mode == Mode::Commit {
             d.slots.clear();
             d.free_slots.clear();
         }
-        for p in &left {
+        for p in left.iter().map(|(p, _)| p).chain(&lost) {
             if let Some(probe) = d.probes.remove(&p.key) {
                 probe::retire(probe);
             }
@@ -440,10 +557,12 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
             }
             if let Some(s) = u.sessions.get(p.slot) {
                 let old = s.replace(ptr::null_mut());
+                #[cfg(ngx_feature = "http_ssl")]
                 if !old.is_null() {
-                    #[cfg(ngx_feature = "http_ssl")]
                     nginx_sys::SSL_SESSION_free(old as *mut nginx_sys::SSL_SESSION);
                 }
+                #[cfg(not(ngx_feature = "http_ssl"))]
+                let _ = old;
             }
             if d.slots.get(p.slot).copied().flatten() == Some(p.key) {
                 d.slots[p.slot] = None;
@@ -471,38 +590,61 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                 );
             }
         }
-        if mode == Mode::Worker {
-            for (p, _) in left.iter().zip(&announce).filter(|(_, a)| **a) {
-                ngx::ngx_log_error!(
-                    NGX_LOG_NOTICE,
-                    cycle_log,
-                    "lb: upstream \"{}\": peer {} ({}) left",
-                    upstream_name.escape_ascii(),
-                    bytes(&p.name).escape_ascii(),
-                    bytes(&p.server).escape_ascii()
-                );
-            }
+        for (p, _) in left.iter().filter(|(_, announce)| *announce) {
+            ngx::ngx_log_error!(
+                NGX_LOG_NOTICE,
+                cycle_log,
+                "lb: upstream \"{}\": peer {} ({}) left",
+                upstream_name.escape_ascii(),
+                bytes(&p.name).escape_ascii(),
+                bytes(&p.server).escape_ascii()
+            );
         }
-        if ignored + full > 0 && ignored + full != d.ignored {
+        if private > 0 {
+            ngx::ngx_log_error!(
+                NGX_LOG_WARN,
+                cycle_log,
+                "lb: upstream \"{}\": no room in zone \"ngx_http_lb\" for {} configured peer(s); \
+                 their state is private to each worker until a reload finds room",
+                upstream_name.escape_ascii(),
+                private
+            );
+        }
+        let ignored = plan.ignored + full;
+        if ignored > 0 && ignored != d.ignored {
             ngx::ngx_log_error!(
                 NGX_LOG_WARN,
                 cycle_log,
                 "lb: upstream \"{}\": {} resolved address(es) ignored ({} over max_resolved={}, \
                  {} for lack of room in zone \"ngx_http_lb\")",
                 upstream_name.escape_ascii(),
-                ignored + full,
                 ignored,
+                plan.ignored,
                 d.max_resolved,
                 full
             );
         }
-        d.ignored = ignored + full;
+        d.ignored = ignored;
         d.seen = seen;
+        // Addresses left out for lack of room are tried again from the timer (records of
+        // addresses that left become free in time; nginx's counter does not move for that).
+        d.retry = full > 0;
 
-        // Primaries first, then backups (nginx's lists are in that order already).
+        // Primaries first, then backups: nginx's lists come in that order (the primary list,
+        // then the backup list), so the sort only checks it.
         let primaries = peers.iter().filter(|p| !p.backup).count();
-        peers.sort_by_key(|p| p.backup);
-        let mut m = Members::new(u.method, peers, primaries, true);
+        if !peers.is_sorted_by_key(|p| p.backup) {
+            let mut both: Vec<(Peer, Option<usize>)> = peers.into_iter().zip(origin).collect();
+            both.sort_by_key(|(p, _)| p.backup);
+            (peers, origin) = both.into_iter().unzip();
+        }
+        // Selection state follows the change (O(period) for round-robin schedules instead of
+        // a rebuild), unless most of it is new anyway.
+        let mut m = if mode == Mode::Commit || joined.len() * 2 > peers.len() {
+            Members::new(u.method, peers, primaries, true)
+        } else {
+            Members::follow(u.method, peers, primaries, current, &origin)
+        };
         m.reseed(d.seed ^ seen as u64);
         let new_peers: Vec<(Key, bool)> = if checked && mode == Mode::Worker {
             joined_keys(&m, &d.probes)
@@ -510,7 +652,7 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
             Vec::new()
         };
         u.replace_members(m);
-        // Probes for peers that joined (at a commit, workers start them at their start).
+        // Probes for peers that have none (joined, or all of them at a worker's start).
         if !new_peers.is_empty() {
             let setup: *const crate::shell::check::CheckSetup =
                 u.check.as_deref().expect("checked");
@@ -535,7 +677,7 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
 }
 
 /// The peers of `m` that have no probe yet, with whether they are `down`.
-fn joined_keys(m: &Members, probes: &HashMap<Key, *mut Probe>) -> Vec<(Key, bool)> {
+fn joined_keys(m: &Members, probes: &KeyMap<*mut Probe>) -> Vec<(Key, bool)> {
     m.peers
         .iter()
         .filter(|p| !probes.contains_key(&p.key))

@@ -1,13 +1,11 @@
 //! `server NAME resolve` needs nginx 1.27.3 or later; with an older nginx (which refuses
 //! `resolve` itself) no upstream ever has resolved peers, and this is all there is.
 
-use std::collections::HashMap;
-
 use nginx_sys::{ngx_cycle_t, ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t};
 
 use crate::shell::conf::MainConf;
 use crate::shell::probe::Probe;
-use crate::shell::table::{Key, Upstream};
+use crate::shell::table::{Key, KeyMap, Upstream};
 
 pub const DEFAULT_MAX_RESOLVED: usize = 0;
 
@@ -15,7 +13,7 @@ pub struct Dynamic {
     pub servers: usize,
     pub max_resolved: usize,
     pub seed: u64,
-    pub probes: HashMap<Key, *mut Probe>,
+    pub probes: KeyMap<*mut Probe>,
 }
 
 impl Dynamic {

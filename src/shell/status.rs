@@ -54,7 +54,8 @@ pub fn snapshot_upstream(u: &Upstream, now_ms: u64, wall: u64) -> UpstreamSnapsh
         .peers
         .iter()
         .map(|p| {
-            // SAFETY: records are set before workers start and live as long as the zone.
+            // SAFETY: every peer of a snapshot has its record (configured peers before workers
+            // start, resolved ones when they join); the zone stays mapped for the process.
             let s = unsafe { &*p.shared };
             let health = s.health();
             let n = s.counters();
@@ -81,7 +82,8 @@ pub fn snapshot_upstream(u: &Upstream, now_ms: u64, wall: u64) -> UpstreamSnapsh
                 }
             });
             PeerSnapshot {
-                // SAFETY: nginx strings of the configuration.
+                // SAFETY: nginx strings of the configuration, or a resolved peer's copies that
+                // the snapshot keeps alive (`OwnedAddr`).
                 name: String::from_utf8_lossy(unsafe { bytes(&p.server) }).into_owned(),
                 address: String::from_utf8_lossy(unsafe { bytes(&p.name) }).into_owned(),
                 weight: p.weight,

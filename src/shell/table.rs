@@ -21,7 +21,6 @@ use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::AtomicU32;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use nginx_sys::{
@@ -33,7 +32,7 @@ use crate::balance::{Limits, Method, MethodConf, Selector};
 use crate::shm::PeerShared;
 
 /// A record key (`shm::table::peer_key`).
-pub use crate::balance::membership::Key;
+pub use crate::balance::membership::{Key, KeyMap};
 
 /// The address, name and `server` text of a resolved peer, copied out of nginx's shared list
 /// (whose entries nginx frees when the name's answer changes): the peer's strings point here.
@@ -58,7 +57,8 @@ pub struct Peer {
     /// This peer's record in the shared zone; set by `shell::zone::commit` before workers
     /// start, or by `shell::resolve` when a resolved address joins.
     pub shared: *const PeerShared,
-    /// The record's index in the zone's table.
+    /// The record's index in the zone's table (`usize::MAX`: a record private to this worker,
+    /// for a configured peer that found no room, see `shell::zone::private_record`).
     pub record: usize,
     /// The record's key (upstream name and address).
     pub key: Key,
@@ -92,7 +92,7 @@ pub struct Members {
     pub single: bool,
     /// Peers by key (resolved upstreams only: to tell whether a peer of an older snapshot is
     /// still a member).
-    pub index: Option<HashMap<Key, usize>>,
+    pub index: Option<KeyMap<usize>>,
     /// Holders of this snapshot: the upstream (while it is current) and requests.
     refs: Cell<usize>,
 }
@@ -120,6 +120,60 @@ impl Members {
         }
     }
 
+    /// The snapshot of a changed peer set, from `prev`: `origin[i]` is new peer `i`'s index in
+    /// `prev`, if it was there. Selection state is carried over where it can be (see
+    /// `Selector::follow`).
+    pub fn follow(
+        method: Method,
+        peers: Vec<Peer>,
+        primaries: usize,
+        prev: &Members,
+        origin: &[Option<usize>],
+    ) -> Members {
+        let weight = |p: &Peer| if p.down { 0 } else { p.weight };
+        let weights: Vec<u32> = peers.iter().map(weight).collect();
+        let old: Vec<u32> = prev.peers.iter().map(weight).collect();
+        // Origins within each list (a peer that moved between primaries and backups is new
+        // to its list).
+        let local =
+            |range: core::ops::Range<usize>, base: usize, old_range: core::ops::Range<usize>| {
+                origin[range]
+                    .iter()
+                    .map(|o| o.filter(|j| old_range.contains(j)).map(|j| j - base))
+                    .collect::<Vec<_>>()
+            };
+        let n = peers.len();
+        let primary = prev.primary.follow(
+            method,
+            &local(0..primaries, 0, 0..prev.primaries),
+            &old[..prev.primaries],
+            &weights[..primaries],
+            1,
+        );
+        let backup = prev.backup.follow(
+            method,
+            &local(
+                primaries..n,
+                prev.primaries,
+                prev.primaries..prev.peers.len(),
+            ),
+            &old[prev.primaries..],
+            &weights[primaries..],
+            2,
+        );
+        let mut m = Members::new(method, Vec::new(), 0, true);
+        let tries = peers.iter().filter(|p| !p.down).count();
+        let live_primaries = peers[..primaries].iter().filter(|p| !p.down).count();
+        m.single = live_primaries == 1 && tries == 1;
+        m.tries = tries;
+        m.index = Some(peers.iter().enumerate().map(|(i, p)| (p.key, i)).collect());
+        m.primary = primary;
+        m.backup = backup;
+        m.primaries = primaries;
+        m.peers = peers;
+        m
+    }
+
     /// Gives this worker's copy its own random sequences (p2c).
     pub fn reseed(&mut self, seed: u64) {
         for (k, s) in [&mut self.primary, &mut self.backup]
@@ -132,9 +186,15 @@ impl Members {
         }
     }
 
-    /// Whether a peer with `key` is a member.
-    pub fn has(&self, key: &Key) -> bool {
-        self.index.as_ref().is_none_or(|i| i.contains_key(key))
+    /// Whether `p` (of an older snapshot) is still a member, with the same record (an address
+    /// that left and came back may have another record by now).
+    pub fn still_has(&self, p: &Peer) -> bool {
+        match &self.index {
+            None => true,
+            Some(i) => i
+                .get(&p.key)
+                .is_some_and(|&j| core::ptr::eq(self.peers[j].shared, p.shared)),
+        }
     }
 
     /// A new snapshot held once (by its creator).
@@ -158,6 +218,7 @@ impl Members {
     pub unsafe fn release(m: *mut Members) {
         // SAFETY: as required by the caller; the last holder owns the box.
         unsafe {
+            debug_assert!((*m).refs.get() > 0);
             let left = (*m).refs.get() - 1;
             (*m).refs.set(left);
             if left == 0 {
@@ -244,8 +305,9 @@ impl Upstream {
 
     /// The current peers, to change (before workers start, or in this worker).
     pub fn current_mut(&mut self) -> &mut Members {
-        // SAFETY: as in `current`; the worker is single-threaded and no other reference to
-        // the snapshot is live while the upstream is borrowed mutably.
+        debug_assert_eq!(self.current().refs.get(), 1);
+        // SAFETY: as in `current`; only called while no request holds the snapshot (before
+        // workers start, or at a worker's start), so the upstream's is the only reference.
         unsafe { &mut *self.members }
     }
 
@@ -277,8 +339,8 @@ impl Upstream {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        // SAFETY: the upstream held its snapshot once; requests of this cycle are over when
-        // the configuration's pool is destroyed.
+        // SAFETY: the upstream holds one reference to its snapshot; requests that hold it
+        // too release their own references, so the last holder frees it.
         unsafe { Members::release(self.members) };
     }
 }

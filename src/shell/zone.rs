@@ -14,6 +14,7 @@
 
 use core::ffi::c_void;
 use core::ptr;
+use core::sync::atomic::AtomicU32;
 
 use nginx_sys::{
     ngx_conf_t, ngx_core_conf_t, ngx_core_module, ngx_int_t, ngx_ncpu, ngx_shared_memory_add,
@@ -28,6 +29,7 @@ use crate::shm::table::{
     self, capacity_for, claim, fits, header_matches, init_header, slots_for, table_bytes, Claim,
     Header, Table,
 };
+use crate::shm::PeerShared;
 
 /// The zone's name, as `nginx -T` and error messages show it.
 const ZONE_NAME: &str = "ngx_http_lb";
@@ -157,6 +159,15 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> n
     crate::shell::nginx::OK
 }
 
+/// A record for a configured peer that found no room in the zone (taken by resolved
+/// addresses between `init_zone`'s check and the commit): private to each worker (leaked: it
+/// lives as long as the process), so the peer works; only its state is not shared.
+pub fn private_record(default_up: bool) -> (&'static PeerShared, &'static AtomicU32) {
+    let record: &'static PeerShared = Box::leak(Box::default());
+    record.reset_state(default_up);
+    (record, Box::leak(Box::new(AtomicU32::new(0))))
+}
+
 fn next_generation(g: u32) -> u32 {
     g.wrapping_add(1).max(1)
 }
@@ -183,27 +194,33 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
         let table = Table::from_header(header);
         let records = table.records;
         let now = crate::shell::nginx::now_ms();
+        // Configured peers first: `init_zone` counted room for them; resolved addresses
+        // (claimed at run time by the previous configuration's workers too) come after.
         for &u in &main.upstreams {
             let u = &mut *u;
             if u.dynamic.is_some() {
-                // Peers from nginx's lists in the upstream zone, resolved addresses included.
-                if !crate::shell::resolve::commit(u, main) {
-                    return crate::shell::nginx::ERROR;
-                }
-                u.records_ready = true;
                 continue;
             }
             let default_up = u.check.as_ref().is_none_or(|c| c.conf.default_up);
             let checked = u.check.is_some();
             let keys = keys_of(u);
+            let mut private = 0;
             for (p, key) in u.current_mut().peers.iter_mut().zip(keys) {
-                // `init_zone` made sure every key fits. Workers of the previous
-                // configuration may be claiming records for resolved addresses meanwhile.
+                // Workers of the previous configuration may be claiming records for resolved
+                // addresses meanwhile.
                 ngx_shmtx_lock(ptr::addr_of_mut!((*main.pool).mutex));
                 let c = claim(records, key, generation, now);
                 ngx_shmtx_unlock(ptr::addr_of_mut!((*main.pool).mutex));
+                p.key = key;
                 let Some(c) = c else {
-                    return crate::shell::nginx::ERROR;
+                    // Taken since `init_zone` checked: the peer works with a record of its
+                    // own in each worker (never a configuration that fails every request).
+                    let (record, active) = private_record(default_up || !checked);
+                    p.shared = record;
+                    p.record = usize::MAX;
+                    p.active = active;
+                    private += 1;
+                    continue;
                 };
                 let record = &records[c.index()];
                 record.commit(
@@ -215,10 +232,27 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
                 );
                 p.shared = record;
                 p.record = c.index();
-                p.key = key;
                 p.active = table.counter(table.overflow_row(), c.index());
             }
+            if private > 0 {
+                ngx::ngx_log_error!(
+                    nginx_sys::NGX_LOG_WARN,
+                    (*nginx_sys::ngx_cycle).log,
+                    "lb: upstream \"{}\": no room in zone \"{}\" for {} peer(s); their state is \
+                     private to each worker until a reload finds room",
+                    bytes(&u.name).escape_ascii(),
+                    ZONE_NAME,
+                    private
+                );
+            }
             u.records_ready = true;
+        }
+        for &u in &main.upstreams {
+            let u = &mut *u;
+            // Peers from nginx's lists in the upstream zone, resolved addresses included.
+            if u.dynamic.is_some() && crate::shell::resolve::commit(u, main) {
+                u.records_ready = true;
+            }
         }
     }
     crate::shell::nginx::OK
@@ -243,7 +277,8 @@ pub unsafe fn worker_start(main: &mut MainConf, pid: u32) -> Option<usize> {
         });
         for &u in &main.upstreams {
             for p in &mut (*u).current_mut().peers {
-                if !p.shared.is_null() {
+                // (A peer with a private record keeps its private counter.)
+                if !p.shared.is_null() && p.record != usize::MAX {
                     p.active = table.counter(row, p.record);
                 }
             }

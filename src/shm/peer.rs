@@ -160,6 +160,15 @@ impl PeerShared {
         }
         self.probed_generation
             .store(if probed { generation } else { 0 }, Relaxed);
+        // Configured (or carried over) in this generation: a member, whatever a worker of the
+        // previous one said.
+        self.released_ms.store(0, Relaxed);
+    }
+
+    /// The key of the peer this record belongs to now (records of resolved addresses that
+    /// left are given to other addresses in time).
+    pub fn key(&self) -> (u64, u64) {
+        (self.key_a.load(Relaxed), self.key_b.load(Relaxed))
     }
 
     /// A worker adds a resolved address to its peers at run time (`shm::table::claim` gave it

@@ -7,7 +7,7 @@
 //! workers exist; workers only ever touch the records they were handed.
 
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use super::peer::PeerShared;
 
@@ -139,14 +139,17 @@ pub fn peer_keys<'n>(
     upstream: &[u8],
     names: impl IntoIterator<Item = &'n [u8]>,
 ) -> Vec<(u64, u64)> {
-    let mut seen: HashMap<&[u8], u32> = HashMap::new();
+    // Occurrences are counted by the first occurrence's key (a hash already: no second pass
+    // over the name's bytes).
+    let mut seen: crate::balance::membership::KeyMap<u32> = Default::default();
     names
         .into_iter()
         .map(|name| {
-            let n = seen.entry(name).or_insert(0);
+            let key = peer_key(upstream, name);
+            let n = seen.entry(key).or_insert(0);
             *n += 1;
             if *n == 1 {
-                peer_key(upstream, name)
+                key
             } else {
                 let mut a = name.to_vec();
                 a.push(0);

@@ -176,15 +176,16 @@ pub unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             let Some(setup) = (*u).check.as_deref() else {
                 continue;
             };
+            if (*u).dynamic.is_some() {
+                // Started by `shell::resolve::worker_start`, which follows the peers.
+                continue;
+            }
             let peers: Vec<Peer> = (*u).current().peers.clone();
             for peer in &peers {
                 if peer.down {
                     continue;
                 }
-                let probe = start_probe(cycle, u, peer, setup);
-                if let Some(d) = (*u).dynamic.as_deref_mut() {
-                    d.probes.insert(peer.key, probe);
-                }
+                start_probe(cycle, u, peer, setup);
             }
         }
     }
@@ -224,7 +225,8 @@ pub unsafe fn start_probe(
 /// freed.
 ///
 /// # Safety
-/// `p` came from `start_probe` in this worker and is not used afterwards.
+/// `p` came from `start_probe` in this worker and is not used afterwards; not called from one
+/// of the probe's own handlers (`shell::resolve` calls it from requests and its own timer).
 pub unsafe fn retire(p: *mut Probe) {
     // SAFETY: every event that could reach the probe (its connection's and its timer) is
     // removed before the memory is freed; the probe owns the boxes it points to.
