@@ -22,6 +22,18 @@
 #               peers (type=http, interval=1s, two workers), no traffic; with probe keepalive
 #               (the default) and with keepalive=off
 #   checks1000tls  the same with type=https checks (not in the default set)
+#   resolve1000  1,000 addresses behind one name (`server backend.test:PORT resolve`, nginx's
+#           resolver asking t/dns.py with `valid=1s`, so nginx asks again every ~2 s and each
+#           answer brings ~2 addresses out, ~2 in), one address replaced every second
+#           (scripts/bench/resolve_churn.py; one backend on every 127.x address): stock (zone,
+#           keepalive 2000) vs lb_upstream max_resolved=1024 + lb_keepalive 2. Runs under
+#           callgrind instead of cachegrind (the same instruction counts, but per function):
+#           instructions per request without the DNS and change handling (slope between N1
+#           and N2 requests, each run RESOLVE_SECONDS=12 long from counters zeroed once the
+#           name has resolved; a change costs as much as ~1,500 requests, so it would swamp
+#           the slope), and that handling: nginx's resolver and its zone handler per answer
+#           (both), lb_upstream's `resolve::apply` per change applied and per address that
+#           joined or left; wrk with the addresses changing. About 1.5 minutes
 #   (default: all of them)
 # Environment: N1=2000 N2=4000 ROUNDS=3 DURATION=5 CONNS=16
 set -euo pipefail
@@ -39,22 +51,27 @@ work=$root/build/bench
 BACKEND_BASE=${BACKEND_BASE:-20000}
 FRONT_PORT=${FRONT_PORT:-19080}
 SLOW_PORT=${SLOW_PORT:-19999}
+DNS_PORT=${DNS_PORT:-19053}
 
 cleanup() {
     for pidfile in "$work"/*/logs/nginx.pid; do
         [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
     done
     [ -n "${slow_pid:-}" ] && kill "$slow_pid" 2>/dev/null || true
+    [ -n "${dns_pid:-}" ] && kill "$dns_pid" 2>/dev/null || true
+    [ -n "${churn_pid:-}" ] && kill "$churn_pid" 2>/dev/null || true
     true
 }
 trap cleanup EXIT
 rm -rf "$work"; mkdir -p "$work"
 ulimit -n 65536 2>/dev/null || true
 
-# start_backend NPEERS [ssl]: one local nginx listening on NPEERS ports, answering "ok" (over
-# TLS with "ssl", with the test certificates of t/gen-certs.sh).
+# start_backend NPEERS [ssl] [any]: one local nginx listening on NPEERS ports, answering "ok"
+# (over TLS with "ssl", with the test certificates of t/gen-certs.sh); on 127.0.0.1, or with
+# "any" on every address (all of 127.0.0.0/8).
 start_backend() {
-    local n=$1 ssl=${2:-} d=$work/backend listens="" i tls=""
+    local n=$1 ssl=${2:-} d=$work/backend listens="" i tls="" host=127.0.0.1:
+    [ "${3:-}" = any ] && host=""
     [ -f "$d/logs/nginx.pid" ] && kill "$(cat "$d/logs/nginx.pid")" 2>/dev/null && sleep 0.3
     rm -rf "$d"; mkdir -p "$d/conf" "$d/logs"
     if [ -n "$ssl" ]; then
@@ -63,7 +80,7 @@ start_backend() {
         tls="        ssl_certificate $certs/localhost.crt; ssl_certificate_key $certs/localhost.key;"
         ssl=" ssl"
     fi
-    for ((i = 0; i < n; i++)); do listens+="        listen 127.0.0.1:$((BACKEND_BASE + i))$ssl;"$'\n'; done
+    for ((i = 0; i < n; i++)); do listens+="        listen $host$((BACKEND_BASE + i))$ssl;"$'\n'; done
     cat >"$d/conf/nginx.conf" <<CONF
 worker_processes 1;
 pid logs/nginx.pid;
@@ -116,13 +133,16 @@ $servers        $cache
 CONF
 }
 
+# wait_port PORT: until something answers; with WAIT_FOR_200 set, until it answers 200 (e.g.
+# once a resolved name has addresses: before, the frontend answers 502).
 wait_port() {
-    local i
+    local i code
     for ((i = 0; i < 400; i++)); do
-        curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
+        code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/") &&
+            { [ -z "${WAIT_FOR_200:-}" ] || [ "$code" = 200 ]; } && return 0
         sleep 0.05
     done
-    die "nothing answers on port $1"
+    die "nothing answers${WAIT_FOR_200:+ 200} on port $1"
 }
 
 # instructions NAME N: user-space instructions of the frontend serving N requests on one
@@ -294,7 +314,126 @@ checks1000_run() {
     [ "$downs" = 0 ] || say "warning: $downs peers went down during $name"
 }
 
-scenarios=("$@"); [ ${#scenarios[@]} -gt 0 ] || scenarios=(rr2 tls2 rr100 rr1000 lc2 lc1000 slow checks1000)
+# resolve1000: 1,000 addresses behind one name, one of them replaced every second.
+# The DNS and change handling of one run, by function (LABEL=REGEX for callgrind_calls.py):
+# nginx's resolver reading answers (the zone handler runs inside) and sending queries, and our
+# `resolve::apply` (from our poll timer or a request; Members::new runs inside).
+RESOLVE_FUNCS=('read=^ngx_resolver_(udp|tcp)_read$' 'write=^ngx_resolver_tcp_write$'
+    'timer=^ngx_http_upstream_zone_resolve_timer$' 'resend=^ngx_resolver_resend_handler$'
+    'apply=shell::resolve::apply$' 'zone=^ngx_http_upstream_zone_resolve_handler$'
+    'members=shell::table::Members::new$' 'wrr=smooth_wrr::SmoothWrr::new$')
+resolve1000() {
+    local d=$work/resolve1000 v WAIT_FOR_200=1 secs=${RESOLVE_SECONDS:-12} lifetime
+    mkdir -p "$d"
+    # The backend answers on every 127.x address at one port.
+    start_backend 1 "" any
+    # The churn runs for the whole scenario: 4 callgrind runs, the wrk rounds, start-ups.
+    lifetime=$((4 * (secs + 30) + 2 * ROUNDS * (DURATION + 10) + 60))
+    python3 "$root/scripts/bench/resolve_churn.py" "$d/answers.json" backend.test 1000 1100 1 --once
+    python3 "$root/t/dns.py" --no-stdin --lifetime "$lifetime" "$DNS_PORT" "$d/answers.json" \
+        >"$d/dns.out" 2>&1 &
+    dns_pid=$!
+    python3 "$root/scripts/bench/resolve_churn.py" "$d/answers.json" backend.test 1000 1100 1 \
+        "$lifetime" &
+    churn_pid=$!
+    local servers="zone backend 1m;
+        server backend.test:$BACKEND_BASE resolve;"
+    front_conf resolve1000-stock 0 "$servers" "keepalive 2000;"
+    front_conf resolve1000-lb 0 "lb_upstream max_resolved=1024;
+        $servers" "lb_keepalive 2;"
+    for v in stock lb; do
+        sed -i "s|^    keepalive_requests 1000000;|&\\n    resolver 127.0.0.1:$DNS_PORT valid=1s;|;
+                s|^error_log logs/error.log error;|error_log logs/error.log notice;|" \
+            "$work/resolve1000-$v/conf/nginx.conf"
+    done
+    local n r
+    for v in stock lb; do
+        for n in "$N1" "$N2"; do
+            resolve_run "resolve1000-$v" "$n" "$secs" >"$work/resolve1000-$v/run.$n"
+        done
+        : >"$work/resolve1000-$v/rounds"
+    done
+    for ((r = 0; r < ROUNDS; r++)); do
+        for v in stock lb; do wrk_round "resolve1000-$v" >>"$work/resolve1000-$v/rounds"; done
+    done
+    kill "$churn_pid" "$dns_pid" 2>/dev/null || true
+    resolve_report "$secs"
+}
+
+# resolve_run NAME N SECONDS: one callgrind run of the frontend (master_process off). Once it
+# answers 200 (the name has resolved), the counters are zeroed and N requests are sent on one
+# keep-alive connection; the run ends SECONDS after the zeroing, so that runs with different N
+# see about as many DNS answers. Prints callgrind_calls.py's lines for RESOLVE_FUNCS ("LABEL
+# CALLS INSTRUCTIONS"), then "changes K 0" (addresses that joined or left: our notice lines)
+# and "failed F 0" (requests not answered 200).
+resolve_run() {
+    local d=$work/$1 n=$2 secs=$3 out t0 c0 c1 ok
+    out=$d/callgrind.$n
+    : >"$d/logs/error.log"
+    valgrind --tool=callgrind --callgrind-out-file="$out" \
+        "$NGINX" -p "$d" -c conf/nginx.conf -g 'daemon off; master_process off;' 2>"$d/valgrind.$n.log" &
+    local vpid=$!
+    wait_port "$FRONT_PORT"
+    callgrind_control -z "$vpid" >/dev/null 2>&1
+    t0=$(date +%s%N)
+    c0=$(grep -cE '\) (joined|left)$' "$d/logs/error.log" || true)
+    ok=$(curl -s -o /dev/null -w '%{http_code}\n' "http://127.0.0.1:$FRONT_PORT/r?[1-$n]" | grep -c '^200$' || true)
+    sleep "$(awk -v t0="$t0" -v now="$(date +%s%N)" -v s="$secs" 'BEGIN {r = s - (now - t0) / 1e9; print (r > 0) ? r : 0}')"
+    c1=$(grep -cE '\) (joined|left)$' "$d/logs/error.log" || true)
+    kill -QUIT "$vpid"; wait "$vpid" || true
+    { grep -E 'ignored|memory exhausted|could not be resolved' "$d/logs/error.log" || true; } |
+        head -3 | while read -r l; do say "warning: $1: $l"; done
+    python3 "$root/scripts/bench/callgrind_calls.py" "$out" "${RESOLVE_FUNCS[@]}"
+    echo "changes $((c1 - c0)) 0"
+    echo "failed $((n - ok)) 0"
+}
+
+# resolve_report SECONDS: the rows of resolve1000 from the runs' figures.
+resolve_report() {
+    local secs=$1 v n k calls ir
+    local -A C I
+    for v in stock lb; do
+        for n in "$N1" "$N2"; do
+            while read -r k calls ir; do
+                [ "$k" = total ] && ir=$calls calls=1
+                C[$v.$n.$k]=$calls I[$v.$n.$k]=$ir
+                # Both runs of a configuration together, for the per-event costs.
+                C[$v.$k]=$((${C[$v.$k]:-0} + calls)) I[$v.$k]=$((${I[$v.$k]:-0} + ir))
+            done <"$work/resolve1000-$v/run.$n"
+            [ "${C[$v.$n.failed]}" = 0 ] ||
+                say "warning: resolve1000-$v: ${C[$v.$n.failed]} of $n requests not answered 200"
+            # Instructions outside the DNS and change handling.
+            I[$v.$n.rest]=$((I[$v.$n.total] - I[$v.$n.read] - I[$v.$n.write] - I[$v.$n.timer] - I[$v.$n.resend] - I[$v.$n.apply]))
+        done
+        IPR[resolve1000-$v]=$(((I[$v.$N2.rest] - I[$v.$N1.rest]) / (N2 - N1)))
+    done
+    local label
+    for v in stock lb; do
+        if [ $v = stock ]; then label="stock: zone, resolve; keepalive 2000;"; else label="ours: lb_upstream max_resolved=1024; lb_keepalive 2;"; fi
+        row resolve1000 "$label" "${IPR[resolve1000-$v]}" \
+            "$(cut -d' ' -f1 "$work/resolve1000-$v/rounds" | median)" \
+            "$(cut -d' ' -f2 "$work/resolve1000-$v/rounds" | median)" \
+            "$(cut -d' ' -f3 "$work/resolve1000-$v/rounds" | median)"
+    done
+    row resolve1000 "ratio ours/stock (instructions)" \
+        "$(awk -v a="${IPR[resolve1000-lb]}" -v b="${IPR[resolve1000-stock]}" 'BEGIN {printf "%.3f", a/b}')" "" "" ""
+    div() { awk -v a="$1" -v b="$2" 'BEGIN {if (b) printf "%.0f", a / b; else print "-"}'; }
+    row resolve1000 "stock: nginx reads an answer (instr)" "$(div "${I[stock.read]}" "${C[stock.zone]}")" "" "" ""
+    row resolve1000 "stock: of which zone handler (instr)" "$(div "${I[stock.zone]}" "${C[stock.zone]}")" "" "" ""
+    row resolve1000 "ours: nginx reads an answer (instr)" "$(div "${I[lb.read]}" "${C[lb.zone]}")" "" "" ""
+    row resolve1000 "ours: of which zone handler (instr)" "$(div "${I[lb.zone]}" "${C[lb.zone]}")" "" "" ""
+    row resolve1000 "ours: resolve::apply, per change (instr)" "$(div "${I[lb.apply]}" "${C[lb.apply]}")" "" "" ""
+    row resolve1000 "ours: of which Members::new (instr)" "$(div "${I[lb.members]}" "${C[lb.apply]}")" "" "" ""
+    row resolve1000 "ours: of which SmoothWrr::new (instr)" "$(div "${I[lb.wrr]}" "${C[lb.apply]}")" "" "" ""
+    row resolve1000 "ours: apply per address joined/left" "$(div "${I[lb.apply]}" "${C[lb.changes]}")" "" "" ""
+    say "resolve1000: in 2 runs of ${secs}s each, ours read ${C[lb.zone]} answers, applied ${C[lb.apply]} changes," \
+        "${C[lb.changes]} addresses joined or left; one change costs ours as much as" \
+        "$(div "$(div "${I[lb.apply]}" "${C[lb.apply]}")" "${IPR[resolve1000-lb]}") requests;" \
+        "stock's zone handler, one answer as much as" \
+        "$(div "$(div "${I[stock.zone]}" "${C[stock.zone]}")" "${IPR[resolve1000-stock]}") of its requests"
+}
+
+scenarios=("$@"); [ ${#scenarios[@]} -gt 0 ] || scenarios=(rr2 tls2 rr100 rr1000 lc2 lc1000 slow checks1000 resolve1000)
 say "instructions/request = slope between $N1 and $N2 requests (cachegrind, one worker); wrk: median of $ROUNDS rounds of ${DURATION}s, $CONNS connections"
 row scenario configuration "instr/req" "req/s" "p50 ms" "p99 ms"
 row "-------" "--------------------------------------" "---------" "--------" "-------" "-------"
@@ -309,6 +448,7 @@ for s in "${scenarios[@]}"; do
         slow) slow ;;
         checks1000) checks1000 http ;;
         checks1000tls) checks1000 https ;;
+        resolve1000) resolve1000 ;;
         *) die "unknown scenario $s" ;;
     esac
 done
