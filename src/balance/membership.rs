@@ -4,7 +4,7 @@
 //! and carries the plan out.
 
 use core::hash::{BuildHasherDefault, Hasher};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// A peer's identity (a record key: upstream name and address, hashed).
 pub type Key = (u64, u64);
@@ -61,13 +61,14 @@ pub struct Plan {
 /// to `max_resolved`, current peers first, so that an answer over the limit does not shuffle
 /// the peers. Costs O(current + list) hashing and no more.
 pub fn plan(current: &KeyMap<usize>, list: &[(Key, bool)], max_resolved: usize) -> Plan {
+    // Each address's place among the current peers (one lookup each).
+    let known: Vec<Option<usize>> = list.iter().map(|(k, _)| current.get(k).copied()).collect();
     let mut actions = vec![Action::Ignore; list.len()];
     let mut room = max_resolved;
     // Current peers first, then newcomers, each in list order.
     for pass in [true, false] {
-        for (i, &(key, resolved)) in list.iter().enumerate() {
-            let known = current.get(&key).copied();
-            if known.is_some() != pass {
+        for (i, &(_, resolved)) in list.iter().enumerate() {
+            if known[i].is_some() != pass {
                 continue;
             }
             if resolved {
@@ -76,20 +77,21 @@ pub fn plan(current: &KeyMap<usize>, list: &[(Key, bool)], max_resolved: usize) 
                 }
                 room -= 1;
             }
-            actions[i] = known.map_or(Action::Join, Action::Keep);
+            actions[i] = known[i].map_or(Action::Join, Action::Keep);
         }
     }
-    let kept: HashSet<usize> = actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Keep(j) => Some(*j),
-            _ => None,
-        })
-        .collect();
+    let mut kept = vec![false; current.len()];
+    for a in &actions {
+        if let Action::Keep(j) = a {
+            if let Some(k) = kept.get_mut(*j) {
+                *k = true;
+            }
+        }
+    }
     let mut left: Vec<usize> = current
         .values()
         .copied()
-        .filter(|j| !kept.contains(j))
+        .filter(|&j| !kept.get(j).copied().unwrap_or(false))
         .collect();
     left.sort_unstable();
     let ignored = actions.iter().filter(|a| **a == Action::Ignore).count();
@@ -98,6 +100,66 @@ pub fn plan(current: &KeyMap<usize>, list: &[(Key, bool)], max_resolved: usize) 
         left,
         ignored,
     }
+}
+
+/// The keys of a new list from the last list's, hashing only what is new. nginx deletes peers
+/// in place and appends new ones at the end of each list (primaries, backups), so the old
+/// entries are found in order: a change costs a comparison per entry and a hash per new entry.
+/// `group(x)` names an entry's list; `base(x)` is the key of an entry with no duplicate;
+/// `count` holds how many entries of the old list have each key, and is updated. `None` when
+/// a new entry's key is already taken (duplicates are numbered by occurrence: the caller then
+/// computes all keys in full).
+pub fn follow_keys<T: PartialEq>(
+    old: &[T],
+    old_keys: &[Key],
+    count: &mut KeyMap<u32>,
+    new: &[T],
+    group: impl Fn(&T) -> bool,
+    base: impl Fn(&T) -> Key,
+) -> Option<Vec<Key>> {
+    let mut keys = vec![(0, 0); new.len()];
+    let mut matched = vec![false; old.len()];
+    let mut fresh = Vec::new();
+    let mut next = 0;
+    // After an entry not found, the rest of its list is new (appended) too.
+    let mut appended_in: Option<bool> = None;
+    for (i, e) in new.iter().enumerate() {
+        if appended_in == Some(group(e)) {
+            fresh.push(i);
+            continue;
+        }
+        match (next..old.len()).find(|&q| old[q] == *e) {
+            Some(q) => {
+                keys[i] = old_keys[q];
+                matched[q] = true;
+                next = q + 1;
+            }
+            None => {
+                fresh.push(i);
+                appended_in = Some(group(e));
+            }
+        }
+    }
+    let mut after = count.clone();
+    for (q, _) in matched.iter().enumerate().filter(|(_, m)| !**m) {
+        if let Some(n) = after.get_mut(&old_keys[q]) {
+            *n -= 1;
+            if *n == 0 {
+                after.remove(&old_keys[q]);
+            }
+        }
+    }
+    for i in fresh {
+        let k = base(&new[i]);
+        let n = after.entry(k).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            return None;
+        }
+        keys[i] = k;
+    }
+    *count = after;
+    Some(keys)
 }
 
 #[cfg(test)]
@@ -223,6 +285,78 @@ mod tests {
                     }
                 }
                 cur = next;
+            }
+        }
+    }
+
+    /// Random edits in nginx's manner (deletions anywhere, additions at the end of each of two
+    /// lists) and arbitrary shuffles: the followed keys always equal the keys computed in full.
+    #[test]
+    fn followed_keys_equal_full_keys() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let base = |e: &(u64, bool)| k(e.0 * 2 + u64::from(e.1));
+        for _ in 0..300 {
+            let mut list: Vec<(u64, bool)> = Vec::new();
+            let mut keys: Vec<Key> = Vec::new();
+            let mut count = KeyMap::default();
+            let mut next_id = 0;
+            for step in 0..30 {
+                let mut new: Vec<(u64, bool)> =
+                    list.iter().copied().filter(|_| rnd(6) != 0).collect();
+                for backup in [false, true] {
+                    for _ in 0..rnd(3) {
+                        // Mostly new ids; now and then one that exists (a duplicate).
+                        let id = if rnd(10) == 0 && next_id > 0 {
+                            rnd(next_id)
+                        } else {
+                            next_id += 1;
+                            next_id
+                        };
+                        let at = new
+                            .iter()
+                            .rposition(|e| e.1 == backup)
+                            .map_or(if backup { new.len() } else { 0 }, |p| p + 1);
+                        new.insert(at, (id, backup));
+                    }
+                }
+                if step % 7 == 6 {
+                    // Not nginx's manner: a shuffle. Still right, only slower.
+                    new.reverse();
+                }
+                let full: Vec<Key> = new.iter().map(base).collect();
+                let mut uniq = full.clone();
+                uniq.sort_unstable();
+                uniq.dedup();
+                let dups = uniq.len() != full.len();
+                match follow_keys(&list, &keys, &mut count, &new, |e| e.1, base) {
+                    Some(got) => {
+                        assert!(!dups);
+                        assert_eq!(got, full);
+                    }
+                    None => assert!(dups),
+                }
+                // The caller's full computation resets the counts.
+                count = KeyMap::default();
+                for key in &full {
+                    *count.entry(*key).or_insert(0) += 1;
+                }
+                if dups {
+                    // Keep the test within lists without duplicates.
+                    new.sort_unstable();
+                    new.dedup();
+                    count = KeyMap::default();
+                    for e in &new {
+                        *count.entry(base(e)).or_insert(0) += 1;
+                    }
+                }
+                keys = new.iter().map(base).collect();
+                list = new;
             }
         }
     }

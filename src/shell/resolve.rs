@@ -76,6 +76,8 @@ pub struct Dynamic {
     /// Size of the last copy of nginx's lists (room is reserved before the next one).
     last_entries: usize,
     last_text: usize,
+    /// The last copy and its keys, so that the next one hashes only what is new.
+    keys: KeyCache,
     /// The zone: table, its mutex, generation and this worker's row of counters.
     main: *const MainConf,
     timer: *mut ngx_event_t,
@@ -101,6 +103,7 @@ impl Dynamic {
             retry: false,
             last_entries: 0,
             last_text: 0,
+            keys: KeyCache::default(),
             main: ptr::null(),
             timer: ptr::null_mut(),
         }
@@ -274,6 +277,92 @@ unsafe fn read_locked(rr: *mut ngx_http_upstream_rr_peers_t, copy: &mut Copy) ->
     }
 }
 
+/// What the keys of the last copy were, for `KeyCache::keys`.
+#[derive(Default)]
+pub struct KeyCache {
+    copy: Copy,
+    keys: Vec<Key>,
+    /// How many entries of the last copy have each base key (`Id::base_key`).
+    count: KeyMap<u32>,
+    /// Some base key occurs twice: keys are numbered by occurrence, computed in full.
+    duplicates: bool,
+}
+
+impl KeyCache {
+    /// The keys of `copy`'s entries (as `entry_keys`), hashing only entries that were not in
+    /// the last copy (`membership::follow_keys`): a change of one address costs a comparison
+    /// per entry and one hash. Keeps `copy` for the next time.
+    fn keys(&mut self, upstream: &[u8], copy: Copy) -> &[Key] {
+        if !self.duplicates && !self.copy.entries.is_empty() {
+            if let Some(keys) = self.follow(upstream, &copy) {
+                self.keys = keys;
+                self.copy = copy;
+                return &self.keys;
+            }
+        }
+        // In full: the first copy, or duplicate addresses (numbered by occurrence).
+        self.keys = entry_keys(upstream, &copy);
+        self.count.clear();
+        for e in &copy.entries {
+            *self
+                .count
+                .entry(Id::of(&copy, e).base_key(upstream))
+                .or_insert(0) += 1;
+        }
+        self.duplicates = self.count.values().any(|&n| n > 1);
+        self.copy = copy;
+        &self.keys
+    }
+
+    /// The keys from the last copy's (`membership::follow_keys`), or `None` when a new
+    /// entry repeats a key.
+    fn follow(&mut self, upstream: &[u8], copy: &Copy) -> Option<Vec<Key>> {
+        let old: Vec<Id> = self
+            .copy
+            .entries
+            .iter()
+            .map(|e| Id::of(&self.copy, e))
+            .collect();
+        let new: Vec<Id> = copy.entries.iter().map(|e| Id::of(copy, e)).collect();
+        membership::follow_keys(
+            &old,
+            &self.keys,
+            &mut self.count,
+            &new,
+            |x| x.backup,
+            |x| x.base_key(upstream),
+        )
+    }
+}
+
+/// An entry as `follow_keys` compares it: its list, origin and strings.
+#[derive(PartialEq)]
+struct Id<'a> {
+    backup: bool,
+    resolved: bool,
+    name: &'a [u8],
+    server: &'a [u8],
+}
+
+impl<'a> Id<'a> {
+    fn of(copy: &'a Copy, e: &Entry) -> Id<'a> {
+        Id {
+            backup: e.backup,
+            resolved: e.resolved,
+            name: copy.name(e),
+            server: copy.server(e),
+        }
+    }
+
+    fn base_key(&self, upstream: &[u8]) -> Key {
+        if self.resolved {
+            table::peer_key_of(upstream, &[self.name, b"\0resolve\0", self.server])
+        } else {
+            table::peer_key(upstream, self.name)
+        }
+    }
+}
+
 /// The record keys of the copy's peers. Configured peers are keyed by address, as in an
 /// upstream without `resolve` (so that adding a resolved server to an upstream keeps the
 /// state of its configured peers); resolved ones by address and the name they came from, so
@@ -287,13 +376,13 @@ fn entry_keys(upstream: &[u8], copy: &Copy) -> Vec<Key> {
             .filter(|e| !e.resolved)
             .map(|e| copy.name(e)),
     );
-    let tagged: Vec<Vec<u8>> = copy
-        .entries
-        .iter()
-        .filter(|e| e.resolved)
-        .map(|e| [copy.name(e), b"\0resolve\0", copy.server(e)].concat())
-        .collect();
-    let resolved = table::peer_keys(upstream, tagged.iter().map(|t| &t[..]));
+    let resolved = table::peer_keys_of_parts(
+        upstream,
+        copy.entries
+            .iter()
+            .filter(|e| e.resolved)
+            .map(|e| [copy.name(e), &b"\0resolve\0"[..], copy.server(e)]),
+    );
     let (mut c, mut r) = (configured.into_iter(), resolved.into_iter());
     copy.entries
         .iter()
@@ -419,7 +508,8 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
         let seen = read_locked(lists(d), &mut copy);
         d.last_entries = copy.entries.len();
         d.last_text = copy.text.len();
-        let keys = entry_keys(upstream_name, &copy);
+        let keys: Vec<Key> = d.keys.keys(upstream_name, copy).to_vec();
+        let copy = &d.keys.copy;
 
         // Which entries become peers, which peers stay and which leave.
         let list: Vec<(Key, bool)> = keys

@@ -139,22 +139,31 @@ pub fn peer_keys<'n>(
     upstream: &[u8],
     names: impl IntoIterator<Item = &'n [u8]>,
 ) -> Vec<(u64, u64)> {
+    peer_keys_of_parts(upstream, names.into_iter().map(|n| [n, &[][..], &[][..]]))
+}
+
+/// As `peer_keys`, for names given in three parts that are hashed as if joined (so that no
+/// joined copy is made).
+pub fn peer_keys_of_parts<'n>(
+    upstream: &[u8],
+    names: impl IntoIterator<Item = [&'n [u8]; 3]>,
+) -> Vec<(u64, u64)> {
     // Occurrences are counted by the first occurrence's key (a hash already: no second pass
     // over the name's bytes).
     let mut seen: crate::balance::membership::KeyMap<u32> = Default::default();
     names
         .into_iter()
-        .map(|name| {
-            let key = peer_key(upstream, name);
+        .map(|parts| {
+            let key = peer_key_of(upstream, &parts);
             let n = seen.entry(key).or_insert(0);
             *n += 1;
             if *n == 1 {
                 key
             } else {
-                let mut a = name.to_vec();
-                a.push(0);
-                a.extend_from_slice(n.to_string().as_bytes());
-                peer_key(upstream, &a)
+                let count = format!("\0{n}");
+                let mut name = parts.concat();
+                name.extend_from_slice(count.as_bytes());
+                peer_key(upstream, &name)
             }
         })
         .collect()
@@ -179,14 +188,23 @@ pub fn fits(records: &[PeerShared], keys: &[(u64, u64)], generation: u32, now_ms
 /// basis and prime over the same bytes. 128 bits make an accidental match practically
 /// impossible without storing names in shared memory.
 pub fn peer_key(upstream: &[u8], address: &[u8]) -> (u64, u64) {
+    peer_key_of(upstream, &[address])
+}
+
+/// `peer_key` of the address given in parts (hashed as if joined).
+pub fn peer_key_of(upstream: &[u8], address: &[&[u8]]) -> (u64, u64) {
     let mut a: u64 = 0xcbf2_9ce4_8422_2325;
     let mut b: u64 = 0x6c62_272e_07bb_0142;
-    let bytes = upstream.iter().chain(&[0u8]).chain(address.iter());
-    for &x in bytes {
-        a = (a ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3);
-        b = (b ^ u64::from(x))
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(23);
+    for part in [upstream, &[0u8][..]]
+        .into_iter()
+        .chain(address.iter().copied())
+    {
+        for &x in part {
+            a = (a ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3);
+            b = (b ^ u64::from(x))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(23);
+        }
     }
     // Never (0, 0): that marks an unused record.
     (a | 1, b)
