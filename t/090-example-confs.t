@@ -23,12 +23,21 @@ symlink($module, "$prefix/modules/ngx_http_lb_module.so") or die "symlink: $!\n"
 my @confs = sort glob("$root/nginx-conf/*.conf");
 cmp_ok(scalar @confs, '>=', 3, 'nginx-conf/ has the example configurations');
 
+# A file that says "# needs: nginx X.Y.Z" is checked only with that nginx or a later one.
+my ($version) = `"$nginx" -v 2>&1` =~ m{nginx/(\d+\.\d+\.\d+)};
+sub version_number { my ($a, $b, $c) = split /\./, $_[0]; ($a * 1000 + $b) * 1000 + $c }
+
 for my $conf (@confs) {
     my $name = basename($conf);
     my $file = $conf;
     open my $in, '<', $conf or die "$conf: $!\n";
     my $text = do { local $/; <$in> };
     close $in;
+    if ($text =~ /^# needs: nginx (\d+\.\d+\.\d+)/m
+        && version_number($version // '0.0.0') < version_number($1)) {
+        note("$name: needs nginx $1, this is $version");
+        next;
+    }
     if ($text =~ /\@LB_MODULE\@/) {
         # The demo template: scripts/demo.sh substitutes the module path and the port.
         $text =~ s/\@LB_MODULE\@/modules\/ngx_http_lb_module.so/g;
