@@ -13,6 +13,7 @@
 //! Rust; `shell/` is all that touches nginx (`shell/pick.rs` is where a peer is chosen) and
 //! depends on the core, never the reverse. `src/README.md` draws the layers and data flow.
 
+pub mod api;
 pub mod balance;
 pub mod conf;
 pub mod headers;
@@ -41,9 +42,9 @@ mod modules {
 
     use nginx_sys::{
         ngx_command_t, ngx_http_module_t, ngx_module_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_ANY,
-        NGX_CONF_NOARGS, NGX_CONF_TAKE12, NGX_CONF_TAKE23, NGX_HTTP_LIF_CONF, NGX_HTTP_LOC_CONF,
-        NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
-        NGX_HTTP_SRV_CONF_OFFSET, NGX_HTTP_UPS_CONF,
+        NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE23, NGX_HTTP_LIF_CONF,
+        NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE,
+        NGX_HTTP_SRV_CONF, NGX_HTTP_SRV_CONF_OFFSET, NGX_HTTP_UPS_CONF,
     };
 
     use crate::shell::headers::{
@@ -65,7 +66,7 @@ mod modules {
         merge_loc_conf: None,
     };
 
-    static mut LB_COMMANDS: [ngx_command_t; 5] = [
+    static mut LB_COMMANDS: [ngx_command_t; 6] = [
         ngx_command_t {
             name: ngx::ngx_string!("lb_upstream"),
             type_: (NGX_HTTP_UPS_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE12) as ngx_uint_t,
@@ -98,10 +99,18 @@ mod modules {
             offset: 0,
             post: ptr::null_mut(),
         },
+        ngx_command_t {
+            name: ngx::ngx_string!("lb_api"),
+            type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1) as ngx_uint_t,
+            set: Some(crate::shell::api::set_lb_api),
+            conf: 0,
+            offset: 0,
+            post: ptr::null_mut(),
+        },
         ngx_command_t::empty(),
     ];
 
-    /// The balancer module: `lb_upstream`, `lb_check`, `lb_keepalive`, `lb_status`.
+    /// The balancer module: `lb_upstream`, `lb_check`, `lb_keepalive`, `lb_status`, `lb_api`.
     #[used]
     #[allow(non_upper_case_globals)]
     pub static mut ngx_http_lb_module: ngx_module_t = ngx_module_t {

@@ -26,6 +26,8 @@ pub enum Verdict {
     Full,
     /// Down according to active health checks.
     Unhealthy,
+    /// Taken out by an operator (`lb_api`: drain or down).
+    Withdrawn,
 }
 
 impl Verdict {

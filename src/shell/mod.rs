@@ -13,9 +13,11 @@
 //! - `resolve`: peers of `server NAME resolve`, following nginx's resolver at run time;
 //! - `check` and `probe`: `lb_check` and the probes on each worker's event loop;
 //! - `keepalive`: `lb_keepalive`'s idle connections;
+//! - `api`: `lb_api`, runtime control of peers (the requests are parsed in `crate::api`);
 //! - `status` and `variables`: `lb_status` and `$lb_peer`, `$lb_peer_state`, `$lb_upstream`;
 //! - `headers`: the `lb_add_header` filter.
 
+pub mod api;
 pub mod check;
 pub mod conf;
 pub mod headers;

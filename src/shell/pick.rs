@@ -112,6 +112,8 @@ pub unsafe extern "C" fn init_peer(
         if !(*upstream).records_ready {
             return crate::shell::nginx::ERROR;
         }
+        // Weights set through lb_api: one load and compare.
+        (*upstream).follow_weights();
         if (*upstream).dynamic.is_some() {
             // Follows nginx's resolver: O(1) when nothing changed (one counter compared).
             crate::shell::resolve::refresh(&mut *upstream);
@@ -180,32 +182,19 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
 
         // A request that started before the peers changed keeps its snapshot, but never
         // chooses a peer that has left since.
-        let current = (rp.members != up.members).then(|| up.current());
         let primaries = m.primaries;
         let decay = up.decay_ms;
         let single = m.single;
-        let mut chosen = select(
-            &mut m.primary,
-            &m.peers[..primaries],
-            rp,
-            0,
-            now,
-            decay,
-            single,
-            current,
-        );
-        if chosen.is_none() {
-            chosen = select(
-                &mut m.backup,
-                &m.peers[primaries..],
-                rp,
-                primaries,
-                now,
-                decay,
-                single,
-                current,
-            );
-        }
+        // The common case (the request's snapshot is the current one) gets a selection
+        // without the membership check, compiled on its own.
+        let chosen = if rp.members == up.members {
+            select_in(m, rp, primaries, now, decay, single, |_| true)
+        } else {
+            let current = up.current();
+            select_in(m, rp, primaries, now, decay, single, |p| {
+                current.still_has(p)
+            })
+        };
         let Some(i) = chosen else {
             (*pc).name = &mut up.name;
             log_no_peer((*pc).log, up, m, now);
@@ -312,8 +301,7 @@ unsafe extern "C" fn free_peer(
 
 /// Chooses among `peers` (one list: primaries or backups, which start at index `base` of the
 /// upstream) with the list's method. `single`: the upstream's only peer, which passive
-/// failures never make unavailable. `current`: the upstream's peers now, when they are not the
-/// snapshot `peers` belongs to (only current members may be chosen).
+/// failures never make unavailable. `member(p)`: whether `p` may be chosen at all.
 #[inline]
 #[allow(clippy::too_many_arguments)]
 fn select(
@@ -324,10 +312,10 @@ fn select(
     now: u64,
     decay_ms: u64,
     single: bool,
-    current: Option<&Members>,
+    member: impl Fn(&Peer) -> bool,
 ) -> Option<usize> {
     let verdict = |j: usize| {
-        if current.is_some_and(|c| !c.still_has(&peers[j])) {
+        if !member(&peers[j]) {
             return Verdict::Unhealthy;
         }
         let limits = &peers[j].limits;
@@ -352,7 +340,7 @@ fn select(
                 match verdict(j) {
                     Verdict::Usable | Verdict::Probe => Fit::Yes,
                     Verdict::Full => Fit::NotNow,
-                    Verdict::Failed | Verdict::Unhealthy => Fit::Unavailable,
+                    Verdict::Failed | Verdict::Unhealthy | Verdict::Withdrawn => Fit::Unavailable,
                 }
             },
             now,
@@ -381,6 +369,42 @@ fn selector_of(m: &mut Members, i: usize) -> Option<(&mut Selector, usize)> {
     }
 }
 
+/// Chooses among the primaries, then the backups. `member(p)`: whether `p` may be chosen at
+/// all (a request on an older snapshot only chooses peers still current).
+#[inline(always)]
+fn select_in(
+    m: &mut Members,
+    rp: &RequestPeers,
+    primaries: usize,
+    now: u64,
+    decay: u64,
+    single: bool,
+    member: impl Fn(&Peer) -> bool + Copy,
+) -> Option<usize> {
+    select(
+        &mut m.primary,
+        &m.peers[..primaries],
+        rp,
+        0,
+        now,
+        decay,
+        single,
+        member,
+    )
+    .or_else(|| {
+        select(
+            &mut m.backup,
+            &m.peers[primaries..],
+            rp,
+            primaries,
+            now,
+            decay,
+            single,
+            member,
+        )
+    })
+}
+
 /// The request pool's cleanup for a snapshot the request held.
 unsafe extern "C" fn release_members(data: *mut c_void) {
     // SAFETY: `data` is the snapshot `init_peer` retained for this request.
@@ -392,7 +416,7 @@ unsafe extern "C" fn release_members(data: *mut c_void) {
 /// # Safety
 /// `log` must be the request's log.
 unsafe fn log_no_peer(log: *mut ngx_log_t, up: &Upstream, m: &Members, now: u64) {
-    let (mut down, mut failed, mut full, mut unhealthy) = (0, 0, 0, 0);
+    let (mut down, mut failed, mut full, mut unhealthy, mut withdrawn) = (0, 0, 0, 0, 0);
     for p in &m.peers {
         if p.down {
             down += 1;
@@ -402,6 +426,7 @@ unsafe fn log_no_peer(log: *mut ngx_log_t, up: &Upstream, m: &Members, now: u64)
             crate::balance::Verdict::Failed => failed += 1,
             crate::balance::Verdict::Full => full += 1,
             crate::balance::Verdict::Unhealthy => unhealthy += 1,
+            crate::balance::Verdict::Withdrawn => withdrawn += 1,
             _ => {}
         }
     }
@@ -409,14 +434,15 @@ unsafe fn log_no_peer(log: *mut ngx_log_t, up: &Upstream, m: &Members, now: u64)
         NGX_LOG_ERR,
         log,
         "lb: no available peer in upstream \"{}\" ({} peers: {} down, {} failed, {} at max_conns, \
-         {} unhealthy, the rest already tried)",
+         {} unhealthy, {} withdrawn by the API, the rest already tried)",
         // SAFETY: the upstream's name is an nginx string from the configuration pool.
         unsafe { bytes(&up.name) }.escape_ascii(),
         m.peers.len(),
         down,
         failed,
         full,
-        unhealthy
+        unhealthy,
+        withdrawn
     );
 }
 

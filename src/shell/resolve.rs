@@ -42,7 +42,7 @@ use crate::balance::Limits;
 use crate::shell::conf::MainConf;
 use crate::shell::nginx::{bytes, now_ms};
 use crate::shell::probe::{self, Probe};
-use crate::shell::table::{Key, KeyMap, Members, OwnedAddr, Peer, Upstream};
+use crate::shell::table::{line_fingerprint, Key, KeyMap, Members, OwnedAddr, Peer, Upstream};
 use crate::shm::table::{self, claim, Claim, Table};
 use crate::shm::PeerShared;
 
@@ -544,7 +544,8 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                 Action::Ignore => continue,
                 Action::Keep(j) if (*current.peers[j].shared).key() == key => {
                     let mut p = current.peers[j].clone();
-                    p.weight = e.weight;
+                    p.conf_weight = e.weight;
+                    p.weight = (*p.shared).weight_override().unwrap_or(e.weight);
                     p.limits = e.limits;
                     p.down = e.down;
                     p.backup = e.backup;
@@ -570,6 +571,9 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                                     default_up,
                                     checked && !e.down,
                                 );
+                                record.configured_as(line_fingerprint(
+                                    e.weight, &e.limits, e.backup, e.down,
+                                ));
                                 false
                             }
                             Mode::Worker => record.join(generation, fresh, checked, default_up),
@@ -603,7 +607,8 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                     len: owned.server.len(),
                     data: owned.server.as_ptr() as *mut u8,
                 },
-                weight: e.weight,
+                weight: record.weight_override().unwrap_or(e.weight),
+                conf_weight: e.weight,
                 limits: e.limits,
                 down: e.down,
                 backup: e.backup,

@@ -40,7 +40,7 @@ pub unsafe extern "C" fn set_lb_status(
     CONF_OK
 }
 
-fn wall_ms() -> u64 {
+pub(crate) fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -59,12 +59,19 @@ pub fn snapshot_upstream(u: &Upstream, now_ms: u64, wall: u64) -> UpstreamSnapsh
             let s = unsafe { &*p.shared };
             let health = s.health();
             let n = s.counters();
+            let admin = crate::api::Admin::from_code(s.admin());
             let state = PeerState::derive(
                 p.down,
                 checked,
                 health.checking(),
                 s.verdict(&p.limits, now_ms),
             );
+            // A configured `down` wins over the operator's state.
+            let state = if p.down {
+                state
+            } else {
+                state.with_admin(admin)
+            };
             let health_checks = checked.then(|| {
                 let reason = s.reason();
                 let mut downtime = n.downtime_ms;
@@ -89,6 +96,7 @@ pub fn snapshot_upstream(u: &Upstream, now_ms: u64, wall: u64) -> UpstreamSnapsh
                 weight: p.weight,
                 backup: p.backup,
                 resolved: p.resolved,
+                admin,
                 state,
                 active: u64::from(s.active()),
                 max_conns: p.limits.max_conns,
@@ -200,7 +208,7 @@ unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 ///
 /// # Safety
 /// `r` must be a live main request whose body was discarded.
-unsafe fn send(
+pub(crate) unsafe fn send(
     r: *mut ngx_http_request_t,
     status: usize,
     ctype: &'static str,

@@ -50,7 +50,10 @@ pub struct Peer {
     pub name: ngx_str_t,
     /// The `server` line's argument, as written (for a peer from an SRV record, its target).
     pub server: ngx_str_t,
+    /// The weight in use: the configured one, or the one an operator set (`lb_api`).
     pub weight: u32,
+    /// The weight of the `server` line (or the SRV record).
+    pub conf_weight: u32,
     pub limits: Limits,
     pub down: bool,
     pub backup: bool,
@@ -174,6 +177,18 @@ impl Members {
         m
     }
 
+    /// Builds the selection state anew from the peers' weights (after they changed).
+    pub fn reselect(&mut self, method: Method, seed: u64) {
+        let weights: Vec<u32> = self
+            .peers
+            .iter()
+            .map(|p| if p.down { 0 } else { p.weight })
+            .collect();
+        self.primary = Selector::new(method, &weights[..self.primaries], 1);
+        self.backup = Selector::new(method, &weights[self.primaries..], 2);
+        self.reseed(seed);
+    }
+
     /// Gives this worker's copy its own random sequences (p2c).
     pub fn reseed(&mut self, seed: u64) {
         for (k, s) in [&mut self.primary, &mut self.backup]
@@ -246,8 +261,14 @@ pub struct Upstream {
     pub records_ready: bool,
     /// Idle connections per slot (`lb_keepalive`), if configured.
     pub keepalive: Option<Box<crate::shell::keepalive::PeerCaches>>,
+    /// This worker's seed for p2c (set after the fork).
+    pub seed: u64,
     /// Servers with `resolve`: how this worker follows nginx's resolver.
     pub dynamic: Option<Box<crate::shell::resolve::Dynamic>>,
+    /// The zone's counter of weight changes made through `lb_api` (null before the commit),
+    /// and the value the peers' weights reflect.
+    pub weights: *const core::sync::atomic::AtomicU32,
+    pub weights_seen: u32,
 }
 
 impl Upstream {
@@ -293,7 +314,10 @@ impl Upstream {
             check: None,
             records_ready: false,
             keepalive: None,
+            seed: 1,
             dynamic: None,
+            weights: ptr::null(),
+            weights_seen: 0,
         }
     }
 
@@ -333,7 +357,61 @@ impl Upstream {
         if let Some(d) = self.dynamic.as_deref_mut() {
             d.seed = seed;
         }
+        self.seed = seed;
         self.current_mut().reseed(seed);
+    }
+
+    /// Follows the weights operators set (`lb_api`): one load and compare per request; when
+    /// the zone's counter moved, each peer's weight is read from its record again and, if one
+    /// changed, the selection state is rebuilt (an admin action, not a per-request cost).
+    #[inline]
+    pub fn follow_weights(&mut self) {
+        if self.weights.is_null() {
+            return;
+        }
+        // SAFETY: the counter lives in the zone, mapped for the life of the process.
+        let now = unsafe { &*self.weights }.load(core::sync::atomic::Ordering::Relaxed);
+        if now != self.weights_seen {
+            self.weights_seen = now;
+            self.reweigh();
+        }
+    }
+
+    /// Rebuilds the selection state if a peer's weight changed.
+    pub fn reweigh(&mut self) {
+        let m = self.current();
+        let weights: Vec<u32> = m
+            .peers
+            .iter()
+            // SAFETY: every peer of a snapshot has its record.
+            .map(|p| {
+                unsafe { &*p.shared }
+                    .weight_override()
+                    .unwrap_or(p.conf_weight)
+            })
+            .collect();
+        if weights.iter().zip(&m.peers).all(|(w, p)| *w == p.weight) {
+            return;
+        }
+        let (method, seed) = (self.method, self.seed);
+        if self.dynamic.is_some() {
+            // Requests hold their snapshots: a new one (theirs stay as they are).
+            let mut peers = m.peers.clone();
+            for (p, w) in peers.iter_mut().zip(weights) {
+                p.weight = w;
+            }
+            let mut next = Members::new(method, peers, m.primaries, true);
+            next.reseed(seed);
+            self.replace_members(next);
+        } else {
+            // The one snapshot, changed in place: requests point to it without holding it,
+            // and peer indices stay the same.
+            let m = self.current_mut();
+            for (p, w) in m.peers.iter_mut().zip(weights) {
+                p.weight = w;
+            }
+            m.reselect(method, seed);
+        }
     }
 }
 
@@ -345,7 +423,29 @@ impl Drop for Upstream {
     }
 }
 
+/// A fingerprint of a `server` line's parameters (never 0), to tell at a reload whether the
+/// configuration changed a peer (`PeerShared::configured_as`).
+pub fn line_fingerprint(weight: u32, limits: &Limits, backup: bool, down: bool) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for x in [
+        u64::from(weight),
+        u64::from(limits.max_fails),
+        limits.fail_timeout_ms,
+        u64::from(limits.max_conns),
+        u64::from(backup),
+        u64::from(down),
+    ] {
+        h = (h ^ x).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h | 1
+}
+
 impl Peer {
+    /// This peer's `line_fingerprint`.
+    pub fn fingerprint(&self) -> u64 {
+        line_fingerprint(self.conf_weight, &self.limits, self.backup, self.down)
+    }
+
     fn from_rr(p: &ngx_http_upstream_rr_peer_t, backup: bool) -> Peer {
         Peer {
             sockaddr: p.sockaddr,
@@ -353,6 +453,7 @@ impl Peer {
             name: p.name,
             server: p.server,
             weight: p.weight.clamp(1, u32::MAX as _) as u32,
+            conf_weight: p.weight.clamp(1, u32::MAX as _) as u32,
             limits: Limits {
                 max_fails: p.max_fails.min(u32::MAX as _) as u32,
                 fail_timeout_ms: (p.fail_timeout.max(0) as u64).saturating_mul(1000),

@@ -230,6 +230,8 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
                     default_up,
                     checked && !p.down,
                 );
+                record.configured_as(p.fingerprint());
+                p.weight = record.weight_override().unwrap_or(p.conf_weight);
                 p.shared = record;
                 p.record = c.index();
                 p.active = table.counter(table.overflow_row(), c.index());
@@ -245,12 +247,23 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
                     private
                 );
             }
+            // Weights an operator set (kept over the reload) take effect.
+            let (method, seed) = (u.method, u.seed);
+            u.current_mut().reselect(method, seed);
+            u.weights = &(*header).weights;
+            u.weights_seen = (*header)
+                .weights
+                .load(core::sync::atomic::Ordering::Relaxed);
             u.records_ready = true;
         }
         for &u in &main.upstreams {
             let u = &mut *u;
             // Peers from nginx's lists in the upstream zone, resolved addresses included.
             if u.dynamic.is_some() && crate::shell::resolve::commit(u, main) {
+                u.weights = &(*header).weights;
+                u.weights_seen = (*header)
+                    .weights
+                    .load(core::sync::atomic::Ordering::Relaxed);
                 u.records_ready = true;
             }
         }

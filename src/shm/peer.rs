@@ -70,6 +70,14 @@ pub struct PeerShared {
     /// monotonic ms), or 0 while it is a member. A released record is given to another
     /// address only once no connection to it is counted and a grace period passed.
     pub(super) released_ms: AtomicU64,
+    /// The operator's state (`api::Admin::code`: up, drain, down), set through `lb_api`;
+    /// kept over reloads like the rest of the record.
+    pub(super) admin: AtomicU32,
+    /// The weight an operator set (`lb_api`), 0 for the configured one.
+    pub(super) weight: AtomicU32,
+    /// A fingerprint of the peer's `server` line parameters when it was last committed: an
+    /// operator's changes hold until the configuration changes the line.
+    pub(super) line: AtomicU64,
 }
 
 /// A copy of a record's counters, for the status page.
@@ -203,9 +211,52 @@ impl PeerShared {
         released != 0 && now_ms >= released.saturating_add(grace_ms) && self.active() == 0
     }
 
-    /// Passive-failure and `max_conns` verdict at `now_ms`.
+    /// The weight an operator set, if any.
+    pub fn weight_override(&self) -> Option<u32> {
+        match self.weight.load(Relaxed) {
+            0 => None,
+            w => Some(w),
+        }
+    }
+
+    /// Sets (or with `None` clears) the operator's weight; returns the previous one.
+    pub fn set_weight(&self, w: Option<u32>) -> Option<u32> {
+        match self.weight.swap(w.unwrap_or(0), Relaxed) {
+            0 => None,
+            w => Some(w),
+        }
+    }
+
+    /// Notes the `server` line's fingerprint at a (re)load: when it differs from the last
+    /// one, the configuration changed the peer and the operator's state and weight are
+    /// dropped (the configuration wins). Returns whether they were.
+    pub fn configured_as(&self, line: u64) -> bool {
+        let before = self.line.swap(line, Relaxed);
+        if before != 0 && before != line {
+            self.admin.store(0, Relaxed);
+            self.weight.store(0, Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// The operator's state (`api::Admin::code`).
+    pub fn admin(&self) -> u32 {
+        self.admin.load(Relaxed)
+    }
+
+    /// Sets the operator's state; returns the previous one.
+    pub fn set_admin(&self, code: u32) -> u32 {
+        self.admin.swap(code, Relaxed)
+    }
+
+    /// Passive-failure and `max_conns` verdict at `now_ms`; a peer an operator took out
+    /// (drain, down) is `Withdrawn` whatever else holds.
     #[inline]
     pub fn verdict(&self, limits: &Limits, now_ms: u64) -> Verdict {
+        if self.admin.load(Relaxed) != 0 {
+            return Verdict::Withdrawn;
+        }
         // The active count only matters with max_conns: don't add it up otherwise.
         let active = if limits.max_conns > 0 {
             self.active()
@@ -421,6 +472,8 @@ impl PeerShared {
             &self.fails,
             &self.prober_pid,
             &self.probed_generation,
+            &self.admin,
+            &self.weight,
         ] {
             a.store(0, Relaxed);
         }
@@ -440,6 +493,7 @@ impl PeerShared {
             &self.downtime_ms,
             &self.next_check_ms,
             &self.released_ms,
+            &self.line,
         ] {
             a.store(0, Relaxed);
         }
@@ -658,5 +712,40 @@ mod tests {
         // Checks back after a generation without: default= again.
         p.commit(6, false, true, false, true);
         assert!(!p.healthy());
+    }
+
+    #[test]
+    fn an_operator_withdraws_a_peer_until_set_up_again() {
+        let p = fresh();
+        assert_eq!(p.verdict(&L, 0), Verdict::Usable);
+        assert_eq!(p.set_admin(1), 0);
+        assert_eq!(p.verdict(&L, 0), Verdict::Withdrawn);
+        assert!(!p.verdict(&L, 0).can_pick());
+        // Kept by a commit (a reload), cleared by a reset (a record given to another peer).
+        p.commit(2, false, true, true, true);
+        assert_eq!(p.admin(), 1);
+        p.set_admin(0);
+        assert_eq!(p.verdict(&L, 0), Verdict::Usable);
+        p.set_admin(2);
+        p.reset_state(true);
+        assert_eq!(p.admin(), 0);
+    }
+
+    #[test]
+    fn operator_changes_hold_until_the_configuration_changes_the_line() {
+        let p = fresh();
+        assert!(!p.configured_as(7));
+        p.set_admin(1);
+        assert_eq!(p.set_weight(Some(3)), None);
+        assert_eq!(p.weight_override(), Some(3));
+        // A reload with the same line keeps them.
+        assert!(!p.configured_as(7));
+        assert_eq!((p.admin(), p.weight_override()), (1, Some(3)));
+        // A reload that changed the line drops them.
+        assert!(p.configured_as(8));
+        assert_eq!((p.admin(), p.weight_override()), (0, None));
+        p.set_weight(Some(5));
+        p.reset_state(true);
+        assert_eq!(p.weight_override(), None);
     }
 }

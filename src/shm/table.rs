@@ -14,7 +14,7 @@ use super::peer::PeerShared;
 /// Identifies the zone's layout; a zone that does not carry it is rebuilt.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ngxlbtb1");
 /// Bumped whenever `PeerShared`, `Header` or the table's layout change shape.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 5;
 /// How long a record released by a resolved address stays reserved for it (its workers may
 /// not all have seen the change, and the address may come back with its health).
 pub const RELEASE_GRACE_MS: u64 = 60_000;
@@ -30,6 +30,9 @@ pub struct Header {
     pub generation: u32,
     /// Rows of per-worker active counters (besides the shared overflow row).
     pub slots: u32,
+    /// Bumped whenever an operator changes a weight (`lb_api`): workers compare it per
+    /// request and rebuild their selection state when it moved.
+    pub weights: AtomicU32,
 }
 
 /// Rows of per-worker active counters for `workers` worker processes: room for the workers of
@@ -227,6 +230,7 @@ pub fn init_header(h: &mut Header, capacity: u32, slots: u32) {
     h.record_size = core::mem::size_of::<PeerShared>() as u32;
     h.generation = 0;
     h.slots = slots;
+    h.weights.store(0, Relaxed);
 }
 
 /// How a peer got its record.
@@ -380,6 +384,7 @@ mod tests {
             record_size: 0,
             generation: 0,
             slots: 0,
+            weights: AtomicU32::new(0),
         };
         assert!(!header_matches(&h, 64, 8));
         init_header(&mut h, 64, 8);

@@ -27,6 +27,7 @@ fn colour(s: PeerState) -> &'static str {
         PeerState::Unavailable => "#bf8700",
         PeerState::Unhealthy => "#cf222e",
         PeerState::Checking => "#0969da",
+        PeerState::Draining => "#8250df",
     }
 }
 

@@ -19,15 +19,18 @@ pub enum PeerState {
     Unhealthy,
     /// Health checks configured, no result yet.
     Checking,
+    /// Drained by an operator (`lb_api`): no new requests, those in flight finish.
+    Draining,
 }
 
 impl PeerState {
-    pub const ALL: [PeerState; 5] = [
+    pub const ALL: [PeerState; 6] = [
         PeerState::Up,
         PeerState::Down,
         PeerState::Unavailable,
         PeerState::Unhealthy,
         PeerState::Checking,
+        PeerState::Draining,
     ];
 
     pub fn name(self) -> &'static str {
@@ -37,6 +40,17 @@ impl PeerState {
             PeerState::Unavailable => "unavailable",
             PeerState::Unhealthy => "unhealthy",
             PeerState::Checking => "checking",
+            PeerState::Draining => "draining",
+        }
+    }
+
+    /// The state once the operator's `admin` state is taken into account: `down` shows as
+    /// down, `drain` as draining, `up` leaves `self`.
+    pub fn with_admin(self, admin: crate::api::Admin) -> Self {
+        match admin {
+            crate::api::Admin::Up => self,
+            crate::api::Admin::Drain => PeerState::Draining,
+            crate::api::Admin::Down => PeerState::Down,
         }
     }
 
@@ -46,6 +60,9 @@ impl PeerState {
     pub fn derive(configured_down: bool, checked: bool, checking: bool, verdict: Verdict) -> Self {
         if configured_down {
             PeerState::Down
+        } else if verdict == Verdict::Withdrawn {
+            // The caller tells drain from down by the record's admin state (`with_admin`).
+            PeerState::Draining
         } else if verdict == Verdict::Unhealthy {
             PeerState::Unhealthy
         } else if checked && checking {
@@ -117,6 +134,8 @@ pub struct PeerSnapshot {
     pub backup: bool,
     /// The address came from `server NAME resolve` (DNS) rather than the configuration.
     pub resolved: bool,
+    /// The operator's state (`lb_api`): "up", "drain" or "down".
+    pub admin: crate::api::Admin,
     pub state: PeerState,
     pub active: u64,
     pub max_conns: u32,
@@ -198,6 +217,7 @@ pub mod tests {
             weight: 2,
             backup: false,
             resolved: false,
+            admin: crate::api::Admin::Up,
             state,
             active: 1,
             max_conns: 0,

@@ -342,6 +342,12 @@ unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
         unsafe { nginx_sys::ngx_add_timer(ev, interval as _) };
         return;
     }
+    if p.shared().admin() == crate::api::Admin::Down.code() {
+        // Taken down by an operator (`lb_api`): checks stop until it is set up again.
+        // SAFETY: re-arming our own timer.
+        unsafe { nginx_sys::ngx_add_timer(ev, interval as _) };
+        return;
+    }
     let jitter = p.random(p.setup().conf.jitter_ms + 1);
     let next = schedule::next_due(now, interval, jitter);
     let pid = crate::shell::nginx::pid();

@@ -180,6 +180,24 @@ sub get {
     return ($status || 0, $body // '', $head // '');
 }
 
+# Any request: ($method, $path, $body) over HTTP/1.0; returns (status, body, headers-text).
+sub request {
+    my ($self, $method, $path, $body, $port) = @_;
+    $port ||= $self->port(1);
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Proto => 'tcp', Timeout => 5)
+        or return (0, "connect failed: $!", '');
+    $body //= '';
+    print $s "$method $path HTTP/1.0\r\nHost: localhost\r\nContent-Length: "
+        . length($body) . "\r\nContent-Type: application/json\r\n\r\n$body";
+    local $/;
+    my $resp = <$s> // '';
+    close $s;
+    my ($head, $rest) = split /\r\n\r\n/, $resp, 2;
+    my ($status) = ($head // '') =~ m{^HTTP/1\.\d (\d+)};
+    return ($status || 0, $rest // '', $head // '');
+}
+
 # The status page as a Perl structure (from `location /status { lb_status; }`).
 sub status {
     my ($self, $query) = @_;

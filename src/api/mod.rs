@@ -1,0 +1,322 @@
+//! `lb_api`: what a request asks for, pure. The path (relative to the location's prefix) and
+//! method become an `Op`; a write's body is parsed with serde (unknown fields, wrong types and
+//! out-of-range values refused); every refusal is an `ApiError` with the HTTP status it maps
+//! to and a message for `{"error": "..."}`. The nginx side (`shell::api`) reads the body,
+//! carries the operation out on the shared records and renders the answer.
+
+use serde::{Deserialize, Serialize};
+
+/// The largest request body taken, bytes.
+pub const MAX_BODY: usize = 4096;
+/// The largest weight the API sets (nginx's own `weight=` has no upper bound; this keeps the
+/// round-robin schedule of a peer list small).
+pub const MAX_WEIGHT: u32 = 10_000;
+
+/// A peer's administrative state, set through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Admin {
+    /// Normal: health and passive state decide.
+    #[default]
+    Up,
+    /// No new requests or connections; those in flight finish.
+    Drain,
+    /// No new requests; checks stop.
+    Down,
+}
+
+impl Admin {
+    /// As stored in a shared record.
+    pub fn code(self) -> u32 {
+        match self {
+            Admin::Up => 0,
+            Admin::Drain => 1,
+            Admin::Down => 2,
+        }
+    }
+
+    pub fn from_code(c: u32) -> Admin {
+        match c {
+            1 => Admin::Drain,
+            2 => Admin::Down,
+            _ => Admin::Up,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Admin::Up => "up",
+            Admin::Drain => "drain",
+            Admin::Down => "down",
+        }
+    }
+}
+
+/// The body of `PATCH upstreams/NAME/peers/ADDRESS`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerPatch {
+    pub admin: Option<Admin>,
+    pub weight: Option<u32>,
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `GET upstreams`.
+    ListUpstreams,
+    /// `GET upstreams/NAME`.
+    GetUpstream(String),
+    /// `GET upstreams/NAME/peers/ADDRESS`.
+    GetPeer { upstream: String, address: String },
+    /// `PATCH upstreams/NAME/peers/ADDRESS`.
+    PatchPeer {
+        upstream: String,
+        address: String,
+        patch: PeerPatch,
+    },
+}
+
+/// A refused request: its HTTP status and what to say.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// `{"error": "..."}`.
+    pub fn body(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: &'a str,
+        }
+        serde_json::to_vec(&Body {
+            error: &self.message,
+        })
+        .unwrap_or_default()
+    }
+}
+
+/// The HTTP methods the API knows (others are refused with 405).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Patch,
+    Other,
+}
+
+/// Decodes `%XX` escapes of a path segment (an IPv6 address is written `%5B::1%5D:80`).
+fn unescape(segment: &str) -> Result<String, ApiError> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| core::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| ApiError::new(400, "invalid %-escape in the path"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ApiError::new(400, "the path is not UTF-8"))
+}
+
+/// Turns a request into an operation. `path` is relative to the location's prefix, without
+/// the query string; `write` says whether this `lb_api` takes writes; `body` is the request
+/// body (only read for writes).
+pub fn parse(method: Method, path: &[u8], write: bool, body: &[u8]) -> Result<Op, ApiError> {
+    let path =
+        core::str::from_utf8(path).map_err(|_| ApiError::new(400, "the path is not UTF-8"))?;
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let reading = matches!(method, Method::Get | Method::Head);
+    let route = match parts.as_slice() {
+        ["upstreams"] => Route::Upstreams,
+        ["upstreams", name] if !name.is_empty() => Route::Upstream(unescape(name)?),
+        ["upstreams", name, "peers", address] if !name.is_empty() && !address.is_empty() => {
+            Route::Peer(unescape(name)?, unescape(address)?)
+        }
+        _ => return Err(ApiError::new(404, format!("no such resource \"/{path}\""))),
+    };
+    match (route, method) {
+        (Route::Upstreams, _) if reading => Ok(Op::ListUpstreams),
+        (Route::Upstream(u), _) if reading => Ok(Op::GetUpstream(u)),
+        (Route::Peer(upstream, address), _) if reading => Ok(Op::GetPeer { upstream, address }),
+        (Route::Peer(upstream, address), Method::Patch) => {
+            if !write {
+                return Err(ApiError::new(
+                    405,
+                    "this lb_api is read-only (lb_api write=on takes changes)",
+                ));
+            }
+            Ok(Op::PatchPeer {
+                upstream,
+                address,
+                patch: parse_patch(body)?,
+            })
+        }
+        (_, _) => Err(ApiError::new(405, "method not allowed on this resource")),
+    }
+}
+
+enum Route {
+    Upstreams,
+    Upstream(String),
+    Peer(String, String),
+}
+
+/// Parses and checks a PATCH body.
+pub fn parse_patch(body: &[u8]) -> Result<PeerPatch, ApiError> {
+    if body.len() > MAX_BODY {
+        return Err(ApiError::new(
+            413,
+            format!("the body is larger than {MAX_BODY} bytes"),
+        ));
+    }
+    let patch: PeerPatch = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(400, format!("invalid body: {e}")))?;
+    if let Some(w) = patch.weight {
+        if !(1..=MAX_WEIGHT).contains(&w) {
+            return Err(ApiError::new(
+                400,
+                format!("invalid body: weight {w} is out of range (1 to {MAX_WEIGHT})"),
+            ));
+        }
+    }
+    if patch.admin.is_none() && patch.weight.is_none() {
+        return Err(ApiError::new(
+            400,
+            "invalid body: nothing to change (expected \"admin\" and/or \"weight\")",
+        ));
+    }
+    Ok(patch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(p: &str) -> Result<Op, ApiError> {
+        parse(Method::Get, p.as_bytes(), false, b"")
+    }
+
+    fn patch(p: &str, body: &str, write: bool) -> Result<Op, ApiError> {
+        parse(Method::Patch, p.as_bytes(), write, body.as_bytes())
+    }
+
+    fn status(r: Result<Op, ApiError>) -> u16 {
+        r.map_or_else(|e| e.status, |_| 200)
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(get("upstreams"), Ok(Op::ListUpstreams));
+        assert_eq!(get("/upstreams/"), Ok(Op::ListUpstreams));
+        assert_eq!(
+            get("upstreams/backend"),
+            Ok(Op::GetUpstream("backend".into()))
+        );
+        assert_eq!(
+            get("upstreams/backend/peers/%5B::1%5D:8080"),
+            Ok(Op::GetPeer {
+                upstream: "backend".into(),
+                address: "[::1]:8080".into()
+            })
+        );
+        assert_eq!(status(get("nothing")), 404);
+        assert_eq!(status(get("upstreams/a/b")), 404);
+        assert_eq!(status(get("upstreams//peers/x")), 404);
+        assert_eq!(status(get("upstreams/a/peers/%zz")), 400);
+        assert_eq!(status(parse(Method::Other, b"upstreams", true, b"")), 405);
+        assert_eq!(status(patch("upstreams", "{}", true)), 405);
+    }
+
+    #[test]
+    fn patches() {
+        assert_eq!(
+            patch(
+                "upstreams/u/peers/1.2.3.4:80",
+                r#"{"admin": "drain"}"#,
+                true
+            ),
+            Ok(Op::PatchPeer {
+                upstream: "u".into(),
+                address: "1.2.3.4:80".into(),
+                patch: PeerPatch {
+                    admin: Some(Admin::Drain),
+                    weight: None
+                }
+            })
+        );
+        let both = patch(
+            "upstreams/u/peers/a",
+            r#"{"weight": 3, "admin": "up"}"#,
+            true,
+        )
+        .unwrap();
+        assert!(matches!(
+            both,
+            Op::PatchPeer {
+                patch: PeerPatch {
+                    admin: Some(Admin::Up),
+                    weight: Some(3)
+                },
+                ..
+            }
+        ));
+        // Read-only: 405 before the body is even looked at.
+        assert_eq!(status(patch("upstreams/u/peers/a", "garbage", false)), 405);
+        for bad in [
+            "",
+            "{",
+            "[]",
+            r#"{"admin": "maint"}"#,
+            r#"{"admin": 1}"#,
+            r#"{"weight": "3"}"#,
+            r#"{"weight": 0}"#,
+            r#"{"weight": 10001}"#,
+            r#"{"weight": -1}"#,
+            r#"{"weight": 1.5}"#,
+            r#"{"colour": "red"}"#,
+            "{}",
+        ] {
+            assert_eq!(
+                status(patch("upstreams/u/peers/a", bad, true)),
+                400,
+                "{bad}"
+            );
+        }
+        let big = format!(r#"{{"weight": 1{}}}"#, " ".repeat(MAX_BODY));
+        assert_eq!(status(patch("upstreams/u/peers/a", &big, true)), 413);
+    }
+
+    #[test]
+    fn errors_are_json() {
+        let e = patch("upstreams/u/peers/a", r#"{"colour": 1}"#, true).unwrap_err();
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("unknown field `colour`"),
+            "{v}"
+        );
+        assert_eq!(Admin::from_code(Admin::Drain.code()), Admin::Drain);
+        assert_eq!(Admin::from_code(99), Admin::Up);
+    }
+}

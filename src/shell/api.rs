@@ -1,0 +1,322 @@
+//! The nginx side of `lb_api [write=on];`: a content handler that reads the request (the body
+//! only for writes, at most `api::MAX_BODY` bytes, in memory), lets `crate::api` say what it
+//! asks for, carries it out on the shared records and answers JSON. Access control is nginx's
+//! own (`allow`/`deny`, `auth_basic`); the module opens nothing by itself.
+
+use core::ffi::{c_char, c_void};
+use core::ptr;
+
+use nginx_sys::{
+    ngx_command_t, ngx_conf_t, ngx_http_conf_ctx_t, ngx_http_core_loc_conf_t, ngx_http_core_module,
+    ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_read_client_request_body,
+    ngx_http_request_t, ngx_int_t, ngx_uint_t, NGX_LOG_NOTICE,
+};
+
+use crate::api::{self, ApiError, Method, Op};
+use crate::shell::conf::{ctx_index, MainConf};
+use crate::shell::nginx::{bytes, conf_error, directive_params, CONF_OK};
+use crate::shell::status::{send, snapshot_upstream};
+use crate::shell::table::Upstream;
+
+const JSON: &str = "application/json";
+
+/// `lb_api [write=on|off];`: makes its location answer the API (read-only unless write=on).
+///
+/// # Safety
+/// Called by nginx with the configuration being parsed (location context).
+pub unsafe extern "C" fn set_lb_api(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: in a location, the context's loc_conf array holds the core module's conf.
+    unsafe {
+        let write = match directive_params(cf).as_slice() {
+            [] | [b"write=off"] => false,
+            [b"write=on"] => true,
+            [other, ..] => {
+                return conf_error(
+                    cf,
+                    &format!(
+                        "lb_api: invalid parameter \"{}\" (expected write=on or write=off)",
+                        other.escape_ascii()
+                    ),
+                )
+            }
+        };
+        let ctx = (*cf).ctx as *mut ngx_http_conf_ctx_t;
+        let index = (*ptr::addr_of!(ngx_http_core_module)).ctx_index;
+        let clcf = *(*ctx).loc_conf.add(index) as *mut ngx_http_core_loc_conf_t;
+        if (*clcf).handler.is_some() {
+            return conf_error(cf, "lb_api: the location already has a content handler");
+        }
+        (*clcf).handler = Some(if write { handler_rw } else { handler_ro });
+    }
+    CONF_OK
+}
+
+unsafe extern "C" fn handler_ro(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls content handlers with a live request.
+    unsafe { handle(r, false) }
+}
+
+unsafe extern "C" fn handler_rw(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: as above.
+    unsafe { handle(r, true) }
+}
+
+fn method_of(m: ngx_uint_t) -> Method {
+    let m = m as u32;
+    if m == nginx_sys::NGX_HTTP_GET {
+        Method::Get
+    } else if m == nginx_sys::NGX_HTTP_HEAD {
+        Method::Head
+    } else if m == nginx_sys::NGX_HTTP_PATCH {
+        Method::Patch
+    } else {
+        Method::Other
+    }
+}
+
+unsafe fn handle(r: *mut ngx_http_request_t, write: bool) -> ngx_int_t {
+    // SAFETY: a live main request in its content phase.
+    unsafe {
+        if r != (*r).main {
+            return nginx_sys::NGX_HTTP_NOT_ALLOWED as ngx_int_t;
+        }
+        let method = method_of((*r).method);
+        if method == Method::Patch && write {
+            if (*r).headers_in.content_length_n > api::MAX_BODY as i64 {
+                let e = ApiError::new(
+                    413,
+                    format!("the body is larger than {} bytes", api::MAX_BODY),
+                );
+                let _ = ngx_http_discard_request_body(r);
+                return send(r, 413, JSON, e.body());
+            }
+            let rc = ngx_http_read_client_request_body(r, Some(body_read));
+            if rc >= nginx_sys::NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+                return rc;
+            }
+            return nginx_sys::NGX_DONE as ngx_int_t;
+        }
+        let rc = ngx_http_discard_request_body(r);
+        if rc != crate::shell::nginx::OK {
+            return rc;
+        }
+        respond(r, method, write, &[])
+    }
+}
+
+/// nginx read the body of a write: answer, then finalise the request.
+unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx calls this with the request whose body it read (in memory: it is small).
+    unsafe {
+        let rc = match body_of(r) {
+            Ok(body) => respond(r, Method::Patch, true, &body),
+            Err(e) => send(r, e.status as usize, JSON, e.body()),
+        };
+        ngx_http_finalize_request(r, rc);
+    }
+}
+
+/// The request body, from memory.
+unsafe fn body_of(r: *mut ngx_http_request_t) -> Result<Vec<u8>, ApiError> {
+    let too_big = || {
+        ApiError::new(
+            413,
+            format!("the body is larger than {} bytes", api::MAX_BODY),
+        )
+    };
+    let mut body = Vec::new();
+    // SAFETY: the request body's buffers, as nginx left them after reading.
+    unsafe {
+        let rb = (*r).request_body;
+        if rb.is_null() {
+            return Ok(body);
+        }
+        let mut cl = (*rb).bufs;
+        while !cl.is_null() {
+            let b = (*cl).buf;
+            if !b.is_null() {
+                if (*b).in_file() != 0 {
+                    return Err(too_big());
+                }
+                let len = (*b).last.offset_from((*b).pos).max(0) as usize;
+                if body.len() + len > api::MAX_BODY {
+                    return Err(too_big());
+                }
+                body.extend_from_slice(core::slice::from_raw_parts((*b).pos, len));
+            }
+            cl = (*cl).next;
+        }
+    }
+    Ok(body)
+}
+
+/// The request's path below the location's prefix.
+unsafe fn relative_path<'a>(r: *mut ngx_http_request_t) -> &'a [u8] {
+    // SAFETY: the request's uri and its location's configuration live as long as the request.
+    unsafe {
+        let uri = bytes(&(*r).uri);
+        let index = (*ptr::addr_of!(ngx_http_core_module)).ctx_index;
+        let clcf = *(*r).loc_conf.add(index) as *const ngx_http_core_loc_conf_t;
+        let prefix = if clcf.is_null() {
+            &[][..]
+        } else {
+            bytes(&(*clcf).name)
+        };
+        uri.strip_prefix(prefix).unwrap_or(uri)
+    }
+}
+
+unsafe fn respond(
+    r: *mut ngx_http_request_t,
+    method: Method,
+    write: bool,
+    body: &[u8],
+) -> ngx_int_t {
+    // SAFETY: a live request; our main conf belongs to its http block; tables and records
+    // live as long as the cycle.
+    unsafe {
+        let op = match api::parse(method, relative_path(r), write, body) {
+            Ok(op) => op,
+            Err(e) => return send(r, e.status as usize, JSON, e.body()),
+        };
+        let main = *(*r).main_conf.add(ctx_index()) as *const MainConf;
+        let upstreams: &[*mut Upstream] = if main.is_null() {
+            &[]
+        } else {
+            &(*main).upstreams
+        };
+        let find_mut = |name: &str| {
+            upstreams
+                .iter()
+                .copied()
+                .find(|&u| bytes(&(*u).name) == name.as_bytes())
+        };
+        let find = |name: &str| find_mut(name).map(|u| &*u);
+        let now = crate::shell::nginx::now_ms();
+        let wall = crate::shell::status::wall_ms();
+        let result: Result<(usize, Vec<u8>), ApiError> = match op {
+            Op::ListUpstreams => {
+                let all: Vec<_> = upstreams
+                    .iter()
+                    .map(|&u| snapshot_upstream(&*u, now, wall))
+                    .collect();
+                Ok((200, serde_json::to_vec(&all).unwrap_or_default()))
+            }
+            Op::GetUpstream(name) => match find(&name) {
+                Some(u) => Ok((
+                    200,
+                    serde_json::to_vec(&snapshot_upstream(u, now, wall)).unwrap_or_default(),
+                )),
+                None => Err(ApiError::new(404, format!("unknown upstream \"{name}\""))),
+            },
+            Op::GetPeer { upstream, address } => {
+                peer_json(find(&upstream), &upstream, &address, now, wall)
+            }
+            Op::PatchPeer {
+                upstream,
+                address,
+                patch,
+            } => {
+                let Some(uptr) = find_mut(&upstream) else {
+                    return send(
+                        r,
+                        404,
+                        JSON,
+                        ApiError::new(404, format!("unknown upstream \"{upstream}\"")).body(),
+                    );
+                };
+                let u = &*uptr;
+                let peers: Vec<_> = u
+                    .current()
+                    .peers
+                    .iter()
+                    .filter(|p| bytes(&p.name) == address.as_bytes())
+                    .collect();
+                if peers.is_empty() {
+                    return send(
+                        r,
+                        404,
+                        JSON,
+                        ApiError::new(
+                            404,
+                            format!("no peer \"{address}\" in upstream \"{upstream}\""),
+                        )
+                        .body(),
+                    );
+                }
+                if let Some(w) = patch.weight {
+                    for p in &peers {
+                        let before = (*p.shared).set_weight(Some(w));
+                        if before.unwrap_or(p.conf_weight) != w {
+                            ngx::ngx_log_error!(
+                                NGX_LOG_NOTICE,
+                                (*(*r).connection).log,
+                                "lb: api: peer {} in upstream \"{}\" set to weight {} by {}",
+                                address.escape_default(),
+                                upstream.escape_default(),
+                                w,
+                                bytes(&(*(*r).connection).addr_text).escape_ascii()
+                            );
+                        }
+                    }
+                    // Every worker rebuilds its selection state at its next request.
+                    if !(*main).table.is_null() {
+                        (*(*main).table)
+                            .weights
+                            .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                if let Some(admin) = patch.admin {
+                    for p in &peers {
+                        let before = (*p.shared).set_admin(admin.code());
+                        if before != admin.code() {
+                            ngx::ngx_log_error!(
+                                NGX_LOG_NOTICE,
+                                (*(*r).connection).log,
+                                "lb: api: peer {} in upstream \"{}\" set to {} by {}",
+                                address.escape_default(),
+                                upstream.escape_default(),
+                                admin.name(),
+                                bytes(&(*(*r).connection).addr_text).escape_ascii()
+                            );
+                        }
+                    }
+                }
+                // This worker's own view first, so that the answer shows the new weight.
+                (*uptr).follow_weights();
+                peer_json(Some(&*uptr), &upstream, &address, now, wall)
+            }
+        };
+        match result {
+            Ok((status, json)) => send(r, status, JSON, json),
+            Err(e) => send(r, e.status as usize, JSON, e.body()),
+        }
+    }
+}
+
+/// The status object of peer `address` in `u`.
+fn peer_json(
+    u: Option<&Upstream>,
+    upstream: &str,
+    address: &str,
+    now: u64,
+    wall: u64,
+) -> Result<(usize, Vec<u8>), ApiError> {
+    let u = u.ok_or_else(|| ApiError::new(404, format!("unknown upstream \"{upstream}\"")))?;
+    let snap = snapshot_upstream(u, now, wall);
+    let peer = snap
+        .peers
+        .iter()
+        .find(|p| p.address == address)
+        .ok_or_else(|| {
+            ApiError::new(
+                404,
+                format!("no peer \"{address}\" in upstream \"{upstream}\""),
+            )
+        })?;
+    Ok((200, serde_json::to_vec(peer).unwrap_or_default()))
+}

@@ -1,0 +1,194 @@
+# lb_api: reading upstreams and peers, draining, taking down, re-weighting through PATCH, with
+# two workers and traffic; changes kept over a reload until the configuration changes the
+# peer's server line. Scripted (Test::LB::Server): requests with bodies, requests held in flight
+# and reloads in the middle.
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::More;
+use Time::HiRes qw(sleep time);
+use POSIX ();
+use JSON::PP ();
+use Test::LB::Server;
+
+my $s = Test::LB::Server->new(name => 'api', workers => 2);
+my ($A, $B) = map { "127.0.0.$_:" . $s->port(2) } 1, 2;
+
+# Backends answer their address; /slow on 127.0.0.2 sends 6 KiB at 2 KiB/s; probes of /health
+# are logged with the address probed.
+my $backends = <<'CONF';
+    log_format probed '$server_addr';
+    map $server_addr $slow_rate { 127.0.0.2 2k; default 0; }
+    server {
+        listen 127.0.0.1:__PORT2__; listen 127.0.0.2:__PORT2__;
+        root html;
+        location /health { access_log logs/health.log probed; return 200 "ok"; }
+        location /slow { limit_rate $slow_rate; try_files /slow =404; }
+        location / { return 200 "$server_addr:$server_port"; }
+    }
+CONF
+
+sub conf {
+    my ($b_line) = @_;
+    $b_line //= 'server 127.0.0.2:__PORT2__;';
+    return <<"CONF" . $backends;
+    upstream u {
+        lb_upstream;
+        server 127.0.0.1:__PORT2__;
+        $b_line
+        lb_check type=http uri=/health interval=200ms timeout=150ms rise=1 fall=1;
+    }
+    server {
+        listen 127.0.0.1:__PORT1__ reuseport;
+        location / { proxy_pass http://u; }
+        location /lb-api/ { lb_api write=on; }
+        location /lb-ro/ { lb_api; }
+        location /status { lb_status; }
+    }
+CONF
+}
+
+sub api {
+    my ($method, $path, $body) = @_;
+    my ($code, $text) = $s->request($method, $path, $body);
+    my $json = eval { JSON::PP::decode_json($text) };
+    return ($code, $json, $text);
+}
+
+sub patch { api('PATCH', "/lb-api/upstreams/u/peers/$_[0]", $_[1]) }
+
+sub count {
+    my ($n) = @_;
+    my %seen;
+    for (1 .. $n) {
+        my ($code, $body) = $s->get('/');
+        $seen{$code == 200 ? $body : "status $code"}++;
+    }
+    return \%seen;
+}
+
+sub probes_of {
+    my ($addr) = @_;
+    my $n = () = ($s->slurp('logs/health.log') // '') =~ /^\Q$addr\E$/mg;
+    return $n;
+}
+
+$s->start(conf());
+$s->wait_state('u', $_, 'up', 3) for $A, $B;
+
+subtest 'reading' => sub {
+    my ($code, $all) = api('GET', '/lb-api/upstreams');
+    is($code, 200, 'GET upstreams');
+    my ($u) = grep { $_->{name} eq 'u' } @$all;
+    ok($u, 'lists upstream u') or diag(explain $all);
+    is(join(' ', map { "$_->{address}=$_->{admin}/$_->{weight}" } @{ $u->{peers} }),
+       "$A=up/1 $B=up/1", 'peers with their admin state and weight');
+    ($code, my $one) = api('GET', '/lb-ro/upstreams/u');
+    is($code, 200, 'GET upstreams/u on the read-only API');
+    is($one->{name}, 'u', 'the upstream object');
+    ($code, my $p) = api('GET', "/lb-ro/upstreams/u/peers/$B");
+    is("$code $p->{address} $p->{state}", "200 $B up", 'GET one peer');
+    is((api('GET', '/lb-api/upstreams/nope'))[0], 404, 'unknown upstream: 404');
+    is((api('GET', '/lb-api/upstreams/u/peers/127.0.0.9:1'))[0], 404, 'unknown peer: 404');
+    is((api('GET', '/lb-api/whatever'))[0], 404, 'unknown resource: 404');
+};
+
+subtest 'bad requests' => sub {
+    my @cases = (
+        [ 'PATCH', "/lb-ro/upstreams/u/peers/$B", '{"admin":"drain"}', 405, 'read-only' ],
+        [ 'DELETE', "/lb-api/upstreams/u/peers/$B", '', 405, 'a method the resource does not take' ],
+        [ 'PATCH', "/lb-api/upstreams/u/peers/$B", '{"admin":', 400, 'malformed JSON' ],
+        [ 'PATCH', "/lb-api/upstreams/u/peers/$B", '{"colour":"red"}', 400, 'unknown field' ],
+        [ 'PATCH', "/lb-api/upstreams/u/peers/$B", '{"weight":"3"}', 400, 'wrong type' ],
+        [ 'PATCH', "/lb-api/upstreams/u/peers/$B", '{"weight":0}', 400, 'weight out of range' ],
+        [ 'PATCH', "/lb-api/upstreams/u/peers/$B", '{"admin":"maint"}', 400, 'unknown state' ],
+        [ 'PATCH', '/lb-api/upstreams/nope/peers/1.2.3.4:80', '{"admin":"down"}', 404, 'unknown upstream' ],
+        [ 'PATCH', '/lb-api/upstreams/u/peers/1.2.3.4:80', '{"admin":"down"}', 404, 'unknown peer' ],
+        [ 'PATCH', "/lb-api/upstreams/u/peers/$B", '{"weight":1' . (' ' x 5000) . '}', 413, 'body too large' ],
+    );
+    for my $c (@cases) {
+        my ($method, $path, $body, $want, $what) = @$c;
+        my ($code, $json, $text) = api($method, $path, $body);
+        is($code, $want, "$what: $want");
+        ok(defined $json && length($json->{error} // ''), "$what: a JSON error") or diag($text);
+    }
+    my $p = $s->peers('u');
+    is("$p->{$B}{admin} $p->{$B}{weight}", 'up 1', 'nothing changed');
+};
+
+subtest 'drain: requests in flight finish, nothing new arrives' => sub {
+    open(my $fh, '>', $s->dir . '/html/slow') or die $!;
+    print $fh 'x' x 6144;
+    close $fh;
+    my @kids;
+    for my $k (1 .. 4) {
+        my $pid = fork // die "fork: $!";
+        if (!$pid) {
+            my $t0 = time;
+            my ($code, $body) = $s->get('/slow');
+            open(my $out, '>', $s->dir . "/slow.$k") or POSIX::_exit(1);
+            printf $out "%s %d %.1f\n", $code, length($body // ''), time - $t0;
+            close $out;
+            POSIX::_exit(0);
+        }
+        push @kids, $pid;
+    }
+    sleep 0.5;
+    my ($code, $p) = patch($B, '{"admin":"drain"}');
+    is("$code $p->{admin} $p->{state}", '200 drain draining', 'PATCH drain answers the peer');
+    cmp_ok($p->{active}, '>', 0, 'with requests still in flight on it') or diag(explain $p);
+    my $seen = count(40);
+    is_deeply($seen, { $A => 40 }, 'the next requests, on both workers, avoid the drained peer');
+    waitpid($_, 0) for @kids;
+    my @slow = map { $s->slurp("slow.$_") // "none\n" } 1 .. 4;
+    chomp @slow;
+    is(join(',', map { join ' ', (split ' ')[0, 1] } @slow), join(',', ('200 6144') x 4),
+       'the requests in flight finished, complete');
+    ok((grep { (split ' ')[2] >= 2 } @slow), 'some of them were on the drained peer')
+        or diag(explain \@slow);
+    my $after = $s->peers('u')->{$B};
+    is("$after->{state} $after->{active}", 'draining 0', 'status: draining, active fell to 0');
+    like($s->error_log, qr/lb: api: peer \Q$B\E in upstream "u" set to drain by 127\.0\.0\.1/,
+         'the change is logged with the client address');
+};
+
+subtest 'down stops checks; up brings the peer back' => sub {
+    my ($code, $p) = patch($B, '{"admin":"down"}');
+    is("$code $p->{admin} $p->{state}", '200 down down', 'PATCH down');
+    sleep 0.5;
+    my $before = probes_of('127.0.0.2');
+    sleep 1.2;
+    is(probes_of('127.0.0.2'), $before, 'no probe of a peer taken down');
+    is_deeply(count(20), { $A => 20 }, 'and no request');
+    ($code, $p) = patch($B, '{"admin":"up"}');
+    is("$code $p->{admin}", '200 up', 'PATCH up');
+    my $seen = count(40);
+    cmp_ok($seen->{$B} // 0, '>=', 10, 'the peer serves again') or diag(explain $seen);
+    sleep 0.6;
+    cmp_ok(probes_of('127.0.0.2'), '>', $before, 'and is probed again');
+};
+
+subtest 'weight 1 -> 3 gives 1:3, on both workers' => sub {
+    my ($code, $p) = patch($B, '{"weight":3}');
+    is("$code $p->{weight}", '200 3', 'PATCH weight');
+    my $seen = count(400);
+    my ($a, $b) = ($seen->{$A} // 0, $seen->{$B} // 0);
+    ok($a + $b == 400 && $b >= 2.5 * $a && $b <= 3.5 * $a, "1:3 over 400 requests ($a:$b)")
+        or diag(explain $seen);
+};
+
+subtest 'a reload keeps the changes; a changed server line drops them' => sub {
+    patch($A, '{"admin":"drain"}');
+    $s->reload(conf());
+    my $p = $s->peers('u');
+    is("$p->{$A}{admin} $p->{$B}{weight}", 'drain 3', 'drain and weight kept over a reload');
+    is_deeply(count(20), { $B => 20 }, 'and in effect');
+    patch($A, '{"admin":"up"}');
+    $s->reload(conf('server 127.0.0.2:__PORT2__ weight=2;'));
+    $p = $s->peers('u');
+    is("$p->{$B}{admin} $p->{$B}{weight}", 'up 2', 'the configuration changed the line: its weight wins');
+};
+
+unlike($s->error_log, qr/\[(?:alert|crit|emerg)\]/, 'no alert, crit or emerg in the error log');
+$s->cleanup;
+done_testing;
