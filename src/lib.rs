@@ -66,7 +66,7 @@ mod modules {
         merge_loc_conf: None,
     };
 
-    static mut LB_COMMANDS: [ngx_command_t; 6] = [
+    static mut LB_COMMANDS: [ngx_command_t; 7] = [
         ngx_command_t {
             name: ngx::ngx_string!("lb_upstream"),
             type_: (NGX_HTTP_UPS_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE12) as ngx_uint_t,
@@ -103,6 +103,15 @@ mod modules {
             name: ngx::ngx_string!("lb_api"),
             type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1) as ngx_uint_t,
             set: Some(crate::shell::api::set_lb_api),
+            conf: 0,
+            offset: 0,
+            post: ptr::null_mut(),
+        },
+        ngx_command_t {
+            name: ngx::ngx_string!("lb_state"),
+            type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+            set: Some(crate::shell::api::set_lb_state),
+            // The http block's main conf array: our MainConf.
             conf: 0,
             offset: 0,
             post: ptr::null_mut(),

@@ -29,9 +29,11 @@ my $backends = <<'CONF';
 CONF
 
 sub conf {
-    my ($b_line) = @_;
+    my ($b_line, $state) = @_;
     $b_line //= 'server 127.0.0.2:__PORT2__;';
+    $state = $state ? 'lb_state __DIR__/state/lb.state;' : '';
     return <<"CONF" . $backends;
+    $state
     upstream u {
         lb_upstream;
         server 127.0.0.1:__PORT2__;
@@ -187,6 +189,43 @@ subtest 'a reload keeps the changes; a changed server line drops them' => sub {
     $s->reload(conf('server 127.0.0.2:__PORT2__ weight=2;'));
     $p = $s->peers('u');
     is("$p->{$B}{admin} $p->{$B}{weight}", 'up 2', 'the configuration changed the line: its weight wins');
+};
+
+subtest 'lb_state keeps changes over a restart; a damaged file is reported and ignored' => sub {
+    # Workers write the file: its directory must be writable by nginx's user.
+    mkdir $s->dir . '/state';
+    chmod 0777, $s->dir . '/state';
+    my $file = $s->dir . '/state/lb.state';
+    $s->reload(conf(undef, 1));
+    my ($code, $p) = patch($A, '{"admin":"drain"}');
+    is($code, 200, 'PATCH drain');
+    ($code, $p) = patch($B, '{"weight":4}');
+    is("$code $p->{weight}", '200 4', 'PATCH weight');
+    my $saved = eval { JSON::PP::decode_json($s->slurp('state/lb.state') // '') };
+    is(join(' ', map { "$_->{address}=" . ($_->{admin} // 'up') . '/' . ($_->{weight} // '-') }
+                 @{ $saved->{peers} // [] }),
+       "$A=drain/- $B=up/4", 'the state file holds both changes') or diag($s->slurp('state/lb.state'));
+    $s->stop;
+    my $log = length $s->error_log;
+    $s->start(conf(undef, 1));
+    $p = $s->peers('u');
+    is("$p->{$A}{admin} $p->{$B}{weight}", 'drain 4', 'after a restart (a fresh zone): both back');
+    like(substr($s->error_log, $log), qr/lb_state: restored 2 peer change\(s\)/, 'and said so');
+    is_deeply(count(20), { $B => 20 }, 'and in effect');
+    for my $damage ('truncated', 'garbage') {
+        $s->stop;
+        my $text = $s->slurp('state/lb.state');
+        open(my $fh, '>', $file) or die $!;
+        print $fh $damage eq 'truncated' ? substr($text, 0, length($text) / 2) : "\x00\xffnot json";
+        close $fh;
+        $log = length $s->error_log;
+        $s->start(conf(undef, 1));
+        like(substr($s->error_log, $log), qr/\[warn\].*lb_state: ignoring "\Q$file\E": not a state file/,
+             "$damage file: a warning naming it");
+        $p = $s->peers('u');
+        is("$p->{$A}{admin} $p->{$B}{weight}", 'up 1', "$damage file: nginx starts with the configuration");
+        patch($A, '{"admin":"drain"}');
+    }
 };
 
 unlike($s->error_log, qr/\[(?:alert|crit|emerg)\]/, 'no alert, crit or emerg in the error log');

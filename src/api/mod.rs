@@ -4,6 +4,8 @@
 //! to and a message for `{"error": "..."}`. The nginx side (`shell::api`) reads the body,
 //! carries the operation out on the shared records and renders the answer.
 
+pub mod state;
+
 use serde::{Deserialize, Serialize};
 
 /// The largest request body taken, bytes.

@@ -55,6 +55,173 @@ pub unsafe extern "C" fn set_lb_api(
     CONF_OK
 }
 
+/// `lb_state PATH;` (http): where `lb_api`'s changes are kept across restarts (relative paths
+/// are relative to nginx's prefix). Worker processes write it: its directory must be writable
+/// by nginx's `user`.
+///
+/// # Safety
+/// Called by nginx with the configuration being parsed and our main conf.
+pub unsafe extern "C" fn set_lb_state(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes our main conf; the argument is an nginx string of the pool;
+    // ngx_conf_full_name rewrites it to a pool copy relative to the prefix.
+    unsafe {
+        let main = &mut *(conf as *mut MainConf);
+        if main.state_path.is_some() {
+            return conf_error(cf, "\"lb_state\" directive is duplicate");
+        }
+        let args = (*(*cf).args).elts as *mut nginx_sys::ngx_str_t;
+        let mut name = *args.add(1);
+        if name.len == 0 {
+            return conf_error(cf, "lb_state: empty path");
+        }
+        if nginx_sys::ngx_conf_full_name((*cf).cycle, &mut name, 0) != crate::shell::nginx::OK {
+            return conf_error(cf, "lb_state: cannot resolve the path");
+        }
+        use std::os::unix::ffi::OsStrExt;
+        main.state_path = Some(std::ffi::OsStr::from_bytes(bytes(&name)).into());
+    }
+    CONF_OK
+}
+
+/// Writes the state file (after a change): every peer whose admin state or weight an operator
+/// set, written to a temporary file and renamed over the old one, so that a reader never sees
+/// half a file. A failure is logged; the change stays in effect in shared memory.
+///
+/// # Safety
+/// In a worker, with its main conf.
+unsafe fn save_state(main: &MainConf, log: *mut nginx_sys::ngx_log_t) {
+    let Some(path) = &main.state_path else {
+        return;
+    };
+    let mut peers = Vec::new();
+    for &u in &main.upstreams {
+        // SAFETY: the tables live for the cycle; records are mapped for the process.
+        let u = unsafe { &*u };
+        for p in &u.current().peers {
+            // SAFETY: as above.
+            let s = unsafe { &*p.shared };
+            let admin = api::Admin::from_code(s.admin());
+            let weight = s.weight_override();
+            if admin == api::Admin::Up && weight.is_none() {
+                continue;
+            }
+            peers.push(api::state::SavedPeer {
+                // SAFETY: nginx strings of the configuration, or a snapshot's copies.
+                upstream: String::from_utf8_lossy(unsafe { bytes(&u.name) }).into_owned(),
+                // SAFETY: as above.
+                address: String::from_utf8_lossy(unsafe { bytes(&p.name) }).into_owned(),
+                admin,
+                weight,
+                line: s.line(),
+            });
+        }
+    }
+    let text = api::state::render(peers);
+    let mut tmp = path.clone().into_os_string();
+    tmp.push(format!(".{}.tmp", crate::shell::nginx::pid()));
+    let result = std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        ngx::ngx_log_error!(
+            nginx_sys::NGX_LOG_ERR,
+            log,
+            "lb_state: cannot write \"{}\": {} (the change is in effect, but not kept over a restart)",
+            path.display(),
+            e
+        );
+    }
+}
+
+/// Brings back the changes of the state file when nginx starts with a fresh zone (in the
+/// master, from `shell::zone::commit`). A missing file is nothing to restore; an unreadable,
+/// corrupt or foreign one is reported and ignored: nginx starts with the configuration. A
+/// change to a peer whose `server` line changed since is dropped (the configuration wins).
+///
+/// # Safety
+/// The committed configuration's main conf, before workers start.
+pub unsafe fn restore_state(main: &mut MainConf) {
+    let Some(path) = main.state_path.clone() else {
+        return;
+    };
+    // SAFETY: the cycle's log is live while a configuration is committed.
+    let log = unsafe { (*nginx_sys::ngx_cycle).log };
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            ngx::ngx_log_error!(
+                nginx_sys::NGX_LOG_WARN,
+                log,
+                "lb_state: cannot read \"{}\": {}; starting with the configuration",
+                path.display(),
+                e
+            );
+            return;
+        }
+    };
+    let file = match api::state::parse(&text) {
+        Ok(f) => f,
+        Err(e) => {
+            ngx::ngx_log_error!(
+                nginx_sys::NGX_LOG_WARN,
+                log,
+                "lb_state: ignoring \"{}\": {}; starting with the configuration",
+                path.display(),
+                e
+            );
+            return;
+        }
+    };
+    let (mut restored, mut dropped) = (0, 0);
+    for saved in &file.peers {
+        for &u in &main.upstreams {
+            // SAFETY: the tables of the committed configuration, their records claimed.
+            let u = unsafe { &*u };
+            // SAFETY: as above.
+            if unsafe { bytes(&u.name) } != saved.upstream.as_bytes() {
+                continue;
+            }
+            for p in &u.current().peers {
+                // SAFETY: as above.
+                if unsafe { bytes(&p.name) } != saved.address.as_bytes() {
+                    continue;
+                }
+                // SAFETY: as above.
+                let s = unsafe { &*p.shared };
+                if s.line() != saved.line {
+                    dropped += 1;
+                    continue;
+                }
+                s.set_admin(saved.admin.code());
+                s.set_weight(saved.weight);
+                restored += 1;
+            }
+        }
+    }
+    for &u in &main.upstreams {
+        // SAFETY: no worker of this configuration runs yet; the upstream is the only holder
+        // of its snapshot.
+        unsafe { (*u).reweigh() };
+    }
+    let dropped_text = if dropped > 0 {
+        format!(" ({dropped} dropped: the configuration changed those peers)")
+    } else {
+        String::new()
+    };
+    ngx::ngx_log_error!(
+        NGX_LOG_NOTICE,
+        log,
+        "lb_state: restored {} peer change(s) from \"{}\"{}",
+        restored,
+        path.display(),
+        dropped_text
+    );
+}
+
 unsafe extern "C" fn handler_ro(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls content handlers with a live request.
     unsafe { handle(r, false) }
@@ -286,6 +453,7 @@ unsafe fn respond(
                         }
                     }
                 }
+                save_state(&*main, (*(*r).connection).log);
                 // This worker's own view first, so that the answer shows the new weight.
                 (*uptr).follow_weights();
                 peer_json(Some(&*uptr), &upstream, &address, now, wall)

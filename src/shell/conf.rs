@@ -41,6 +41,10 @@ pub struct MainConf {
     pub generation: u32,
     /// This worker's row of active counters.
     pub row: Option<usize>,
+    /// `lb_state`: where operators' changes (`lb_api`) are kept across restarts.
+    pub state_path: Option<std::path::PathBuf>,
+    /// `init_zone` made a new table (a start, or a binary upgrade): the state file is read.
+    pub fresh_table: bool,
 }
 
 impl Default for MainConf {
@@ -52,6 +56,8 @@ impl Default for MainConf {
             pool: ptr::null_mut(),
             generation: 0,
             row: None,
+            state_path: None,
+            fresh_table: false,
         }
     }
 }

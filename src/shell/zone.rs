@@ -155,6 +155,7 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> n
         }
         main.table = header;
         main.pool = pool;
+        main.fresh_table = !reuse;
     }
     crate::shell::nginx::OK
 }
@@ -266,6 +267,11 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
                     .load(core::sync::atomic::Ordering::Relaxed);
                 u.records_ready = true;
             }
+        }
+        // A fresh table (a start, a binary upgrade): operators' changes come back from the
+        // state file. (A reload keeps them in the table itself.)
+        if main.fresh_table {
+            crate::shell::api::restore_state(main);
         }
     }
     crate::shell::nginx::OK

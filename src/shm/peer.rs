@@ -240,6 +240,11 @@ impl PeerShared {
         false
     }
 
+    /// The `server` line fingerprint the record was last committed with.
+    pub fn line(&self) -> u64 {
+        self.line.load(Relaxed)
+    }
+
     /// The operator's state (`api::Admin::code`).
     pub fn admin(&self) -> u32 {
         self.admin.load(Relaxed)
