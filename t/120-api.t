@@ -83,8 +83,8 @@ subtest 'reading' => sub {
     is($code, 200, 'GET upstreams');
     my ($u) = grep { $_->{name} eq 'u' } @$all;
     ok($u, 'lists upstream u') or diag(explain $all);
-    is(join(' ', map { "$_->{address}=$_->{admin}/$_->{weight}" } @{ $u->{peers} }),
-       "$A=up/1 $B=up/1", 'peers with their admin state and weight');
+    is(join(' ', map { "$_->{address}=$_->{admin}/$_->{weight}/$_->{source}" } @{ $u->{peers} }),
+       "$A=up/1/config $B=up/1/config", 'peers with their admin state, weight and source');
     ($code, my $one) = api('GET', '/lb-ro/upstreams/u');
     is($code, 200, 'GET upstreams/u on the read-only API');
     is($one->{name}, 'u', 'the upstream object');
@@ -150,6 +150,8 @@ subtest 'drain: requests in flight finish, nothing new arrives' => sub {
         or diag(explain \@slow);
     my $after = $s->peers('u')->{$B};
     is("$after->{state} $after->{active}", 'draining 0', 'status: draining, active fell to 0');
+    my ($hc, $html) = $s->get('/status?format=html');
+    like($html, qr/\Q$B\E.*?>draining</s, 'the HTML page shows it draining');
     like($s->error_log, qr/lb: api: peer \Q$B\E in upstream "u" set to drain by 127\.0\.0\.1/,
          'the change is logged with the client address');
 };

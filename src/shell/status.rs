@@ -97,6 +97,7 @@ pub fn snapshot_upstream(u: &Upstream, now_ms: u64, wall: u64) -> UpstreamSnapsh
                 backup: p.backup,
                 resolved: p.resolved,
                 admin,
+                source: if p.resolved { "dns" } else { "config" },
                 state,
                 active: u64::from(s.active()),
                 max_conns: p.limits.max_conns,

@@ -136,6 +136,9 @@ pub struct PeerSnapshot {
     pub resolved: bool,
     /// The operator's state (`lb_api`): "up", "drain" or "down".
     pub admin: crate::api::Admin,
+    /// Where the peer came from: "config" (a `server` line's address) or "dns" (a resolved
+    /// name).
+    pub source: &'static str,
     pub state: PeerState,
     pub active: u64,
     pub max_conns: u32,
@@ -218,6 +221,7 @@ pub mod tests {
             backup: false,
             resolved: false,
             admin: crate::api::Admin::Up,
+            source: "config",
             state,
             active: 1,
             max_conns: 0,
