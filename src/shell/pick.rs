@@ -314,21 +314,7 @@ fn select(
     single: bool,
     member: impl Fn(&Peer) -> bool,
 ) -> Option<usize> {
-    let verdict = |j: usize| {
-        if !member(&peers[j]) {
-            return Verdict::Unhealthy;
-        }
-        let limits = &peers[j].limits;
-        if single {
-            let no_fails = Limits {
-                max_fails: 0,
-                ..*limits
-            };
-            shared(&peers[j]).verdict(&no_fails, now)
-        } else {
-            shared(&peers[j]).verdict(limits, now)
-        }
-    };
+    let verdict = |j: usize| peer_verdict(&peers[j], &member, single, now);
     let chosen = match sel {
         Selector::RoundRobin(rr) => rr.pick(|j| !rp.tried(base + j) && verdict(j).can_pick()),
         Selector::LeastConn(lc) => lc.pick(
@@ -356,6 +342,23 @@ fn select(
         ),
     };
     chosen.map(|j| base + j)
+}
+
+/// Whether peer `p` may be chosen now (see `select`).
+#[inline(always)]
+fn peer_verdict(p: &Peer, member: &impl Fn(&Peer) -> bool, single: bool, now: u64) -> Verdict {
+    if !member(p) {
+        return Verdict::Unhealthy;
+    }
+    if single {
+        let no_fails = Limits {
+            max_fails: 0,
+            ..p.limits
+        };
+        shared(p).verdict(&no_fails, now)
+    } else {
+        shared(p).verdict(&p.limits, now)
+    }
 }
 
 /// The selector holding peer `i` of the upstream, and the peer's index in it.
