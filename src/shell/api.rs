@@ -94,6 +94,25 @@ pub unsafe extern "C" fn set_lb_state(
 /// # Safety
 /// In a worker, with its main conf.
 unsafe fn save_state(main: &MainConf, log: *mut nginx_sys::ngx_log_t) {
+    if main.state_path.is_none() || main.pool.is_null() {
+        return;
+    }
+    // One writer at a time (workers that change peers at once would otherwise rename older
+    // snapshots over newer ones): the zone's mutex, which nginx's master releases for a
+    // worker that dies holding it.
+    // SAFETY: the zone's slab pool is mapped for the life of the process.
+    unsafe { nginx_sys::ngx_shmtx_lock(ptr::addr_of_mut!((*main.pool).mutex)) };
+    // SAFETY: as required by the caller.
+    unsafe { write_state(main, log) };
+    // SAFETY: as above.
+    unsafe { nginx_sys::ngx_shmtx_unlock(ptr::addr_of_mut!((*main.pool).mutex)) };
+}
+
+/// `save_state`'s work, under the zone's mutex.
+///
+/// # Safety
+/// As for `save_state`.
+unsafe fn write_state(main: &MainConf, log: *mut nginx_sys::ngx_log_t) {
     let Some(path) = &main.state_path else {
         return;
     };
@@ -123,7 +142,22 @@ unsafe fn save_state(main: &MainConf, log: *mut nginx_sys::ngx_log_t) {
     let text = api::state::render(peers);
     let mut tmp = path.clone().into_os_string();
     tmp.push(format!(".{}.tmp", crate::shell::nginx::pid()));
-    let result = std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, path));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(&text)?;
+        // On disk before it replaces the old file: a crash never leaves an empty one.
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    let result = write();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
         ngx::ngx_log_error!(
@@ -135,6 +169,9 @@ unsafe fn save_state(main: &MainConf, log: *mut nginx_sys::ngx_log_t) {
         );
     }
 }
+
+/// The largest state file read.
+const STATE_MAX: u64 = 16 << 20;
 
 /// Brings back the changes of the state file when nginx starts with a fresh zone (in the
 /// master, from `shell::zone::commit`). A missing file is nothing to restore; an unreadable,
@@ -149,7 +186,20 @@ pub unsafe fn restore_state(main: &mut MainConf) {
     };
     // SAFETY: the cycle's log is live while a configuration is committed.
     let log = unsafe { (*nginx_sys::ngx_cycle).log };
-    let text = match std::fs::read(&path) {
+    let read = || -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let f = std::fs::File::open(&path)?;
+        let meta = f.metadata()?;
+        if !meta.is_file() || meta.len() > STATE_MAX {
+            return Err(std::io::Error::other(format!(
+                "not a regular file of at most {STATE_MAX} bytes"
+            )));
+        }
+        let mut text = Vec::new();
+        f.take(STATE_MAX).read_to_end(&mut text)?;
+        Ok(text)
+    };
+    let text = match read() {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
         Err(e) => {
@@ -176,8 +226,9 @@ pub unsafe fn restore_state(main: &mut MainConf) {
             return;
         }
     };
-    let (mut restored, mut dropped) = (0, 0);
+    let (mut restored, mut dropped, mut unmatched) = (0, 0, 0);
     for saved in &file.peers {
+        let before = restored + dropped;
         for &u in &main.upstreams {
             // SAFETY: the tables of the committed configuration, their records claimed.
             let u = unsafe { &*u };
@@ -201,17 +252,24 @@ pub unsafe fn restore_state(main: &mut MainConf) {
                 restored += 1;
             }
         }
+        if restored + dropped == before {
+            unmatched += 1;
+        }
     }
     for &u in &main.upstreams {
         // SAFETY: no worker of this configuration runs yet; the upstream is the only holder
         // of its snapshot.
         unsafe { (*u).reweigh() };
     }
-    let dropped_text = if dropped > 0 {
-        format!(" ({dropped} dropped: the configuration changed those peers)")
-    } else {
-        String::new()
-    };
+    let mut dropped_text = String::new();
+    if dropped > 0 {
+        dropped_text += &format!(", {dropped} dropped: the configuration changed those peers");
+    }
+    if unmatched > 0 {
+        dropped_text += &format!(
+            ", {unmatched} for no such peer now (resolved addresses are not known yet at start)"
+        );
+    }
     ngx::ngx_log_error!(
         NGX_LOG_NOTICE,
         log,
@@ -246,7 +304,7 @@ fn method_of(m: ngx_uint_t) -> Method {
 }
 
 unsafe fn handle(r: *mut ngx_http_request_t, write: bool) -> ngx_int_t {
-    // SAFETY: a live main request in its content phase.
+    // SAFETY: nginx calls content handlers with a live request (a subrequest is refused).
     unsafe {
         if r != (*r).main {
             return nginx_sys::NGX_HTTP_NOT_ALLOWED as ngx_int_t;
@@ -277,7 +335,8 @@ unsafe fn handle(r: *mut ngx_http_request_t, write: bool) -> ngx_int_t {
 
 /// nginx read the body of a write: answer, then finalise the request.
 unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
-    // SAFETY: nginx calls this with the request whose body it read (in memory: it is small).
+    // SAFETY: nginx calls this with the request whose body it read (`body_of` refuses one
+    // kept in a file).
     unsafe {
         let rc = match body_of(r) {
             Ok(body) => respond(r, Method::Patch, true, &body),
@@ -356,6 +415,14 @@ unsafe fn respond(
         } else {
             &(*main).upstreams
         };
+        // This worker may have served no proxied request since the last change: bring its
+        // view up to date first (weights set through the API, resolved peers).
+        for &u in upstreams {
+            if (*u).records_ready {
+                (*u).follow_weights();
+                crate::shell::resolve::refresh(&mut *u);
+            }
+        }
         let find_mut = |name: &str| {
             upstreams
                 .iter()
@@ -403,6 +470,22 @@ unsafe fn respond(
                     .iter()
                     .filter(|p| bytes(&p.name) == address.as_bytes())
                     .collect();
+                if peers.iter().any(|p| p.record == usize::MAX) {
+                    return send(
+                        r,
+                        409,
+                        JSON,
+                        ApiError::new(
+                            409,
+                            format!(
+                                "peer \"{address}\" has no room in zone \"ngx_http_lb\" (its \
+                                 state is private to each worker until a reload finds room): \
+                                 it cannot be changed for all workers"
+                            ),
+                        )
+                        .body(),
+                    );
+                }
                 if peers.is_empty() {
                     return send(
                         r,
@@ -434,7 +517,7 @@ unsafe fn respond(
                     if !(*main).table.is_null() {
                         (*(*main).table)
                             .weights
-                            .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+                            .fetch_add(1, core::sync::atomic::Ordering::Release);
                     }
                 }
                 if let Some(admin) = patch.admin {

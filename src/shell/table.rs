@@ -370,7 +370,7 @@ impl Upstream {
             return;
         }
         // SAFETY: the counter lives in the zone, mapped for the life of the process.
-        let now = unsafe { &*self.weights }.load(core::sync::atomic::Ordering::Relaxed);
+        let now = unsafe { &*self.weights }.load(core::sync::atomic::Ordering::Acquire);
         if now != self.weights_seen {
             self.weights_seen = now;
             self.reweigh();

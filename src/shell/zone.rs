@@ -131,6 +131,20 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> n
         let mut header = (*pool).data as *mut Header;
         let reuse =
             !old.is_null() && !header.is_null() && header_matches(&*header, capacity, slots);
+        if !reuse && !old.is_null() {
+            let cf = ZONE_LOG_CF;
+            if !cf.is_null() {
+                log_plain(
+                    cf,
+                    nginx_sys::NGX_LOG_WARN as ngx_uint_t,
+                    &format!(
+                        "lb: zone \"{ZONE_NAME}\" is laid out anew (the number of peers or of \
+                         worker processes changed): health, counters and lb_api changes start \
+                         afresh (lb_api changes come back from lb_state, if set)"
+                    ),
+                );
+            }
+        }
         if !reuse {
             // A new table: in a new zone, or beside the old one in a zone of the same size
             // whose layout changed; nobody uses it before `commit`.
