@@ -193,6 +193,16 @@ subtest 'a reload keeps the changes; a changed server line drops them' => sub {
     is("$p->{$B}{admin} $p->{$B}{weight}", 'up 2', 'the configuration changed the line: its weight wins');
 };
 
+subtest '"weight": null goes back to the configured weight' => sub {
+    my ($code, $p) = patch($B, '{"weight":5}');
+    is("$code $p->{weight}", '200 5', 'PATCH weight 5');
+    ($code, $p) = patch($B, '{"weight":null}');
+    is("$code $p->{weight}", '200 2', 'PATCH weight null: the configured 2 again');
+    my $seen = count(300);
+    my ($a, $b) = ($seen->{$A} // 0, $seen->{$B} // 0);
+    ok($b >= 1.6 * $a && $b <= 2.4 * $a, "1:2 over 300 requests ($a:$b)") or diag(explain $seen);
+};
+
 subtest 'lb_state keeps changes over a restart; a damaged file is reported and ignored' => sub {
     # Workers write the file: its directory must be writable by nginx's user.
     mkdir $s->dir . '/state';

@@ -59,7 +59,19 @@ impl Admin {
 #[serde(deny_unknown_fields)]
 pub struct PeerPatch {
     pub admin: Option<Admin>,
-    pub weight: Option<u32>,
+    /// `Some(Some(n))`: set weight n; `Some(None)` (`"weight": null`): back to the configured
+    /// weight; `None`: leave it.
+    #[serde(default, deserialize_with = "present")]
+    pub weight: Option<Option<u32>>,
+}
+
+/// A field that is present, whatever its value (so that `null` differs from absent).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// What a request asks for.
@@ -171,7 +183,7 @@ pub fn parse_patch(body: &[u8]) -> Result<PeerPatch, ApiError> {
     }
     let patch: PeerPatch = serde_json::from_slice(body)
         .map_err(|e| ApiError::new(400, format!("invalid body: {e}")))?;
-    if let Some(w) = patch.weight {
+    if let Some(Some(w)) = patch.weight {
         if !(1..=MAX_WEIGHT).contains(&w) {
             return Err(ApiError::new(
                 400,
@@ -254,7 +266,19 @@ mod tests {
             Op::PatchPeer {
                 patch: PeerPatch {
                     admin: Some(Admin::Up),
-                    weight: Some(3)
+                    weight: Some(Some(3))
+                },
+                ..
+            }
+        ));
+        // null: back to the configured weight; absent: unchanged.
+        let back = patch("upstreams/u/peers/a", r#"{"weight": null}"#, true).unwrap();
+        assert!(matches!(
+            back,
+            Op::PatchPeer {
+                patch: PeerPatch {
+                    admin: None,
+                    weight: Some(None)
                 },
                 ..
             }

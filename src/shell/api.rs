@@ -500,15 +500,17 @@ unsafe fn respond(
                 }
                 if let Some(w) = patch.weight {
                     for p in &peers {
-                        let before = (*p.shared).set_weight(Some(w));
-                        if before.unwrap_or(p.conf_weight) != w {
+                        let before = (*p.shared).set_weight(w);
+                        let now = w.unwrap_or(p.conf_weight);
+                        if before.unwrap_or(p.conf_weight) != now {
                             ngx::ngx_log_error!(
                                 NGX_LOG_NOTICE,
                                 (*(*r).connection).log,
-                                "lb: api: peer {} in upstream \"{}\" set to weight {} by {}",
+                                "lb: api: peer {} in upstream \"{}\" set to weight {}{} by {}",
                                 address.escape_default(),
                                 upstream.escape_default(),
-                                w,
+                                now,
+                                if w.is_none() { " (configured)" } else { "" },
                                 bytes(&(*(*r).connection).addr_text).escape_ascii()
                             );
                         }
@@ -521,8 +523,14 @@ unsafe fn respond(
                     }
                 }
                 if let Some(admin) = patch.admin {
+                    let default_up = u.check.as_ref().is_none_or(|c| c.conf.default_up);
                     for p in &peers {
                         let before = (*p.shared).set_admin(admin.code());
+                        if before == api::Admin::Down.code() && admin != api::Admin::Down {
+                            // Checks stopped while it was down: what they said then is old
+                            // news; start over from default= and probe at once.
+                            (*p.shared).recheck(default_up);
+                        }
                         if before != admin.code() {
                             ngx::ngx_log_error!(
                                 NGX_LOG_NOTICE,

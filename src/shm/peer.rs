@@ -245,6 +245,13 @@ impl PeerShared {
         self.line.load(Relaxed)
     }
 
+    /// Health checks stopped for a while (the peer was taken down): the health state starts
+    /// over as `default=` says, and the next probe is due at once.
+    pub fn recheck(&self, default_up: bool) {
+        self.health.store(Health::initial(default_up).0, Relaxed);
+        self.next_check_ms.store(0, Relaxed);
+    }
+
     /// The operator's state (`api::Admin::code`).
     pub fn admin(&self) -> u32 {
         self.admin.load(Relaxed)
