@@ -252,6 +252,13 @@ impl PeerShared {
         self.next_check_ms.store(0, Relaxed);
     }
 
+    /// Drops what an operator set (state, weight) and the line it was set for.
+    pub fn forget_operator(&self) {
+        self.admin.store(0, Relaxed);
+        self.weight.store(0, Relaxed);
+        self.line.store(0, Relaxed);
+    }
+
     /// The operator's state (`api::Admin::code`).
     pub fn admin(&self) -> u32 {
         self.admin.load(Relaxed)

@@ -281,7 +281,12 @@ pub fn claim(
         let r = &records[i];
         let (a, b) = (r.key_a.load(Relaxed), r.key_b.load(Relaxed));
         if (a, b) == key {
-            r.generation.fetch_max(generation, Relaxed);
+            let before = r.generation.fetch_max(generation, Relaxed);
+            if before.wrapping_add(1) < generation {
+                // Not claimed by the previous configuration: the peer was gone (its server
+                // line removed, then added back). What an operator set for it then is void.
+                r.forget_operator();
+            }
             return Some(Claim::Kept(i));
         }
         if a == 0 && b == 0 {
@@ -535,5 +540,20 @@ mod tests {
         // A worker of generation 4 (still running after a reload) finds the same address.
         assert_eq!(claim(&t, k, 4, 0), Some(Claim::Kept(i)));
         assert_eq!(t[i].generation.load(Relaxed), 5);
+    }
+
+    #[test]
+    fn a_peer_back_after_a_configuration_without_it_forgets_operator_changes() {
+        let t = table(8);
+        let k = peer_key(b"u", b"10.0.0.1:80");
+        let i = claim(&t, k, 1, 0).unwrap().index();
+        t[i].set_admin(1);
+        t[i].set_weight(Some(4));
+        // Claimed again by the next configuration: kept.
+        assert_eq!(claim(&t, k, 2, 0), Some(Claim::Kept(i)));
+        assert_eq!((t[i].admin(), t[i].weight_override()), (1, Some(4)));
+        // Generation 3 did not have it; generation 4 has it again.
+        assert_eq!(claim(&t, k, 4, 0), Some(Claim::Kept(i)));
+        assert_eq!((t[i].admin(), t[i].weight_override()), (0, None));
     }
 }
