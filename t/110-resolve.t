@@ -24,7 +24,6 @@ use Time::HiRes qw(sleep time);
 use Test::LB::Server;
 use Test::LB::Dns;
 use JSON::PP ();
-use POSIX ();
 
 my $STOCK = $ENV{TEST_RESOLVE_STOCK} ? 1 : 0;
 my $LB = !$STOCK;
@@ -485,19 +484,7 @@ case '(m) an address that leaves: requests in flight finish, nothing fails, prob
     open(my $fh, '>', $s->dir . '/html/slow') or die "html/slow: $!";
     print $fh $body;
     close $fh;
-    my @kids;
-    for my $k (1 .. 6) {
-        my $pid = fork // die "fork: $!";
-        if (!$pid) {
-            my $t0 = time;
-            my ($code, $got) = $s->get('/slow');
-            open(my $out, '>', $s->dir . "/slow.$k") or POSIX::_exit(1);
-            printf $out "%s %d %.1f\n", $code, length($got // ''), time - $t0;
-            close $out;
-            POSIX::_exit(0);
-        }
-        push @kids, $pid;
-    }
+    my $finished = $s->in_background(6, '/slow');
     sleep 0.5;
     # 127.0.0.2 leaves while requests to it are in flight; keep sending requests meanwhile.
     my $serial = $dns->set(a => { 'backend.test' => ['127.0.0.1'] });
@@ -507,9 +494,7 @@ case '(m) an address that leaves: requests in flight finish, nothing fails, prob
         my ($code, $addr) = req();
         $seen{$addr}++;
     }
-    waitpid($_, 0) for @kids;
-    my @slow = map { $s->slurp("slow.$_") // "none\n" } 1 .. 6;
-    chomp @slow;
+    my @slow = $finished->();
     my @took = map { (split ' ')[2] // 0 } @slow;
     is(join(',', map { join ' ', (split ' ')[0, 1] } @slow), join(',', ('200 6144') x 6),
        '(m) every request in flight finished, complete') or diag(explain \@slow);

@@ -7,7 +7,6 @@ use warnings;
 use lib 't/lib';
 use Test::More;
 use Time::HiRes qw(sleep time);
-use POSIX ();
 use JSON::PP ();
 use Test::LB::Server;
 
@@ -122,28 +121,14 @@ subtest 'drain: requests in flight finish, nothing new arrives' => sub {
     open(my $fh, '>', $s->dir . '/html/slow') or die $!;
     print $fh 'x' x 6144;
     close $fh;
-    my @kids;
-    for my $k (1 .. 4) {
-        my $pid = fork // die "fork: $!";
-        if (!$pid) {
-            my $t0 = time;
-            my ($code, $body) = $s->get('/slow');
-            open(my $out, '>', $s->dir . "/slow.$k") or POSIX::_exit(1);
-            printf $out "%s %d %.1f\n", $code, length($body // ''), time - $t0;
-            close $out;
-            POSIX::_exit(0);
-        }
-        push @kids, $pid;
-    }
+    my $finished = $s->in_background(4, '/slow');
     sleep 0.5;
     my ($code, $p) = patch($B, '{"admin":"drain"}');
     is("$code $p->{admin} $p->{state}", '200 drain draining', 'PATCH drain answers the peer');
     cmp_ok($p->{active}, '>', 0, 'with requests still in flight on it') or diag(explain $p);
     my $seen = count(40);
     is_deeply($seen, { $A => 40 }, 'the next requests, on both workers, avoid the drained peer');
-    waitpid($_, 0) for @kids;
-    my @slow = map { $s->slurp("slow.$_") // "none\n" } 1 .. 4;
-    chomp @slow;
+    my @slow = $finished->();
     is(join(',', map { join ' ', (split ' ')[0, 1] } @slow), join(',', ('200 6144') x 4),
        'the requests in flight finished, complete');
     ok((grep { (split ' ')[2] >= 2 } @slow), 'some of them were on the drained peer')

@@ -245,6 +245,32 @@ sub error_log {
     return $self->slurp('logs/error.log') // '';
 }
 
+# Starts $n GET requests for $path in the background (forked children) and returns a function
+# that waits for them and gives one "STATUS BODY_LENGTH SECONDS" line per request: for requests
+# that must stay in flight while a test changes something.
+sub in_background {
+    my ($self, $n, $path) = @_;
+    my @kids;
+    for my $k (1 .. $n) {
+        my $pid = fork // die "fork: $!";
+        if (!$pid) {
+            my $t0 = time;
+            my ($code, $body) = $self->get($path);
+            open(my $out, '>', "$self->{dir}/background.$k") or POSIX::_exit(1);
+            printf $out "%s %d %.1f\n", $code, length($body // ''), time - $t0;
+            close $out;
+            POSIX::_exit(0);
+        }
+        push @kids, $pid;
+    }
+    return sub {
+        waitpid($_, 0) for @kids;
+        my @lines = map { $self->slurp("background.$_") // "none\n" } 1 .. $n;
+        chomp @lines;
+        return @lines;
+    };
+}
+
 # A file of the server directory (path relative to it), or undef.
 sub slurp {
     my ($self, $path) = @_;
