@@ -31,11 +31,10 @@ use Cwd qw(abs_path);
 use File::Basename qw(dirname);
 use File::Spec ();
 use File::Temp ();
-use IO::Handle ();
-use IO::Select ();
 use JSON::PP ();
 use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(sleep time);
+use Test::LB::Child ();
 
 my $Script = abs_path(File::Spec->catfile(dirname(__FILE__), '..', '..', '..', 'dns.py'));
 my %Running;    # pid => object, for END
@@ -63,44 +62,13 @@ sub start {
     $self->set(%$answers);
 
     my $lifetime = $ENV{TEST_LB_DNS_LIFETIME} || 900;
-    pipe(my $in_r, my $in_w) or die "Test::LB::Dns: pipe: $!\n";
-    pipe(my $out_r, my $out_w) or die "Test::LB::Dns: pipe: $!\n";
-    my $pid = fork;
-    die "Test::LB::Dns: fork: $!\n" if !defined $pid;
-    if ($pid == 0) {
-        close $in_w;
-        close $out_r;
-        open STDIN, '<&', $in_r or POSIX::_exit(126);
-        open STDOUT, '>&', $out_w or POSIX::_exit(126);
-        { exec 'python3', $Script, '--lifetime', $lifetime, '--log', $self->{log},
-               $opt{port} || 0, $self->{file}; }
-        print STDERR "Test::LB::Dns: exec python3 failed: $!\n";
-        POSIX::_exit(127);
-    }
-    close $in_r;
-    close $out_w;
-    $in_w->autoflush(1);
+    my ($pid, $stdin, $buf) = Test::LB::Child::spawn_ready(
+        'Test::LB::Dns: t/dns.py', $Script, '--lifetime', $lifetime, '--log', $self->{log},
+        $opt{port} || 0, $self->{file});
     $self->{pid} = $pid;
     $self->{owner} = $$;
-    $self->{stdin} = $in_w;
+    $self->{stdin} = $stdin;
     $Running{$pid} = $self;
-
-    my $sel = IO::Select->new($out_r);
-    my $buf = '';
-    my $deadline = time + 10;
-    while ($buf !~ /^ready$/m) {
-        my $left = $deadline - time;
-        if ($left <= 0 || !$sel->can_read($left)) {
-            $self->stop;
-            die "Test::LB::Dns: t/dns.py did not get ready within 10s\n";
-        }
-        my $n = sysread $out_r, $buf, 4096, length $buf;
-        if (!$n) {
-            $self->stop;
-            die "Test::LB::Dns: t/dns.py exited before getting ready\n";
-        }
-    }
-    close $out_r;
     ($self->{port}) = $buf =~ /^dns=(\d+)$/m
         or die "Test::LB::Dns: no port in '$buf'\n";
     return $self;

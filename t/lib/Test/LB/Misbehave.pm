@@ -36,10 +36,9 @@ use Cwd qw(abs_path);
 use Exporter 'import';
 use File::Basename qw(dirname);
 use File::Spec ();
-use IO::Handle ();
-use IO::Select ();
 use IO::Socket::INET ();
 use POSIX qw(:sys_wait_h);
+use Test::LB::Child ();
 
 our @EXPORT_OK = qw(start_misbehave stop_misbehave misbehave_script reserve_port free_port
                     signal_nginx_later);
@@ -69,37 +68,11 @@ sub start_misbehave {
     }
     my $ttl = $ENV{TEST_LB_MISBEHAVE_TTL} || 900;
 
-    pipe(my $in_r, my $in_w) or die "start_misbehave: pipe: $!\n";
-    pipe(my $out_r, my $out_w) or die "start_misbehave: pipe: $!\n";
-    my $pid = fork;
-    die "start_misbehave: fork: $!\n" if !defined $pid;
-    if ($pid == 0) {
-        close $in_w;
-        close $out_r;
-        open STDIN, '<&', $in_r or POSIX::_exit(126);
-        open STDOUT, '>&', $out_w or POSIX::_exit(126);
-        { exec 'python3', $Script, '--ttl', $ttl, @args; }
-        print STDERR "start_misbehave: exec python3 failed: $!\n";
-        POSIX::_exit(127);
-    }
-    close $in_r;
-    close $out_w;
-    $in_w->autoflush(1);
-    push @Children, [$pid, $in_w];
-
-    # Wait for "mode=port" lines and "ready".
+    # "mode=port" lines, then "ready".
+    my ($pid, $stdin, $buf) = Test::LB::Child::spawn_ready(
+        'start_misbehave: t/misbehave.py', $Script, '--ttl', $ttl, @args);
+    push @Children, [$pid, $stdin];
     my @ports;
-    my $sel = IO::Select->new($out_r);
-    my $buf = '';
-    my $deadline = time + 10;
-    while ($buf !~ /^ready$/m) {
-        my $left = $deadline - time;
-        die "start_misbehave: t/misbehave.py did not get ready within 10s\n"
-            if $left <= 0 || !$sel->can_read($left);
-        my $n = sysread $out_r, $buf, 4096, length $buf;
-        die "start_misbehave: t/misbehave.py exited before getting ready\n" if !$n;
-    }
-    close $out_r;
     @ports = $buf =~ /^\w+=(\d+)$/mg;
     die "start_misbehave: expected " . @names . " ports, got '$buf'\n" if @ports != @names;
 
