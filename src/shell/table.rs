@@ -103,17 +103,27 @@ pub struct Members {
 impl Members {
     /// Builds the selectors over `peers` (primaries first, `primaries` of them).
     pub fn new(method: Method, peers: Vec<Peer>, primaries: usize, indexed: bool) -> Members {
-        let weights: Vec<u32> = peers
-            .iter()
-            .map(|p| if p.down { 0 } else { p.weight })
-            .collect();
+        let weights: Vec<u32> = peers.iter().map(Peer::selection_weight).collect();
+        let primary = Selector::new(method, &weights[..primaries], 1);
+        let backup = Selector::new(method, &weights[primaries..], 2);
+        Members::assemble(peers, primaries, primary, backup, indexed)
+    }
+
+    /// A snapshot from its peers and the selection state built over them.
+    fn assemble(
+        peers: Vec<Peer>,
+        primaries: usize,
+        primary: Selector,
+        backup: Selector,
+        indexed: bool,
+    ) -> Members {
         let tries = peers.iter().filter(|p| !p.down).count();
         let live_primaries = peers[..primaries].iter().filter(|p| !p.down).count();
         let single = live_primaries == 1 && tries == 1;
         let index = indexed.then(|| peers.iter().enumerate().map(|(i, p)| (p.key, i)).collect());
         Members {
-            primary: Selector::new(method, &weights[..primaries], 1),
-            backup: Selector::new(method, &weights[primaries..], 2),
+            primary,
+            backup,
             peers,
             primaries,
             tries,
@@ -133,9 +143,8 @@ impl Members {
         prev: &Members,
         origin: &[Option<usize>],
     ) -> Members {
-        let weight = |p: &Peer| if p.down { 0 } else { p.weight };
-        let weights: Vec<u32> = peers.iter().map(weight).collect();
-        let old: Vec<u32> = prev.peers.iter().map(weight).collect();
+        let weights: Vec<u32> = peers.iter().map(Peer::selection_weight).collect();
+        let old: Vec<u32> = prev.peers.iter().map(Peer::selection_weight).collect();
         // Origins within each list (a peer that moved between primaries and backups is new
         // to its list).
         let local =
@@ -164,26 +173,12 @@ impl Members {
             &weights[primaries..],
             2,
         );
-        let mut m = Members::new(method, Vec::new(), 0, true);
-        let tries = peers.iter().filter(|p| !p.down).count();
-        let live_primaries = peers[..primaries].iter().filter(|p| !p.down).count();
-        m.single = live_primaries == 1 && tries == 1;
-        m.tries = tries;
-        m.index = Some(peers.iter().enumerate().map(|(i, p)| (p.key, i)).collect());
-        m.primary = primary;
-        m.backup = backup;
-        m.primaries = primaries;
-        m.peers = peers;
-        m
+        Members::assemble(peers, primaries, primary, backup, true)
     }
 
     /// Builds the selection state anew from the peers' weights (after they changed).
     pub fn reselect(&mut self, method: Method, seed: u64) {
-        let weights: Vec<u32> = self
-            .peers
-            .iter()
-            .map(|p| if p.down { 0 } else { p.weight })
-            .collect();
+        let weights: Vec<u32> = self.peers.iter().map(Peer::selection_weight).collect();
         self.primary = Selector::new(method, &weights[..self.primaries], 1);
         self.backup = Selector::new(method, &weights[self.primaries..], 2);
         self.reseed(seed);
@@ -441,6 +436,15 @@ pub fn line_fingerprint(weight: u32, limits: &Limits, backup: bool, down: bool) 
 }
 
 impl Peer {
+    /// The weight its selector uses: 0 leaves a `down` peer out.
+    pub fn selection_weight(&self) -> u32 {
+        if self.down {
+            0
+        } else {
+            self.weight
+        }
+    }
+
     /// This peer's `line_fingerprint`.
     pub fn fingerprint(&self) -> u64 {
         line_fingerprint(self.conf_weight, &self.limits, self.backup, self.down)
