@@ -94,9 +94,14 @@ connect() failed
 
 
 === TEST 4: p2c with weights 3/1 through two workers (equal peers: draws follow the weights)
+# Ties go to the first draw, which follows the weights; a comparison is a tie while both
+# response-time averages are below nginx's 1 ms clock tick. On a busy machine one slow
+# response (a few ms) makes a peer lose every comparison until its average fades, which with
+# the default decay=5s outlasts the test (CI once saw a 50/50 split). decay=1ms lets such a
+# hiccup fade within a few ms, so the split shows the weights; t/070 covers slow peers.
 --- http_config
     upstream backend {
-        lb_upstream p2c;
+        lb_upstream p2c decay=1ms;
         server 127.0.0.1:$TEST_NGINX_RAND_PORT_1 weight=3;
         server 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
     }
