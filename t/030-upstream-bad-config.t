@@ -206,3 +206,31 @@ lb_upstream: "max_resolved" in upstream "u" needs a server with "resolve"
 --- must_die
 --- error_log
 lb_upstream: invalid value "0" for "max_resolved": expected a number of addresses from 1 to 1000000
+
+
+
+=== TEST 20: max_added without zone is refused
+Peers added through lb_api live in shared memory: like NGINX Plus's API, it needs the zone.
+--- http_config
+    upstream u {
+        lb_upstream max_added=10;
+        server 127.0.0.1:1;
+    }
+--- config
+--- must_die
+--- error_log
+lb_upstream: "max_added" in upstream "u" needs the "zone" directive
+
+
+
+=== TEST 21: max_added must be a number
+--- http_config
+    upstream u {
+        zone u 64k;
+        lb_upstream max_added=many;
+        server 127.0.0.1:1;
+    }
+--- config
+--- must_die
+--- error_log
+lb_upstream: invalid value "many" for "max_added": expected a number of peers from 0 to 100000

@@ -97,7 +97,8 @@ subtest 'reading' => sub {
 subtest 'bad requests' => sub {
     my @cases = (
         [ 'PATCH', "/lb-ro/upstreams/u/peers/$B", '{"admin":"drain"}', 405, 'read-only' ],
-        [ 'DELETE', "/lb-api/upstreams/u/peers/$B", '', 405, 'a method the resource does not take' ],
+        [ 'PUT', "/lb-api/upstreams/u/peers/$B", '{}', 405, 'a method the resource does not take' ],
+        [ 'DELETE', "/lb-api/upstreams/u/peers/$B", '', 409, 'removing a configured peer' ],
         [ 'PATCH', "/lb-api/upstreams/u/peers/$B", '{"admin":', 400, 'malformed JSON' ],
         [ 'PATCH', "/lb-api/upstreams/u/peers/$B", '{"colour":"red"}', 400, 'unknown field' ],
         [ 'PATCH', "/lb-api/upstreams/u/peers/$B", '{"weight":"3"}', 400, 'wrong type' ],

@@ -74,6 +74,60 @@ where
     T::deserialize(d).map(Some)
 }
 
+/// The body of `POST upstreams/NAME/peers`, as sent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPeerBody {
+    address: String,
+    #[serde(default = "one")]
+    weight: u32,
+    #[serde(default)]
+    backup: bool,
+    #[serde(default)]
+    max_conns: u32,
+    #[serde(default = "one")]
+    max_fails: u32,
+    #[serde(default)]
+    fail_timeout: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The largest `max_fails` taken.
+pub const MAX_FAILS: u32 = 1_000_000;
+
+/// A peer to add, checked: an IP address and port (names are for `server ... resolve`), and
+/// the parameters of a `server` line with nginx's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPeer {
+    pub address: std::net::SocketAddr,
+    pub weight: u32,
+    pub backup: bool,
+    pub max_conns: u32,
+    pub max_fails: u32,
+    pub fail_timeout_ms: u64,
+}
+
+impl NewPeer {
+    /// The address as nginx writes it (`$upstream_addr`): `10.0.0.7:8080`, `[::1]:80`.
+    pub fn name(&self) -> String {
+        canonical(&self.address)
+    }
+}
+
+/// An address as nginx writes it.
+pub fn canonical(a: &std::net::SocketAddr) -> String {
+    match a {
+        std::net::SocketAddr::V4(v4) => v4.to_string(),
+        std::net::SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+    }
+}
+
+/// nginx's `fail_timeout` default.
+pub const DEFAULT_FAIL_TIMEOUT_MS: u64 = 10_000;
+
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -89,6 +143,12 @@ pub enum Op {
         address: String,
         patch: PeerPatch,
     },
+    /// `GET upstreams/NAME/peers`.
+    ListPeers(String),
+    /// `POST upstreams/NAME/peers`.
+    AddPeer { upstream: String, peer: NewPeer },
+    /// `DELETE upstreams/NAME/peers/ADDRESS`.
+    DeletePeer { upstream: String, address: String },
 }
 
 /// A refused request: its HTTP status and what to say.
@@ -97,6 +157,8 @@ pub enum Op {
 pub struct ApiError {
     pub status: u16,
     pub message: String,
+    /// For 405: the methods the resource takes (the `Allow` header).
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -104,6 +166,14 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            allow: None,
+        }
+    }
+
+    fn not_allowed(message: impl Into<String>, allow: &'static str) -> ApiError {
+        ApiError {
+            allow: Some(allow),
+            ..ApiError::new(405, message)
         }
     }
 
@@ -126,7 +196,16 @@ pub enum Method {
     Get,
     Head,
     Patch,
+    Post,
+    Delete,
     Other,
+}
+
+impl Method {
+    /// Whether the method changes something (and needs `write=on`).
+    pub fn writes(self) -> bool {
+        matches!(self, Method::Patch | Method::Post | Method::Delete)
+    }
 }
 
 /// Turns a request into an operation. `path` is relative to the location's prefix, without
@@ -141,36 +220,113 @@ pub fn parse(method: Method, path: &[u8], write: bool, body: &[u8]) -> Result<Op
     let route = match parts.as_slice() {
         ["upstreams"] => Route::Upstreams,
         ["upstreams", name] if !name.is_empty() => Route::Upstream(name.to_string()),
+        ["upstreams", name, "peers"] if !name.is_empty() => Route::Peers(name.to_string()),
         ["upstreams", name, "peers", address] if !name.is_empty() && !address.is_empty() => {
             Route::Peer(name.to_string(), address.to_string())
         }
         _ => return Err(ApiError::new(404, format!("no such resource \"/{path}\""))),
     };
+    let allow = route.allow(write);
+    if method.writes() && !write && route.allow(true) != allow {
+        return Err(ApiError::not_allowed(
+            "this lb_api is read-only (lb_api write=on takes changes)",
+            allow,
+        ));
+    }
     match (route, method) {
         (Route::Upstreams, _) if reading => Ok(Op::ListUpstreams),
         (Route::Upstream(u), _) if reading => Ok(Op::GetUpstream(u)),
+        (Route::Peers(u), _) if reading => Ok(Op::ListPeers(u)),
         (Route::Peer(upstream, address), _) if reading => Ok(Op::GetPeer { upstream, address }),
-        (Route::Peer(upstream, address), Method::Patch) => {
-            if !write {
-                return Err(ApiError::new(
-                    405,
-                    "this lb_api is read-only (lb_api write=on takes changes)",
-                ));
-            }
-            Ok(Op::PatchPeer {
-                upstream,
-                address,
-                patch: parse_patch(body)?,
-            })
+        (Route::Peer(upstream, address), Method::Patch) if write => Ok(Op::PatchPeer {
+            upstream,
+            address,
+            patch: parse_patch(body)?,
+        }),
+        (Route::Peer(upstream, address), Method::Delete) if write => {
+            Ok(Op::DeletePeer { upstream, address })
         }
-        (_, _) => Err(ApiError::new(405, "method not allowed on this resource")),
+        (Route::Peers(upstream), Method::Post) if write => Ok(Op::AddPeer {
+            upstream,
+            peer: parse_new_peer(body)?,
+        }),
+        (_, _) => Err(ApiError::not_allowed(
+            "method not allowed on this resource",
+            allow,
+        )),
     }
 }
 
 enum Route {
     Upstreams,
     Upstream(String),
+    Peers(String),
     Peer(String, String),
+}
+
+impl Route {
+    /// The methods the resource takes (the `Allow` header of a 405).
+    fn allow(&self, write: bool) -> &'static str {
+        match (self, write) {
+            (Route::Peers(_), true) => "GET, HEAD, POST",
+            (Route::Peer(..), true) => "GET, HEAD, PATCH, DELETE",
+            _ => "GET, HEAD",
+        }
+    }
+}
+
+/// Parses and checks a POST body (a peer to add).
+pub fn parse_new_peer(body: &[u8]) -> Result<NewPeer, ApiError> {
+    if body.len() > MAX_BODY {
+        return Err(ApiError::new(
+            413,
+            format!("the body is larger than {MAX_BODY} bytes"),
+        ));
+    }
+    let b: NewPeerBody = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(400, format!("invalid body: {e}")))?;
+    let bad = |m: String| ApiError::new(400, format!("invalid body: {m}"));
+    let address: std::net::SocketAddr = b.address.parse().map_err(|_| {
+        bad(format!(
+            "address \"{}\" is not an IP address and port such as 10.0.0.7:8080 or [::1]:8080 \
+             (names are for \"server ... resolve\")",
+            b.address.escape_default()
+        ))
+    })?;
+    if address.port() == 0 {
+        return Err(bad(format!("address \"{}\" has port 0", b.address)));
+    }
+    if !(1..=MAX_WEIGHT).contains(&b.weight) {
+        return Err(bad(format!(
+            "weight {} is out of range (1 to {MAX_WEIGHT})",
+            b.weight
+        )));
+    }
+    if b.max_fails > MAX_FAILS {
+        return Err(bad(format!(
+            "max_fails {} is out of range (0 to {MAX_FAILS})",
+            b.max_fails
+        )));
+    }
+    let fail_timeout_ms = match &b.fail_timeout {
+        None => DEFAULT_FAIL_TIMEOUT_MS,
+        Some(t) => crate::conf::time::parse_time_ms(t.as_bytes())
+            .filter(|&ms| ms <= 365 * 24 * 3600 * 1000)
+            .ok_or_else(|| {
+                bad(format!(
+                    "fail_timeout \"{}\" is not a time such as 10s",
+                    t.escape_default()
+                ))
+            })?,
+    };
+    Ok(NewPeer {
+        address,
+        weight: b.weight,
+        backup: b.backup,
+        max_conns: b.max_conns,
+        max_fails: b.max_fails,
+        fail_timeout_ms,
+    })
 }
 
 /// Parses and checks a PATCH body.
@@ -236,6 +392,77 @@ mod tests {
         assert_eq!(status(get("upstreams//peers/x")), 404);
         assert_eq!(status(parse(Method::Other, b"upstreams", true, b"")), 405);
         assert_eq!(status(patch("upstreams", "{}", true)), 405);
+        assert_eq!(get("upstreams/u/peers"), Ok(Op::ListPeers("u".into())));
+        // 405 says what the resource takes, and that a read-only API takes no writes.
+        let e = parse(Method::Delete, b"upstreams/u", true, b"").unwrap_err();
+        assert_eq!((e.status, e.allow), (405, Some("GET, HEAD")));
+        let e = parse(Method::Delete, b"upstreams/u/peers/a", false, b"").unwrap_err();
+        assert_eq!((e.status, e.allow), (405, Some("GET, HEAD")));
+        assert!(e.message.contains("read-only"), "{}", e.message);
+        let e = parse(Method::Post, b"upstreams/u/peers/a", true, b"{}").unwrap_err();
+        assert_eq!((e.status, e.allow), (405, Some("GET, HEAD, PATCH, DELETE")));
+        let e = parse(Method::Patch, b"upstreams/u/peers", true, b"{}").unwrap_err();
+        assert_eq!((e.status, e.allow), (405, Some("GET, HEAD, POST")));
+        assert_eq!(
+            parse(Method::Delete, b"upstreams/u/peers/a", true, b""),
+            Ok(Op::DeletePeer {
+                upstream: "u".into(),
+                address: "a".into()
+            })
+        );
+    }
+
+    #[test]
+    fn new_peers() {
+        let post = |body: &str| parse(Method::Post, b"upstreams/u/peers", true, body.as_bytes());
+        let Ok(Op::AddPeer { upstream, peer }) = post(r#"{"address": "10.0.0.7:8080"}"#) else {
+            panic!("not added");
+        };
+        assert_eq!(upstream, "u");
+        // nginx's defaults for a server line.
+        assert_eq!(
+            (peer.weight, peer.backup, peer.max_conns, peer.max_fails),
+            (1, false, 0, 1)
+        );
+        assert_eq!(peer.fail_timeout_ms, DEFAULT_FAIL_TIMEOUT_MS);
+        assert_eq!(peer.name(), "10.0.0.7:8080");
+        let Ok(Op::AddPeer { peer, .. }) = post(
+            r#"{"address": "[::1]:80", "weight": 3, "backup": true, "max_conns": 5,
+                "max_fails": 0, "fail_timeout": "1m30s"}"#,
+        ) else {
+            panic!("not added");
+        };
+        assert_eq!(peer.name(), "[::1]:80");
+        assert_eq!(
+            (peer.weight, peer.backup, peer.max_conns, peer.max_fails),
+            (3, true, 5, 0)
+        );
+        assert_eq!(peer.fail_timeout_ms, 90_000);
+        for bad in [
+            "",
+            "{}",
+            r#"{"address": "backend.local:80"}"#,
+            r#"{"address": "10.0.0.7"}"#,
+            r#"{"address": "10.0.0.7:0"}"#,
+            r#"{"address": "10.0.0.7:70000"}"#,
+            r#"{"address": 7}"#,
+            r#"{"address": "10.0.0.7:80", "weight": 0}"#,
+            r#"{"address": "10.0.0.7:80", "weight": 10001}"#,
+            r#"{"address": "10.0.0.7:80", "max_fails": -1}"#,
+            r#"{"address": "10.0.0.7:80", "fail_timeout": "soon"}"#,
+            r#"{"address": "10.0.0.7:80", "fail_timeout": 10}"#,
+            r#"{"address": "10.0.0.7:80", "backup": "yes"}"#,
+            r#"{"address": "10.0.0.7:80", "colour": "red"}"#,
+        ] {
+            assert_eq!(status(post(bad)), 400, "{bad}");
+        }
+        // Read-only: refused before the body is looked at.
+        assert_eq!(
+            status(parse(Method::Post, b"upstreams/u/peers", false, b"x")),
+            405
+        );
+        let big = format!(r#"{{"address": "10.0.0.7:80"{}}}"#, " ".repeat(MAX_BODY));
+        assert_eq!(status(post(&big)), 413);
     }
 
     #[test]

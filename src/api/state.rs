@@ -1,5 +1,5 @@
-//! The `lb_state` file: the changes operators made through `lb_api`, so that they survive a
-//! restart or a binary upgrade (a reload keeps them in shared memory anyway). JSON through serde,
+//! The `lb_state` file: the changes operators made through `lb_api` (peers' admin states and
+//! weights, and the peers they added), so that they survive a restart or a binary upgrade (a reload keeps them in shared memory anyway). JSON through serde,
 //! written whole (temporary file, then rename) after each change, read once when nginx starts
 //! with a fresh zone.
 
@@ -7,14 +7,30 @@ use serde::{Deserialize, Serialize};
 
 use super::Admin;
 
-/// The file's format version.
-pub const VERSION: u32 = 1;
+/// The file's format version (version 1, without added peers, is read too).
+pub const VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateFile {
     pub version: u32,
     pub peers: Vec<SavedPeer>,
+    /// Peers added through the API.
+    #[serde(default)]
+    pub added: Vec<SavedAdded>,
+}
+
+/// A peer added through the API, with its `server` parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedAdded {
+    pub upstream: String,
+    pub address: String,
+    pub weight: u32,
+    pub backup: bool,
+    pub max_conns: u32,
+    pub max_fails: u32,
+    pub fail_timeout_ms: u64,
 }
 
 /// One peer an operator changed.
@@ -41,7 +57,7 @@ fn is_up(a: &Admin) -> bool {
 pub enum StateError {
     #[error("not a state file ({0})")]
     Invalid(String),
-    #[error("format version {0} (this module reads version {VERSION})")]
+    #[error("format version {0} (this module reads versions 1 to {VERSION})")]
     Version(u32),
     #[error("weight {1} of peer {0} is out of range (1 to {max})", max = super::MAX_WEIGHT)]
     Weight(String, u32),
@@ -51,8 +67,19 @@ pub enum StateError {
 pub fn parse(bytes: &[u8]) -> Result<StateFile, StateError> {
     let f: StateFile =
         serde_json::from_slice(bytes).map_err(|e| StateError::Invalid(e.to_string()))?;
-    if f.version != VERSION {
+    if !(1..=VERSION).contains(&f.version) {
         return Err(StateError::Version(f.version));
+    }
+    for a in &f.added {
+        if !(1..=super::MAX_WEIGHT).contains(&a.weight) {
+            return Err(StateError::Weight(a.address.clone(), a.weight));
+        }
+        if a.address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(StateError::Invalid(format!(
+                "added peer \"{}\" is not an IP address and port",
+                a.address.escape_default()
+            )));
+        }
     }
     for p in &f.peers {
         if let Some(w) = p.weight {
@@ -64,11 +91,12 @@ pub fn parse(bytes: &[u8]) -> Result<StateFile, StateError> {
     Ok(f)
 }
 
-/// The file's contents for `peers` (those with a change).
-pub fn render(peers: Vec<SavedPeer>) -> Vec<u8> {
+/// The file's contents for `peers` (those with a change) and `added`.
+pub fn render(peers: Vec<SavedPeer>, added: Vec<SavedAdded>) -> Vec<u8> {
     let mut out = serde_json::to_vec_pretty(&StateFile {
         version: VERSION,
         peers,
+        added,
     })
     .unwrap_or_default();
     out.push(b'\n');
@@ -92,8 +120,22 @@ mod tests {
     #[test]
     fn round_trip() {
         let peers = vec![peer(Admin::Drain, None), peer(Admin::Up, Some(3))];
-        let text = render(peers.clone());
-        assert_eq!(parse(&text).unwrap().peers, peers);
+        let added = vec![SavedAdded {
+            upstream: "u".into(),
+            address: "[::1]:8080".into(),
+            weight: 2,
+            backup: true,
+            max_conns: 3,
+            max_fails: 0,
+            fail_timeout_ms: 30_000,
+        }];
+        let text = render(peers.clone(), added.clone());
+        let back = parse(&text).unwrap();
+        assert_eq!((back.peers, back.added), (peers.clone(), added));
+        // Version 1 (no added peers) is still read.
+        let v1 = br#"{"version": 1, "peers": [{"upstream": "u", "address": "a", "line": 1}]}"#;
+        assert_eq!(parse(v1).unwrap().added, []);
+        let text = render(peers, vec![]);
         // The default state is left out of the file.
         let s = String::from_utf8(text).unwrap();
         assert_eq!(s.matches("\"admin\"").count(), 1, "{s}");
@@ -101,7 +143,7 @@ mod tests {
 
     #[test]
     fn corrupt_truncated_or_foreign_files_are_refused() {
-        let text = render(vec![peer(Admin::Down, Some(2))]);
+        let text = render(vec![peer(Admin::Down, Some(2))], vec![]);
         for cut in [0, 1, text.len() / 2, text.len() - 3] {
             assert!(
                 matches!(parse(&text[..cut]), Err(StateError::Invalid(_))),
@@ -109,8 +151,24 @@ mod tests {
             );
         }
         assert_eq!(
-            parse(br#"{"version": 2, "peers": []}"#),
-            Err(StateError::Version(2))
+            parse(br#"{"version": 3, "peers": []}"#),
+            Err(StateError::Version(3))
+        );
+        let added = |a: &str, w: u32| {
+            format!(
+                r#"{{"version": 2, "peers": [], "added": [{{"upstream": "u", "address": "{a}",
+                "weight": {w}, "backup": false, "max_conns": 0, "max_fails": 1,
+                "fail_timeout_ms": 10000}}]}}"#
+            )
+        };
+        assert!(parse(added("10.0.0.1:80", 1).as_bytes()).is_ok());
+        assert!(matches!(
+            parse(added("host:80", 1).as_bytes()),
+            Err(StateError::Invalid(_))
+        ));
+        assert_eq!(
+            parse(added("10.0.0.1:80", 0).as_bytes()),
+            Err(StateError::Weight("10.0.0.1:80".into(), 0))
         );
         assert!(matches!(
             parse(br#"{"version": 1, "peers": [], "x": 1}"#),

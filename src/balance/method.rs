@@ -6,6 +6,12 @@ use crate::conf::time::parse_time_ms;
 /// The most `max_resolved=` takes.
 pub const MAX_RESOLVED: usize = 1_000_000;
 
+/// The most `max_added=` takes.
+pub const MAX_ADDED: usize = 100_000;
+
+/// Peers `lb_api` may add to an upstream with `zone`, unless `max_added=` says otherwise.
+pub const DEFAULT_MAX_ADDED: usize = 64;
+
 /// How quickly the moving average of response times forgets, unless `decay=` says otherwise.
 pub const DEFAULT_DECAY_MS: u64 = 5_000;
 
@@ -29,6 +35,8 @@ pub struct MethodConf {
     /// `max_resolved=N`: how many addresses the upstream's `server ... resolve` names may
     /// have at once (`None`: the default).
     pub max_resolved: Option<usize>,
+    /// `max_added=N`: how many peers `lb_api` may add to the upstream (`None`: the default).
+    pub max_added: Option<usize>,
 }
 
 impl Default for MethodConf {
@@ -37,6 +45,7 @@ impl Default for MethodConf {
             method: Method::RoundRobin,
             decay_ms: DEFAULT_DECAY_MS,
             max_resolved: None,
+            max_added: None,
         }
     }
 }
@@ -61,7 +70,7 @@ pub enum MethodError {
     Decay(#[from] InvalidValue),
     /// A second method, or anything else after the method.
     #[error(
-        "unexpected parameter \"{}\" (one method, then optionally decay=TIME and max_resolved=N)",
+        "unexpected parameter \"{}\" (one method, then optionally decay=TIME, max_resolved=N and max_added=N)",
         .0.escape_ascii()
     )]
     Unexpected(Vec<u8>),
@@ -76,7 +85,7 @@ pub enum MethodError {
 }
 
 /// Parses the arguments of `lb_upstream` (without the directive name):
-/// `[round_robin | least_conn | p2c] [decay=TIME]`.
+/// `[round_robin | least_conn | p2c] [decay=TIME] [max_resolved=N] [max_added=N]`.
 pub fn parse(args: &[&[u8]]) -> Result<MethodConf, MethodError> {
     let mut conf = MethodConf::default();
     let mut method_seen = false;
@@ -105,6 +114,20 @@ pub fn parse(args: &[&[u8]]) -> Result<MethodConf, MethodError> {
                         b"max_resolved",
                         v,
                         "expected a number of addresses from 1 to 1000000",
+                    )
+                    .into())
+                }
+            };
+            continue;
+        }
+        if let Some(v) = arg.strip_prefix(b"max_added=") {
+            conf.max_added = match core::str::from_utf8(v).ok().and_then(|v| v.parse().ok()) {
+                Some(n) if n <= MAX_ADDED => Some(n),
+                _ => {
+                    return Err(InvalidValue::new(
+                        b"max_added",
+                        v,
+                        "expected a number of peers from 0 to 100000",
                     )
                     .into())
                 }
@@ -154,6 +177,9 @@ mod tests {
             Some(1000)
         );
         assert_eq!(p("").unwrap().max_resolved, None);
+        assert_eq!(p("p2c max_added=0").unwrap().max_added, Some(0));
+        assert_eq!(p("max_added=500").unwrap().max_added, Some(500));
+        assert_eq!(p("").unwrap().max_added, None);
     }
 
     #[test]
@@ -196,11 +222,15 @@ mod tests {
         );
         assert_eq!(
             text("least_conn p2c"),
-            "unexpected parameter \"p2c\" (one method, then optionally decay=TIME and max_resolved=N)"
+            "unexpected parameter \"p2c\" (one method, then optionally decay=TIME, max_resolved=N and max_added=N)"
         );
         assert_eq!(
             text("max_resolved=0"),
             "invalid value \"0\" for \"max_resolved\": expected a number of addresses from 1 to 1000000"
+        );
+        assert_eq!(
+            text("max_added=-1"),
+            "invalid value \"-1\" for \"max_added\": expected a number of peers from 0 to 100000"
         );
     }
 }

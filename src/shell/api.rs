@@ -16,7 +16,8 @@ use crate::api::{self, ApiError, Method, Op};
 use crate::shell::conf::{ctx_index, MainConf};
 use crate::shell::nginx::{bytes, conf_error, directive_params, CONF_OK};
 use crate::shell::status::{send, snapshot_upstream};
-use crate::shell::table::Upstream;
+use crate::shell::table::{Peer, Upstream};
+use crate::shm::added;
 
 const JSON: &str = "application/json";
 
@@ -139,7 +140,8 @@ unsafe fn write_state(main: &MainConf, log: *mut nginx_sys::ngx_log_t) {
             });
         }
     }
-    let text = api::state::render(peers);
+    let added = saved_added(main);
+    let text = api::state::render(peers, added);
     let mut tmp = path.clone().into_os_string();
     tmp.push(format!(".{}.tmp", crate::shell::nginx::pid()));
     let write = || -> std::io::Result<()> {
@@ -170,22 +172,138 @@ unsafe fn write_state(main: &MainConf, log: *mut nginx_sys::ngx_log_t) {
     }
 }
 
+/// The added peers, for the state file (the zone's mutex is held).
+///
+/// # Safety
+/// As for `save_state`, under the zone's mutex.
+unsafe fn saved_added(main: &MainConf) -> Vec<api::state::SavedAdded> {
+    if main.table.is_null() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    // SAFETY: the caller holds the zone's mutex; the tables live for the cycle.
+    unsafe {
+        let t = crate::shm::table::Table::from_header(main.table);
+        let entries = t.added();
+        for &u in &main.upstreams {
+            let name = bytes(&(*u).name);
+            for e in added::of(entries, added::upstream_key(name)) {
+                out.push(api::state::SavedAdded {
+                    upstream: String::from_utf8_lossy(name).into_owned(),
+                    address: String::from_utf8_lossy(e.name()).into_owned(),
+                    weight: e.weight,
+                    backup: e.backup != 0,
+                    max_conns: e.max_conns,
+                    max_fails: e.max_fails,
+                    fail_timeout_ms: e.fail_timeout_ms,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// A socket address as the bytes of a `struct sockaddr_in` or `sockaddr_in6`.
+fn sockaddr_bytes(a: &std::net::SocketAddr) -> Vec<u8> {
+    use std::net::SocketAddr;
+    fn raw<T>(v: &T) -> Vec<u8> {
+        // SAFETY: a plain C struct, read as bytes for its whole size.
+        unsafe {
+            core::slice::from_raw_parts(v as *const T as *const u8, core::mem::size_of::<T>())
+        }
+        .to_vec()
+    }
+    match a {
+        SocketAddr::V4(v4) => {
+            // SAFETY: all-zero bytes are a valid sockaddr_in.
+            let mut sin: libc::sockaddr_in = unsafe { core::mem::zeroed() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = v4.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
+            raw(&sin)
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: all-zero bytes are a valid sockaddr_in6.
+            let mut sin6: libc::sockaddr_in6 = unsafe { core::mem::zeroed() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = v6.port().to_be();
+            sin6.sin6_addr.s6_addr = v6.ip().octets();
+            sin6.sin6_scope_id = v6.scope_id();
+            raw(&sin6)
+        }
+    }
+}
+
+/// Files an added peer in the zone (under its mutex) and bumps the change counter.
+///
+/// # Safety
+/// `main` is this process's main conf with its table.
+unsafe fn file_added(
+    main: &MainConf,
+    upstream: &[u8],
+    max: usize,
+    peer: &api::NewPeer,
+) -> Result<(), added::AddError> {
+    let name = peer.name();
+    let sa = sockaddr_bytes(&peer.address);
+    let spec = added::PeerSpec {
+        name: name.as_bytes(),
+        sockaddr: &sa,
+        weight: peer.weight,
+        max_fails: peer.max_fails,
+        fail_timeout_ms: peer.fail_timeout_ms,
+        max_conns: peer.max_conns,
+        backup: peer.backup,
+    };
+    let entry = added::AddedPeer::new(added::upstream_key(upstream), &spec)
+        .expect("an IP address and port fits");
+    // SAFETY: the zone's mutex guards the entries; the header stays mapped.
+    unsafe {
+        let t = crate::shm::table::Table::from_header(main.table);
+        nginx_sys::ngx_shmtx_lock(ptr::addr_of_mut!((*main.pool).mutex));
+        let r = added::insert(t.added(), entry, max);
+        if r.is_ok() {
+            (*main.table)
+                .added
+                .fetch_add(1, core::sync::atomic::Ordering::Release);
+        }
+        nginx_sys::ngx_shmtx_unlock(ptr::addr_of_mut!((*main.pool).mutex));
+        r.map(|_| ())
+    }
+}
+
+/// Removes an added peer from the zone; whether it was there.
+///
+/// # Safety
+/// As for `file_added`.
+unsafe fn unfile_added(main: &MainConf, upstream: &[u8], address: &[u8]) -> bool {
+    // SAFETY: as in `file_added`.
+    unsafe {
+        let t = crate::shm::table::Table::from_header(main.table);
+        nginx_sys::ngx_shmtx_lock(ptr::addr_of_mut!((*main.pool).mutex));
+        let removed = added::remove(t.added(), added::upstream_key(upstream), address);
+        if removed {
+            (*main.table)
+                .added
+                .fetch_add(1, core::sync::atomic::Ordering::Release);
+        }
+        nginx_sys::ngx_shmtx_unlock(ptr::addr_of_mut!((*main.pool).mutex));
+        removed
+    }
+}
+
 /// The largest state file read.
 const STATE_MAX: u64 = 16 << 20;
 
-/// Brings back the changes of the state file when nginx starts with a fresh zone (in the
-/// master, from `shell::zone::commit`). A missing file is nothing to restore; an unreadable,
-/// corrupt or foreign one is reported and ignored: nginx starts with the configuration. A
-/// change to a peer whose `server` line changed since is dropped (the configuration wins).
+/// Reads the state file when nginx starts with a fresh zone (in the master, from
+/// `shell::zone::commit`). A missing file is nothing to restore; an unreadable, corrupt or
+/// foreign one is reported and ignored: nginx starts with the configuration.
 ///
 /// # Safety
 /// The committed configuration's main conf, before workers start.
-pub unsafe fn restore_state(main: &mut MainConf) {
-    let Some(path) = main.state_path.clone() else {
-        return;
-    };
-    // SAFETY: the cycle's log is live while a configuration is committed.
-    let log = unsafe { (*nginx_sys::ngx_cycle).log };
+pub unsafe fn read_state(main: &MainConf) -> Option<api::state::StateFile> {
+    let path = main.state_path.clone()?;
+    let log = main.log();
     let read = || -> std::io::Result<Vec<u8>> {
         use std::io::Read;
         let f = std::fs::File::open(&path)?;
@@ -201,7 +319,7 @@ pub unsafe fn restore_state(main: &mut MainConf) {
     };
     let text = match read() {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
             ngx::ngx_log_error!(
                 nginx_sys::NGX_LOG_WARN,
@@ -210,11 +328,11 @@ pub unsafe fn restore_state(main: &mut MainConf) {
                 path.display(),
                 e
             );
-            return;
+            return None;
         }
     };
-    let file = match api::state::parse(&text) {
-        Ok(f) => f,
+    match api::state::parse(&text) {
+        Ok(f) => Some(f),
         Err(e) => {
             ngx::ngx_log_error!(
                 nginx_sys::NGX_LOG_WARN,
@@ -223,9 +341,69 @@ pub unsafe fn restore_state(main: &mut MainConf) {
                 path.display(),
                 e
             );
-            return;
+            None
         }
+    }
+}
+
+/// Files the added peers of the state file again (before the upstreams build their peers);
+/// those of upstreams that take no added peers now are left for `zone::commit` to drop.
+///
+/// # Safety
+/// As for `read_state`, with the zone's table.
+pub unsafe fn restore_added(main: &MainConf, file: &api::state::StateFile) {
+    if main.table.is_null() {
+        return;
+    }
+    let log = main.log();
+    let mut refused = 0;
+    for a in &file.added {
+        let Ok(address) = a.address.parse() else {
+            refused += 1;
+            continue;
+        };
+        let peer = api::NewPeer {
+            address,
+            weight: a.weight,
+            backup: a.backup,
+            max_conns: a.max_conns,
+            max_fails: a.max_fails,
+            fail_timeout_ms: a.fail_timeout_ms,
+        };
+        let max = main
+            .upstreams
+            .iter()
+            // SAFETY: the tables of the committed configuration.
+            .find(|&&u| unsafe { bytes(&(*u).name) } == a.upstream.as_bytes())
+            .and_then(|&u| unsafe { (*u).dynamic.as_ref() }.map(|d| d.max_added))
+            .unwrap_or(usize::MAX);
+        // SAFETY: as required by the caller.
+        if unsafe { file_added(main, a.upstream.as_bytes(), max, &peer) }.is_err() {
+            refused += 1;
+        }
+    }
+    if refused > 0 {
+        ngx::ngx_log_error!(
+            nginx_sys::NGX_LOG_WARN,
+            log,
+            "lb_state: {} added peer(s) not restored (over max_added, or no room in zone \
+             \"ngx_http_lb\")",
+            refused
+        );
+    }
+}
+
+/// Brings back the admin states and weights of the state file (after the upstreams built
+/// their peers). A change to a peer whose `server` line changed since is dropped (the
+/// configuration wins).
+///
+/// # Safety
+/// As for `read_state`.
+pub unsafe fn restore_changes(main: &mut MainConf, file: &api::state::StateFile) {
+    let Some(path) = main.state_path.clone() else {
+        return;
     };
+    let log = main.log();
     let (mut restored, mut dropped, mut unmatched) = (0, 0, 0);
     for saved in &file.peers {
         let before = restored + dropped;
@@ -273,8 +451,9 @@ pub unsafe fn restore_state(main: &mut MainConf) {
     ngx::ngx_log_error!(
         NGX_LOG_NOTICE,
         log,
-        "lb_state: restored {} peer change(s) from \"{}\"{}",
+        "lb_state: restored {} peer change(s) and {} added peer(s) from \"{}\"{}",
         restored,
+        file.added.len(),
         path.display(),
         dropped_text
     );
@@ -298,6 +477,10 @@ fn method_of(m: ngx_uint_t) -> Method {
         Method::Head
     } else if m == nginx_sys::NGX_HTTP_PATCH {
         Method::Patch
+    } else if m == nginx_sys::NGX_HTTP_POST {
+        Method::Post
+    } else if m == nginx_sys::NGX_HTTP_DELETE {
+        Method::Delete
     } else {
         Method::Other
     }
@@ -310,14 +493,17 @@ unsafe fn handle(r: *mut ngx_http_request_t, write: bool) -> ngx_int_t {
             return nginx_sys::NGX_HTTP_NOT_ALLOWED as ngx_int_t;
         }
         let method = method_of((*r).method);
-        if method == Method::Patch && write {
+        if matches!(method, Method::Patch | Method::Post) && write {
             if (*r).headers_in.content_length_n > api::MAX_BODY as i64 {
                 let e = ApiError::new(
                     413,
                     format!("the body is larger than {} bytes", api::MAX_BODY),
                 );
-                let _ = ngx_http_discard_request_body(r);
-                return send(r, 413, JSON, e.body());
+                let rc = ngx_http_discard_request_body(r);
+                if rc != crate::shell::nginx::OK {
+                    return rc;
+                }
+                return send_error(r, &e);
             }
             let rc = ngx_http_read_client_request_body(r, Some(body_read));
             if rc >= nginx_sys::NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
@@ -339,8 +525,8 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
     // kept in a file).
     unsafe {
         let rc = match body_of(r) {
-            Ok(body) => respond(r, Method::Patch, true, &body),
-            Err(e) => send(r, e.status as usize, JSON, e.body()),
+            Ok(body) => respond(r, method_of((*r).method), true, &body),
+            Err(e) => send_error(r, &e),
         };
         ngx_http_finalize_request(r, rc);
     }
@@ -405,34 +591,102 @@ unsafe fn respond(
     // SAFETY: a live request; our main conf belongs to its http block; tables and records
     // live as long as the cycle.
     unsafe {
-        let op = match api::parse(method, relative_path(r), write, body) {
-            Ok(op) => op,
-            Err(e) => return send(r, e.status as usize, JSON, e.body()),
+        let result = match api::parse(method, relative_path(r), write, body) {
+            Ok(op) => {
+                let main = *(*r).main_conf.add(ctx_index()) as *const MainConf;
+                if main.is_null() {
+                    Err(ApiError::new(404, "no upstreams"))
+                } else {
+                    carry_out(r, &*main, op)
+                }
+            }
+            Err(e) => Err(e),
         };
-        let main = *(*r).main_conf.add(ctx_index()) as *const MainConf;
-        let upstreams: &[*mut Upstream] = if main.is_null() {
-            &[]
-        } else {
-            &(*main).upstreams
-        };
+        match result {
+            Ok((status, json)) => send(r, status, JSON, json),
+            Err(e) => send_error(r, &e),
+        }
+    }
+}
+
+/// Answers `e` as JSON (with `Allow` for a 405).
+///
+/// # Safety
+/// A live request whose header is not sent yet.
+unsafe fn send_error(r: *mut ngx_http_request_t, e: &ApiError) -> ngx_int_t {
+    // SAFETY: as required by the caller; the header's strings are static.
+    unsafe {
+        if let Some(allow) = e.allow {
+            let elt = nginx_sys::ngx_list_push(&mut (*r).headers_out.headers)
+                as *mut nginx_sys::ngx_table_elt_t;
+            if elt.is_null() {
+                return crate::shell::nginx::ERROR;
+            }
+            // Zeroing first keeps this correct for nginx versions with and without `next`.
+            ptr::write_bytes(elt, 0, 1);
+            (*elt).hash = 1;
+            (*elt).key = nginx_sys::ngx_str_t {
+                len: 5,
+                data: b"Allow".as_ptr() as *mut u8,
+            };
+            (*elt).value = nginx_sys::ngx_str_t {
+                len: allow.len(),
+                data: allow.as_ptr() as *mut u8,
+            };
+            (*elt).lowcase_key = b"allow".as_ptr() as *mut u8;
+        }
+        send(r, e.status as usize, JSON, e.body())
+    }
+}
+
+/// Logs an operator's change once, at `notice`, with the client's address.
+///
+/// # Safety
+/// A live request.
+unsafe fn log_change(r: *mut ngx_http_request_t, what: core::fmt::Arguments) {
+    // SAFETY: as required by the caller.
+    unsafe {
+        ngx::ngx_log_error!(
+            NGX_LOG_NOTICE,
+            (*(*r).connection).log,
+            "lb: api: {} by {}",
+            what,
+            bytes(&(*(*r).connection).addr_text).escape_ascii()
+        );
+    }
+}
+
+/// Carries an operation out: the status and JSON of the answer.
+///
+/// # Safety
+/// A live request of the http block `main` belongs to.
+unsafe fn carry_out(
+    r: *mut ngx_http_request_t,
+    main: &MainConf,
+    op: Op,
+) -> Result<(usize, Vec<u8>), ApiError> {
+    // SAFETY: tables and records live as long as the cycle; this worker's event loop is the
+    // only user of its tables.
+    unsafe {
+        let upstreams: &[*mut Upstream] = &main.upstreams;
         // This worker may have served no proxied request since the last change: bring its
-        // view up to date first (weights set through the API, resolved peers).
+        // view up to date first (weights set through the API, resolved and added peers).
         for &u in upstreams {
             if (*u).records_ready {
                 (*u).follow_weights();
                 crate::shell::resolve::refresh(&mut *u);
             }
         }
-        let find_mut = |name: &str| {
+        let find = |name: &str| -> Result<*mut Upstream, ApiError> {
             upstreams
                 .iter()
                 .copied()
                 .find(|&u| bytes(&(*u).name) == name.as_bytes())
+                .ok_or_else(|| ApiError::new(404, format!("unknown upstream \"{name}\"")))
         };
-        let find = |name: &str| find_mut(name).map(|u| &*u);
         let now = crate::shell::nginx::now_ms();
         let wall = crate::shell::status::wall_ms();
-        let result: Result<(usize, Vec<u8>), ApiError> = match op {
+        match op {
             Op::ListUpstreams => {
                 let all: Vec<_> = upstreams
                     .iter()
@@ -440,132 +694,241 @@ unsafe fn respond(
                     .collect();
                 Ok((200, serde_json::to_vec(&all).unwrap_or_default()))
             }
-            Op::GetUpstream(name) => match find(&name) {
-                Some(u) => Ok((
+            Op::GetUpstream(name) => {
+                let u = find(&name)?;
+                Ok((
                     200,
-                    serde_json::to_vec(&snapshot_upstream(u, now, wall)).unwrap_or_default(),
-                )),
-                None => Err(ApiError::new(404, format!("unknown upstream \"{name}\""))),
-            },
+                    serde_json::to_vec(&snapshot_upstream(&*u, now, wall)).unwrap_or_default(),
+                ))
+            }
+            Op::ListPeers(name) => {
+                let u = find(&name)?;
+                let snap = snapshot_upstream(&*u, now, wall);
+                Ok((200, serde_json::to_vec(&snap.peers).unwrap_or_default()))
+            }
             Op::GetPeer { upstream, address } => {
-                peer_json(find(&upstream), &upstream, &address, now, wall)
+                peer_json(&*find(&upstream)?, &upstream, &address, now, wall)
             }
             Op::PatchPeer {
                 upstream,
                 address,
                 patch,
             } => {
-                let Some(uptr) = find_mut(&upstream) else {
-                    return send(
-                        r,
-                        404,
-                        JSON,
-                        ApiError::new(404, format!("unknown upstream \"{upstream}\"")).body(),
-                    );
+                let uptr = find(&upstream)?;
+                patch_peer(r, main, &*uptr, &upstream, &address, &patch)?;
+                save_state(main, (*(*r).connection).log);
+                // This worker's own view first, so that the answer shows the new weight.
+                (*uptr).follow_weights();
+                peer_json(&*uptr, &upstream, &address, now, wall)
+            }
+            Op::AddPeer { upstream, peer } => {
+                let uptr = find(&upstream)?;
+                let max = match (*uptr).dynamic.as_ref() {
+                    Some(d) if d.max_added > 0 && !main.table.is_null() => d.max_added,
+                    _ => {
+                        return Err(ApiError::new(
+                            409,
+                            format!(
+                                "upstream \"{upstream}\" takes no added peers (it needs the \
+                                 \"zone\" directive, and max_added above 0)"
+                            ),
+                        ))
+                    }
                 };
-                let u = &*uptr;
-                let peers: Vec<_> = u
+                let name = peer.name();
+                if (*uptr)
+                    .current()
+                    .peers
+                    .iter()
+                    .any(|p| bytes(&p.name) == name.as_bytes() && !p.resolved)
+                {
+                    return Err(ApiError::new(
+                        409,
+                        format!("upstream \"{upstream}\" already has peer \"{name}\""),
+                    ));
+                }
+                file_added(main, upstream.as_bytes(), max, &peer).map_err(|e| match e {
+                    added::AddError::Exists => ApiError::new(
+                        409,
+                        format!("upstream \"{upstream}\" already has peer \"{name}\""),
+                    ),
+                    added::AddError::UpstreamFull(_) => ApiError::new(
+                        507,
+                        format!(
+                            "upstream \"{upstream}\" has {max} added peers, as many as its \
+                             max_added allows"
+                        ),
+                    ),
+                    added::AddError::ZoneFull => {
+                        ApiError::new(507, "no room for more added peers in zone \"ngx_http_lb\"")
+                    }
+                })?;
+                log_change(
+                    r,
+                    format_args!(
+                        "peer {} added to upstream \"{}\" (weight {}{})",
+                        name,
+                        upstream.escape_default(),
+                        peer.weight,
+                        if peer.backup { ", backup" } else { "" }
+                    ),
+                );
+                save_state(main, (*(*r).connection).log);
+                crate::shell::resolve::refresh(&mut *uptr);
+                match peer_json(&*uptr, &upstream, &name, now, wall) {
+                    Ok((_, json)) => Ok((201, json)),
+                    Err(_) => Err(ApiError::new(
+                        507,
+                        format!(
+                            "peer \"{name}\" was filed but found no record in zone \
+                             \"ngx_http_lb\"; it joins when one is free"
+                        ),
+                    )),
+                }
+            }
+            Op::DeletePeer { upstream, address } => {
+                let uptr = find(&upstream)?;
+                let peers: Vec<&Peer> = (*uptr)
                     .current()
                     .peers
                     .iter()
                     .filter(|p| bytes(&p.name) == address.as_bytes())
                     .collect();
-                if peers.iter().any(|p| p.record == usize::MAX) {
-                    return send(
-                        r,
-                        409,
-                        JSON,
-                        ApiError::new(
-                            409,
-                            format!(
-                                "peer \"{address}\" has no room in zone \"ngx_http_lb\" (its \
-                                 state is private to each worker until a reload finds room): \
-                                 it cannot be changed for all workers"
-                            ),
-                        )
-                        .body(),
-                    );
-                }
                 if peers.is_empty() {
-                    return send(
-                        r,
+                    return Err(ApiError::new(
                         404,
-                        JSON,
-                        ApiError::new(
-                            404,
-                            format!("no peer \"{address}\" in upstream \"{upstream}\""),
-                        )
-                        .body(),
+                        format!("no peer \"{address}\" in upstream \"{upstream}\""),
+                    ));
+                }
+                if !peers.iter().any(|p| p.added) || main.table.is_null() {
+                    return Err(ApiError::new(
+                        409,
+                        format!(
+                            "peer \"{address}\" comes from the configuration (or DNS), not from \
+                             lb_api: edit the configuration, or set it down"
+                        ),
+                    ));
+                }
+                // Added again later, it starts without what was set for it now.
+                for p in peers.iter().filter(|p| p.added) {
+                    (*p.shared).forget_operator();
+                }
+                if !unfile_added(main, upstream.as_bytes(), address.as_bytes()) {
+                    return Err(ApiError::new(
+                        404,
+                        format!("no peer \"{address}\" in upstream \"{upstream}\""),
+                    ));
+                }
+                log_change(
+                    r,
+                    format_args!(
+                        "peer {} removed from upstream \"{}\"",
+                        address.escape_default(),
+                        upstream.escape_default()
+                    ),
+                );
+                save_state(main, (*(*r).connection).log);
+                crate::shell::resolve::refresh(&mut *uptr);
+                Ok((204, Vec::new()))
+            }
+        }
+    }
+}
+
+/// Applies a PATCH to every peer of `u` named `address`.
+///
+/// # Safety
+/// A live request; `u` is one of `main`'s upstreams.
+unsafe fn patch_peer(
+    r: *mut ngx_http_request_t,
+    main: &MainConf,
+    u: &Upstream,
+    upstream: &str,
+    address: &str,
+    patch: &api::PeerPatch,
+) -> Result<(), ApiError> {
+    // SAFETY: records are mapped for the life of the process; the header too.
+    unsafe {
+        let peers: Vec<&Peer> = u
+            .current()
+            .peers
+            .iter()
+            .filter(|p| bytes(&p.name) == address.as_bytes())
+            .collect();
+        if peers.iter().any(|p| p.record == usize::MAX) {
+            return Err(ApiError::new(
+                409,
+                format!(
+                    "peer \"{address}\" has no room in zone \"ngx_http_lb\" (its state is \
+                     private to each worker until a reload finds room): it cannot be changed \
+                     for all workers"
+                ),
+            ));
+        }
+        if peers.is_empty() {
+            return Err(ApiError::new(
+                404,
+                format!("no peer \"{address}\" in upstream \"{upstream}\""),
+            ));
+        }
+        if let Some(w) = patch.weight {
+            for p in &peers {
+                let before = (*p.shared).set_weight(w);
+                let now = w.unwrap_or(p.conf_weight);
+                if before.unwrap_or(p.conf_weight) != now {
+                    log_change(
+                        r,
+                        format_args!(
+                            "peer {} in upstream \"{}\" set to weight {}{}",
+                            address.escape_default(),
+                            upstream.escape_default(),
+                            now,
+                            if w.is_none() { " (configured)" } else { "" }
+                        ),
                     );
                 }
-                if let Some(w) = patch.weight {
-                    for p in &peers {
-                        let before = (*p.shared).set_weight(w);
-                        let now = w.unwrap_or(p.conf_weight);
-                        if before.unwrap_or(p.conf_weight) != now {
-                            ngx::ngx_log_error!(
-                                NGX_LOG_NOTICE,
-                                (*(*r).connection).log,
-                                "lb: api: peer {} in upstream \"{}\" set to weight {}{} by {}",
-                                address.escape_default(),
-                                upstream.escape_default(),
-                                now,
-                                if w.is_none() { " (configured)" } else { "" },
-                                bytes(&(*(*r).connection).addr_text).escape_ascii()
-                            );
-                        }
-                    }
-                    // Every worker rebuilds its selection state at its next request.
-                    if !(*main).table.is_null() {
-                        (*(*main).table)
-                            .weights
-                            .fetch_add(1, core::sync::atomic::Ordering::Release);
-                    }
-                }
-                if let Some(admin) = patch.admin {
-                    let default_up = u.check.as_ref().is_none_or(|c| c.conf.default_up);
-                    for p in &peers {
-                        let before = (*p.shared).set_admin(admin.code());
-                        if before == api::Admin::Down.code() && admin != api::Admin::Down {
-                            // Checks stopped while it was down: what they said then is old
-                            // news; start over from default= and probe at once.
-                            (*p.shared).recheck(default_up);
-                        }
-                        if before != admin.code() {
-                            ngx::ngx_log_error!(
-                                NGX_LOG_NOTICE,
-                                (*(*r).connection).log,
-                                "lb: api: peer {} in upstream \"{}\" set to {} by {}",
-                                address.escape_default(),
-                                upstream.escape_default(),
-                                admin.name(),
-                                bytes(&(*(*r).connection).addr_text).escape_ascii()
-                            );
-                        }
-                    }
-                }
-                save_state(&*main, (*(*r).connection).log);
-                // This worker's own view first, so that the answer shows the new weight.
-                (*uptr).follow_weights();
-                peer_json(Some(&*uptr), &upstream, &address, now, wall)
             }
-        };
-        match result {
-            Ok((status, json)) => send(r, status, JSON, json),
-            Err(e) => send(r, e.status as usize, JSON, e.body()),
+            // Every worker rebuilds its selection state at its next request.
+            if !main.table.is_null() {
+                (*main.table)
+                    .weights
+                    .fetch_add(1, core::sync::atomic::Ordering::Release);
+            }
         }
+        if let Some(admin) = patch.admin {
+            let default_up = u.check.as_ref().is_none_or(|c| c.conf.default_up);
+            for p in &peers {
+                let before = (*p.shared).set_admin(admin.code());
+                if before == api::Admin::Down.code() && admin != api::Admin::Down {
+                    // Checks stopped while it was down: what they said then is old news;
+                    // start over from default= and probe at once.
+                    (*p.shared).recheck(default_up);
+                }
+                if before != admin.code() {
+                    log_change(
+                        r,
+                        format_args!(
+                            "peer {} in upstream \"{}\" set to {}",
+                            address.escape_default(),
+                            upstream.escape_default(),
+                            admin.name()
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 }
 
 /// The status object of peer `address` in `u`.
 fn peer_json(
-    u: Option<&Upstream>,
+    u: &Upstream,
     upstream: &str,
     address: &str,
     now: u64,
     wall: u64,
 ) -> Result<(usize, Vec<u8>), ApiError> {
-    let u = u.ok_or_else(|| ApiError::new(404, format!("unknown upstream \"{upstream}\"")))?;
     let snap = snapshot_upstream(u, now, wall);
     let peer = snap
         .peers

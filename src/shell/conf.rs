@@ -45,6 +45,22 @@ pub struct MainConf {
     pub state_path: Option<std::path::PathBuf>,
     /// `init_zone` made a new table (a start, or a binary upgrade): the state file is read.
     pub fresh_table: bool,
+    /// The log of the cycle this configuration belongs to (set at the commit): while nginx
+    /// commits a configuration, `ngx_cycle` is still the previous one, whose log may be
+    /// another file (nginx's compiled-in default at a start).
+    pub log: *mut nginx_sys::ngx_log_t,
+}
+
+impl MainConf {
+    /// Where messages about this configuration go.
+    pub fn log(&self) -> *mut nginx_sys::ngx_log_t {
+        if self.log.is_null() {
+            // SAFETY: nginx's current cycle is always set while modules run.
+            unsafe { (*nginx_sys::ngx_cycle).log }
+        } else {
+            self.log
+        }
+    }
 }
 
 impl Default for MainConf {
@@ -58,6 +74,7 @@ impl Default for MainConf {
             row: None,
             state_path: None,
             fresh_table: false,
+            log: ptr::null_mut(),
         }
     }
 }

@@ -25,7 +25,6 @@ pub mod keepalive;
 pub mod nginx;
 pub mod pick;
 pub mod probe;
-#[cfg_attr(not(ngx_resolve), path = "resolve_none.rs")]
 pub mod resolve;
 pub mod status;
 pub mod table;

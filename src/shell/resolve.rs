@@ -1,4 +1,10 @@
-//! `server NAME resolve` (nginx 1.27.3+): peers that follow DNS at run time.
+//! Peers that change at run time: `server NAME resolve` (nginx 1.27.3+), following DNS, and
+//! peers added through `lb_api` (upstreams with `zone`, any nginx version).
+//!
+//! Added peers are kept in our zone (`shm::added`, with a change counter in its header); they
+//! join the entries read from nginx's lists below, and from there on they are peers like any
+//! other (records, probes, keepalive slots, snapshots). An added address that the
+//! configuration now has too is left out: the configuration wins.
 //!
 //! Why we follow nginx's own resolved list instead of resolving names ourselves: nginx already
 //! does all of it, exactly as its users expect — `resolver`/`resolver_timeout`, TTLs and
@@ -28,7 +34,9 @@
 
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Acquire};
+#[cfg(ngx_resolve)]
+use core::sync::atomic::AtomicUsize;
+use core::sync::atomic::{AtomicU32, Ordering::Acquire};
 use std::rc::Rc;
 
 use nginx_sys::{
@@ -43,6 +51,7 @@ use crate::shell::conf::MainConf;
 use crate::shell::nginx::{bytes, now_ms};
 use crate::shell::probe::{self, Probe};
 use crate::shell::table::{line_fingerprint, Key, KeyMap, Members, OwnedAddr, Peer, Upstream};
+use crate::shm::added;
 use crate::shm::table::{self, claim, Claim, Table};
 use crate::shm::PeerShared;
 
@@ -64,6 +73,10 @@ pub struct Dynamic {
     pub max_resolved: usize,
     /// This worker's seed for p2c's random sequences.
     pub seed: u64,
+    /// Peers `lb_api` may add (0: none).
+    pub max_added: usize,
+    /// The zone's counter of added-peer changes that the current peers reflect.
+    seen_added: u32,
     /// The key of the peer each slot belongs to, `None` for a free slot.
     slots: Vec<Option<Key>>,
     free_slots: Vec<usize>,
@@ -89,6 +102,7 @@ impl Dynamic {
         us: *mut ngx_http_upstream_srv_conf_t,
         servers: usize,
         max_resolved: usize,
+        max_added: usize,
     ) -> Dynamic {
         Dynamic {
             us,
@@ -96,6 +110,8 @@ impl Dynamic {
             seen: usize::MAX,
             max_resolved,
             seed: 1,
+            max_added,
+            seen_added: u32::MAX,
             slots: Vec::new(),
             free_slots: Vec::new(),
             probes: KeyMap::default(),
@@ -128,21 +144,11 @@ impl Dynamic {
     }
 }
 
-/// Whether nginx keeps servers with `resolve` in these (configuration-time) lists.
-///
-/// # Safety
-/// `rr` is the peer lists `ngx_http_upstream_init_round_robin` built.
-pub unsafe fn has_resolve(rr: *const ngx_http_upstream_rr_peers_t) -> bool {
-    // SAFETY: as required by the caller.
-    unsafe {
-        !(*rr).resolve.is_null() || (!(*rr).next.is_null() && !(*(*rr).next).resolve.is_null())
-    }
-}
-
 /// How many `server ... resolve` lines the lists hold.
 ///
 /// # Safety
-/// As for `has_resolve`.
+/// `rr` is the peer lists `ngx_http_upstream_init_round_robin` built.
+#[cfg(ngx_resolve)]
 pub unsafe fn resolve_servers(rr: *const ngx_http_upstream_rr_peers_t) -> usize {
     let mut n = 0;
     let mut list = rr;
@@ -171,6 +177,8 @@ struct Entry {
     down: bool,
     backup: bool,
     resolved: bool,
+    /// Added through `lb_api`.
+    added: bool,
 }
 
 /// A copy of nginx's lists: the peers (primaries, then backups) and their strings.
@@ -195,7 +203,23 @@ unsafe fn lists(d: &Dynamic) -> *mut ngx_http_upstream_rr_peers_t {
     unsafe { (*d.us).peer.data as *mut ngx_http_upstream_rr_peers_t }
 }
 
+/// Before nginx 1.27.3 there is no `resolve`.
+///
+/// # Safety
+/// Nothing to uphold.
+#[cfg(not(ngx_resolve))]
+pub unsafe fn resolve_servers(_rr: *const ngx_http_upstream_rr_peers_t) -> usize {
+    0
+}
+
+/// Before nginx 1.27.3 the lists never change at run time.
+#[cfg(not(ngx_resolve))]
+unsafe fn config_counter(_rr: *const ngx_http_upstream_rr_peers_t) -> usize {
+    0
+}
+
 /// nginx's change counter of the lists.
+#[cfg(ngx_resolve)]
 unsafe fn config_counter(rr: *const ngx_http_upstream_rr_peers_t) -> usize {
     // SAFETY: `config` points to an aligned machine word in the upstream zone, which nginx
     // changes under the lists' write lock; reading it atomically sees the old or the new
@@ -244,7 +268,11 @@ unsafe fn read_list(list: *const ngx_http_upstream_rr_peers_t, backup: bool, cop
                 },
                 down: (*p).down != 0,
                 backup,
+                #[cfg(ngx_resolve)]
                 resolved: !(*p).host.is_null(),
+                #[cfg(not(ngx_resolve))]
+                resolved: false,
+                added: false,
             });
             p = (*p).next;
         }
@@ -273,6 +301,71 @@ unsafe fn read_locked(rr: *mut ngx_http_upstream_rr_peers_t, copy: &mut Copy) ->
             ngx_rwlock_unlock(ptr::addr_of_mut!((*backup).rwlock));
         }
         ngx_rwlock_unlock(ptr::addr_of_mut!((*rr).rwlock));
+        seen
+    }
+}
+
+/// The zone's counter of added-peer changes.
+///
+/// # Safety
+/// `main` is this process's main conf.
+unsafe fn added_counter(main: &MainConf) -> u32 {
+    if main.table.is_null() {
+        return 0;
+    }
+    // SAFETY: the header stays mapped for the life of the process.
+    unsafe { (*main.table).added.load(Acquire) }
+}
+
+/// Appends the upstream's added peers to `copy` (except addresses the configuration has: it
+/// wins), under the zone's mutex. Returns the change counter the copy reflects.
+///
+/// # Safety
+/// `main` is this process's main conf, its table set.
+unsafe fn read_added(main: &MainConf, upstream: &[u8], copy: &mut Copy) -> u32 {
+    let configured: std::collections::HashSet<Vec<u8>> = copy
+        .entries
+        .iter()
+        .filter(|e| !e.resolved)
+        .map(|e| copy.name(e).to_vec())
+        .collect();
+    let key = added::upstream_key(upstream);
+    let t = Table::from_header(main.table);
+    // SAFETY: the zone's mutex guards the entries (`Table::added`); nothing else runs under it
+    // here.
+    unsafe {
+        ngx_shmtx_lock(ptr::addr_of_mut!((*main.pool).mutex));
+        let seen = (*main.table).added.load(Acquire);
+        for a in added::of(t.added(), key) {
+            if configured.contains(a.name()) {
+                continue;
+            }
+            let mut sa: ngx_sockaddr_t = core::mem::zeroed();
+            let raw = a.sockaddr();
+            let len = raw.len().min(core::mem::size_of::<ngx_sockaddr_t>());
+            ptr::copy_nonoverlapping(raw.as_ptr(), ptr::addr_of_mut!(sa) as *mut u8, len);
+            let at = copy.text.len();
+            copy.text.extend_from_slice(a.name());
+            let mid = copy.text.len();
+            copy.text.extend_from_slice(a.name());
+            copy.entries.push(Entry {
+                sockaddr: sa,
+                socklen: len as _,
+                name: at..mid,
+                server: mid..copy.text.len(),
+                weight: a.weight.max(1),
+                limits: Limits {
+                    max_fails: a.max_fails,
+                    fail_timeout_ms: a.fail_timeout_ms,
+                    max_conns: a.max_conns,
+                },
+                down: false,
+                backup: a.backup != 0,
+                resolved: false,
+                added: true,
+            });
+        }
+        ngx_shmtx_unlock(ptr::addr_of_mut!((*main.pool).mutex));
         seen
     }
 }
@@ -340,6 +433,7 @@ impl KeyCache {
 struct Id<'a> {
     backup: bool,
     resolved: bool,
+    added: bool,
     name: &'a [u8],
     server: &'a [u8],
 }
@@ -349,6 +443,7 @@ impl<'a> Id<'a> {
         Id {
             backup: e.backup,
             resolved: e.resolved,
+            added: e.added,
             name: copy.name(e),
             server: copy.server(e),
         }
@@ -477,7 +572,9 @@ pub unsafe fn refresh(u: &mut Upstream) {
         let Some(d) = u.dynamic.as_deref() else {
             return;
         };
-        if d.main.is_null() || config_counter(lists(d)) == d.seen {
+        if d.main.is_null()
+            || (config_counter(lists(d)) == d.seen && added_counter(&*d.main) == d.seen_added)
+        {
             return;
         }
         apply(u, Mode::Worker);
@@ -496,7 +593,7 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
             return false;
         }
         let now = now_ms();
-        let cycle_log = (*nginx_sys::ngx_cycle).log;
+        let cycle_log = main.log();
         let upstream_name = bytes(&u.name);
         let checked = u.check.is_some();
         let default_up = u.check.as_ref().is_none_or(|c| c.conf.default_up);
@@ -506,6 +603,11 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
         copy.entries.reserve(d.last_entries + 64);
         copy.text.reserve(d.last_text + 4096);
         let seen = read_locked(lists(d), &mut copy);
+        let seen_added = if d.max_added > 0 {
+            read_added(main, upstream_name, &mut copy)
+        } else {
+            added_counter(main)
+        };
         d.last_entries = copy.entries.len();
         d.last_text = copy.text.len();
         let keys: Vec<Key> = d.keys.keys(upstream_name, copy).to_vec();
@@ -576,7 +678,16 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                                 ));
                                 false
                             }
-                            Mode::Worker => record.join(generation, fresh, checked, default_up),
+                            Mode::Worker => {
+                                if e.added {
+                                    // Its definition is its `server` line: a change to the
+                                    // peer saved in `lb_state` is matched against it.
+                                    record.configured_as(line_fingerprint(
+                                        e.weight, &e.limits, e.backup, e.down,
+                                    ));
+                                }
+                                record.join(generation, fresh, checked, default_up)
+                            }
                         };
                         (record, t.counter(row, c.index()), c.index(), admitted)
                     }
@@ -618,6 +729,7 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                 active,
                 slot: 0,
                 resolved: e.resolved,
+                added: e.added,
                 owned: Some(owned),
             };
             joined.push((peers.len(), admitted));
@@ -721,6 +833,7 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
         }
         d.ignored = ignored;
         d.seen = seen;
+        d.seen_added = seen_added;
         // Addresses left out for lack of room are tried again from the timer (records of
         // addresses that left become free in time; nginx's counter does not move for that).
         d.retry = full > 0;

@@ -97,7 +97,11 @@ pub fn snapshot_upstream(u: &Upstream, now_ms: u64, wall: u64) -> UpstreamSnapsh
                 backup: p.backup,
                 resolved: p.resolved,
                 admin,
-                source: if p.resolved { "dns" } else { "config" },
+                source: match (p.resolved, p.added) {
+                    (true, _) => "dns",
+                    (_, true) => "api",
+                    _ => "config",
+                },
                 state,
                 active: u64::from(s.active()),
                 max_conns: p.limits.max_conns,
@@ -171,6 +175,12 @@ unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         let mut upstreams = Vec::new();
         if !main.is_null() {
             for &u in &(*main).upstreams {
+                // This worker's view may lag a change nobody sent it a request for yet (weights
+                // and peers changed through lb_api, resolved addresses): catch up first.
+                if (*u).records_ready {
+                    (*u).follow_weights();
+                    crate::shell::resolve::refresh(&mut *u);
+                }
                 let u = &*u;
                 if let Some(want) = &q.upstream {
                     if bytes(&u.name) != want.as_bytes() {

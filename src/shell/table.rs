@@ -74,6 +74,8 @@ pub struct Peer {
     pub slot: usize,
     /// Came from `server NAME resolve` (nginx's resolver) rather than an address.
     pub resolved: bool,
+    /// Added through `lb_api` (`shm::added`).
+    pub added: bool,
     /// Keeps the strings and address of a resolved peer alive as long as any snapshot.
     pub owned: Option<Rc<OwnedAddr>>,
 }
@@ -471,6 +473,7 @@ impl Peer {
             active: ptr::null(),
             slot: 0,
             resolved: false,
+            added: false,
             owned: None,
         }
     }

@@ -54,6 +54,7 @@ pub(crate) unsafe extern "C" fn init_module(cycle: *mut nginx_sys::ngx_cycle_t) 
         if main.is_null() {
             return crate::shell::nginx::OK;
         }
+        (*main).log = (*cycle).log;
         zone::commit(&mut *main)
     }
 }
@@ -182,14 +183,35 @@ unsafe extern "C" fn init_upstream(
             .map(|k| Box::new(crate::shell::keepalive::PeerCaches::new(k, slots)));
         // `server NAME resolve` (nginx 1.27.3+; nginx itself requires `zone` and a `resolver`
         // for it): the peers follow nginx's resolver at run time.
-        if super::resolve::has_resolve(rr) {
+        // Peers `lb_api` may add: upstreams with nginx's `zone` (as NGINX Plus's API asks).
+        let zoned = !(*us).shm_zone.is_null();
+        let max_added = if zoned {
+            (*conf)
+                .method
+                .max_added
+                .unwrap_or(crate::balance::method::DEFAULT_MAX_ADDED)
+        } else {
+            0
+        };
+        if !zoned && (*conf).method.max_added.is_some() {
+            let msg = format!(
+                "lb_upstream: \"max_added\" in upstream \"{}\" needs the \"zone\" directive",
+                bytes(&(*us).host).escape_ascii()
+            );
+            log_plain(cf, nginx_sys::NGX_LOG_EMERG as ngx_uint_t, &msg);
+            return crate::shell::nginx::ERROR;
+        }
+        let servers = super::resolve::resolve_servers(rr);
+        if servers > 0 || max_added > 0 {
             let max = (*conf)
                 .method
                 .max_resolved
                 .unwrap_or(super::resolve::DEFAULT_MAX_RESOLVED);
-            let servers = super::resolve::resolve_servers(rr);
-            table.dynamic = Some(Box::new(super::resolve::Dynamic::new(us, servers, max)));
-        } else if (*conf).method.max_resolved.is_some() {
+            table.dynamic = Some(Box::new(super::resolve::Dynamic::new(
+                us, servers, max, max_added,
+            )));
+        }
+        if servers == 0 && (*conf).method.max_resolved.is_some() {
             let msg = format!(
                 "lb_upstream: \"max_resolved\" in upstream \"{}\" needs a server with \"resolve\"",
                 bytes(&(*us).host).escape_ascii()
@@ -306,20 +328,25 @@ pub(crate) unsafe extern "C" fn init_main_conf(
                 None => "no active checks".to_string(),
             };
             let resolved = match &u.dynamic {
-                Some(d) => format!(
+                Some(d) if d.servers > 0 => format!(
                     ", {} resolved server(s) (up to {} addresses)",
                     d.servers, d.max_resolved
                 ),
-                None => String::new(),
+                _ => String::new(),
+            };
+            let added = match &u.dynamic {
+                Some(d) if d.max_added > 0 => format!(", up to {} added by lb_api", d.max_added),
+                _ => String::new(),
             };
             let msg = format!(
-                "lb: upstream \"{}\": method {}, {} peers ({} backup, {} down){}, {}",
+                "lb: upstream \"{}\": method {}, {} peers ({} backup, {} down){}{}, {}",
                 bytes(&u.name).escape_ascii(),
                 u.method.name(),
                 m.peers.len(),
                 backups,
                 down,
                 resolved,
+                added,
                 checks
             );
             log_plain(cf, NGX_LOG_NOTICE as ngx_uint_t, &msg);

@@ -26,8 +26,8 @@ use crate::shell::conf::{log_plain, MainConf};
 use crate::shell::nginx::bytes;
 use crate::shell::table::Upstream;
 use crate::shm::table::{
-    self, capacity_for, claim, fits, header_matches, init_header, slots_for, table_bytes, Claim,
-    Header, Table,
+    self, added_capacity_for, capacity_for, claim, fits, header_matches, init_header, slots_for,
+    table_bytes, Claim, Header, Table,
 };
 use crate::shm::PeerShared;
 
@@ -64,7 +64,9 @@ pub unsafe fn add(cf: *mut ngx_conf_t, main: &mut MainConf) -> ngx_int_t {
         }
     };
     main.slots = slots_for(workers);
-    let bytes_needed = table_bytes(capacity, main.slots);
+    // SAFETY: as above.
+    let added = unsafe { added_wanted(main) };
+    let bytes_needed = table_bytes(capacity, main.slots, added);
     // Room for the slab allocator's own bookkeeping besides our table.
     let size = (bytes_needed + bytes_needed / 8 + 64 * 1024).next_multiple_of(4096);
     let mut name = ngx_str_t {
@@ -109,9 +111,30 @@ unsafe fn keys_of(u: &Upstream) -> Vec<(u64, u64)> {
 }
 
 /// Records an upstream may need at once: its configured peers, plus room for the addresses
-/// of its resolved names.
+/// of its resolved names and for the peers `lb_api` may add.
 fn records_wanted(u: &Upstream) -> usize {
-    u.current().peers.len() + u.dynamic.as_ref().map_or(0, |d| d.max_resolved)
+    u.current().peers.len()
+        + u.dynamic.as_ref().map_or(0, |d| {
+            if d.servers > 0 {
+                d.max_resolved + d.max_added
+            } else {
+                d.max_added
+            }
+        })
+}
+
+/// Entries for added peers the table needs.
+///
+/// # Safety
+/// The tables of `main` are alive.
+unsafe fn added_wanted(main: &MainConf) -> u32 {
+    let n: usize = main
+        .upstreams
+        .iter()
+        // SAFETY: as required by the caller.
+        .map(|&u| unsafe { &*u }.dynamic.as_ref().map_or(0, |d| d.max_added))
+        .sum();
+    added_capacity_for(n)
 }
 
 /// nginx's zone init hook: `old` is non-null when the zone is handed over from the previous
@@ -126,11 +149,12 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> n
         let peers: usize = main.upstreams.iter().map(|&u| records_wanted(&*u)).sum();
         let capacity = capacity_for(peers);
         let slots = main.slots;
-        let bytes_needed = table_bytes(capacity, slots);
+        let added = added_wanted(main);
+        let bytes_needed = table_bytes(capacity, slots, added);
 
         let mut header = (*pool).data as *mut Header;
         let reuse =
-            !old.is_null() && !header.is_null() && header_matches(&*header, capacity, slots);
+            !old.is_null() && !header.is_null() && header_matches(&*header, capacity, slots, added);
         if !reuse && !old.is_null() {
             let cf = ZONE_LOG_CF;
             if !cf.is_null() {
@@ -156,7 +180,7 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> n
                 ));
             }
             ptr::write_bytes(header as *mut u8, 0, bytes_needed);
-            init_header(&mut *header, capacity, slots);
+            init_header(&mut *header, capacity, slots, added);
             (*pool).data = header as *mut c_void;
         }
         let generation = next_generation((*header).generation);
@@ -254,7 +278,7 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
             if private > 0 {
                 ngx::ngx_log_error!(
                     nginx_sys::NGX_LOG_WARN,
-                    (*nginx_sys::ngx_cycle).log,
+                    main.log(),
                     "lb: upstream \"{}\": no room in zone \"{}\" for {} peer(s); their state is \
                      private to each worker until a reload finds room",
                     bytes(&u.name).escape_ascii(),
@@ -271,6 +295,18 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
                 .load(core::sync::atomic::Ordering::Relaxed);
             u.records_ready = true;
         }
+        // Added peers: those of a fresh table come from the state file; those of upstreams no
+        // longer configured (or no longer with `zone`), and addresses the configuration now
+        // has, are dropped.
+        let saved = if main.fresh_table {
+            crate::shell::api::read_state(main)
+        } else {
+            None
+        };
+        if let Some(file) = &saved {
+            crate::shell::api::restore_added(main, file);
+        }
+        tidy_added(main, &table);
         for &u in &main.upstreams {
             let u = &mut *u;
             // Peers from nginx's lists in the upstream zone, resolved addresses included.
@@ -284,11 +320,67 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
         }
         // A fresh table (a start, a binary upgrade): operators' changes come back from the
         // state file. (A reload keeps them in the table itself.)
-        if main.fresh_table {
-            crate::shell::api::restore_state(main);
+        if let Some(file) = &saved {
+            crate::shell::api::restore_changes(main, file);
         }
     }
     crate::shell::nginx::OK
+}
+
+/// Drops added peers that no upstream of the configuration takes (see `commit`), and says so.
+///
+/// # Safety
+/// From `commit`.
+unsafe fn tidy_added(main: &MainConf, table: &Table) {
+    use std::collections::{HashMap, HashSet};
+    // SAFETY: the tables of the committed configuration; nginx strings of its pool.
+    let takers: HashMap<(u64, u64), HashSet<&[u8]>> = main
+        .upstreams
+        .iter()
+        .filter_map(|&u| unsafe {
+            let u = &*u;
+            u.dynamic.as_ref().filter(|d| d.max_added > 0).map(|_| {
+                let configured = u
+                    .current()
+                    .peers
+                    .iter()
+                    .filter(|p| !p.resolved)
+                    .map(|p| bytes(&p.name))
+                    .collect();
+                (crate::shm::added::upstream_key(bytes(&u.name)), configured)
+            })
+        })
+        .collect();
+    let mut dropped = 0;
+    // SAFETY: the zone's mutex guards the entries.
+    unsafe {
+        ngx_shmtx_lock(ptr::addr_of_mut!((*main.pool).mutex));
+        let entries = table.added();
+        for e in entries.iter_mut().filter(|e| !e.is_free()) {
+            let keep = takers
+                .get(&e.upstream)
+                .is_some_and(|configured| !configured.contains(e.name()));
+            if !keep {
+                *e = crate::shm::added::free();
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            (*main.table)
+                .added
+                .fetch_add(1, core::sync::atomic::Ordering::Release);
+        }
+        ngx_shmtx_unlock(ptr::addr_of_mut!((*main.pool).mutex));
+        if dropped > 0 {
+            ngx::ngx_log_error!(
+                nginx_sys::NGX_LOG_NOTICE,
+                main.log(),
+                "lb: {} peer(s) added by lb_api dropped: the configuration has their address \
+                 now, or no longer has their upstream (with \"zone\")",
+                dropped
+            );
+        }
+    }
 }
 
 /// In a new worker: takes a row of per-worker active counters (clearing what a killed

@@ -9,12 +9,13 @@
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::collections::HashSet;
 
+use super::added::AddedPeer;
 use super::peer::PeerShared;
 
 /// Identifies the zone's layout; a zone that does not carry it is rebuilt.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ngxlbtb1");
 /// Bumped whenever `PeerShared`, `Header` or the table's layout change shape.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 /// How long a record released by a resolved address stays reserved for it (its workers may
 /// not all have seen the change, and the address may come back with its health).
 pub const RELEASE_GRACE_MS: u64 = 60_000;
@@ -33,6 +34,11 @@ pub struct Header {
     /// Bumped whenever an operator changes a weight (`lb_api`): workers compare it per
     /// request and rebuild their selection state when it moved.
     pub weights: AtomicU32,
+    /// Entries for peers added through `lb_api` (`shm::added`).
+    pub added_capacity: u32,
+    /// Bumped whenever `lb_api` adds or removes a peer: workers compare it per request and
+    /// rebuild their peers when it moved.
+    pub added: AtomicU32,
 }
 
 /// Rows of per-worker active counters for `workers` worker processes: room for the workers of
@@ -53,14 +59,31 @@ pub fn capacity_for(peers: usize) -> u32 {
     (peers.max(1) * 2).next_power_of_two().max(64) as u32
 }
 
-/// Bytes the table needs for `capacity` records and `slots` rows of per-worker counters.
-/// Layout: the header, the records, the owner (pid) of each row, then the rows of counters
-/// (`slots` + 1 for the overflow row), each `capacity` counters long.
-pub fn table_bytes(capacity: u32, slots: u32) -> usize {
+/// Entries for added peers, for upstreams that may gain `peers` of them in all: a power of two
+/// (so that small changes keep the zone's layout), none when no upstream may.
+pub fn added_capacity_for(peers: usize) -> u32 {
+    if peers == 0 {
+        0
+    } else {
+        peers.next_power_of_two().max(16) as u32
+    }
+}
+
+fn counters_bytes(capacity: u32, slots: u32) -> usize {
+    ((slots as usize + 1) * capacity as usize * core::mem::size_of::<AtomicU32>())
+        .next_multiple_of(64)
+}
+
+/// Bytes the table needs for `capacity` records, `slots` rows of per-worker counters and
+/// `added` entries for added peers. Layout: the header, the records, the owner (pid) of each
+/// row, the rows of counters (`slots` + 1 for the overflow row, each `capacity` counters
+/// long), then the added peers.
+pub fn table_bytes(capacity: u32, slots: u32, added: u32) -> usize {
     core::mem::size_of::<Header>()
         + capacity as usize * core::mem::size_of::<PeerShared>()
         + owners_bytes(slots)
-        + (slots as usize + 1) * capacity as usize * core::mem::size_of::<AtomicU32>()
+        + counters_bytes(capacity, slots)
+        + added as usize * core::mem::size_of::<AddedPeer>()
 }
 
 /// The parts of a table, found from its header.
@@ -69,6 +92,9 @@ pub struct Table<'a> {
     /// pid of the worker that owns each row of counters, 0 for none.
     owners: &'a [AtomicU32],
     counters: &'a [AtomicU32],
+    /// The added peers' entries (`shm::added`): only touched under the zone's mutex.
+    added: *mut AddedPeer,
+    added_len: usize,
 }
 
 impl<'a> Table<'a> {
@@ -85,6 +111,7 @@ impl<'a> Table<'a> {
             let records = base as *const PeerShared;
             let owners = base.add(capacity * core::mem::size_of::<PeerShared>());
             let counters = owners.add(owners_bytes(slots));
+            let added = counters.add(counters_bytes(capacity as u32, slots));
             Table {
                 records: core::slice::from_raw_parts(records, capacity),
                 owners: core::slice::from_raw_parts(owners as *const AtomicU32, slots as usize),
@@ -92,8 +119,25 @@ impl<'a> Table<'a> {
                     counters as *const AtomicU32,
                     (slots as usize + 1) * capacity,
                 ),
+                added: added as *mut AddedPeer,
+                added_len: (*h).added_capacity as usize,
             }
         }
+    }
+
+    /// The entries of added peers (all-zero bytes are free entries).
+    ///
+    /// # Safety
+    /// The zone's mutex is held for as long as the slice is used, and no other slice of the
+    /// entries is alive.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn added(&self) -> &mut [AddedPeer] {
+        if self.added_len == 0 {
+            return &mut [];
+        }
+        // SAFETY: the entries follow the counters (`table_bytes`); the mutex makes this the
+        // only access, as required by the caller; all-zero entries are valid (free).
+        unsafe { core::slice::from_raw_parts_mut(self.added, self.added_len) }
     }
 
     /// The overflow row: counted in by workers that found no free row; never reset.
@@ -214,16 +258,17 @@ pub fn peer_key_of(upstream: &[u8], address: &[&[u8]]) -> (u64, u64) {
 }
 
 /// Whether an existing table can be kept as it is.
-pub fn header_matches(h: &Header, capacity: u32, slots: u32) -> bool {
+pub fn header_matches(h: &Header, capacity: u32, slots: u32, added: u32) -> bool {
     h.magic == MAGIC
         && h.version == LAYOUT_VERSION
         && h.capacity == capacity
         && h.slots == slots
+        && h.added_capacity == added
         && h.record_size as usize == core::mem::size_of::<PeerShared>()
 }
 
 /// Writes a fresh header (the table must already be zeroed).
-pub fn init_header(h: &mut Header, capacity: u32, slots: u32) {
+pub fn init_header(h: &mut Header, capacity: u32, slots: u32, added: u32) {
     h.magic = MAGIC;
     h.version = LAYOUT_VERSION;
     h.capacity = capacity;
@@ -231,6 +276,8 @@ pub fn init_header(h: &mut Header, capacity: u32, slots: u32) {
     h.generation = 0;
     h.slots = slots;
     h.weights.store(0, Relaxed);
+    h.added_capacity = added;
+    h.added.store(0, Relaxed);
 }
 
 /// How a peer got its record.
@@ -390,13 +437,23 @@ mod tests {
             generation: 0,
             slots: 0,
             weights: AtomicU32::new(0),
+            added_capacity: 0,
+            added: AtomicU32::new(0),
         };
-        assert!(!header_matches(&h, 64, 8));
-        init_header(&mut h, 64, 8);
-        assert!(header_matches(&h, 64, 8));
-        assert!(!header_matches(&h, 128, 8));
-        assert!(!header_matches(&h, 64, 16));
-        assert!(table_bytes(64, 8) >= 64 * 64 + 9 * 64 * 4);
+        assert!(!header_matches(&h, 64, 8, 0));
+        init_header(&mut h, 64, 8, 16);
+        assert!(header_matches(&h, 64, 8, 16));
+        assert!(!header_matches(&h, 128, 8, 16));
+        assert!(!header_matches(&h, 64, 16, 16));
+        assert!(!header_matches(&h, 64, 8, 0));
+        assert!(table_bytes(64, 8, 0) >= 64 * 64 + 9 * 64 * 4);
+        assert_eq!(
+            table_bytes(64, 8, 16) - table_bytes(64, 8, 0),
+            16 * core::mem::size_of::<AddedPeer>()
+        );
+        assert_eq!(added_capacity_for(0), 0);
+        assert_eq!(added_capacity_for(1), 16);
+        assert_eq!(added_capacity_for(100), 128);
         assert_eq!(slots_for(1), 8);
         assert_eq!(slots_for(16), 64);
         assert_eq!(slots_for(256), 1024);
@@ -404,13 +461,13 @@ mod tests {
 
     /// A zeroed, 64-byte aligned table of `capacity` records and `slots` rows.
     fn raw_table(capacity: u32, slots: u32) -> (Vec<[u64; 8]>, *mut Header) {
-        let lines = table_bytes(capacity, slots).div_ceil(64);
+        let lines = table_bytes(capacity, slots, 16).div_ceil(64);
         let mut buf: Vec<[u64; 8]> = vec![[0; 8]; lines + 1];
         // Align by hand: a Vec of [u64; 8] is only 8-byte aligned.
         let p = buf.as_mut_ptr() as usize;
         let h = p.next_multiple_of(64) as *mut Header;
         // SAFETY: `h` lies within `buf`, with room for the table behind it.
-        unsafe { init_header(&mut *h, capacity, slots) };
+        unsafe { init_header(&mut *h, capacity, slots, 16) };
         (buf, h)
     }
 

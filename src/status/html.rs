@@ -89,11 +89,13 @@ pub fn render(s: &Snapshot, refresh_seconds: u32) -> Vec<u8> {
                  <td>{}</td><td>{}</td><td>{}</td><td>{checks}</td><td>{check_fails}</td>\
                  <td class=\"l\">{last}</td><td>{downtime}</td><td>{}</td></tr>",
                 escape(&p.name),
-                match (p.backup, p.resolved) {
-                    (true, true) => " (backup, resolved)",
-                    (true, false) => " (backup)",
-                    (false, true) => " (resolved)",
-                    (false, false) => "",
+                match (p.backup, p.source) {
+                    (true, "dns") => " (backup, resolved)",
+                    (true, "api") => " (backup, added)",
+                    (true, _) => " (backup)",
+                    (false, "dns") => " (resolved)",
+                    (false, "api") => " (added)",
+                    (false, _) => "",
                 },
                 escape(&p.address),
                 colour(p.state),

@@ -136,8 +136,8 @@ pub struct PeerSnapshot {
     pub resolved: bool,
     /// The operator's state (`lb_api`): "up", "drain" or "down".
     pub admin: crate::api::Admin,
-    /// Where the peer came from: "config" (a `server` line's address) or "dns" (a resolved
-    /// name).
+    /// Where the peer came from: "config" (a `server` line's address), "dns" (a resolved
+    /// name) or "api" (added through `lb_api`).
     pub source: &'static str,
     pub state: PeerState,
     pub active: u64,

@@ -1,0 +1,1 @@
+../121-api-members.t
