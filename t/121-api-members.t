@@ -235,6 +235,18 @@ subtest 'lb_state keeps added peers over a restart' => sub {
     like(substr($s->error_log, $log), qr/lb_state: restored 1 peer change\(s\) and 2 added peer\(s\)/,
          'and said so');
     ok($s->wait_state('u', $C, 'up', 3), 'C is checked again');
+    # The configuration gained C meanwhile: its saved entry is not filed again (nor does it
+    # count against max_added), and B comes back.
+    $s->stop;
+    $log = length $s->error_log;
+    $s->start(conf(state => 1, extra => "server $C;"));
+    $p = $s->peers('u');
+    is(join(' ', map { "$_=" . ($p->{$_}{source} // 'absent') } $B, $C), "$B=api $C=config",
+       'a restart with C configured: C from the configuration, B added');
+    like(substr($s->error_log, $log), qr/lb_state: restored \d+ peer change\(s\) and 1 added peer\(s\)/,
+         'one added peer restored');
+    ($code) = add('{"address": "127.0.0.4:1"}');
+    is($code, 201, 'and room for another (max_added=2)');
 };
 
 unlike($s->error_log, qr/\[(?:alert|crit|emerg)\]/, 'no alert, crit or emerg in the error log');

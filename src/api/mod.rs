@@ -293,6 +293,14 @@ pub fn parse_new_peer(body: &[u8]) -> Result<NewPeer, ApiError> {
             b.address.escape_default()
         ))
     })?;
+    if let std::net::SocketAddr::V6(v6) = address {
+        if v6.scope_id() != 0 {
+            return Err(bad(format!(
+                "address \"{}\" has a scope (link-local addresses are not taken)",
+                b.address.escape_default()
+            )));
+        }
+    }
     if address.port() == 0 {
         return Err(bad(format!("address \"{}\" has port 0", b.address)));
     }
@@ -445,6 +453,7 @@ mod tests {
             r#"{"address": "10.0.0.7"}"#,
             r#"{"address": "10.0.0.7:0"}"#,
             r#"{"address": "10.0.0.7:70000"}"#,
+            r#"{"address": "[fe80::1%2]:80"}"#,
             r#"{"address": 7}"#,
             r#"{"address": "10.0.0.7:80", "weight": 0}"#,
             r#"{"address": "10.0.0.7:80", "weight": 10001}"#,

@@ -10,7 +10,7 @@ pub const MAX_RESOLVED: usize = 1_000_000;
 pub const MAX_ADDED: usize = 100_000;
 
 /// Peers `lb_api` may add to an upstream with `zone`, unless `max_added=` says otherwise.
-pub const DEFAULT_MAX_ADDED: usize = 64;
+pub const DEFAULT_MAX_ADDED: usize = 32;
 
 /// How quickly the moving average of response times forgets, unless `decay=` says otherwise.
 pub const DEFAULT_DECAY_MS: u64 = 5_000;

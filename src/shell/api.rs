@@ -98,25 +98,60 @@ unsafe fn save_state(main: &MainConf, log: *mut nginx_sys::ngx_log_t) {
     if main.state_path.is_none() || main.pool.is_null() {
         return;
     }
-    // One writer at a time (workers that change peers at once would otherwise rename older
-    // snapshots over newer ones): the zone's mutex, which nginx's master releases for a
-    // worker that dies holding it.
-    // SAFETY: the zone's slab pool is mapped for the life of the process.
-    unsafe { nginx_sys::ngx_shmtx_lock(ptr::addr_of_mut!((*main.pool).mutex)) };
-    // SAFETY: as required by the caller.
-    unsafe { write_state(main, log) };
-    // SAFETY: as above.
-    unsafe { nginx_sys::ngx_shmtx_unlock(ptr::addr_of_mut!((*main.pool).mutex)) };
-}
-
-/// `save_state`'s work, under the zone's mutex.
-///
-/// # Safety
-/// As for `save_state`.
-unsafe fn write_state(main: &MainConf, log: *mut nginx_sys::ngx_log_t) {
     let Some(path) = &main.state_path else {
         return;
     };
+    // One writer at a time, from taking the snapshot to the rename (workers that change peers
+    // at once would otherwise rename older snapshots over newer ones): an exclusive `flock`
+    // on PATH.lock, which the kernel drops if the worker dies. Only writers wait for it; the
+    // zone's mutex, which every worker takes to follow added peers, is held only while the
+    // snapshot is taken, not while the file is written and synced.
+    let mut lock_path = path.clone().into_os_string();
+    lock_path.push(".lock");
+    let lock = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&lock_path)
+    };
+    let lock = match lock {
+        Ok(f) => f,
+        Err(e) => {
+            ngx::ngx_log_error!(
+                nginx_sys::NGX_LOG_ERR,
+                log,
+                "lb_state: cannot open \"{}\": {} (the change is in effect, but not kept over \
+                 a restart)",
+                std::path::Path::new(&lock_path).display(),
+                e
+            );
+            return;
+        }
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor this function owns; released when `lock` is closed.
+    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    // SAFETY: the zone's slab pool is mapped for the life of the process; `render_state`
+    // only reads under it.
+    let text = unsafe {
+        nginx_sys::ngx_shmtx_lock(ptr::addr_of_mut!((*main.pool).mutex));
+        let text = render_state(main);
+        nginx_sys::ngx_shmtx_unlock(ptr::addr_of_mut!((*main.pool).mutex));
+        text
+    };
+    write_state(path, &text, log);
+    drop(lock);
+}
+
+/// The state file's contents, under the zone's mutex.
+///
+/// # Safety
+/// As for `save_state`.
+unsafe fn render_state(main: &MainConf) -> Vec<u8> {
     let mut peers = Vec::new();
     for &u in &main.upstreams {
         // SAFETY: the tables live for the cycle; records are mapped for the process.
@@ -140,9 +175,15 @@ unsafe fn write_state(main: &MainConf, log: *mut nginx_sys::ngx_log_t) {
             });
         }
     }
-    let added = saved_added(main);
-    let text = api::state::render(peers, added);
-    let mut tmp = path.clone().into_os_string();
+    // SAFETY: as required by the caller.
+    let added = unsafe { saved_added(main) };
+    api::state::render(peers, added)
+}
+
+/// Writes the state file: a temporary file, synced, renamed over the old one. A failure is
+/// logged; the change stays in effect in shared memory.
+fn write_state(path: &std::path::Path, text: &[u8], log: *mut nginx_sys::ngx_log_t) {
+    let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{}.tmp", crate::shell::nginx::pid()));
     let write = || -> std::io::Result<()> {
         use std::io::Write;
@@ -154,7 +195,7 @@ unsafe fn write_state(main: &MainConf, log: *mut nginx_sys::ngx_log_t) {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
-        f.write_all(&text)?;
+        f.write_all(text)?;
         // On disk before it replaces the old file: a crash never leaves an empty one.
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -346,22 +387,33 @@ pub unsafe fn read_state(main: &MainConf) -> Option<api::state::StateFile> {
     }
 }
 
-/// Files the added peers of the state file again (before the upstreams build their peers);
-/// those of upstreams that take no added peers now are left for `zone::commit` to drop.
+/// Files the added peers of the state file again (before the upstreams build their peers),
+/// except those of upstreams that take no added peers now and addresses the configuration
+/// has. Returns how many.
 ///
 /// # Safety
 /// As for `read_state`, with the zone's table.
-pub unsafe fn restore_added(main: &MainConf, file: &api::state::StateFile) {
+pub unsafe fn restore_added(main: &MainConf, file: &api::state::StateFile) -> usize {
     if main.table.is_null() {
-        return;
+        return 0;
     }
     let log = main.log();
-    let mut refused = 0;
+    let takers = crate::shell::zone::added_takers(main);
+    let (mut refused, mut restored) = (0, 0);
     for a in &file.added {
         let Ok(address) = a.address.parse() else {
             refused += 1;
             continue;
         };
+        // Not for an upstream that takes added peers now, or an address it has configured:
+        // the configuration wins (and the entry must not take room from others).
+        let Some((max, configured)) = takers.get(&added::upstream_key(a.upstream.as_bytes()))
+        else {
+            continue;
+        };
+        if configured.contains(a.address.as_bytes()) {
+            continue;
+        }
         let peer = api::NewPeer {
             address,
             weight: a.weight,
@@ -370,16 +422,10 @@ pub unsafe fn restore_added(main: &MainConf, file: &api::state::StateFile) {
             max_fails: a.max_fails,
             fail_timeout_ms: a.fail_timeout_ms,
         };
-        let max = main
-            .upstreams
-            .iter()
-            // SAFETY: the tables of the committed configuration.
-            .find(|&&u| unsafe { bytes(&(*u).name) } == a.upstream.as_bytes())
-            .and_then(|&u| unsafe { (*u).dynamic.as_ref() }.map(|d| d.max_added))
-            .unwrap_or(usize::MAX);
         // SAFETY: as required by the caller.
-        if unsafe { file_added(main, a.upstream.as_bytes(), max, &peer) }.is_err() {
-            refused += 1;
+        match unsafe { file_added(main, a.upstream.as_bytes(), *max, &peer) } {
+            Ok(()) => restored += 1,
+            Err(_) => refused += 1,
         }
     }
     if refused > 0 {
@@ -391,6 +437,7 @@ pub unsafe fn restore_added(main: &MainConf, file: &api::state::StateFile) {
             refused
         );
     }
+    restored
 }
 
 /// Brings back the admin states and weights of the state file (after the upstreams built
@@ -399,7 +446,7 @@ pub unsafe fn restore_added(main: &MainConf, file: &api::state::StateFile) {
 ///
 /// # Safety
 /// As for `read_state`.
-pub unsafe fn restore_changes(main: &mut MainConf, file: &api::state::StateFile) {
+pub unsafe fn restore_changes(main: &mut MainConf, file: &api::state::StateFile, added: usize) {
     let Some(path) = main.state_path.clone() else {
         return;
     };
@@ -453,7 +500,7 @@ pub unsafe fn restore_changes(main: &mut MainConf, file: &api::state::StateFile)
         log,
         "lb_state: restored {} peer change(s) and {} added peer(s) from \"{}\"{}",
         restored,
-        file.added.len(),
+        added,
         path.display(),
         dropped_text
     );
@@ -777,12 +824,16 @@ unsafe fn carry_out(
                 crate::shell::resolve::refresh(&mut *uptr);
                 match peer_json(&*uptr, &upstream, &name, now, wall) {
                     Ok((_, json)) => Ok((201, json)),
-                    Err(_) => Err(ApiError::new(
-                        507,
-                        format!(
-                            "peer \"{name}\" was filed but found no record in zone \
-                             \"ngx_http_lb\"; it joins when one is free"
-                        ),
+                    // Filed, but no record was free for it yet: it joins when one is (the
+                    // workers try again every second), and the status shows it then.
+                    Err(_) => Ok((
+                        201,
+                        serde_json::to_vec(&serde_json::json!({
+                            "address": name,
+                            "source": "api",
+                            "joined": false,
+                        }))
+                        .unwrap_or_default(),
                     )),
                 }
             }
@@ -809,15 +860,15 @@ unsafe fn carry_out(
                         ),
                     ));
                 }
-                // Added again later, it starts without what was set for it now.
-                for p in peers.iter().filter(|p| p.added) {
-                    (*p.shared).forget_operator();
-                }
                 if !unfile_added(main, upstream.as_bytes(), address.as_bytes()) {
                     return Err(ApiError::new(
                         404,
                         format!("no peer \"{address}\" in upstream \"{upstream}\""),
                     ));
+                }
+                // Added again later, it starts without what was set for it now.
+                for p in peers.iter().filter(|p| p.added) {
+                    (*p.shared).forget_operator();
                 }
                 log_change(
                     r,

@@ -77,6 +77,8 @@ pub struct Dynamic {
     pub max_added: usize,
     /// The zone's counter of added-peer changes that the current peers reflect.
     seen_added: u32,
+    /// The upstream's added peers the current peers were built with.
+    added: Vec<added::AddedPeer>,
     /// The key of the peer each slot belongs to, `None` for a free slot.
     slots: Vec<Option<Key>>,
     free_slots: Vec<usize>,
@@ -112,6 +114,7 @@ impl Dynamic {
             seed: 1,
             max_added,
             seen_added: u32::MAX,
+            added: Vec::new(),
             slots: Vec::new(),
             free_slots: Vec::new(),
             probes: KeyMap::default(),
@@ -317,12 +320,41 @@ unsafe fn added_counter(main: &MainConf) -> u32 {
     unsafe { (*main.table).added.load(Acquire) }
 }
 
+/// Whether the upstream's added peers differ from those its peers were built with (the zone's
+/// counter moves for every upstream's changes).
+///
+/// # Safety
+/// As for `refresh`.
+unsafe fn added_changed(u: &Upstream) -> bool {
+    let Some(d) = u.dynamic.as_deref() else {
+        return false;
+    };
+    if d.max_added == 0 {
+        return false;
+    }
+    // SAFETY: as required by the caller; the entries are read under the zone's mutex.
+    unsafe {
+        let main = &*d.main;
+        let key = added::upstream_key(bytes(&u.name));
+        let t = Table::from_header(main.table);
+        ngx_shmtx_lock(ptr::addr_of_mut!((*main.pool).mutex));
+        let same = added::of(t.added(), key).eq(d.added.iter());
+        ngx_shmtx_unlock(ptr::addr_of_mut!((*main.pool).mutex));
+        !same
+    }
+}
+
 /// Appends the upstream's added peers to `copy` (except addresses the configuration has: it
 /// wins), under the zone's mutex. Returns the change counter the copy reflects.
 ///
 /// # Safety
 /// `main` is this process's main conf, its table set.
-unsafe fn read_added(main: &MainConf, upstream: &[u8], copy: &mut Copy) -> u32 {
+unsafe fn read_added(
+    main: &MainConf,
+    upstream: &[u8],
+    copy: &mut Copy,
+    seen: &mut Vec<added::AddedPeer>,
+) -> u32 {
     let configured: std::collections::HashSet<Vec<u8>> = copy
         .entries
         .iter()
@@ -335,8 +367,10 @@ unsafe fn read_added(main: &MainConf, upstream: &[u8], copy: &mut Copy) -> u32 {
     // here.
     unsafe {
         ngx_shmtx_lock(ptr::addr_of_mut!((*main.pool).mutex));
-        let seen = (*main.table).added.load(Acquire);
-        for a in added::of(t.added(), key) {
+        let counter = (*main.table).added.load(Acquire);
+        seen.clear();
+        seen.extend(added::of(t.added(), key).copied());
+        for a in seen.iter() {
             if configured.contains(a.name()) {
                 continue;
             }
@@ -366,7 +400,7 @@ unsafe fn read_added(main: &MainConf, upstream: &[u8], copy: &mut Copy) -> u32 {
             });
         }
         ngx_shmtx_unlock(ptr::addr_of_mut!((*main.pool).mutex));
-        seen
+        counter
     }
 }
 
@@ -572,9 +606,19 @@ pub unsafe fn refresh(u: &mut Upstream) {
         let Some(d) = u.dynamic.as_deref() else {
             return;
         };
-        if d.main.is_null()
-            || (config_counter(lists(d)) == d.seen && added_counter(&*d.main) == d.seen_added)
-        {
+        if d.main.is_null() {
+            return;
+        }
+        let lists_moved = config_counter(lists(d)) != d.seen;
+        let added_now = added_counter(&*d.main);
+        if !lists_moved && added_now == d.seen_added {
+            return;
+        }
+        if !lists_moved && !added_changed(u) {
+            // Another upstream's added peers changed: nothing to rebuild here.
+            if let Some(d) = u.dynamic.as_deref_mut() {
+                d.seen_added = added_now;
+            }
             return;
         }
         apply(u, Mode::Worker);
@@ -604,7 +648,7 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
         copy.text.reserve(d.last_text + 4096);
         let seen = read_locked(lists(d), &mut copy);
         let seen_added = if d.max_added > 0 {
-            read_added(main, upstream_name, &mut copy)
+            read_added(main, upstream_name, &mut copy, &mut d.added)
         } else {
             added_counter(main)
         };
@@ -644,7 +688,12 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
             let key = keys[i];
             match plan.actions[i] {
                 Action::Ignore => continue,
-                Action::Keep(j) if (*current.peers[j].shared).key() == key => {
+                // (A peer with a record private to this worker keeps it: there was no room
+                // for it in the zone, and taking another private one would reset its state.)
+                Action::Keep(j)
+                    if current.peers[j].record == usize::MAX
+                        || (*current.peers[j].shared).key() == key =>
+                {
                     let mut p = current.peers[j].clone();
                     p.conf_weight = e.weight;
                     p.weight = (*p.shared).weight_override().unwrap_or(e.weight);

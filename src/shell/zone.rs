@@ -67,8 +67,7 @@ pub unsafe fn add(cf: *mut ngx_conf_t, main: &mut MainConf) -> ngx_int_t {
     // SAFETY: as above.
     let added = unsafe { added_wanted(main) };
     let bytes_needed = table_bytes(capacity, main.slots, added);
-    // Room for the slab allocator's own bookkeeping besides our table.
-    let size = (bytes_needed + bytes_needed / 8 + 64 * 1024).next_multiple_of(4096);
+    let size = table::zone_bytes(bytes_needed);
     let mut name = ngx_str_t {
         len: ZONE_NAME.len(),
         data: ZONE_NAME.as_ptr() as *mut u8,
@@ -303,9 +302,10 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
         } else {
             None
         };
-        if let Some(file) = &saved {
-            crate::shell::api::restore_added(main, file);
-        }
+        let restored = match &saved {
+            Some(file) => crate::shell::api::restore_added(main, file),
+            None => 0,
+        };
         tidy_added(main, &table);
         for &u in &main.upstreams {
             let u = &mut *u;
@@ -321,10 +321,42 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
         // A fresh table (a start, a binary upgrade): operators' changes come back from the
         // state file. (A reload keeps them in the table itself.)
         if let Some(file) = &saved {
-            crate::shell::api::restore_changes(main, file);
+            crate::shell::api::restore_changes(main, file, restored);
         }
     }
     crate::shell::nginx::OK
+}
+
+/// Per `added::upstream_key`: `max_added` and the configured addresses.
+pub type AddedTakers<'a> =
+    std::collections::HashMap<(u64, u64), (usize, std::collections::HashSet<&'a [u8]>)>;
+
+/// The upstreams that take added peers, by `added::upstream_key`: how many, and the
+/// addresses configured in them (before their resolved or added peers join).
+///
+/// # Safety
+/// At the commit, before `resolve::commit` (the upstreams hold their configured peers).
+pub unsafe fn added_takers(main: &MainConf) -> AddedTakers<'_> {
+    main.upstreams
+        .iter()
+        // SAFETY: as required by the caller; nginx strings of the configuration's pool.
+        .filter_map(|&u| unsafe {
+            let u = &*u;
+            u.dynamic.as_ref().filter(|d| d.max_added > 0).map(|d| {
+                let configured = u
+                    .current()
+                    .peers
+                    .iter()
+                    .filter(|p| !p.resolved && !p.added)
+                    .map(|p| bytes(&p.name))
+                    .collect();
+                (
+                    crate::shm::added::upstream_key(bytes(&u.name)),
+                    (d.max_added, configured),
+                )
+            })
+        })
+        .collect()
 }
 
 /// Drops added peers that no upstream of the configuration takes (see `commit`), and says so.
@@ -332,25 +364,8 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
 /// # Safety
 /// From `commit`.
 unsafe fn tidy_added(main: &MainConf, table: &Table) {
-    use std::collections::{HashMap, HashSet};
-    // SAFETY: the tables of the committed configuration; nginx strings of its pool.
-    let takers: HashMap<(u64, u64), HashSet<&[u8]>> = main
-        .upstreams
-        .iter()
-        .filter_map(|&u| unsafe {
-            let u = &*u;
-            u.dynamic.as_ref().filter(|d| d.max_added > 0).map(|_| {
-                let configured = u
-                    .current()
-                    .peers
-                    .iter()
-                    .filter(|p| !p.resolved)
-                    .map(|p| bytes(&p.name))
-                    .collect();
-                (crate::shm::added::upstream_key(bytes(&u.name)), configured)
-            })
-        })
-        .collect();
+    // SAFETY: as required by the caller.
+    let takers = unsafe { added_takers(main) };
     let mut dropped = 0;
     // SAFETY: the zone's mutex guards the entries.
     unsafe {
@@ -359,7 +374,7 @@ unsafe fn tidy_added(main: &MainConf, table: &Table) {
         for e in entries.iter_mut().filter(|e| !e.is_free()) {
             let keep = takers
                 .get(&e.upstream)
-                .is_some_and(|configured| !configured.contains(e.name()));
+                .is_some_and(|(_, configured)| !configured.contains(e.name()));
             if !keep {
                 *e = crate::shm::added::free();
                 dropped += 1;

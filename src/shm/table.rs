@@ -60,13 +60,26 @@ pub fn capacity_for(peers: usize) -> u32 {
 }
 
 /// Entries for added peers, for upstreams that may gain `peers` of them in all: a power of two
-/// (so that small changes keep the zone's layout), none when no upstream may.
+/// (so that small changes keep the zone's layout), at least 32 (so that a change of layout
+/// always changes the zone's size, see `zone_bytes`), none when no upstream may.
 pub fn added_capacity_for(peers: usize) -> u32 {
     if peers == 0 {
         0
     } else {
-        peers.next_power_of_two().max(16) as u32
+        peers.next_power_of_two().max(32) as u32
     }
+}
+
+/// The size of the zone for a table of `table` bytes: room for the slab allocator's own
+/// bookkeeping besides it, in whole pages.
+///
+/// nginx hands a zone of the same size over to the next configuration, and a new table is
+/// then allocated beside the old one (running workers still use that): two layouts that end up
+/// with the same zone size must both fit in it, or the reload fails. Every step of a layout
+/// (records, rows, added entries) changes the table by more than a page once the tables are
+/// large enough not to fit twice, which `tests::layouts_of_one_size_fit_twice` checks.
+pub fn zone_bytes(table: usize) -> usize {
+    (table + table / 8 + 64 * 1024).next_multiple_of(4096)
 }
 
 fn counters_bytes(capacity: u32, slots: u32) -> usize {
@@ -451,8 +464,44 @@ mod tests {
             table_bytes(64, 8, 16) - table_bytes(64, 8, 0),
             16 * core::mem::size_of::<AddedPeer>()
         );
+    }
+
+    /// A reload whose layout differs but whose zone has the same size allocates the new table
+    /// beside the old one: it must fit (see `zone_bytes`). Checked for one step of each part
+    /// of the layout, over the sizes configurations can have.
+    #[test]
+    fn layouts_of_one_size_fit_twice() {
+        // The slab allocator's bookkeeping: its pool header and one page descriptor per page.
+        let fits_twice = |a: usize, b: usize, zone: usize| a + b + zone / 64 + 8192 <= zone;
+        let mut checked = 0;
+        for cap in (6..=18).map(|k| 1u32 << k) {
+            for slots in (3..=12).map(|k| 1u32 << k) {
+                // Records are counted for every peer that may be added (`zone::records_wanted`),
+                // and there are twice as many records as wanted: never more entries than
+                // records.
+                for added in [0u32, 32, 64, 128, 1024, 1 << 17]
+                    .into_iter()
+                    .filter(|&a| a <= cap)
+                {
+                    let t = table_bytes(cap, slots, added);
+                    let z = zone_bytes(t);
+                    let steps = [
+                        table_bytes(cap * 2, slots, added),
+                        table_bytes(cap, slots * 2, added),
+                        table_bytes(cap, slots, if added == 0 { 32 } else { added * 2 }),
+                    ];
+                    for t2 in steps {
+                        if zone_bytes(t2) == z {
+                            assert!(fits_twice(t, t2, z), "{cap} {slots} {added}: {t} {t2} {z}");
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 500, "{checked}");
         assert_eq!(added_capacity_for(0), 0);
-        assert_eq!(added_capacity_for(1), 16);
+        assert_eq!(added_capacity_for(1), 32);
         assert_eq!(added_capacity_for(100), 128);
         assert_eq!(slots_for(1), 8);
         assert_eq!(slots_for(16), 64);
