@@ -11,6 +11,8 @@
 #
 # Usage: scripts/bench.sh [scenario...]
 #   rr2     2 peers, round-robin: stock (keepalive 64) vs lb_upstream (keepalive 64)
+#   rr2zone the same with `zone` in the upstream (our upstream can then gain peers through
+#           lb_api: each request holds its set of peers, a reference count)
 #   tls2    2 HTTPS peers, no connection cache (a TLS handshake per request, resuming the
 #           peer's session): stock vs lb_upstream; TLS_N1=200 TLS_N2=400 requests
 #   rr100   100 peers: stock round-robin + keepalive 200 vs lb_upstream + lb_keepalive 2
@@ -438,13 +440,14 @@ resolve_report() {
         "$(div "$(div "${I[stock.zone]}" "${C[stock.zone]}")" "${IPR[resolve1000-stock]}") of its requests"
 }
 
-scenarios=("$@"); [ ${#scenarios[@]} -gt 0 ] || scenarios=(rr2 tls2 rr100 rr1000 lc2 lc1000 slow checks1000 resolve1000)
+scenarios=("$@"); [ ${#scenarios[@]} -gt 0 ] || scenarios=(rr2 rr2zone tls2 rr100 rr1000 lc2 lc1000 slow checks1000 resolve1000)
 say "instructions/request = slope between $N1 and $N2 requests (cachegrind, one worker); wrk: median of $ROUNDS rounds of ${DURATION}s, $CONNS connections"
 row scenario configuration "instr/req" "req/s" "p50 ms" "p99 ms"
 row "-------" "--------------------------------------" "---------" "--------" "-------" "-------"
 for s in "${scenarios[@]}"; do
     case $s in
         rr2) compare rr2 2 "" "keepalive 64;" "lb_upstream;" "keepalive 64;" ;;
+        rr2zone) compare rr2zone 2 "zone backend 64k;" "keepalive 64;" "zone backend 64k; lb_upstream;" "keepalive 64;" ;;
         tls2) tls2 ;;
         rr100) compare rr100 100 "" "keepalive 200;" "lb_upstream;" "lb_keepalive 2;" ;;
         rr1000) compare rr1000 1000 "" "keepalive 2000;" "lb_upstream;" "lb_keepalive 2;" ;;

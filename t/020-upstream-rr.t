@@ -232,12 +232,12 @@ With max_conns=1 the second goes to b although a has weight 5, and the third fin
     server {
         listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
         root $TEST_NGINX_SERVER_ROOT/html;
-        location / { limit_rate 2000; try_files /a.txt =404; }
+        location / { limit_rate 1000; try_files /a.txt =404; }
     }
     server {
         listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
         root $TEST_NGINX_SERVER_ROOT/html;
-        location / { limit_rate 2000; try_files /b.txt =404; }
+        location / { limit_rate 1000; try_files /b.txt =404; }
     }
 --- config
     location /page.html { ssi on; }

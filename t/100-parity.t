@@ -411,11 +411,11 @@ Three SSI includes run as concurrent subrequests; each backend answer takes abou
     }
     server {
         listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
-        location / { root html; limit_rate 2000; try_files /a.txt =404; }
+        location / { root html; limit_rate 1000; try_files /a.txt =404; }
     }
     server {
         listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
-        location / { root html; limit_rate 2000; try_files /b.txt =404; }
+        location / { root html; limit_rate 1000; try_files /b.txt =404; }
     }
 --- config
     location = /page.html { root html; ssi on; }
@@ -447,11 +447,11 @@ GET /page.html
     }
     server {
         listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
-        location / { root html; limit_rate 2000; try_files /a.txt =404; }
+        location / { root html; limit_rate 1000; try_files /a.txt =404; }
     }
     server {
         listen 127.0.0.1:$TEST_NGINX_RAND_PORT_3;
-        location / { root html; limit_rate 2000; try_files /c.txt =404; }
+        location / { root html; limit_rate 1000; try_files /c.txt =404; }
     }
 --- config
     location = /page.html { root html; ssi on; }
@@ -481,7 +481,7 @@ no live upstreams
     }
     server {
         listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
-        location / { root html; limit_rate 2000; try_files /a.txt =404; }
+        location / { root html; limit_rate 1000; try_files /a.txt =404; }
     }
 --- config
     location = /page.html { root html; ssi on; }
@@ -620,7 +620,7 @@ no live upstreams
     }
     server {
         listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
-        location / { root html; limit_rate 2000; try_files /a.txt =404; }
+        location / { root html; limit_rate 1000; try_files /a.txt =404; }
     }
 --- config
     location = /page.html { root html; ssi on; }

@@ -158,11 +158,11 @@ second (limit_rate). With zone, stock nginx counts conns over all workers, as lb
     }
     server {
         listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
-        location / { root html; limit_rate 2000; try_files /a.txt =404; }
+        location / { root html; limit_rate 1000; try_files /a.txt =404; }
     }
     server {
         listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
-        location / { root html; limit_rate 2000; try_files /b.txt =404; }
+        location / { root html; limit_rate 1000; try_files /b.txt =404; }
     }
 --- config
     location = /page.html { root html; ssi on; }
@@ -186,7 +186,9 @@ qr/^(?=(?:.*\|)?a{3000}(?:\||$))(?=(?:.*\|)?b{3000}(?:\||$))(?=(?:.*\|)?E502(?:\
 
 === TEST 6: max_conns=1, no zone, two workers: lb_upstream counts over all workers (intended)
 Stock nginx without zone counts conns per worker: depending on which worker takes each of the
-three connections, the third may also get a peer. lb_upstream counts over all workers (README:
+three connections, the third may also get a peer. (limit_rate counts whole seconds: 3000 bytes
+at 1000/s take at least one second wherever in a second they start; at 2000/s they could be
+over in a few ms, and on a busy machine the third hop then found a free peer.) lb_upstream counts over all workers (README:
 "at most N connections at once over all workers (zone is not needed)"): always a, b and a 502.
 --- http_config
     upstream backend {
@@ -196,11 +198,11 @@ three connections, the third may also get a peer. lb_upstream counts over all wo
     }
     server {
         listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
-        location / { root html; limit_rate 2000; try_files /a.txt =404; }
+        location / { root html; limit_rate 1000; try_files /a.txt =404; }
     }
     server {
         listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
-        location / { root html; limit_rate 2000; try_files /b.txt =404; }
+        location / { root html; limit_rate 1000; try_files /b.txt =404; }
     }
 --- config
     location = /page.html { root html; ssi on; }
