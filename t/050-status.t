@@ -50,6 +50,14 @@ add_response_body_check(sub {
                     is($fam->{$m}{$key}, $want{$m}, "$name - $m for $peer->{address}");
                     $compared++;
                 }
+                my $h = $peer->{response_time_histogram};
+                is($fam->{nginx_lb_peer_response_time_seconds_count}{$key}, $h->{count},
+                   "$name - histogram count for $peer->{address}");
+                is($h->{count}, $peer->{requests}, "$name - histogram counts every request to $peer->{address}");
+                is($h->{counts}[-1], $h->{count}, "$name - JSON: the last cumulative count is the total");
+                is($fam->{nginx_lb_peer_response_time_seconds_bucket}{"le=0.005,$key"}, $h->{counts}[0],
+                   "$name - first bucket for $peer->{address}");
+                $compared += 4;
                 for my $class (qw(1xx 2xx 3xx 4xx 5xx)) {
                     is($fam->{nginx_lb_peer_responses}{"code=$class,$key"},
                        $peer->{responses}{$class}, "$name - responses $class for $peer->{address}");
@@ -75,7 +83,9 @@ out = {}
 for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
     for s in fam.samples:
         key = ",".join("%s=%s" % kv for kv in sorted(s.labels.items()))
-        out.setdefault(fam.name, {})[key] = s.value
+        # Samples of a histogram by their own names: _bucket, _sum, _count.
+        name = s.name if fam.type == "histogram" else fam.name
+        out.setdefault(name, {})[key] = s.value
 print(json.dumps(out))
 PY
     # Debian's interpreter: python3-prometheus-client is installed for it, whatever python3
@@ -297,6 +307,11 @@ my ($key) = keys %{ $families->{nginx_lb_peer_requests} };
   [(grep { /state=up,upstream=backend$/ && $families->{nginx_lb_peer_state}{$_} == 1 } keys %{ $families->{nginx_lb_peer_state} }) == 1, 'state up is 1'],
   [exists $families->{nginx_lb_peer_health_checks}{$key}, 'health check counter present'],
   [defined $families->{nginx_lb_peer_up}{$key}, 'peer_up gauge present'],
+  [$families->{nginx_lb_peer_response_time_seconds_count}{$key} == 2,
+   'the response-time histogram counted both responses'],
+  [$families->{nginx_lb_peer_response_time_seconds_bucket}{"le=+Inf,$key"} == 2, 'its +Inf bucket too'],
+  [$families->{nginx_lb_peer_response_time_seconds_bucket}{"le=0.005,$key"} <= 2, 'and its first bucket at most'],
+  [defined $families->{nginx_lb_peer_response_time_seconds_sum}{$key}, 'and its sum'],
 )
 
 

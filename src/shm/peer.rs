@@ -7,6 +7,7 @@ use crate::balance::availability::{judge, Limits, Verdict};
 use crate::balance::p2c::{ewma, faded};
 use crate::health::reason::Reason;
 use crate::health::state::{Health, Transition};
+use crate::status::histogram;
 
 /// Shared state of one peer. 64-byte aligned so that two peers never share a cache line.
 #[repr(C, align(64))]
@@ -45,6 +46,9 @@ pub struct PeerShared {
     pub(super) response_ewma_us: AtomicU64,
     /// When the last response time was folded in (nginx's monotonic ms).
     pub(super) response_at_ms: AtomicU64,
+    /// Responses per response-time bucket (`status::histogram`), and their times added up.
+    pub(super) response_buckets: [AtomicU64; histogram::BUCKETS],
+    pub(super) response_sum_ms: AtomicU64,
 
     /// Active health: the packed rise/fall word (`health::state::Health`).
     pub(super) health: AtomicU64,
@@ -390,10 +394,21 @@ impl PeerShared {
             self.responses[usize::from(status / 100 - 1)].fetch_add(1, Relaxed);
         }
         if let Some(us) = response_us {
+            let ms = us / 1000;
+            self.response_buckets[histogram::bucket_of(ms)].fetch_add(1, Relaxed);
+            self.response_sum_ms.fetch_add(ms, Relaxed);
             let dt = now_ms.saturating_sub(self.response_at_ms.swap(now_ms, Relaxed));
             let _ = self.response_ewma_us.fetch_update(Relaxed, Relaxed, |old| {
                 Some(ewma(old.checked_sub(1), us, dt, decay_ms) + 1)
             });
+        }
+    }
+
+    /// The response-time histogram, each bucket read once.
+    pub fn histogram(&self) -> histogram::Histogram {
+        histogram::Histogram {
+            counts: core::array::from_fn(|i| self.response_buckets[i].load(Relaxed)),
+            sum_ms: self.response_sum_ms.load(Relaxed),
         }
     }
 
@@ -505,6 +520,7 @@ impl PeerShared {
             &self.unavail,
             &self.response_ewma_us,
             &self.response_at_ms,
+            &self.response_sum_ms,
             &self.checks,
             &self.check_fails,
             &self.unhealthy,
@@ -516,7 +532,7 @@ impl PeerShared {
         ] {
             a.store(0, Relaxed);
         }
-        for a in &self.responses {
+        for a in self.responses.iter().chain(&self.response_buckets) {
             a.store(0, Relaxed);
         }
         self.health.store(Health::initial(default_up).0, Relaxed);

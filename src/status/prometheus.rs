@@ -83,9 +83,9 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
             |p| Some(p.unavail as f64),
         ),
         (
-            "peer_response_time_seconds",
+            "peer_response_time_average_seconds",
             "gauge",
-            "Moving average of the response time.",
+            "Moving average of the response time (what p2c compares).",
             |p| p.response_time_ms.map(|ms| ms / 1000.0),
         ),
         (
@@ -163,6 +163,35 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
     }
     let _ = writeln!(
         out,
+        "# HELP nginx_lb_peer_response_time_seconds Response times (from the request sent to \
+         the response header)."
+    );
+    let _ = writeln!(out, "# TYPE nginx_lb_peer_response_time_seconds histogram");
+    for u in &s.upstreams {
+        for (p, label) in u.peers.iter().zip(peer_labels(&u.peers)) {
+            let h = &p.response_time_histogram;
+            let labels = format!("upstream=\"{}\",peer=\"{label}\"", escape(&u.name));
+            for (i, n) in h.counts.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "nginx_lb_peer_response_time_seconds_bucket{{{labels},le=\"{}\"}} {n}",
+                    super::histogram::le(i)
+                );
+            }
+            let _ = writeln!(
+                out,
+                "nginx_lb_peer_response_time_seconds_sum{{{labels}}} {}",
+                number(h.sum)
+            );
+            let _ = writeln!(
+                out,
+                "nginx_lb_peer_response_time_seconds_count{{{labels}}} {}",
+                h.count
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
         "# HELP nginx_lb_peer_state 1 for the peer's current state."
     );
     let _ = writeln!(out, "# TYPE nginx_lb_peer_state gauge");
@@ -225,11 +254,30 @@ mod tests {
         assert!(out.contains(
             "nginx_lb_peer_state{upstream=\"<plain>\",peer=\"10.0.0.1:80\",state=\"down\"} 1\n"
         ));
-        assert!(out.contains("nginx_lb_peer_response_time_seconds{upstream=\"<plain>\",peer=\"10.0.0.1:80\"} 0.0015\n"));
+        assert!(out.contains("nginx_lb_peer_response_time_average_seconds{upstream=\"<plain>\",peer=\"10.0.0.1:80\"} 0.0015\n"));
+        // The histogram: cumulative buckets, +Inf equal to _count, the sum in seconds.
+        let series = "upstream=\"<plain>\",peer=\"10.0.0.1:80\"";
+        for (le, n) in [("0.005", 9), ("0.01", 9), ("10", 9), ("+Inf", 10)] {
+            let line =
+                format!("nginx_lb_peer_response_time_seconds_bucket{{{series},le=\"{le}\"}} {n}\n");
+            assert!(out.contains(&line), "{line}");
+        }
+        assert!(out.contains(&format!(
+            "nginx_lb_peer_response_time_seconds_count{{{series}}} 10\n"
+        )));
+        assert!(out.contains(&format!(
+            "nginx_lb_peer_response_time_seconds_sum{{{series}}} 12.345\n"
+        )));
+        assert!(out.contains("# TYPE nginx_lb_peer_response_time_seconds histogram\n"));
         // Every sample line belongs to a family announced by # TYPE.
         for line in out.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split('{').next().unwrap();
-            assert!(out.contains(&format!("# TYPE {name} ")), "{line}");
+            let histogram = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|base| out.contains(&format!("# TYPE {base} histogram")));
+            let family = histogram.unwrap_or(name);
+            assert!(out.contains(&format!("# TYPE {family} ")), "{line}");
         }
         // No health metrics for peers without checks.
         assert!(!out.contains("nginx_lb_peer_health_checks_total{upstream=\"<plain>\""));

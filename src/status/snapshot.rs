@@ -152,6 +152,33 @@ pub struct PeerSnapshot {
     pub health_checks: Option<HealthChecks>,
     /// Moving average of the response time, ms; `null` before the first response.
     pub response_time_ms: Option<f64>,
+    /// Response times by bucket (`status::histogram`).
+    pub response_time_histogram: HistogramSnapshot,
+}
+
+/// A response-time histogram as the JSON shows it: bucket bounds in seconds (`le`, the last
+/// one `null` for +Inf) with cumulative counts, as Prometheus counts them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistogramSnapshot {
+    pub le: Vec<Option<f64>>,
+    pub counts: Vec<u64>,
+    /// Seconds, all responses added up.
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl From<super::histogram::Histogram> for HistogramSnapshot {
+    fn from(h: super::histogram::Histogram) -> Self {
+        use super::histogram::{BOUNDS_MS, BUCKETS};
+        HistogramSnapshot {
+            le: (0..BUCKETS)
+                .map(|i| BOUNDS_MS.get(i).map(|&ms| ms as f64 / 1000.0))
+                .collect(),
+            counts: h.cumulative().to_vec(),
+            sum: h.sum_ms as f64 / 1000.0,
+            count: h.count(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -229,6 +256,13 @@ pub mod tests {
             responses: Responses::from_array([0, 7, 1, 0, 2]),
             fails: 1,
             unavail: 0,
+            response_time_histogram: {
+                let mut h = crate::status::histogram::Histogram::default();
+                h.counts[0] = 9;
+                h.counts[11] = 1;
+                h.sum_ms = 12_345;
+                h.into()
+            },
             health_checks: checks.then(|| HealthChecks {
                 checks: 5,
                 fails: 2,
