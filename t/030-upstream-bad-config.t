@@ -234,3 +234,53 @@ lb_upstream: "max_added" in upstream "u" needs the "zone" directive
 --- must_die
 --- error_log
 lb_upstream: invalid value "many" for "max_added": expected a number of peers from 0 to 100000
+
+
+
+=== TEST 22: lb_panic above 100%
+--- http_config
+    upstream u { lb_upstream; lb_panic 150%; server 127.0.0.1:1; }
+--- config
+--- must_die
+--- error_log
+lb_panic: invalid value "150%" (expected a percentage from 1% to 100%, such as 50%)
+
+
+
+=== TEST 23: lb_panic 0% is refused
+--- http_config
+    upstream u { lb_upstream; lb_panic 0%; server 127.0.0.1:1; }
+--- config
+--- must_die
+--- error_log
+lb_panic: invalid value "0%"
+
+
+
+=== TEST 24: lb_panic without % is refused
+--- http_config
+    upstream v { lb_upstream; lb_panic 50; server 127.0.0.1:1; }
+--- config
+--- must_die
+--- error_log
+lb_panic: invalid value "50"
+
+
+
+=== TEST 25: lb_panic twice
+--- http_config
+    upstream u { lb_upstream; lb_panic 50%; lb_panic 20%; server 127.0.0.1:1; }
+--- config
+--- must_die
+--- error_log
+"lb_panic" directive is duplicate
+
+
+
+=== TEST 26: lb_panic without lb_upstream
+--- http_config
+    upstream u { lb_panic 50%; server 127.0.0.1:1; }
+--- config
+--- must_die
+--- error_log
+lb_panic: upstream "u" has "lb_panic" but no "lb_upstream"

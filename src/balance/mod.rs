@@ -7,6 +7,7 @@ pub mod least_conn;
 pub mod membership;
 pub mod method;
 pub mod p2c;
+pub mod panic;
 pub mod smooth_wrr;
 
 pub use availability::{Limits, Verdict};

@@ -26,6 +26,8 @@ pub struct SrvConf {
     pub check: Option<Box<crate::shell::check::CheckSetup>>,
     /// `lb_keepalive`.
     pub keepalive: Option<crate::keepalive::KeepaliveConf>,
+    /// `lb_panic N%`.
+    pub panic: Option<u32>,
 }
 
 /// Per-cycle state: every upstream that uses `lb_upstream`, and the shared zone.

@@ -187,11 +187,12 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
         let single = m.single;
         // The common case (the request's snapshot is the current one) gets a selection
         // without the membership check, compiled on its own.
+        let panic = up.panic.is_some() && panic_now(up, m, now, (*pc).log);
         let chosen = if rp.members == up.members {
-            select_in(m, rp, primaries, now, decay, single, |_| true)
+            select_in(m, rp, primaries, now, decay, single, panic, |_| true)
         } else {
             let current = up.current();
-            select_in(m, rp, primaries, now, decay, single, |p| {
+            select_in(m, rp, primaries, now, decay, single, panic, |p| {
                 current.still_has(p)
             })
         };
@@ -299,9 +300,71 @@ unsafe extern "C" fn free_peer(
     }
 }
 
+/// `lb_panic`: whether the upstream is in panic mode now, as this worker counted its primary
+/// peers at most `EVALUATE_EVERY_MS` ago. Entering and leaving are logged once for all
+/// workers (a flag in the first primary peer's record).
+///
+/// # Safety
+/// `log` is the request's log.
+#[cold]
+unsafe fn panic_now(up: &mut Upstream, m: &Members, now: u64, log: *mut ngx_log_t) -> bool {
+    use crate::balance::panic::{in_panic, EVALUATE_EVERY_MS};
+    let Some(pn) = up.panic.as_mut() else {
+        return false;
+    };
+    if now < pn.next_eval_ms {
+        return pn.active;
+    }
+    pn.next_eval_ms = now + EVALUATE_EVERY_MS;
+    let (mut eligible, mut available) = (0, 0);
+    for p in &m.peers[..m.primaries] {
+        if p.down {
+            continue;
+        }
+        match shared(p).verdict(&p.limits, now) {
+            Verdict::Withdrawn => continue,
+            Verdict::Usable | Verdict::Probe | Verdict::Full => available += 1,
+            Verdict::Failed | Verdict::Unhealthy => {}
+        }
+        eligible += 1;
+    }
+    let on = in_panic(available, eligible, pn.percent);
+    pn.active = on;
+    let percent = pn.percent;
+    if let Some(first) = m.peers[..m.primaries].first() {
+        if shared(first).set_panic(on) {
+            // SAFETY: as required by the caller; the upstream's name lives for the cycle.
+            let name = unsafe { bytes(&up.name) }.escape_ascii();
+            if on {
+                ngx::ngx_log_error!(
+                    NGX_LOG_WARN,
+                    log,
+                    "lb: upstream \"{}\" in panic mode: {} of {} peers healthy (lb_panic {}%): \
+                     requests go to all of them",
+                    name,
+                    available,
+                    eligible,
+                    percent
+                );
+            } else {
+                ngx::ngx_log_error!(
+                    nginx_sys::NGX_LOG_NOTICE,
+                    log,
+                    "lb: upstream \"{}\" leaves panic mode: {} of {} peers healthy",
+                    name,
+                    available,
+                    eligible
+                );
+            }
+        }
+    }
+    on
+}
+
 /// Chooses among `peers` (one list: primaries or backups, which start at index `base` of the
 /// upstream) with the list's method. `single`: the upstream's only peer, which passive
-/// failures never make unavailable. `member(p)`: whether `p` may be chosen at all.
+/// failures never make unavailable. `panic`: `lb_panic` says to choose peers that failed or
+/// are unhealthy as if they were not. `member(p)`: whether `p` may be chosen at all.
 #[inline]
 #[allow(clippy::too_many_arguments)]
 fn select(
@@ -312,9 +375,21 @@ fn select(
     now: u64,
     decay_ms: u64,
     single: bool,
+    panic: bool,
     member: impl Fn(&Peer) -> bool,
 ) -> Option<usize> {
-    let verdict = |j: usize| peer_verdict(&peers[j], &member, single, now);
+    let verdict = |j: usize| {
+        let v = peer_verdict(&peers[j], &member, single, now);
+        if panic
+            && matches!(v, Verdict::Failed | Verdict::Unhealthy)
+            && !peers[j].down
+            && member(&peers[j])
+        {
+            Verdict::Usable
+        } else {
+            v
+        }
+    };
     let chosen = match sel {
         Selector::RoundRobin(rr) => rr.pick(|j| !rp.tried(base + j) && verdict(j).can_pick()),
         Selector::LeastConn(lc) => lc.pick(
@@ -375,6 +450,7 @@ fn selector_of(m: &mut Members, i: usize) -> Option<(&mut Selector, usize)> {
 /// Chooses among the primaries, then the backups. `member(p)`: whether `p` may be chosen at
 /// all (a request on an older snapshot only chooses peers still current).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn select_in(
     m: &mut Members,
     rp: &RequestPeers,
@@ -382,6 +458,7 @@ fn select_in(
     now: u64,
     decay: u64,
     single: bool,
+    panic: bool,
     member: impl Fn(&Peer) -> bool + Copy,
 ) -> Option<usize> {
     select(
@@ -392,6 +469,7 @@ fn select_in(
         now,
         decay,
         single,
+        panic,
         member,
     )
     .or_else(|| {
@@ -403,6 +481,7 @@ fn select_in(
             now,
             decay,
             single,
+            false,
             member,
         )
     })

@@ -128,6 +128,12 @@ pub fn snapshot_upstream(u: &Upstream, now_ms: u64, wall: u64) -> UpstreamSnapsh
             uri: c.conf.kind.is_http().then(|| c.conf.uri.clone()),
             keepalive: c.conf.kind.is_http().then_some(c.conf.keepalive),
         }),
+        panic: u.panic.as_ref().map(|_| {
+            u.current().peers[..u.current().primaries]
+                .first()
+                // SAFETY: every peer of a snapshot has its record.
+                .is_some_and(|p| unsafe { &*p.shared }.panic())
+        }),
         peers,
     }
 }

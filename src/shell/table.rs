@@ -240,6 +240,24 @@ impl Members {
     }
 }
 
+/// `lb_panic`: this worker's view of whether the upstream is in panic mode.
+pub struct Panic {
+    pub percent: u32,
+    /// When the available peers are counted next (nginx's monotonic ms).
+    pub next_eval_ms: u64,
+    pub active: bool,
+}
+
+impl Panic {
+    pub fn new(percent: u32) -> Panic {
+        Panic {
+            percent,
+            next_eval_ms: 0,
+            active: false,
+        }
+    }
+}
+
 pub struct Upstream {
     pub name: ngx_str_t,
     pub method: Method,
@@ -260,6 +278,8 @@ pub struct Upstream {
     pub keepalive: Option<Box<crate::shell::keepalive::PeerCaches>>,
     /// This worker's seed for p2c (set after the fork).
     pub seed: u64,
+    /// `lb_panic`, if configured.
+    pub panic: Option<Panic>,
     /// Servers with `resolve`: how this worker follows nginx's resolver.
     pub dynamic: Option<Box<crate::shell::resolve::Dynamic>>,
     /// The zone's counter of weight changes made through `lb_api` (null before the commit),
@@ -312,6 +332,7 @@ impl Upstream {
             records_ready: false,
             keepalive: None,
             seed: 1,
+            panic: None,
             dynamic: None,
             weights: ptr::null(),
             weights_seen: 0,

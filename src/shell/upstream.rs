@@ -159,6 +159,43 @@ pub(crate) unsafe extern "C" fn set_lb_keepalive(
     CONF_OK
 }
 
+/// `lb_panic N%;` (upstream): spread requests over every primary peer that is not `down`
+/// when fewer than N% of them are available (`balance::panic`).
+///
+/// # Safety
+/// Called by nginx with our srv conf and the configuration being parsed.
+pub(crate) unsafe extern "C" fn set_lb_panic(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes our own srv conf and the configuration being parsed.
+    unsafe {
+        let conf = &mut *(conf as *mut SrvConf);
+        if conf.panic.is_some() {
+            return conf_error(cf, "\"lb_panic\" directive is duplicate");
+        }
+        let args = directive_params(cf);
+        match args
+            .first()
+            .and_then(|a| crate::balance::panic::parse_percent(a))
+        {
+            Some(n) => conf.panic = Some(n),
+            None => {
+                return conf_error(
+                    cf,
+                    &format!(
+                        "lb_panic: invalid value \"{}\" (expected a percentage from 1% to 100%, \
+                         such as 50%)",
+                        args.first().copied().unwrap_or_default().escape_ascii()
+                    ),
+                )
+            }
+        }
+    }
+    CONF_OK
+}
+
 /// nginx's `init_upstream` hook: lets nginx's round-robin code parse the `server` lines, then
 /// builds our table from them and takes over `init_peer`.
 unsafe extern "C" fn init_upstream(
@@ -177,6 +214,7 @@ unsafe extern "C" fn init_upstream(
         }
         let mut table = Upstream::from_round_robin((*us).host, (*conf).method, rr);
         table.check = (*conf).check.take();
+        table.panic = (*conf).panic.map(crate::shell::table::Panic::new);
         let slots = table.current().peers.len();
         table.keepalive = (*conf)
             .keepalive
@@ -262,6 +300,14 @@ pub(crate) unsafe extern "C" fn init_main_conf(
                 if (*ours).keepalive.is_some() {
                     let msg = format!(
                         "lb_keepalive: upstream \"{}\" has \"lb_keepalive\" but no \"lb_upstream\"",
+                        bytes(&(*us).host).escape_ascii()
+                    );
+                    log_plain(cf, NGX_LOG_EMERG as ngx_uint_t, &msg);
+                    return CONF_ERROR;
+                }
+                if (*ours).panic.is_some() {
+                    let msg = format!(
+                        "lb_panic: upstream \"{}\" has \"lb_panic\" but no \"lb_upstream\"",
                         bytes(&(*us).host).escape_ascii()
                     );
                     log_plain(cf, NGX_LOG_EMERG as ngx_uint_t, &msg);

@@ -82,6 +82,9 @@ pub struct PeerShared {
     /// A fingerprint of the peer's `server` line parameters when it was last committed: an
     /// operator's changes hold until the configuration changes the line.
     pub(super) line: AtomicU64,
+    /// `lb_panic`: 1 while the upstream is in panic mode, kept in the record of its first
+    /// primary peer, so that entering and leaving are logged once for all workers.
+    pub(super) panic: AtomicU32,
 }
 
 /// A copy of a record's counters, for the status page.
@@ -114,6 +117,16 @@ pub enum FailOutcome {
 }
 
 impl PeerShared {
+    /// Notes whether the upstream (whose first primary peer this is) is in panic mode;
+    /// whether that changed.
+    pub fn set_panic(&self, on: bool) -> bool {
+        self.panic.swap(u32::from(on), Relaxed) != u32::from(on)
+    }
+
+    pub fn panic(&self) -> bool {
+        self.panic.load(Relaxed) != 0
+    }
+
     /// The packed rise/fall state.
     #[inline]
     pub fn health(&self) -> Health {
@@ -508,6 +521,7 @@ impl PeerShared {
             &self.probed_generation,
             &self.admin,
             &self.weight,
+            &self.panic,
         ] {
             a.store(0, Relaxed);
         }

@@ -62,12 +62,17 @@ pub fn render(s: &Snapshot, refresh_seconds: u32) -> Vec<u8> {
         };
         let _ = write!(
             o,
-            "<h2>upstream {}</h2>\n<p>method {} · {checks}</p>\n<table>\n<tr>\
+            "<h2>upstream {}{}</h2>\n<p>method {} · {checks}</p>\n<table>\n<tr>\
              <th>peer</th><th>address</th><th>state</th><th>weight</th><th>active</th>\
              <th>requests</th><th>1xx</th><th>2xx</th><th>3xx</th><th>4xx</th><th>5xx</th>\
              <th>fails</th><th>unavail</th><th>checks</th><th>check fails</th>\
              <th>last check</th><th>downtime (s)</th><th>resp. time (ms)</th></tr>\n",
             escape(&u.name),
+            if u.panic == Some(true) {
+                " <span class=\"st\" style=\"background:#c0392b\">panic</span>"
+            } else {
+                ""
+            },
             escape(&u.method)
         );
         for p in &u.peers {

@@ -161,6 +161,26 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
             }
         }
     }
+    let panics: Vec<_> = s
+        .upstreams
+        .iter()
+        .filter_map(|u| u.panic.map(|p| (u, p)))
+        .collect();
+    if !panics.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP nginx_lb_upstream_panic 1 while the upstream is in panic mode (lb_panic)."
+        );
+        let _ = writeln!(out, "# TYPE nginx_lb_upstream_panic gauge");
+        for (u, p) in panics {
+            let _ = writeln!(
+                out,
+                "nginx_lb_upstream_panic{{upstream=\"{}\"}} {}",
+                escape(&u.name),
+                u8::from(p)
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "# HELP nginx_lb_peer_response_time_seconds Response times (from the request sent to \
@@ -269,6 +289,8 @@ mod tests {
             "nginx_lb_peer_response_time_seconds_sum{{{series}}} 12.345\n"
         )));
         assert!(out.contains("# TYPE nginx_lb_peer_response_time_seconds histogram\n"));
+        assert!(out.contains("nginx_lb_upstream_panic{upstream=\"back\\\"end\\\\1\"} 1\n"));
+        assert!(!out.contains("nginx_lb_upstream_panic{upstream=\"<plain>\"}"));
         // Every sample line belongs to a family announced by # TYPE.
         for line in out.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split('{').next().unwrap();

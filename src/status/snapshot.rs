@@ -199,6 +199,8 @@ pub struct UpstreamSnapshot {
     pub name: String,
     pub method: String,
     pub checks: Option<CheckSummary>,
+    /// `lb_panic`: whether the upstream is in panic mode; `null` without `lb_panic`.
+    pub panic: Option<bool>,
     pub peers: Vec<PeerSnapshot>,
 }
 
@@ -291,6 +293,7 @@ pub mod tests {
                         uri: Some("/health".into()),
                         keepalive: Some(true),
                     }),
+                    panic: Some(true),
                     peers: vec![
                         peer("127.0.0.1:8081", PeerState::Up, true),
                         peer("127.0.0.1:8082", PeerState::Unhealthy, true),
@@ -300,6 +303,7 @@ pub mod tests {
                     name: "<plain>".into(),
                     method: "round_robin".into(),
                     checks: None,
+                    panic: None,
                     peers: vec![peer("10.0.0.1:80", PeerState::Down, false)],
                 },
             ],
