@@ -284,3 +284,43 @@ lb_panic: invalid value "50"
 --- must_die
 --- error_log
 lb_panic: upstream "u" has "lb_panic" but no "lb_upstream"
+
+
+
+=== TEST 27: lb_outlier with an unknown key
+--- http_config
+    upstream u { lb_upstream; lb_outlier consecutive_5xx=5 colour=red; server 127.0.0.1:1; }
+--- config
+--- must_die
+--- error_log
+lb_outlier: unknown parameter "colour" (expected consecutive_5xx, consecutive_errors, base_ejection, max_ejection or max_percent)
+
+
+
+=== TEST 28: lb_outlier with a bad value
+--- http_config
+    upstream u { lb_upstream; lb_outlier max_percent=150; server 127.0.0.1:1; }
+--- config
+--- must_die
+--- error_log
+lb_outlier: invalid value "150" for "max_percent": expected a percentage from 1 to 100
+
+
+
+=== TEST 29: lb_outlier with max_ejection below base_ejection
+--- http_config
+    upstream u { lb_upstream; lb_outlier base_ejection=1m max_ejection=10s; server 127.0.0.1:1; }
+--- config
+--- must_die
+--- error_log
+lb_outlier: max_ejection is shorter than base_ejection
+
+
+
+=== TEST 30: lb_outlier without lb_upstream
+--- http_config
+    upstream u { lb_outlier; server 127.0.0.1:1; }
+--- config
+--- must_die
+--- error_log
+lb_outlier: upstream "u" has "lb_outlier" but no "lb_upstream"

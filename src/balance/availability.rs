@@ -28,6 +28,8 @@ pub enum Verdict {
     Unhealthy,
     /// Taken out by an operator (`lb_api`: drain or down).
     Withdrawn,
+    /// Ejected by outlier detection (`lb_outlier`) for a while.
+    Ejected,
 }
 
 impl Verdict {

@@ -6,6 +6,7 @@ pub mod availability;
 pub mod least_conn;
 pub mod membership;
 pub mod method;
+pub mod outlier;
 pub mod p2c;
 pub mod panic;
 pub mod smooth_wrr;

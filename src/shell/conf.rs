@@ -28,6 +28,8 @@ pub struct SrvConf {
     pub keepalive: Option<crate::keepalive::KeepaliveConf>,
     /// `lb_panic N%`.
     pub panic: Option<u32>,
+    /// `lb_outlier ...`.
+    pub outlier: Option<crate::balance::outlier::OutlierConf>,
 }
 
 /// Per-cycle state: every upstream that uses `lb_upstream`, and the shared zone.

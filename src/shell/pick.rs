@@ -202,6 +202,15 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
             return crate::shell::nginx::BUSY;
         };
         let record = shared(&m.peers[i]);
+        if up.outlier.is_some() && record.take_return(now) {
+            ngx::ngx_log_error!(
+                NGX_LOG_WARN,
+                (*pc).log,
+                "lb: peer {} in upstream \"{}\" is back from outlier ejection",
+                bytes(&m.peers[i].name).escape_ascii(),
+                bytes(&up.name).escape_ascii()
+            );
+        }
         record.on_pick(&m.peers[i].limits, now, mine(&m.peers[i]));
         rp.current = i;
         rp.last = i;
@@ -255,9 +264,22 @@ unsafe extern "C" fn free_peer(
             // A status means the backend answered this attempt (nginx sets it while parsing
             // the status line); connection failures and timeouts before that leave it 0.
             let st = (*rp.u).state;
-            if !st.is_null() && (*st).status != 0 {
+            let status = if st.is_null() { 0 } else { (*st).status as u16 };
+            if status != 0 {
                 let took_us = now.saturating_sub(rp.started_ms) * 1000;
-                record.on_response((*st).status as u16, Some(took_us), now, up.decay_ms);
+                record.on_response(status, Some(took_us), now, up.decay_ms);
+            }
+            if let Some(oc) = up.outlier {
+                let run = if status != 0 {
+                    record.outlier_response(status, &oc)
+                } else if failed {
+                    record.outlier_error(&oc)
+                } else {
+                    None
+                };
+                if let Some(why) = run {
+                    eject(up, m, rp.current, why, &oc, now, (*pc).log);
+                }
             }
             let outcome = if m.single {
                 // As nginx does for its `single` peer: a failure is counted in the totals but
@@ -324,7 +346,7 @@ unsafe fn panic_now(up: &mut Upstream, m: &Members, now: u64, log: *mut ngx_log_
         match shared(p).verdict(&p.limits, now) {
             Verdict::Withdrawn => continue,
             Verdict::Usable | Verdict::Probe | Verdict::Full => available += 1,
-            Verdict::Failed | Verdict::Unhealthy => {}
+            Verdict::Failed | Verdict::Unhealthy | Verdict::Ejected => {}
         }
         eligible += 1;
     }
@@ -381,7 +403,7 @@ fn select(
     let verdict = |j: usize| {
         let v = peer_verdict(&peers[j], &member, single, now);
         if panic
-            && matches!(v, Verdict::Failed | Verdict::Unhealthy)
+            && matches!(v, Verdict::Failed | Verdict::Unhealthy | Verdict::Ejected)
             && !peers[j].down
             && member(&peers[j])
         {
@@ -401,7 +423,10 @@ fn select(
                 match verdict(j) {
                     Verdict::Usable | Verdict::Probe => Fit::Yes,
                     Verdict::Full => Fit::NotNow,
-                    Verdict::Failed | Verdict::Unhealthy | Verdict::Withdrawn => Fit::Unavailable,
+                    Verdict::Failed
+                    | Verdict::Unhealthy
+                    | Verdict::Withdrawn
+                    | Verdict::Ejected => Fit::Unavailable,
                 }
             },
             now,
@@ -493,12 +518,72 @@ unsafe extern "C" fn release_members(data: *mut c_void) {
     unsafe { Members::release(data as *mut Members) };
 }
 
+/// A run of 5xx or errors reached `lb_outlier`'s threshold for peer `i`: ejects it, unless
+/// `max_percent` of the upstream's peers are ejected already. Logged once, by the worker whose
+/// ejection took effect.
+///
+/// # Safety
+/// `log` is the request's log.
+#[cold]
+unsafe fn eject(
+    up: &Upstream,
+    m: &Members,
+    i: usize,
+    why: crate::shm::peer::Outlier,
+    oc: &crate::balance::outlier::OutlierConf,
+    now: u64,
+    log: *mut ngx_log_t,
+) {
+    let peer = &m.peers[i];
+    let record = shared(peer);
+    let eligible: Vec<&Peer> = m.peers.iter().filter(|p| !p.down).collect();
+    let ejected = eligible
+        .iter()
+        .filter(|p| shared(p).is_ejected(now))
+        .count();
+    // SAFETY: the upstream's and the peer's names live as long as the snapshot.
+    let (name, upstream) = unsafe { (bytes(&peer.name), bytes(&up.name)) };
+    let what = match why {
+        crate::shm::peer::Outlier::FiveXx(n) => format!("{n} responses with status 500 or more"),
+        crate::shm::peer::Outlier::Errors(n) => format!("{n} connection errors or timeouts"),
+    };
+    if !oc.may_eject(ejected, eligible.len()) {
+        record.forget_runs();
+        ngx::ngx_log_error!(
+            nginx_sys::NGX_LOG_NOTICE,
+            log,
+            "lb: peer {} in upstream \"{}\" not ejected after {} in a row: {} of {} peers are \
+             ejected already (max_percent={})",
+            name.escape_ascii(),
+            upstream.escape_ascii(),
+            what,
+            ejected,
+            eligible.len(),
+            oc.max_percent
+        );
+        return;
+    }
+    if let Some((n, ms)) = record.eject(oc, now) {
+        ngx::ngx_log_error!(
+            NGX_LOG_WARN,
+            log,
+            "lb: peer {} in upstream \"{}\" ejected for {}s after {} in a row (ejection {})",
+            name.escape_ascii(),
+            upstream.escape_ascii(),
+            ms as f64 / 1000.0,
+            what,
+            n
+        );
+    }
+}
+
 /// Says why no peer could be chosen.
 ///
 /// # Safety
 /// `log` must be the request's log.
 unsafe fn log_no_peer(log: *mut ngx_log_t, up: &Upstream, m: &Members, now: u64) {
-    let (mut down, mut failed, mut full, mut unhealthy, mut withdrawn) = (0, 0, 0, 0, 0);
+    let (mut down, mut failed, mut full, mut unhealthy, mut withdrawn, mut ejected) =
+        (0, 0, 0, 0, 0, 0);
     for p in &m.peers {
         if p.down {
             down += 1;
@@ -509,6 +594,7 @@ unsafe fn log_no_peer(log: *mut ngx_log_t, up: &Upstream, m: &Members, now: u64)
             crate::balance::Verdict::Full => full += 1,
             crate::balance::Verdict::Unhealthy => unhealthy += 1,
             crate::balance::Verdict::Withdrawn => withdrawn += 1,
+            crate::balance::Verdict::Ejected => ejected += 1,
             _ => {}
         }
     }
@@ -516,7 +602,7 @@ unsafe fn log_no_peer(log: *mut ngx_log_t, up: &Upstream, m: &Members, now: u64)
         NGX_LOG_ERR,
         log,
         "lb: no available peer in upstream \"{}\" ({} peers: {} down, {} failed, {} at max_conns, \
-         {} unhealthy, {} withdrawn by the API, the rest already tried)",
+         {} unhealthy, {} withdrawn by the API, {} ejected, the rest already tried)",
         // SAFETY: the upstream's name is an nginx string from the configuration pool.
         unsafe { bytes(&up.name) }.escape_ascii(),
         m.peers.len(),
@@ -524,7 +610,8 @@ unsafe fn log_no_peer(log: *mut ngx_log_t, up: &Upstream, m: &Members, now: u64)
         failed,
         full,
         unhealthy,
-        withdrawn
+        withdrawn,
+        ejected
     );
 }
 

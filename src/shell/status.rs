@@ -109,6 +109,7 @@ pub fn snapshot_upstream(u: &Upstream, now_ms: u64, wall: u64) -> UpstreamSnapsh
                 responses: Responses::from_array(n.responses),
                 fails: n.fails,
                 unavail: n.unavail,
+                ejections: s.ejections(),
                 health_checks,
                 response_time_ms: s.response_time_us().map(|us| us as f64 / 1000.0),
                 response_time_histogram: s.histogram().into(),

@@ -280,6 +280,8 @@ pub struct Upstream {
     pub seed: u64,
     /// `lb_panic`, if configured.
     pub panic: Option<Panic>,
+    /// `lb_outlier`, if configured.
+    pub outlier: Option<crate::balance::outlier::OutlierConf>,
     /// Servers with `resolve`: how this worker follows nginx's resolver.
     pub dynamic: Option<Box<crate::shell::resolve::Dynamic>>,
     /// The zone's counter of weight changes made through `lb_api` (null before the commit),
@@ -333,6 +335,7 @@ impl Upstream {
             keepalive: None,
             seed: 1,
             panic: None,
+            outlier: None,
             dynamic: None,
             weights: ptr::null(),
             weights_seen: 0,

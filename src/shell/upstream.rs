@@ -196,6 +196,29 @@ pub(crate) unsafe extern "C" fn set_lb_panic(
     CONF_OK
 }
 
+/// `lb_outlier [key=value ...];` (upstream): outlier ejection (`balance::outlier`).
+///
+/// # Safety
+/// Called by nginx with our srv conf and the configuration being parsed.
+pub(crate) unsafe extern "C" fn set_lb_outlier(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes our own srv conf and the configuration being parsed.
+    unsafe {
+        let conf = &mut *(conf as *mut SrvConf);
+        if conf.outlier.is_some() {
+            return conf_error(cf, "\"lb_outlier\" directive is duplicate");
+        }
+        match crate::balance::outlier::parse(&directive_params(cf)) {
+            Ok(c) => conf.outlier = Some(c),
+            Err(e) => return conf_error(cf, &format!("lb_outlier: {e}")),
+        }
+    }
+    CONF_OK
+}
+
 /// nginx's `init_upstream` hook: lets nginx's round-robin code parse the `server` lines, then
 /// builds our table from them and takes over `init_peer`.
 unsafe extern "C" fn init_upstream(
@@ -215,6 +238,7 @@ unsafe extern "C" fn init_upstream(
         let mut table = Upstream::from_round_robin((*us).host, (*conf).method, rr);
         table.check = (*conf).check.take();
         table.panic = (*conf).panic.map(crate::shell::table::Panic::new);
+        table.outlier = (*conf).outlier;
         let slots = table.current().peers.len();
         table.keepalive = (*conf)
             .keepalive
@@ -300,6 +324,14 @@ pub(crate) unsafe extern "C" fn init_main_conf(
                 if (*ours).keepalive.is_some() {
                     let msg = format!(
                         "lb_keepalive: upstream \"{}\" has \"lb_keepalive\" but no \"lb_upstream\"",
+                        bytes(&(*us).host).escape_ascii()
+                    );
+                    log_plain(cf, NGX_LOG_EMERG as ngx_uint_t, &msg);
+                    return CONF_ERROR;
+                }
+                if (*ours).outlier.is_some() {
+                    let msg = format!(
+                        "lb_outlier: upstream \"{}\" has \"lb_outlier\" but no \"lb_upstream\"",
                         bytes(&(*us).host).escape_ascii()
                     );
                     log_plain(cf, NGX_LOG_EMERG as ngx_uint_t, &msg);

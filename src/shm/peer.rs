@@ -4,6 +4,7 @@
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use crate::balance::availability::{judge, Limits, Verdict};
+use crate::balance::outlier::OutlierConf;
 use crate::balance::p2c::{ewma, faded};
 use crate::health::reason::Reason;
 use crate::health::state::{Health, Transition};
@@ -85,6 +86,22 @@ pub struct PeerShared {
     /// `lb_panic`: 1 while the upstream is in panic mode, kept in the record of its first
     /// primary peer, so that entering and leaving are logged once for all workers.
     pub(super) panic: AtomicU32,
+    /// `lb_outlier`: responses with status >= 500, and failed attempts without a response, in
+    /// a row (over all workers).
+    pub(super) consecutive_5xx: AtomicU32,
+    pub(super) consecutive_errors: AtomicU32,
+    /// Ejected until this time (nginx's monotonic ms), 0 for never; 1 in `ejected` from the
+    /// ejection until a worker notes its end (to log it once); times ejected in total.
+    pub(super) ejected_until_ms: AtomicU64,
+    pub(super) ejected: AtomicU32,
+    pub(super) ejections: AtomicU64,
+}
+
+/// Why outlier detection ejects a peer: so many responses >= 500, or errors, in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outlier {
+    FiveXx(u32),
+    Errors(u32),
 }
 
 /// A copy of a record's counters, for the status page.
@@ -117,6 +134,76 @@ pub enum FailOutcome {
 }
 
 impl PeerShared {
+    /// Counts a response for outlier detection: a status >= 500 adds to the run of them, any
+    /// other ends both runs. Returns the reason to eject when a run reached its threshold.
+    #[inline]
+    pub fn outlier_response(&self, status: u16, conf: &OutlierConf) -> Option<Outlier> {
+        if status >= 500 {
+            self.consecutive_errors.store(0, Relaxed);
+            let n = self.consecutive_5xx.fetch_add(1, Relaxed) + 1;
+            return (conf.consecutive_5xx > 0 && n >= conf.consecutive_5xx)
+                .then_some(Outlier::FiveXx(n));
+        }
+        // Loads first: most responses find both runs at 0 and write nothing.
+        if self.consecutive_5xx.load(Relaxed) != 0 {
+            self.consecutive_5xx.store(0, Relaxed);
+        }
+        if self.consecutive_errors.load(Relaxed) != 0 {
+            self.consecutive_errors.store(0, Relaxed);
+        }
+        None
+    }
+
+    /// Counts an attempt that failed without a response (connect error, timeout).
+    pub fn outlier_error(&self, conf: &OutlierConf) -> Option<Outlier> {
+        let n = self.consecutive_errors.fetch_add(1, Relaxed) + 1;
+        (conf.consecutive_errors > 0 && n >= conf.consecutive_errors).then_some(Outlier::Errors(n))
+    }
+
+    /// Ejects the peer (one worker wins when several see the run end): returns the ejection's
+    /// number (1 for the first) and length, ms. Both runs start over.
+    pub fn eject(&self, conf: &OutlierConf, now_ms: u64) -> Option<(u64, u64)> {
+        self.consecutive_5xx.store(0, Relaxed);
+        self.consecutive_errors.store(0, Relaxed);
+        if self
+            .ejected
+            .compare_exchange(0, 1, Relaxed, Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        let n = self.ejections.fetch_add(1, Relaxed) + 1;
+        let ms = conf.ejection_ms(n);
+        self.ejected_until_ms.store(now_ms + ms, Relaxed);
+        Some((n, ms))
+    }
+
+    /// Forgets the runs (an ejection was refused by `max_percent`: count afresh).
+    pub fn forget_runs(&self) {
+        self.consecutive_5xx.store(0, Relaxed);
+        self.consecutive_errors.store(0, Relaxed);
+    }
+
+    pub fn is_ejected(&self, now_ms: u64) -> bool {
+        self.ejected_until_ms.load(Relaxed) > now_ms
+    }
+
+    /// Whether an ejection ended by `now_ms` and nobody said so yet (true once).
+    #[inline]
+    pub fn take_return(&self, now_ms: u64) -> bool {
+        self.ejected.load(Relaxed) != 0
+            && self.ejected_until_ms.load(Relaxed) <= now_ms
+            && self
+                .ejected
+                .compare_exchange(1, 0, Relaxed, Relaxed)
+                .is_ok()
+    }
+
+    /// Times outlier detection ejected the peer.
+    pub fn ejections(&self) -> u64 {
+        self.ejections.load(Relaxed)
+    }
+
     /// Notes whether the upstream (whose first primary peer this is) is in panic mode;
     /// whether that changed.
     pub fn set_panic(&self, on: bool) -> bool {
@@ -292,6 +379,9 @@ impl PeerShared {
     pub fn verdict(&self, limits: &Limits, now_ms: u64) -> Verdict {
         if self.admin.load(Relaxed) != 0 {
             return Verdict::Withdrawn;
+        }
+        if self.ejected_until_ms.load(Relaxed) > now_ms {
+            return Verdict::Ejected;
         }
         // The active count only matters with max_conns: don't add it up otherwise.
         let active = if limits.max_conns > 0 {
@@ -522,6 +612,9 @@ impl PeerShared {
             &self.admin,
             &self.weight,
             &self.panic,
+            &self.consecutive_5xx,
+            &self.consecutive_errors,
+            &self.ejected,
         ] {
             a.store(0, Relaxed);
         }
@@ -535,6 +628,8 @@ impl PeerShared {
             &self.response_ewma_us,
             &self.response_at_ms,
             &self.response_sum_ms,
+            &self.ejected_until_ms,
+            &self.ejections,
             &self.checks,
             &self.check_fails,
             &self.unhealthy,
@@ -796,5 +891,41 @@ mod tests {
         p.set_weight(Some(5));
         p.reset_state(true);
         assert_eq!(p.weight_override(), None);
+    }
+
+    #[test]
+    fn outlier_runs_eject_once_and_return_once() {
+        use crate::balance::outlier::OutlierConf;
+        let c = OutlierConf {
+            consecutive_5xx: 3,
+            consecutive_errors: 2,
+            base_ejection_ms: 1000,
+            max_ejection_ms: 5000,
+            max_percent: 50,
+        };
+        let p = PeerShared::default();
+        p.reset_state(true);
+        assert_eq!(p.outlier_response(500, &c), None);
+        assert_eq!(p.outlier_response(502, &c), None);
+        // A good answer ends the run.
+        assert_eq!(p.outlier_response(200, &c), None);
+        assert_eq!(p.outlier_response(500, &c), None);
+        assert_eq!(p.outlier_response(500, &c), None);
+        assert_eq!(p.outlier_response(503, &c), Some(Outlier::FiveXx(3)));
+        assert_eq!(p.eject(&c, 100), Some((1, 1000)));
+        // Another worker that saw the same run: no second ejection.
+        assert_eq!(p.eject(&c, 100), None);
+        assert_eq!(p.verdict(&L, 1099), Verdict::Ejected);
+        assert!(!p.take_return(1099));
+        assert_eq!(p.verdict(&L, 1100), Verdict::Usable);
+        assert!(p.take_return(1100));
+        assert!(!p.take_return(1101));
+        assert_eq!(p.outlier_error(&c), None);
+        assert_eq!(p.outlier_error(&c), Some(Outlier::Errors(2)));
+        // The second ejection lasts twice as long.
+        assert_eq!(p.eject(&c, 2000), Some((2, 2000)));
+        assert_eq!(p.ejections(), 2);
+        p.reset_state(true);
+        assert_eq!((p.ejections(), p.is_ejected(2001)), (0, false));
     }
 }

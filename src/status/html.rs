@@ -28,6 +28,7 @@ fn colour(s: PeerState) -> &'static str {
         PeerState::Unhealthy => "#cf222e",
         PeerState::Checking => "#0969da",
         PeerState::Draining => "#8250df",
+        PeerState::Ejected => "#953800",
     }
 }
 

@@ -83,6 +83,12 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
             |p| Some(p.unavail as f64),
         ),
         (
+            "peer_ejections_total",
+            "counter",
+            "Times outlier detection (lb_outlier) ejected the peer.",
+            |p| Some(p.ejections as f64),
+        ),
+        (
             "peer_response_time_average_seconds",
             "gauge",
             "Moving average of the response time (what p2c compares).",
@@ -289,6 +295,12 @@ mod tests {
             "nginx_lb_peer_response_time_seconds_sum{{{series}}} 12.345\n"
         )));
         assert!(out.contains("# TYPE nginx_lb_peer_response_time_seconds histogram\n"));
+        assert!(out.contains(
+            "nginx_lb_peer_ejections_total{upstream=\"<plain>\",peer=\"10.0.0.1:80\"} 3\n"
+        ));
+        assert!(out.contains(
+            "nginx_lb_peer_state{upstream=\"<plain>\",peer=\"10.0.0.1:80\",state=\"ejected\"} 0\n"
+        ));
         assert!(out.contains("nginx_lb_upstream_panic{upstream=\"back\\\"end\\\\1\"} 1\n"));
         assert!(!out.contains("nginx_lb_upstream_panic{upstream=\"<plain>\"}"));
         // Every sample line belongs to a family announced by # TYPE.

@@ -21,16 +21,19 @@ pub enum PeerState {
     Checking,
     /// Drained by an operator (`lb_api`): no new requests, those in flight finish.
     Draining,
+    /// Ejected for a while by outlier detection (`lb_outlier`).
+    Ejected,
 }
 
 impl PeerState {
-    pub const ALL: [PeerState; 6] = [
+    pub const ALL: [PeerState; 7] = [
         PeerState::Up,
         PeerState::Down,
         PeerState::Unavailable,
         PeerState::Unhealthy,
         PeerState::Checking,
         PeerState::Draining,
+        PeerState::Ejected,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +44,7 @@ impl PeerState {
             PeerState::Unhealthy => "unhealthy",
             PeerState::Checking => "checking",
             PeerState::Draining => "draining",
+            PeerState::Ejected => "ejected",
         }
     }
 
@@ -67,6 +71,8 @@ impl PeerState {
             PeerState::Unhealthy
         } else if checked && checking {
             PeerState::Checking
+        } else if verdict == Verdict::Ejected {
+            PeerState::Ejected
         } else if verdict == Verdict::Failed {
             PeerState::Unavailable
         } else {
@@ -148,6 +154,8 @@ pub struct PeerSnapshot {
     pub fails: u64,
     /// Times passive failures made the peer unavailable.
     pub unavail: u64,
+    /// Times outlier detection (`lb_outlier`) ejected the peer.
+    pub ejections: u64,
     /// `null` when the upstream has no `lb_check`.
     pub health_checks: Option<HealthChecks>,
     /// Moving average of the response time, ms; `null` before the first response.
@@ -258,6 +266,7 @@ pub mod tests {
             responses: Responses::from_array([0, 7, 1, 0, 2]),
             fails: 1,
             unavail: 0,
+            ejections: 3,
             response_time_histogram: {
                 let mut h = crate::status::histogram::Histogram::default();
                 h.counts[0] = 9;
