@@ -11,6 +11,8 @@
 #
 # Usage: scripts/bench.sh [scenario...]
 #   rr2     2 peers, round-robin: stock (keepalive 64) vs lb_upstream (keepalive 64)
+#   rr2recover  rr2 with ours only: lb_upstream alone vs lb_upstream + lb_outlier + lb_panic 50%
+#           (the response-time histograms are always on): what the recovery features cost
 #   rr2zone the same with `zone` in the upstream (our upstream can then gain peers through
 #           lb_api: each request holds its set of peers, a reference count)
 #   tls2    2 HTTPS peers, no connection cache (a TLS handshake per request, resuming the
@@ -216,15 +218,18 @@ measure() {
     for ((r = 0; r < ROUNDS; r++)); do
         for v in stock lb; do wrk_round "$scen-$v" >>"$work/$scen-$v/rounds"; done
     done
+    # A baseline that is the module itself (rr2recover) is not "stock".
+    local base=stock
+    case "$3" in *lb_upstream*) base=base ;; esac
     for v in stock lb; do
         local label
-        if [ $v = stock ]; then label="stock: ${3:-round_robin} ${4}"; else label="ours: $5 $6"; fi
+        if [ $v = stock ]; then label="$base: ${3:-round_robin} ${4}"; else label="ours: $5 $6"; fi
         row "$scen" "$label" "${IPR[$scen-$v]}" \
             "$(cut -d' ' -f1 "$work/$scen-$v/rounds" | median)" \
             "$(cut -d' ' -f2 "$work/$scen-$v/rounds" | median)" \
             "$(cut -d' ' -f3 "$work/$scen-$v/rounds" | median)"
     done
-    row "$scen" "ratio ours/stock (instructions)" \
+    row "$scen" "ratio ours/$base (instructions)" \
         "$(awk -v a="${IPR[$scen-lb]}" -v b="${IPR[$scen-stock]}" 'BEGIN {printf "%.3f", a/b}')" "" "" ""
 }
 
@@ -447,6 +452,7 @@ row "-------" "--------------------------------------" "---------" "--------" "-
 for s in "${scenarios[@]}"; do
     case $s in
         rr2) compare rr2 2 "" "keepalive 64;" "lb_upstream;" "keepalive 64;" ;;
+        rr2recover) compare rr2recover 2 "lb_upstream;" "keepalive 64;" "lb_upstream; lb_outlier; lb_panic 50%;" "keepalive 64;" ;;
         rr2zone) compare rr2zone 2 "zone backend 64k;" "keepalive 64;" "zone backend 64k; lb_upstream;" "keepalive 64;" ;;
         tls2) tls2 ;;
         rr100) compare rr100 100 "" "keepalive 200;" "lb_upstream;" "lb_keepalive 2;" ;;
