@@ -66,7 +66,7 @@ mod modules {
         merge_loc_conf: None,
     };
 
-    static mut LB_COMMANDS: [ngx_command_t; 9] = [
+    static mut LB_COMMANDS: [ngx_command_t; 10] = [
         ngx_command_t {
             name: ngx::ngx_string!("lb_upstream"),
             type_: (NGX_HTTP_UPS_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE12) as ngx_uint_t,
@@ -103,6 +103,14 @@ mod modules {
             name: ngx::ngx_string!("lb_outlier"),
             type_: (NGX_HTTP_UPS_CONF | NGX_CONF_ANY) as ngx_uint_t,
             set: Some(crate::shell::upstream::set_lb_outlier),
+            conf: NGX_HTTP_SRV_CONF_OFFSET,
+            offset: 0,
+            post: ptr::null_mut(),
+        },
+        ngx_command_t {
+            name: ngx::ngx_string!("lb_slow_start"),
+            type_: (NGX_HTTP_UPS_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+            set: Some(crate::shell::upstream::set_lb_slow_start),
             conf: NGX_HTTP_SRV_CONF_OFFSET,
             offset: 0,
             post: ptr::null_mut(),

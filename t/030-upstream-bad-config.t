@@ -324,3 +324,23 @@ lb_outlier: max_ejection is shorter than base_ejection
 --- must_die
 --- error_log
 lb_outlier: upstream "u" has "lb_outlier" but no "lb_upstream"
+
+
+
+=== TEST 31: lb_slow_start 0
+--- http_config
+    upstream u { lb_upstream; lb_slow_start 0; server 127.0.0.1:1; }
+--- config
+--- must_die
+--- error_log
+lb_slow_start: invalid value "0" (expected a positive time such as 30s)
+
+
+
+=== TEST 32: lb_slow_start without lb_upstream
+--- http_config
+    upstream u { lb_slow_start 30s; server 127.0.0.1:1; }
+--- config
+--- must_die
+--- error_log
+lb_slow_start: upstream "u" has "lb_slow_start" but no "lb_upstream"

@@ -14,8 +14,9 @@ my $s = Test::LB::Server->new(name => 'panic', workers => 2);
 my @P = map { "127.0.0.$_:" . $s->port(2) } 1 .. 4;
 
 sub conf {
-    my ($panic) = @_;
+    my ($panic, $fifth) = @_;
     $panic //= 'lb_panic 50%;';
+    $fifth //= 'down';
     return <<"CONF";
     upstream u {
         lb_upstream;
@@ -24,7 +25,7 @@ sub conf {
         server $P[1];
         server $P[2];
         server $P[3];
-        server 127.0.0.5:__PORT2__ down;
+        server 127.0.0.5:__PORT2__ $fifth;
         lb_check type=http uri=/health interval=100ms timeout=100ms rise=1 fall=1;
     }
     server {
@@ -97,6 +98,18 @@ subtest 'healthy again: panic ends, logged once' => sub {
     is(upstream_panic(), JSON::PP::false, 'status: panic false');
     my @logs = $s->error_log =~ /(lb: upstream "u" leaves panic mode: \d of 4 peers healthy)/g;
     is(scalar @logs, 1, 'leaving logged once') or diag(join "\n", @logs);
+};
+
+subtest 'a backup that can take requests comes first: no panic' => sub {
+    $s->reload(conf(undef, 'backup'));
+    sick($_, 1) for 2, 3, 4;
+    $s->wait_state('u', $P[$_], 'unhealthy', 3) for 1, 2, 3;
+    sleep 0.3;
+    my $seen = $s->bodies(40);
+    is_deeply($seen, { $P[0] => 40 }, 'the healthy primary serves, as without lb_panic') or diag(explain $seen);
+    is(upstream_panic(), JSON::PP::false, 'status: panic false');
+    sick($_, 0) for 2, 3, 4;
+    $s->wait_state('u', $P[$_], 'up', 3) for 1, 2, 3;
 };
 
 subtest 'without lb_panic: the one healthy peer takes everything (nginx semantics)' => sub {

@@ -9,6 +9,7 @@ pub mod method;
 pub mod outlier;
 pub mod p2c;
 pub mod panic;
+pub mod slow_start;
 pub mod smooth_wrr;
 
 pub use availability::{Limits, Verdict};

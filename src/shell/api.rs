@@ -950,6 +950,10 @@ unsafe fn patch_peer(
             let default_up = u.check.as_ref().is_none_or(|c| c.conf.default_up);
             for p in &peers {
                 let before = (*p.shared).set_admin(admin.code());
+                if before != api::Admin::Up.code() && admin == api::Admin::Up {
+                    // Back from drain or down: `lb_slow_start` ramps it.
+                    (*p.shared).start_ramp(crate::shell::nginx::now_ms());
+                }
                 if before == api::Admin::Down.code() && admin != api::Admin::Down {
                     // Checks stopped while it was down: what they said then is old news;
                     // start over from default= and probe at once.

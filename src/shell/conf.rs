@@ -30,6 +30,8 @@ pub struct SrvConf {
     pub panic: Option<u32>,
     /// `lb_outlier ...`.
     pub outlier: Option<crate::balance::outlier::OutlierConf>,
+    /// `lb_slow_start TIME`, ms.
+    pub slow_start_ms: Option<u64>,
 }
 
 /// Per-cycle state: every upstream that uses `lb_upstream`, and the shared zone.

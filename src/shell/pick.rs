@@ -114,6 +114,9 @@ pub unsafe extern "C" fn init_peer(
         }
         // Weights set through lb_api: one load and compare.
         (*upstream).follow_weights();
+        if (*upstream).slow_start.is_some() {
+            (*upstream).follow_ramps(now_ms());
+        }
         if (*upstream).dynamic.is_some() {
             // Follows nginx's resolver: O(1) when nothing changed (one counter compared).
             crate::shell::resolve::refresh(&mut *upstream);
@@ -187,7 +190,11 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
         let single = m.single;
         // The common case (the request's snapshot is the current one) gets a selection
         // without the membership check, compiled on its own.
-        let panic = up.panic.is_some() && panic_now(up, m, now, (*pc).log);
+        let panic = match &up.panic {
+            None => false,
+            Some(pn) if now < pn.next_eval_ms => pn.active,
+            Some(_) => panic_now(up, m, now, (*pc).log),
+        };
         let chosen = if rp.members == up.members {
             select_in(m, rp, primaries, now, decay, single, panic, |_| true)
         } else {
@@ -334,9 +341,6 @@ unsafe fn panic_now(up: &mut Upstream, m: &Members, now: u64, log: *mut ngx_log_
     let Some(pn) = up.panic.as_mut() else {
         return false;
     };
-    if now < pn.next_eval_ms {
-        return pn.active;
-    }
     pn.next_eval_ms = now + EVALUATE_EVERY_MS;
     let (mut eligible, mut available) = (0, 0);
     for p in &m.peers[..m.primaries] {
@@ -350,7 +354,14 @@ unsafe fn panic_now(up: &mut Upstream, m: &Members, now: u64, log: *mut ngx_log_
         }
         eligible += 1;
     }
-    let on = in_panic(available, eligible, pn.percent);
+    // Backups come first: while one can take requests, the primaries' state is no panic
+    // (nginx's order: backups when no primary can be chosen).
+    let backup_ok = || {
+        m.peers[m.primaries..]
+            .iter()
+            .any(|p| !p.down && shared(p).verdict(&p.limits, now).can_pick())
+    };
+    let on = in_panic(available, eligible, pn.percent) && !backup_ok();
     pn.active = on;
     let percent = pn.percent;
     if let Some(first) = m.peers[..m.primaries].first() {
@@ -455,7 +466,8 @@ fn peer_verdict(p: &Peer, member: &impl Fn(&Peer) -> bool, single: bool, now: u6
             max_fails: 0,
             ..p.limits
         };
-        shared(p).verdict(&no_fails, now)
+        // Nor is it ever ejected (`lb_outlier`).
+        shared(p).verdict_with(&no_fails, now, false)
     } else {
         shared(p).verdict(&p.limits, now)
     }
@@ -536,10 +548,36 @@ unsafe fn eject(
 ) {
     let peer = &m.peers[i];
     let record = shared(peer);
-    let eligible: Vec<&Peer> = m.peers.iter().filter(|p| !p.down).collect();
+    if record.is_ejected(now) {
+        // Answers still in flight when another worker ejected it.
+        record.forget_runs();
+        return;
+    }
+    // Peers that count: not down, not taken out by an operator, still members.
+    let current = up.current();
+    let eligible: Vec<&Peer> = m
+        .peers
+        .iter()
+        .filter(|p| {
+            !p.down
+                && current.still_has(p)
+                && shared(p).verdict(&p.limits, now) != Verdict::Withdrawn
+        })
+        .collect();
     let ejected = eligible
         .iter()
         .filter(|p| shared(p).is_ejected(now))
+        .count();
+    // Never the last peer that can take requests.
+    let others = eligible
+        .iter()
+        .filter(|p| !core::ptr::eq(p.shared, peer.shared))
+        .filter(|p| {
+            matches!(
+                shared(p).verdict(&p.limits, now),
+                Verdict::Usable | Verdict::Probe | Verdict::Full
+            )
+        })
         .count();
     // SAFETY: the upstream's and the peer's names live as long as the snapshot.
     let (name, upstream) = unsafe { (bytes(&peer.name), bytes(&up.name)) };
@@ -547,19 +585,20 @@ unsafe fn eject(
         crate::shm::peer::Outlier::FiveXx(n) => format!("{n} responses with status 500 or more"),
         crate::shm::peer::Outlier::Errors(n) => format!("{n} connection errors or timeouts"),
     };
-    if !oc.may_eject(ejected, eligible.len()) {
+    if others == 0 || !oc.may_eject(ejected, eligible.len()) {
         record.forget_runs();
         ngx::ngx_log_error!(
-            nginx_sys::NGX_LOG_NOTICE,
+            nginx_sys::NGX_LOG_INFO,
             log,
             "lb: peer {} in upstream \"{}\" not ejected after {} in a row: {} of {} peers are \
-             ejected already (max_percent={})",
+             ejected already (max_percent={}), {} other can take requests",
             name.escape_ascii(),
             upstream.escape_ascii(),
             what,
             ejected,
             eligible.len(),
-            oc.max_percent
+            oc.max_percent,
+            others
         );
         return;
     }

@@ -631,6 +631,7 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
     // loop; nginx's lists live in the upstream zone; our table in our zone, whose mutex
     // serialises the claims of all processes (and whose holder's death nginx's master undoes).
     unsafe {
+        let slow_ms = u.slow_start.map(|s| s.ms);
         let d = u.dynamic.as_deref_mut().expect("a resolved upstream");
         let main = &*d.main;
         if main.table.is_null() || main.pool.is_null() {
@@ -751,6 +752,11 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                         continue;
                     }
                 };
+            // A peer that joins peers already serving ramps up (`lb_slow_start`); the first
+            // peers of an upstream (at a start) do not: they are all cold alike.
+            if admitted && !current.peers.is_empty() {
+                record.start_ramp(now);
+            }
             let owned = Rc::new(OwnedAddr {
                 sockaddr: e.sockaddr,
                 name: copy.name(e).into(),
@@ -779,6 +785,9 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                 slot: 0,
                 resolved: e.resolved,
                 added: e.added,
+                ramp: slow_ms.map_or(1, |ms| {
+                    crate::balance::slow_start::step(record.ramp_start(), now, ms)
+                }),
                 owned: Some(owned),
             };
             joined.push((peers.len(), admitted));

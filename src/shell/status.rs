@@ -110,6 +110,9 @@ pub fn snapshot_upstream(u: &Upstream, now_ms: u64, wall: u64) -> UpstreamSnapsh
                 fails: n.fails,
                 unavail: n.unavail,
                 ejections: s.ejections(),
+                slow_start: u.slow_start.and_then(|ss| {
+                    crate::balance::slow_start::factor(s.ramp_start(), now_ms, ss.ms)
+                }),
                 health_checks,
                 response_time_ms: s.response_time_us().map(|us| us as f64 / 1000.0),
                 response_time_histogram: s.histogram().into(),
@@ -187,6 +190,7 @@ unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
                 // and peers changed through lb_api, resolved addresses): catch up first.
                 if (*u).records_ready {
                     (*u).follow_weights();
+                    (*u).follow_ramps(crate::shell::nginx::now_ms());
                     crate::shell::resolve::refresh(&mut *u);
                 }
                 let u = &*u;

@@ -76,6 +76,9 @@ pub struct Peer {
     pub resolved: bool,
     /// Added through `lb_api` (`shm::added`).
     pub added: bool,
+    /// What the weight is multiplied by for selection: 1 without `lb_slow_start`; with it,
+    /// the ramp's step (`balance::slow_start`, `STEPS` once at full weight).
+    pub ramp: u32,
     /// Keeps the strings and address of a resolved peer alive as long as any snapshot.
     pub owned: Option<Rc<OwnedAddr>>,
 }
@@ -240,6 +243,13 @@ impl Members {
     }
 }
 
+/// `lb_slow_start`: the ramp's length and this worker's next look at the ramps.
+#[derive(Clone, Copy)]
+pub struct SlowStart {
+    pub ms: u64,
+    pub next_eval_ms: u64,
+}
+
 /// `lb_panic`: this worker's view of whether the upstream is in panic mode.
 pub struct Panic {
     pub percent: u32,
@@ -282,6 +292,8 @@ pub struct Upstream {
     pub panic: Option<Panic>,
     /// `lb_outlier`, if configured.
     pub outlier: Option<crate::balance::outlier::OutlierConf>,
+    /// `lb_slow_start`: the ramp's length, ms, and when this worker looks at the ramps next.
+    pub slow_start: Option<SlowStart>,
     /// Servers with `resolve`: how this worker follows nginx's resolver.
     pub dynamic: Option<Box<crate::shell::resolve::Dynamic>>,
     /// The zone's counter of weight changes made through `lb_api` (null before the commit),
@@ -336,6 +348,7 @@ impl Upstream {
             seed: 1,
             panic: None,
             outlier: None,
+            slow_start: None,
             dynamic: None,
             weights: ptr::null(),
             weights_seen: 0,
@@ -398,28 +411,62 @@ impl Upstream {
         }
     }
 
+    /// What a peer whose record is `record` multiplies its weight by now (`Peer::ramp`).
+    pub fn ramp_of(&self, record: &PeerShared, now_ms: u64) -> u32 {
+        match self.slow_start {
+            None => 1,
+            Some(ss) => crate::balance::slow_start::step(record.ramp_start(), now_ms, ss.ms),
+        }
+    }
+
+    /// `lb_slow_start`: at most every `evaluate_every_ms`, each peer's ramp is looked at, and
+    /// the selection state rebuilt if one moved (O(peers) per look, not per request).
+    #[inline]
+    pub fn follow_ramps(&mut self, now_ms: u64) {
+        let Some(ss) = self.slow_start.as_mut() else {
+            return;
+        };
+        if now_ms < ss.next_eval_ms {
+            return;
+        }
+        ss.next_eval_ms = now_ms + crate::balance::slow_start::evaluate_every_ms(ss.ms);
+        self.reweigh_at(now_ms);
+    }
+
     /// Rebuilds the selection state if a peer's weight changed.
     pub fn reweigh(&mut self) {
+        self.reweigh_at(crate::shell::nginx::now_ms());
+    }
+
+    /// Rebuilds the selection state if a peer's weight (`lb_api`) or ramp (`lb_slow_start`)
+    /// changed.
+    pub fn reweigh_at(&mut self, now_ms: u64) {
         let m = self.current();
-        let weights: Vec<u32> = m
+        let weights: Vec<(u32, u32)> = m
             .peers
             .iter()
-            // SAFETY: every peer of a snapshot has its record.
             .map(|p| {
-                unsafe { &*p.shared }
-                    .weight_override()
-                    .unwrap_or(p.conf_weight)
+                // SAFETY: every peer of a snapshot has its record.
+                let s = unsafe { &*p.shared };
+                (
+                    s.weight_override().unwrap_or(p.conf_weight),
+                    self.ramp_of(s, now_ms),
+                )
             })
             .collect();
-        if weights.iter().zip(&m.peers).all(|(w, p)| *w == p.weight) {
+        if weights
+            .iter()
+            .zip(&m.peers)
+            .all(|(&(w, r), p)| w == p.weight && r == p.ramp)
+        {
             return;
         }
         let (method, seed) = (self.method, self.seed);
         if self.dynamic.is_some() {
             // Requests hold their snapshots: a new one (theirs stay as they are).
             let mut peers = m.peers.clone();
-            for (p, w) in peers.iter_mut().zip(weights) {
-                p.weight = w;
+            for (p, (w, r)) in peers.iter_mut().zip(weights) {
+                (p.weight, p.ramp) = (w, r);
             }
             let mut next = Members::new(method, peers, m.primaries, true);
             next.reseed(seed);
@@ -428,8 +475,8 @@ impl Upstream {
             // The one snapshot, changed in place: requests point to it without holding it,
             // and peer indices stay the same.
             let m = self.current_mut();
-            for (p, w) in m.peers.iter_mut().zip(weights) {
-                p.weight = w;
+            for (p, (w, r)) in m.peers.iter_mut().zip(weights) {
+                (p.weight, p.ramp) = (w, r);
             }
             m.reselect(method, seed);
         }
@@ -467,7 +514,7 @@ impl Peer {
         if self.down {
             0
         } else {
-            self.weight
+            self.weight.saturating_mul(self.ramp)
         }
     }
 
@@ -498,6 +545,7 @@ impl Peer {
             slot: 0,
             resolved: false,
             added: false,
+            ramp: 1,
             owned: None,
         }
     }

@@ -219,6 +219,41 @@ pub(crate) unsafe extern "C" fn set_lb_outlier(
     CONF_OK
 }
 
+/// `lb_slow_start TIME;` (upstream): a peer that becomes available again ramps its weight from
+/// 10% to 100% over TIME (`balance::slow_start`).
+///
+/// # Safety
+/// Called by nginx with our srv conf and the configuration being parsed.
+pub(crate) unsafe extern "C" fn set_lb_slow_start(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes our own srv conf and the configuration being parsed.
+    unsafe {
+        let conf = &mut *(conf as *mut SrvConf);
+        if conf.slow_start_ms.is_some() {
+            return conf_error(cf, "\"lb_slow_start\" directive is duplicate");
+        }
+        let args = directive_params(cf);
+        let arg = args.first().copied().unwrap_or_default();
+        match crate::conf::time::parse_time_ms(arg) {
+            Some(ms) if ms > 0 => conf.slow_start_ms = Some(ms),
+            _ => {
+                return conf_error(
+                    cf,
+                    &format!(
+                        "lb_slow_start: invalid value \"{}\" (expected a positive time such as \
+                         30s)",
+                        arg.escape_ascii()
+                    ),
+                )
+            }
+        }
+    }
+    CONF_OK
+}
+
 /// nginx's `init_upstream` hook: lets nginx's round-robin code parse the `server` lines, then
 /// builds our table from them and takes over `init_peer`.
 unsafe extern "C" fn init_upstream(
@@ -239,6 +274,16 @@ unsafe extern "C" fn init_upstream(
         table.check = (*conf).check.take();
         table.panic = (*conf).panic.map(crate::shell::table::Panic::new);
         table.outlier = (*conf).outlier;
+        if let Some(ms) = (*conf).slow_start_ms {
+            table.slow_start = Some(crate::shell::table::SlowStart {
+                ms,
+                next_eval_ms: 0,
+            });
+            // Every weight is scaled by the ramp's steps (a ramping peer's by fewer).
+            for p in &mut table.current_mut().peers {
+                p.ramp = crate::balance::slow_start::STEPS;
+            }
+        }
         let slots = table.current().peers.len();
         table.keepalive = (*conf)
             .keepalive
@@ -324,6 +369,15 @@ pub(crate) unsafe extern "C" fn init_main_conf(
                 if (*ours).keepalive.is_some() {
                     let msg = format!(
                         "lb_keepalive: upstream \"{}\" has \"lb_keepalive\" but no \"lb_upstream\"",
+                        bytes(&(*us).host).escape_ascii()
+                    );
+                    log_plain(cf, NGX_LOG_EMERG as ngx_uint_t, &msg);
+                    return CONF_ERROR;
+                }
+                if (*ours).slow_start_ms.is_some() {
+                    let msg = format!(
+                        "lb_slow_start: upstream \"{}\" has \"lb_slow_start\" but no \
+                         \"lb_upstream\"",
                         bytes(&(*us).host).escape_ascii()
                     );
                     log_plain(cf, NGX_LOG_EMERG as ngx_uint_t, &msg);

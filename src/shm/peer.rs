@@ -47,9 +47,6 @@ pub struct PeerShared {
     pub(super) response_ewma_us: AtomicU64,
     /// When the last response time was folded in (nginx's monotonic ms).
     pub(super) response_at_ms: AtomicU64,
-    /// Responses per response-time bucket (`status::histogram`), and their times added up.
-    pub(super) response_buckets: [AtomicU64; histogram::BUCKETS],
-    pub(super) response_sum_ms: AtomicU64,
 
     /// Active health: the packed rise/fall word (`health::state::Health`).
     pub(super) health: AtomicU64,
@@ -95,6 +92,16 @@ pub struct PeerShared {
     pub(super) ejected_until_ms: AtomicU64,
     pub(super) ejected: AtomicU32,
     pub(super) ejections: AtomicU64,
+    /// `lb_slow_start`: when the peer last became available again (nginx's monotonic ms), 0
+    /// for never: its weight ramps up from then.
+    pub(super) ramp_start_ms: AtomicU64,
+    /// What the next ejection's length is multiplied by (`lb_outlier`'s backoff): one more
+    /// per ejection, back to 1 after a healthy `max_ejection`.
+    pub(super) ejection_multiplier: AtomicU64,
+    /// Responses per response-time bucket (`status::histogram`), and their times added up.
+    /// Last: written for every response, away from the words `verdict` reads.
+    pub(super) response_buckets: [AtomicU64; histogram::BUCKETS],
+    pub(super) response_sum_ms: AtomicU64,
 }
 
 /// Why outlier detection ejects a peer: so many responses >= 500, or errors, in a row.
@@ -165,16 +172,29 @@ impl PeerShared {
     pub fn eject(&self, conf: &OutlierConf, now_ms: u64) -> Option<(u64, u64)> {
         self.consecutive_5xx.store(0, Relaxed);
         self.consecutive_errors.store(0, Relaxed);
+        let until = self.ejected_until_ms.load(Relaxed);
+        if until > now_ms {
+            return None;
+        }
+        // The backoff starts over once the peer stayed out of trouble for a max_ejection.
+        let multiplier = if until != 0 && now_ms > until.saturating_add(conf.max_ejection_ms) {
+            1
+        } else {
+            self.ejection_multiplier.load(Relaxed) + 1
+        };
+        let ms = conf.ejection_ms(multiplier);
+        // The ejection itself: one worker wins; a picker sees `until` before the flag, so it
+        // never takes a return for an ejection that is only starting.
         if self
-            .ejected
-            .compare_exchange(0, 1, Relaxed, Relaxed)
+            .ejected_until_ms
+            .compare_exchange(until, now_ms + ms, Relaxed, Relaxed)
             .is_err()
         {
             return None;
         }
+        self.ejection_multiplier.store(multiplier, Relaxed);
+        self.ejected.store(1, Relaxed);
         let n = self.ejections.fetch_add(1, Relaxed) + 1;
-        let ms = conf.ejection_ms(n);
-        self.ejected_until_ms.store(now_ms + ms, Relaxed);
         Some((n, ms))
     }
 
@@ -197,6 +217,10 @@ impl PeerShared {
                 .ejected
                 .compare_exchange(1, 0, Relaxed, Relaxed)
                 .is_ok()
+            && {
+                self.start_ramp(now_ms);
+                true
+            }
     }
 
     /// Times outlier detection ejected the peer.
@@ -377,10 +401,17 @@ impl PeerShared {
     /// (drain, down) is `Withdrawn` whatever else holds.
     #[inline]
     pub fn verdict(&self, limits: &Limits, now_ms: u64) -> Verdict {
+        self.verdict_with(limits, now_ms, true)
+    }
+
+    /// As `verdict`; `ejection: false` leaves outlier ejection out (an upstream's only peer is
+    /// never locked out, as nginx never makes it unavailable).
+    #[inline]
+    pub fn verdict_with(&self, limits: &Limits, now_ms: u64, ejection: bool) -> Verdict {
         if self.admin.load(Relaxed) != 0 {
             return Verdict::Withdrawn;
         }
-        if self.ejected_until_ms.load(Relaxed) > now_ms {
+        if ejection && self.ejected_until_ms.load(Relaxed) > now_ms {
             return Verdict::Ejected;
         }
         // The active count only matters with max_conns: don't add it up otherwise.
@@ -455,9 +486,25 @@ impl PeerShared {
             return Some(FailOutcome::Counted);
         }
         if self.accessed_ms.load(Relaxed) < self.checked_ms.load(Relaxed) {
-            self.fails.store(0, Relaxed);
+            let before = self.fails.swap(0, Relaxed);
+            if limits.max_fails > 0 && before >= limits.max_fails {
+                // Back from a passive failure period.
+                self.start_ramp(now_ms);
+            }
         }
         None
+    }
+
+    /// The peer became available again at `now_ms` (`lb_slow_start` ramps its weight from
+    /// there).
+    pub fn start_ramp(&self, now_ms: u64) {
+        self.ramp_start_ms.store(now_ms.max(1), Relaxed);
+    }
+
+    /// When the peer's ramp started, 0 for never.
+    #[inline]
+    pub fn ramp_start(&self) -> u64 {
+        self.ramp_start_ms.load(Relaxed)
     }
 
     /// Records the end of an attempt to an upstream's only peer (nginx's `single`): a failure
@@ -630,6 +677,8 @@ impl PeerShared {
             &self.response_sum_ms,
             &self.ejected_until_ms,
             &self.ejections,
+            &self.ramp_start_ms,
+            &self.ejection_multiplier,
             &self.checks,
             &self.check_fails,
             &self.unhealthy,

@@ -15,7 +15,7 @@ use super::peer::PeerShared;
 /// Identifies the zone's layout; a zone that does not carry it is rebuilt.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ngxlbtb1");
 /// Bumped whenever `PeerShared`, `Header` or the table's layout change shape.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 /// How long a record released by a resolved address stays reserved for it (its workers may
 /// not all have seen the change, and the address may come back with its health).
 pub const RELEASE_GRACE_MS: u64 = 60_000;

@@ -156,6 +156,9 @@ pub struct PeerSnapshot {
     pub unavail: u64,
     /// Times outlier detection (`lb_outlier`) ejected the peer.
     pub ejections: u64,
+    /// `lb_slow_start`: the share of its weight the peer has while it ramps up (0.1 to 1),
+    /// `null` otherwise.
+    pub slow_start: Option<f64>,
     /// `null` when the upstream has no `lb_check`.
     pub health_checks: Option<HealthChecks>,
     /// Moving average of the response time, ms; `null` before the first response.
@@ -267,6 +270,7 @@ pub mod tests {
             fails: 1,
             unavail: 0,
             ejections: 3,
+            slow_start: None,
             response_time_histogram: {
                 let mut h = crate::status::histogram::Histogram::default();
                 h.counts[0] = 9;

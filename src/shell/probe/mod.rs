@@ -419,6 +419,10 @@ fn finish(p: &mut Probe, reason: Reason) {
     let conf = &p.setup().conf;
     let (rise, fall) = (conf.rise, conf.fall);
     let transition = p.shared().on_check(reason, rise, fall, wall_ms());
+    if transition == Some(Transition::WentUp) && p.shared().counters().unhealthy > 0 {
+        // Back after being down (not the first result at a start): `lb_slow_start` ramps it.
+        p.shared().start_ramp(crate::shell::nginx::now_ms());
+    }
     if let Some(t) = transition {
         let u = p.upstream();
         // SAFETY: names are nginx strings of the configuration; the cycle log is live.

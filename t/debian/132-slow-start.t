@@ -1,0 +1,1 @@
+../132-slow-start.t
