@@ -12,7 +12,13 @@
 # Usage: scripts/bench.sh [scenario...]
 #   rr2     2 peers, round-robin: stock (keepalive 64) vs lb_upstream (keepalive 64)
 #   rr2recover  rr2 with ours only: lb_upstream alone vs lb_upstream + lb_outlier + lb_panic 50%
+#           + lb_slow_start 30s
 #           (the response-time histograms are always on): what the recovery features cost
+#   outlier 4 peers, two frontend workers, wrk -c16 for OUTLIER_SECONDS (4): one peer starts
+#           answering 500 after a second; failed client requests with stock round-robin and with
+#           lb_outlier consecutive_5xx=5 (target: at most 5 x 2 workers)
+#   slowstart  2 peers, lb_slow_start 4s, two workers: one peer's checks fail, then pass again;
+#           its share in each of the next five seconds under wrk load (-c16), per method
 #   rr2zone the same with `zone` in the upstream (our upstream can then gain peers through
 #           lb_api: each request holds its set of peers, a reference count)
 #   tls2    2 HTTPS peers, no connection cache (a TLS handshake per request, resuming the
@@ -276,6 +282,80 @@ LUA
     kill "$slow_pid" 2>/dev/null || true
 }
 
+# outlier: a peer that starts answering 500 under load; the client requests that fail.
+outlier() {
+    local secs=${OUTLIER_SECONDS:-4} v name flags=$work/outlier-flags bad
+    start_backend 4
+    rm -rf "$flags"; mkdir -p "$flags"; chmod 755 "$flags"
+    sed -i "s|location / { return 200 \"ok\"; }|location / { if (-f $flags/bad_\$server_port) { return 500; } return 200 \"ok\"; }|" \
+        "$work/backend/conf/nginx.conf"
+    "$NGINX" -p "$work/backend" -c conf/nginx.conf -s reload; sleep 0.5
+    bad=$flags/bad_$((BACKEND_BASE + 1))
+    for v in "stock|round_robin||keepalive 64;" "lb|lb_outlier consecutive_5xx=5|lb_upstream; lb_outlier consecutive_5xx=5;|keepalive 64;"; do
+        local who method bal cache
+        IFS='|' read -r who method bal cache <<<"$v"
+        name=outlier-$who
+        rm -f "$bad"
+        front_conf "$name" 4 "$bal" "$cache"
+        sed -i 's/^worker_processes 1;/worker_processes 2;/' "$work/$name/conf/nginx.conf"
+        "$NGINX" -p "$work/$name" -c conf/nginx.conf
+        wait_port "$FRONT_PORT"
+        wrk -t2 -c16 -d"${secs}s" "http://127.0.0.1:$FRONT_PORT/" >"$work/$name/wrk.out" 2>&1 &
+        local wrk_pid=$!
+        sleep 1; touch "$bad"
+        wait "$wrk_pid" || true
+        "$NGINX" -p "$work/$name" -c conf/nginx.conf -s quit; sleep 0.5
+        local failed total
+        failed=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$work/$name/wrk.out"); failed=${failed:-0}
+        total=$(awk '/requests in/ {print $1}' "$work/$name/wrk.out")
+        row outlier "$who: $method (failed of $total)" "" "$failed" "" ""
+    done
+    rm -f "$bad"
+}
+
+# slowstart: a peer whose checks pass again, and its share per second while it ramps up.
+slowstart() {
+    local flags=$work/slowstart-flags method name sick
+    start_backend 2
+    rm -rf "$flags"; mkdir -p "$flags"; chmod 755 "$flags"
+    sed -i "s|location / { return 200 \"ok\"; }|location /health { if (-f $flags/sick_\$server_port) { return 500; } return 200; } location / { return 200 \"\$server_port\"; }|" \
+        "$work/backend/conf/nginx.conf"
+    "$NGINX" -p "$work/backend" -c conf/nginx.conf -s reload; sleep 0.5
+    sick=$flags/sick_$((BACKEND_BASE + 1))
+    for method in round_robin least_conn; do
+        name=slowstart-$method
+        rm -f "$sick"
+        front_conf "$name" 2 "lb_upstream $method; lb_slow_start 4s; lb_check type=http uri=/health interval=100ms timeout=100ms rise=1 fall=1;" "keepalive 64;"
+        sed -i 's/^worker_processes 1;/worker_processes 2;/' "$work/$name/conf/nginx.conf"
+        "$NGINX" -p "$work/$name" -c conf/nginx.conf
+        wait_port "$FRONT_PORT"
+        sleep 0.5; touch "$sick"; sleep 0.5; rm -f "$sick"; sleep 0.3
+        cat >"$work/$name/count.lua" <<LUA
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) hit = 0; total = 0 end
+function response(status, headers, body)
+    total = total + 1
+    if body == "$((BACKEND_BASE + 1))" then hit = hit + 1 end
+end
+function done(summary, latency, requests)
+    local h, t = 0, 0
+    for _, th in ipairs(threads) do h = h + th:get("hit"); t = t + th:get("total") end
+    io.write(string.format("SHARE %d %d\n", h, t))
+end
+LUA
+        local shares="" sec h t
+        for sec in 1 2 3 4 5; do
+            wrk -t2 -c16 -d1s -s "$work/$name/count.lua" "http://127.0.0.1:$FRONT_PORT/" >"$work/$name/wrk.$sec" 2>&1 || true
+            read -r _ h t < <(grep '^SHARE' "$work/$name/wrk.$sec")
+            shares+="$(awk -v h="$h" -v t="$t" 'BEGIN {printf "%.0f%%", t ? 100*h/t : 0}') "
+        done
+        "$NGINX" -p "$work/$name" -c conf/nginx.conf -s quit; sleep 0.5
+        row slowstart "ours: $method, seconds 1-5 after checks pass" "" "$shares" "" ""
+    done
+    rm -f "$sick"
+}
+
 # checks1000: the workers' CPU time while probing 1,000 peers every second, with the probe
 # connections kept open between probes (the default) and with keepalive=off (a new connection
 # per probe). The backend uses nginx's default keepalive_timeout and keepalive_requests.
@@ -452,7 +532,9 @@ row "-------" "--------------------------------------" "---------" "--------" "-
 for s in "${scenarios[@]}"; do
     case $s in
         rr2) compare rr2 2 "" "keepalive 64;" "lb_upstream;" "keepalive 64;" ;;
-        rr2recover) compare rr2recover 2 "lb_upstream;" "keepalive 64;" "lb_upstream; lb_outlier; lb_panic 50%;" "keepalive 64;" ;;
+        rr2recover) compare rr2recover 2 "lb_upstream;" "keepalive 64;" "lb_upstream; lb_outlier; lb_panic 50%; lb_slow_start 30s;" "keepalive 64;" ;;
+        outlier) outlier ;;
+        slowstart) slowstart ;;
         rr2zone) compare rr2zone 2 "zone backend 64k;" "keepalive 64;" "zone backend 64k; lb_upstream;" "keepalive 64;" ;;
         tls2) tls2 ;;
         rr100) compare rr100 100 "" "keepalive 200;" "lb_upstream;" "lb_keepalive 2;" ;;
