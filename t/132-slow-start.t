@@ -34,9 +34,16 @@ sub conf {
         }
         location / { return 200 "\$server_addr:\$server_port"; }
     }
+    upstream z {
+        zone z 64k;
+        lb_upstream;
+        lb_slow_start 4s;
+        server $A;
+    }
     server {
         listen 127.0.0.1:__PORT1__ reuseport;
         location / { proxy_pass http://u; }
+        location /z/ { proxy_pass http://z/; }
         location /lb-api/ { lb_api write=on; }
         location /status { lb_status; }
     }
@@ -108,6 +115,25 @@ subtest 'back from lb_api drain: ramps too' => sub {
     note("B's share per second: @$share; factor: @{[ map { $_ // 'null' } @$factor ]}");
     cmp_ok($share->[0], '<', 0.3, "first second: a small share ($share->[0])");
     cmp_ok($share->[3], '>', $share->[0] + 0.1, "last second: clearly more ($share->[3])");
+};
+
+subtest 'a peer added through lb_api to a running upstream ramps up' => sub {
+    my ($code) = $s->request('POST', '/lb-api/upstreams/z/peers', qq({"address": "$B"}));
+    is($code, 201, 'added B to z');
+    my $t0 = time;
+    my @share;
+    for my $sec (0 .. 3) {
+        sleep(($t0 + $sec + 0.1) - time) if time < $t0 + $sec + 0.1;
+        my $hit = 0;
+        for (1 .. 100) {
+            my ($c, $body) = $s->get('/z/');
+            $hit++ if $c == 200 && $body eq $B;
+        }
+        push @share, $hit / 100;
+    }
+    note("B's share per second: @share");
+    cmp_ok($share[0], '<', 0.3, "first second: a small share ($share[0])");
+    cmp_ok($share[3], '>', $share[0] + 0.1, "last second: clearly more ($share[3])");
 };
 
 unlike($s->error_log, qr/\[(?:alert|crit|emerg)\]/, 'no alert, crit or emerg in the error log');
