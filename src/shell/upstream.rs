@@ -148,15 +148,10 @@ pub(crate) unsafe extern "C" fn set_lb_keepalive(
     // SAFETY: nginx passes our own srv conf and the configuration being parsed.
     unsafe {
         let conf = &mut *(conf as *mut SrvConf);
-        if conf.keepalive.is_some() {
-            return conf_error(cf, "\"lb_keepalive\" directive is duplicate");
-        }
-        match crate::keepalive::parse(&directive_params(cf)) {
-            Ok(k) => conf.keepalive = Some(k),
-            Err(e) => return conf_error(cf, &format!("lb_keepalive: {e}")),
-        }
+        set_once(cf, &mut conf.keepalive, "lb_keepalive", |a| {
+            crate::keepalive::parse(a)
+        })
     }
-    CONF_OK
 }
 
 /// `lb_panic N%;` (upstream): spread requests over every primary peer that is not `down`
@@ -172,28 +167,16 @@ pub(crate) unsafe extern "C" fn set_lb_panic(
     // SAFETY: nginx passes our own srv conf and the configuration being parsed.
     unsafe {
         let conf = &mut *(conf as *mut SrvConf);
-        if conf.panic.is_some() {
-            return conf_error(cf, "\"lb_panic\" directive is duplicate");
-        }
-        let args = directive_params(cf);
-        match args
-            .first()
-            .and_then(|a| crate::balance::panic::parse_percent(a))
-        {
-            Some(n) => conf.panic = Some(n),
-            None => {
-                return conf_error(
-                    cf,
-                    &format!(
-                        "lb_panic: invalid value \"{}\" (expected a percentage from 1% to 100%, \
-                         such as 50%)",
-                        args.first().copied().unwrap_or_default().escape_ascii()
-                    ),
+        set_once(cf, &mut conf.panic, "lb_panic", |args| {
+            let arg = args.first().copied().unwrap_or_default();
+            crate::balance::panic::parse_percent(arg).ok_or_else(|| {
+                format!(
+                    "invalid value \"{}\" (expected a percentage from 1% to 100%, such as 50%)",
+                    arg.escape_ascii()
                 )
-            }
-        }
+            })
+        })
     }
-    CONF_OK
 }
 
 /// `lb_outlier [key=value ...];` (upstream): outlier ejection (`balance::outlier`).
@@ -208,15 +191,10 @@ pub(crate) unsafe extern "C" fn set_lb_outlier(
     // SAFETY: nginx passes our own srv conf and the configuration being parsed.
     unsafe {
         let conf = &mut *(conf as *mut SrvConf);
-        if conf.outlier.is_some() {
-            return conf_error(cf, "\"lb_outlier\" directive is duplicate");
-        }
-        match crate::balance::outlier::parse(&directive_params(cf)) {
-            Ok(c) => conf.outlier = Some(c),
-            Err(e) => return conf_error(cf, &format!("lb_outlier: {e}")),
-        }
+        set_once(cf, &mut conf.outlier, "lb_outlier", |a| {
+            crate::balance::outlier::parse(a)
+        })
     }
-    CONF_OK
 }
 
 /// `lb_slow_start TIME;` (upstream): a peer that becomes available again ramps its weight from
@@ -232,26 +210,44 @@ pub(crate) unsafe extern "C" fn set_lb_slow_start(
     // SAFETY: nginx passes our own srv conf and the configuration being parsed.
     unsafe {
         let conf = &mut *(conf as *mut SrvConf);
-        if conf.slow_start_ms.is_some() {
-            return conf_error(cf, "\"lb_slow_start\" directive is duplicate");
-        }
-        let args = directive_params(cf);
-        let arg = args.first().copied().unwrap_or_default();
-        match crate::conf::time::parse_time_ms(arg) {
-            Some(ms) if ms > 0 => conf.slow_start_ms = Some(ms),
-            _ => {
-                return conf_error(
-                    cf,
-                    &format!(
-                        "lb_slow_start: invalid value \"{}\" (expected a positive time such as \
-                         30s)",
+        set_once(cf, &mut conf.slow_start_ms, "lb_slow_start", |args| {
+            let arg = args.first().copied().unwrap_or_default();
+            crate::conf::time::parse_time_ms(arg)
+                .filter(|&ms| ms > 0)
+                .ok_or_else(|| {
+                    format!(
+                        "invalid value \"{}\" (expected a positive time such as 30s)",
                         arg.escape_ascii()
-                    ),
-                )
-            }
-        }
+                    )
+                })
+        })
     }
-    CONF_OK
+}
+
+/// An upstream directive that may be given once: `"NAME" directive is duplicate` for a second
+/// one, `NAME: ERROR` when `parse` refuses the arguments.
+///
+/// # Safety
+/// `cf` is the configuration being parsed.
+unsafe fn set_once<T, E: core::fmt::Display>(
+    cf: *mut ngx_conf_t,
+    slot: &mut Option<T>,
+    name: &str,
+    parse: impl FnOnce(&[&[u8]]) -> Result<T, E>,
+) -> *mut c_char {
+    if slot.is_some() {
+        // SAFETY: as required by the caller.
+        return unsafe { conf_error(cf, &format!("\"{name}\" directive is duplicate")) };
+    }
+    // SAFETY: as required by the caller.
+    match parse(&unsafe { directive_params(cf) }) {
+        Ok(v) => {
+            *slot = Some(v);
+            CONF_OK
+        }
+        // SAFETY: as required by the caller.
+        Err(e) => unsafe { conf_error(cf, &format!("{name}: {e}")) },
+    }
 }
 
 /// nginx's `init_upstream` hook: lets nginx's round-robin code parse the `server` lines, then
@@ -366,43 +362,21 @@ pub(crate) unsafe extern "C" fn init_main_conf(
                 continue;
             }
             if !(*ours).enabled {
-                if (*ours).keepalive.is_some() {
+                // Directives that only mean something with `lb_upstream` in the same block.
+                let given = [
+                    ((*ours).keepalive.is_some(), "lb_keepalive", ""),
+                    ((*ours).slow_start_ms.is_some(), "lb_slow_start", ""),
+                    ((*ours).outlier.is_some(), "lb_outlier", ""),
+                    ((*ours).panic.is_some(), "lb_panic", ""),
+                    (
+                        (*ours).check.is_some(),
+                        "lb_check",
+                        "; health checks need \"lb_upstream\" in the same block",
+                    ),
+                ];
+                if let Some(&(_, name, why)) = given.iter().find(|(set, _, _)| *set) {
                     let msg = format!(
-                        "lb_keepalive: upstream \"{}\" has \"lb_keepalive\" but no \"lb_upstream\"",
-                        bytes(&(*us).host).escape_ascii()
-                    );
-                    log_plain(cf, NGX_LOG_EMERG as ngx_uint_t, &msg);
-                    return CONF_ERROR;
-                }
-                if (*ours).slow_start_ms.is_some() {
-                    let msg = format!(
-                        "lb_slow_start: upstream \"{}\" has \"lb_slow_start\" but no \
-                         \"lb_upstream\"",
-                        bytes(&(*us).host).escape_ascii()
-                    );
-                    log_plain(cf, NGX_LOG_EMERG as ngx_uint_t, &msg);
-                    return CONF_ERROR;
-                }
-                if (*ours).outlier.is_some() {
-                    let msg = format!(
-                        "lb_outlier: upstream \"{}\" has \"lb_outlier\" but no \"lb_upstream\"",
-                        bytes(&(*us).host).escape_ascii()
-                    );
-                    log_plain(cf, NGX_LOG_EMERG as ngx_uint_t, &msg);
-                    return CONF_ERROR;
-                }
-                if (*ours).panic.is_some() {
-                    let msg = format!(
-                        "lb_panic: upstream \"{}\" has \"lb_panic\" but no \"lb_upstream\"",
-                        bytes(&(*us).host).escape_ascii()
-                    );
-                    log_plain(cf, NGX_LOG_EMERG as ngx_uint_t, &msg);
-                    return CONF_ERROR;
-                }
-                if (*ours).check.is_some() {
-                    let msg = format!(
-                        "lb_check: upstream \"{}\" has \"lb_check\" but no \"lb_upstream\"; \
-                         health checks need \"lb_upstream\" in the same block",
+                        "{name}: upstream \"{}\" has \"{name}\" but no \"lb_upstream\"{why}",
                         bytes(&(*us).host).escape_ascii()
                     );
                     log_plain(cf, NGX_LOG_EMERG as ngx_uint_t, &msg);
