@@ -49,12 +49,7 @@ sub conf {
 CONF
 }
 
-sub api {
-    my ($method, $path, $body) = @_;
-    my ($code, $text) = $s->request($method, $path, $body);
-    my $json = eval { JSON::PP::decode_json($text) };
-    return ($code, $json, $text);
-}
+sub api { $s->json_request(@_) }
 
 sub patch { api('PATCH', "/lb-api/upstreams/u/peers/$_[0]", $_[1]) }
 

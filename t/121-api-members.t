@@ -56,12 +56,7 @@ sub conf {
 CONF
 }
 
-sub api {
-    my ($method, $path, $body) = @_;
-    my ($code, $text, $head) = $s->request($method, $path, $body);
-    my $json = eval { JSON::PP::decode_json($text) };
-    return ($code, $json, $text, $head);
-}
+sub api { $s->json_request(@_) }
 
 sub add { api('POST', '/lb-api/upstreams/u/peers', $_[0]) }
 sub del { api('DELETE', "/lb-api/upstreams/u/peers/$_[0]") }

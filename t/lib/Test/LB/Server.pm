@@ -198,6 +198,14 @@ sub request {
     return ($status || 0, $rest // '', $head // '');
 }
 
+# A request whose answer is JSON: (status, decoded body or undef, body text, headers-text).
+sub json_request {
+    my ($self, $method, $path, $body) = @_;
+    my ($code, $text, $head) = $self->request($method, $path, $body);
+    my $json = eval { JSON::PP::decode_json($text) };
+    return ($code, $json, $text, $head);
+}
+
 # The status page as a Perl structure (from `location /status { lb_status; }`).
 sub status {
     my ($self, $query) = @_;
