@@ -25,6 +25,7 @@ module=$root/build/modules/ngx_http_lb_module.so
 
 die() { printf 'error: %s\n' "$*" >&2; exit 2; }
 say() { printf '==> %s\n' "$*" >&2; }
+. scripts/lib/memcheck.sh
 
 command -v valgrind >/dev/null || die "valgrind not found"
 command -v python3 >/dev/null || die "python3 not found"
@@ -139,21 +140,8 @@ http {
     }
 }
 EOF
-supp=()
-[ -n "${MEMCHECK_SUPP:-}" ] && supp=("--suppressions=$MEMCHECK_SUPP")
-vglog=$dir/valgrind.log
-valgrind --tool=memcheck --error-exitcode=99 --track-origins=yes --num-callers=30 \
-    --leak-check=no "${supp[@]}" --log-file="$vglog" \
-    "$nginx" -p "$dir/front/" -c "$dir/front/nginx.conf" -e "$dir/front/logs/error.log" \
-    -g 'daemon off; master_process off;' >"$dir/front/stdout" 2>&1 &
-vgpid=$!
+memcheck_start_front
 say "front under valgrind (pid $vgpid) on 127.0.0.1:$pfront, backends on :$p1 :$p2 :$p3"
-for _ in $(seq 120); do
-    curl -sf -o /dev/null "http://127.0.0.1:$pfront/status" && break
-    kill -0 "$vgpid" 2>/dev/null || die "front nginx exited (see $dir/front/logs/error.log, $vglog)"
-    sleep 1
-done
-curl -sf -o /dev/null "http://127.0.0.1:$pfront/status" || die "front nginx does not answer"
 
 # --- clients -----------------------------------------------------------------------------------
 cat >"$dir/client.py" <<'EOF'
@@ -330,13 +318,7 @@ sleep 1.5
 # --- stop (clients still running), read valgrind's log -----------------------------------------
 kill -0 "$client" 2>/dev/null || die "the clients stopped early (see $dir/client.out)"
 touch "$dir/quit"
-kill -QUIT "$vgpid" 2>/dev/null || true
-rc=""
-for _ in $(seq 120); do
-    kill -0 "$vgpid" 2>/dev/null || { rc=0; wait "$vgpid" || rc=$?; break; }
-    sleep 0.5
-done
-[ -n "$rc" ] || { kill -KILL "$vgpid" 2>/dev/null || true; die "front nginx did not exit after SIGQUIT"; }
+memcheck_stop_front
 wait "$client" || true
 
 log=$dir/front/logs/error.log
@@ -349,23 +331,4 @@ echo "ejected: $(count ' ejected'), back from ejection: $(count 'back from outli
 echo "joined: $(count ' joined'), left: $(count ' left'), checks down: $(count ' is down after'), up: $(count ' is up after')"
 echo "api: added: $(count 'lb: api: peer .* added to'), removed: $(count 'lb: api: peer .* removed from'), set: $(count 'lb: api: peer .* set to'); lb_state file: $([ -f "$dir/front/state/lb.state" ] && echo present || echo missing)"
 echo "alerts/crit/emerg: $(count '\[(alert|crit|emerg)\]')"
-echo "valgrind exit: $rc; $(grep 'ERROR SUMMARY' "$vglog" | tail -1 | sed 's/^==[0-9]*== //')"
-
-# Error blocks (description + stacks, up to the next blank line) with a frame in our module.
-ours=$dir/errors-in-module.txt
-n=$(awk -v out="$ours" '
-    function flush() { if (block ~ /ngx_http_lb_module/) { print block > out; n++ } block = "" }
-    { sub(/^==[0-9]+== ?/, "") }
-    /^$/ { flush(); next }
-    { block = block $0 "\n" }
-    END { flush(); print n + 0 }
-' "$vglog")
-: >>"$ours"
-echo "errors in our module: $n"
-if [ "$n" -gt 0 ]; then
-    echo "(in $ours)"
-    cat "$ours"
-    exit 1
-fi
-[ "$rc" = 0 ] || [ "$rc" = 99 ] || exit 2
-exit 0
+memcheck_report

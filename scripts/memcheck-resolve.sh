@@ -21,6 +21,7 @@ module=$root/build/modules/ngx_http_lb_module.so
 
 die() { printf 'error: %s\n' "$*" >&2; exit 2; }
 say() { printf '==> %s\n' "$*" >&2; }
+. scripts/lib/memcheck.sh
 
 command -v valgrind >/dev/null || die "valgrind not found"
 command -v python3 >/dev/null || die "python3 not found"
@@ -164,21 +165,8 @@ http {
     }
 }
 EOF
-supp=()
-[ -n "${MEMCHECK_SUPP:-}" ] && supp=("--suppressions=$MEMCHECK_SUPP")
-vglog=$dir/valgrind.log
-valgrind --tool=memcheck --error-exitcode=99 --track-origins=yes --num-callers=30 \
-    --leak-check=no "${supp[@]}" --log-file="$vglog" \
-    "$nginx" -p "$dir/front/" -c "$dir/front/nginx.conf" -e "$dir/front/logs/error.log" \
-    -g 'daemon off; master_process off;' >"$dir/front/stdout" 2>&1 &
-vgpid=$!
+memcheck_start_front
 say "front under valgrind (pid $vgpid) on 127.0.0.1:$pfront, dns on $pdns, backends on :$p2"
-for _ in $(seq 120); do
-    curl -sf -o /dev/null "http://127.0.0.1:$pfront/status" && break
-    kill -0 "$vgpid" 2>/dev/null || die "front nginx exited (see $dir/front/logs/error.log, $vglog)"
-    sleep 1
-done
-curl -sf -o /dev/null "http://127.0.0.1:$pfront/status" || die "front nginx does not answer"
 
 # --- clients -----------------------------------------------------------------------------------
 cat >"$dir/client.py" <<'EOF'
@@ -250,33 +238,11 @@ sleep 1.5
 # --- stop (clients still running: slow and keepalive requests in flight), read valgrind's log --
 kill -0 "$client" 2>/dev/null || die "the clients stopped early (see $dir/client.out)"
 touch "$dir/quit"
-kill -QUIT "$vgpid" 2>/dev/null || true
-rc=""
-for _ in $(seq 120); do
-    kill -0 "$vgpid" 2>/dev/null || { rc=0; wait "$vgpid" || rc=$?; break; }
-    sleep 0.5
-done
-[ -n "$rc" ] || { kill -KILL "$vgpid" 2>/dev/null || true; die "front nginx did not exit after SIGQUIT"; }
+memcheck_stop_front
 wait "$client" || true
 
 echo "dir: $dir"
 echo "dns changes: $changes (queries answered: $(grep -vc DROP "$dir/dns-queries.log" || true), dropped: $(grep -c DROP "$dir/dns-queries.log" || true))"
 echo "requests: $(python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); print(sum(c.values()), "-", ", ".join("%s: %d" % kv for kv in c.items()))' "$dir/client-counts.json")"
 echo "joined: $(grep -c ' joined' "$dir/front/logs/error.log" || true), left: $(grep -c ' left' "$dir/front/logs/error.log" || true), alerts/crit/emerg: $(grep -Ec '\[(alert|crit|emerg)\]' "$dir/front/logs/error.log" || true)"
-echo "valgrind exit: $rc; $(grep 'ERROR SUMMARY' "$vglog" | tail -1 | sed 's/^==[0-9]*== //')"
-
-# Error blocks (description + stacks, up to the next blank line) with a frame in our module.
-ours=$dir/errors-in-module.txt
-awk '
-    { sub(/^==[0-9]+== ?/, "") }
-    /^$/ { if (block ~ /ngx_http_lb_module/) print block "\n"; block = ""; next }
-    { block = block $0 "\n" }
-' "$vglog" >"$ours"
-if grep -q ngx_http_lb_module "$ours"; then
-    echo "errors with a frame in ngx_http_lb_module: $(grep -c '^[A-Z]' "$ours") (in $ours)"
-    cat "$ours"
-    exit 1
-fi
-echo "no error with a frame in ngx_http_lb_module"
-[ "$rc" = 0 ] || [ "$rc" = 99 ] || exit 2
-exit 0
+memcheck_report
