@@ -44,21 +44,51 @@
 #           the slope), and that handling: nginx's resolver and its zone handler per answer
 #           (both), lb_upstream's `resolve::apply` per change applied and per address that
 #           joined or left; wrk with the addresses changing. About 1.5 minutes
-#   (default: all of them)
+#   (default: rr2 rr2zone tls2 rr100 rr1000 lc2 lc1000 slow checks1000 resolve1000)
+#   By hand only (long, not in the default set):
+#   scale   one upstream of N peers (SCALE_PEERS="10000 100000"; addresses 127.A.B.C spread
+#           over 127.0.0.0/8 on SCALE_PORTS=4 ports from BACKEND_BASE, one backend listening on
+#           every address), stock (server lines + keepalive 64) vs ours (lb_upstream;
+#           lb_keepalive 64; lb_check type=tcp interval=10m;), one worker unless said:
+#           - worker RSS (VmRSS, RssAnon, RssShmem) SCALE_SETTLE=3 s after start, and
+#             (ours - stock) / N bytes per peer (target <= 512);
+#           - `nginx -t`, median of 3 (target ours/stock <= 1.5);
+#           - reload: from running `nginx -s reload` (which parses and checks the whole
+#             configuration itself before it signals the master) until a new worker has
+#             answered a request and every old worker has exited; median of 3, with the
+#             medians of when the command returned, a new worker first answered, the last old
+#             worker exited (nginx's master waits 100 ms before it tells the old ones to quit);
+#           - health-check CPU: 10,000 peers (SCALE_CHECK_PEERS), type=tcp interval=10s,
+#             4 workers, no traffic: utime+stime of the workers over SCALE_CHECK_SECONDS=30 s
+#             from SCALE_CHECK_SETTLE=12 s after start (the first probes are due an interval
+#             after start), % of one core (target < 5%), and checks/s from lb_status;
+#           - lb_status at 10,000 peers (SCALE_STATUS_PEERS): one JSON and one Prometheus
+#             scrape, median of 5; p99 of `return 200` requests in the same worker (wrk -c4,
+#             SCALE_WRK_SECONDS=5 s) without and with status scrapes looping in the background
+#             (target: p99 at most +10 ms).
+#           About 1.5 minutes at the defaults
 # Environment: N1=2000 N2=4000 ROUNDS=3 DURATION=5 CONNS=16 RESOLVE_N=1000 (addresses of
-# resolve1000; 2,000 works, 3,000 did not resolve even for stock nginx here)
+# resolve1000; 2,000 works, 3,000 did not resolve even for stock nginx here);
+# BENCH_NGINX=build/sbin/nginx BENCH_MODULE=build/modules/ngx_http_lb_module.so: the nginx
+# and the module to measure (paths from the repository root; e.g. a copy kept aside while
+# build/ is rebuilt; with either set, nothing is built); the SCALE_* variables above; ports:
+# FRONT_PORT=19080 (the frontend), BACKEND_BASE=20000 (backends; scale uses SCALE_PORTS of
+# them), SLOW_PORT=19999, DNS_PORT=19053
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 . scripts/lib/common.sh
 
 need_packages valgrind wrk curl python3
-[ -x build/sbin/nginx ] && [ -f build/modules/ngx_http_lb_module.so ] || scripts/build.sh
+NGINX=$(realpath -m "${BENCH_NGINX:-build/sbin/nginx}")
+MODULE=$(realpath -m "${BENCH_MODULE:-build/modules/ngx_http_lb_module.so}")
+if ! [ -x "$NGINX" ] || ! [ -f "$MODULE" ]; then
+    [ -z "${BENCH_NGINX:-}${BENCH_MODULE:-}" ] || die "BENCH_NGINX=$NGINX or BENCH_MODULE=$MODULE missing"
+    scripts/build.sh
+fi
 
 N1=${N1:-2000} N2=${N2:-4000} ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} CONNS=${CONNS:-16}
 RESOLVE_N=${RESOLVE_N:-1000}; RESOLVE_MAX=$((RESOLVE_N + RESOLVE_N / 4))
-NGINX=$root/build/sbin/nginx
-MODULE=$root/build/modules/ngx_http_lb_module.so
 work=$root/build/bench
 BACKEND_BASE=${BACKEND_BASE:-20000}
 FRONT_PORT=${FRONT_PORT:-19080}
@@ -66,12 +96,13 @@ SLOW_PORT=${SLOW_PORT:-19999}
 DNS_PORT=${DNS_PORT:-19053}
 
 cleanup() {
+    local pidfile p
     for pidfile in "$work"/*/logs/nginx.pid; do
-        [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+        if [ -f "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; fi
     done
-    [ -n "${slow_pid:-}" ] && kill "$slow_pid" 2>/dev/null || true
-    [ -n "${dns_pid:-}" ] && kill "$dns_pid" 2>/dev/null || true
-    [ -n "${churn_pid:-}" ] && kill "$churn_pid" 2>/dev/null || true
+    for p in "${slow_pid:-}" "${dns_pid:-}" "${churn_pid:-}" "${scrape_pid:-}"; do
+        if [ -n "$p" ]; then kill "$p" 2>/dev/null || true; fi
+    done
     true
 }
 trap cleanup EXIT
@@ -525,6 +556,282 @@ resolve_report() {
         "$(div "$(div "${I[stock.zone]}" "${C[stock.zone]}")" "${IPR[resolve1000-stock]}") of its requests"
 }
 
+# scale: one upstream of many peers (see the usage comment at the top).
+SCALE_PORTS=${SCALE_PORTS:-4}
+
+# thousands N: 100000 -> 100,000
+thousands() { printf '%s' "$1" | sed ':a; s/\B[0-9]\{3\}\>/,&/; ta'; }
+
+# scale_conf NAME NPEERS WORKERS BALANCING CACHE: a frontend on FRONT_PORT with one upstream of
+# NPEERS peers 127.A.B.C:PORT (A fastest, each of A, B, C in 1-250: the whole 127.0.0.0/8, no
+# network or broadcast address) on SCALE_PORTS ports from BACKEND_BASE; locations /pid (the
+# worker's pid), /cheap (return 200) and, with the module, /status (lb_status).
+scale_conf() {
+    local name=$1 n=$2 workers=$3 balancing=$4 cache=$5 d=$work/$1 load="" status=""
+    [ "$n" -le $((250 * 250 * 250)) ] || die "scale: at most 15,625,000 peers"
+    mkdir -p "$d/conf" "$d/logs"
+    case "$balancing$cache" in
+        *lb_*) load="load_module $MODULE;" status="location = /status { lb_status; }" ;;
+    esac
+    {
+        cat <<CONF
+$load
+worker_processes $workers;
+pid logs/nginx.pid;
+error_log logs/error.log notice;
+worker_rlimit_nofile $(ulimit -n);
+events { worker_connections 16384; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    upstream backend {
+        $balancing
+CONF
+        awk -v n="$n" -v base="$BACKEND_BASE" -v np="$SCALE_PORTS" 'BEGIN {
+            for (i = 0; i < n; i++)
+                printf "        server 127.%d.%d.%d:%d;\n", 1 + i % 250, 1 + int(i / 250) % 250,
+                    1 + int(i / 62500) % 250, base + int(i / 250) % np }'
+        cat <<CONF
+        $cache
+    }
+    server {
+        listen 127.0.0.1:$FRONT_PORT;
+        location = /pid { return 200 "\$pid"; }
+        location = /cheap { return 200 "ok"; }
+        $status
+        location / {
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://backend;
+        }
+    }
+}
+CONF
+    } >"$d/conf/nginx.conf"
+}
+
+# scale_start NAME / scale_stop NAME: start the frontend and wait until it answers; stop it
+# (SIGQUIT to the master: `nginx -s quit` would parse the whole configuration first) and wait
+# until it has exited.
+scale_start() {
+    "$NGINX" -p "$work/$1" -c conf/nginx.conf
+    wait_port "$FRONT_PORT"
+}
+scale_stop() {
+    local pidfile=$work/$1/logs/nginx.pid i
+    [ -f "$pidfile" ] || return 0
+    kill -QUIT "$(cat "$pidfile")" 2>/dev/null || true
+    for ((i = 0; i < 600; i++)); do [ -f "$pidfile" ] || return 0; sleep 0.05; done
+    say "warning: $1 did not exit within 30 s"
+}
+
+scale_workers() { pgrep -P "$(cat "$work/$1/logs/nginx.pid")"; }
+
+# alive PID: running (not a zombie waiting for the master to reap it).
+alive() {
+    local st
+    st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$st" ] && [ "$st" != Z ]
+}
+
+now_us() { echo "${EPOCHREALTIME/./}"; }
+
+# scale_t NAME: ms of one `nginx -t`.
+scale_t() {
+    local t0
+    t0=$(now_us)
+    "$NGINX" -t -q -p "$work/$1" -c conf/nginx.conf || die "scale: nginx -t failed for $1"
+    echo $((($(now_us) - t0) / 1000))
+}
+
+# scale_reload NAME: one reload of the running frontend; prints "TOTAL COMMAND ANSWERED GONE"
+# in ms from starting `nginx -s reload`: until a new worker has answered /pid and no old worker
+# is left (TOTAL), until the command returned (it parses the configuration before it signals
+# the master), until a new worker answered, until the last old worker had exited.
+scale_reload() {
+    local d=$work/$1 old t0 t1 answered="" gone="" left p pid url="http://127.0.0.1:$FRONT_PORT/pid"
+    old=" $(scale_workers "$1" | tr '\n' ' ')"
+    t0=$(now_us)
+    "$NGINX" -p "$d" -c conf/nginx.conf -s reload 2>>"$d/reload.err"
+    t1=$(now_us)
+    while :; do
+        if [ -z "$answered" ]; then
+            pid=$(curl -s --max-time 2 "$url" || true)
+            case "$pid" in '' | *[!0-9]*) ;; *) [[ $old == *" $pid "* ]] || answered=$(now_us) ;; esac
+        fi
+        if [ -z "$gone" ]; then
+            left=0
+            for p in $old; do if alive "$p"; then left=1; break; fi; done
+            [ $left = 1 ] || gone=$(now_us)
+        fi
+        [ -n "$answered" ] && [ -n "$gone" ] && break
+        if (($(now_us) - t0 > 60000000)); then
+            say "warning: $1: reload not done after 60 s (new worker answered: ${answered:+yes}, old workers gone: ${gone:+yes})"
+            break
+        fi
+        sleep 0.005
+    done
+    local end
+    end=$(now_us)
+    echo "$(((end - t0) / 1000)) $(((t1 - t0) / 1000)) $(((${answered:-$end} - t0) / 1000)) $(((${gone:-$end} - t0) / 1000))"
+}
+
+# scale_rss PID: "VMRSS RSSANON RSSSHMEM" in kB.
+scale_rss() {
+    awk '/^VmRSS:/ {r = $2} /^RssAnon:/ {a = $2} /^RssShmem:/ {s = $2} END {print r, a, s}' "/proc/$1/status"
+}
+
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}'; }
+# verdict OK: "ok" or "MISS"
+verdict() { if [ "$1" = 1 ]; then echo ok; else echo MISS; fi; }
+
+# scale_checks_done: health checks done so far over all peers (lb_status JSON).
+scale_checks_done() {
+    curl -s "http://127.0.0.1:$FRONT_PORT/status?format=json" | python3 -c '
+import json, sys
+try:
+    print(sum((p.get("health_checks") or {}).get("checks", 0)
+              for u in json.load(sys.stdin)["upstreams"] for p in u["peers"]))
+except Exception:
+    print(-1)'
+}
+
+# wrk_p99 FILE, wrk_p50 FILE: latency in ms from wrk --latency output; wrk_rps FILE.
+wrk_pct() {
+    awk -v pct="$1" 'function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
+         $1 == pct "%" && NF == 2 {p = $2} END {printf "%.2f\n", ms(p)}' "$2"
+}
+wrk_p99() { wrk_pct 99 "$1"; }
+wrk_p50() { wrk_pct 50 "$1"; }
+wrk_rps() { awk '/Requests\/sec/ {printf "%.0f\n", $2}' "$1"; }
+
+scale() {
+    local peers=${SCALE_PEERS:-10000 100000} settle=${SCALE_SETTLE:-3} n v name i r
+    local t_start summary=()
+    t_start=$(now_us)
+    start_backend "$SCALE_PORTS" "" any
+    local stock_bal="" stock_cache="keepalive 64;"
+    local lb_bal="lb_upstream; lb_keepalive 64; lb_check type=tcp interval=10m;"
+    for n in $peers; do
+        local N
+        N=$(thousands "$n")
+        scale_conf "scale$n-stock" "$n" 1 "$stock_bal" "$stock_cache"
+        scale_conf "scale$n-lb" "$n" 1 "$lb_bal" ""
+        # nginx -t, alternated
+        local -A T=() RSS=() RL=() RLC=() RLS=()
+        for ((r = 0; r < 3; r++)); do
+            for v in stock lb; do T[$v]+="$(scale_t "scale$n-$v") "; done
+        done
+        for v in stock lb; do
+            name=scale$n-$v
+            scale_start "$name"
+            sleep "$settle"
+            local w
+            w=$(scale_workers "$name")
+            [ "$(echo "$w" | wc -w)" = 1 ] || die "scale: $name has workers '$w', expected one"
+            RSS[$v]=$(scale_rss "$w")
+            : >"$work/$name/reloads"
+            for ((r = 0; r < 3; r++)); do scale_reload "$name" >>"$work/$name/reloads"; sleep 0.5; done
+            scale_stop "$name"
+            RLS[$v]=$(cut -d' ' -f1 "$work/$name/reloads" | tr '\n' ' ')
+            RL[$v]=$(cut -d' ' -f1 "$work/$name/reloads" | median)
+            RLC[$v]="command $(cut -d' ' -f2 "$work/$name/reloads" | median), new worker answered $(cut -d' ' -f3 "$work/$name/reloads" | median), old exited $(cut -d' ' -f4 "$work/$name/reloads" | median)"
+            { grep -E 'worker_connections are not enough|\[(alert|crit|emerg)\]' "$work/$name/logs/error.log" | sed 's/^[0-9/: ]*//; s/^\(\[[a-z]*\]\) [0-9#]*: /\1 /' || true; } |
+                sort | uniq -c | sort -rn | head -3 | while read -r l; do say "warning: $name error.log: $l"; done
+        done
+        local rs ra rsh ls la lsh per
+        read -r rs ra rsh <<<"${RSS[stock]}"
+        read -r ls la lsh <<<"${RSS[lb]}"
+        row scale "$N peers: worker RSS, stock" "" "$(mib "$rs") MiB (anon $(mib "$ra"), shmem $(mib "$rsh"))" "" ""
+        row scale "$N peers: worker RSS, ours" "" "$(mib "$ls") MiB (anon $(mib "$la"), shmem $(mib "$lsh"))" "" ""
+        per=$(awk -v a="$ls" -v b="$rs" -v n="$n" 'BEGIN {printf "%.0f", (a - b) * 1024 / n}')
+        row scale "$N peers: RSS (ours-stock)/peers" "" "$per B/peer (+$(mib $((ls - rs))) MiB; target <= 512)" "" ""
+        local ts tl
+        ts=$(echo "${T[stock]}" | tr ' ' '\n' | grep . | median)
+        tl=$(echo "${T[lb]}" | tr ' ' '\n' | grep . | median)
+        row scale "$N peers: nginx -t, stock" "" "$ts ms, median of 3 (${T[stock]% })" "" ""
+        row scale "$N peers: nginx -t, ours" "" "$tl ms (${T[lb]% })" "" ""
+        row scale "$N peers: nginx -t, ours / stock" "" "$(ratio "$tl" "$ts") (target <= 1.5)" "" ""
+        row scale "$N peers: reload, stock" "" "${RL[stock]} ms, median of 3 (${RLS[stock]% }); medians: ${RLC[stock]}" "" ""
+        row scale "$N peers: reload, ours" "" "${RL[lb]} ms (${RLS[lb]% }); ${RLC[lb]}" "" ""
+        row scale "$N peers: reload, ours / stock" "" "$(ratio "${RL[lb]}" "${RL[stock]}")" "" ""
+        summary+=("$N peers: RSS +$per B/peer (target <= 512: $(verdict "$(awk -v p="$per" 'BEGIN {print (p <= 512)}')"))"
+            "$N peers: nginx -t ours/stock $(ratio "$tl" "$ts") (target <= 1.5: $(verdict "$(awk -v a="$tl" -v b="$ts" 'BEGIN {print (a <= 1.5 * b)}')"))"
+            "$N peers: reload ours/stock $(ratio "${RL[lb]}" "${RL[stock]}") (${RL[lb]} vs ${RL[stock]} ms)")
+        rm -rf "$work/scale$n-stock/conf" "$work/scale$n-lb/conf"
+    done
+
+    # Health-check CPU: 4 workers probing SCALE_CHECK_PEERS peers every 10 s, no traffic.
+    local cn=${SCALE_CHECK_PEERS:-10000} secs=${SCALE_CHECK_SECONDS:-30} hz u0=0 s0=0 u1=0 s1=0 c0 c1 p u s
+    name=scale-checks
+    scale_conf "$name" "$cn" 4 "lb_upstream; lb_check type=tcp interval=10s;" ""
+    scale_start "$name"
+    # The first probes are due an interval after the start: measure from the second round on.
+    sleep "${SCALE_CHECK_SETTLE:-12}"
+    hz=$(getconf CLK_TCK)
+    w=$(scale_workers "$name")
+    c0=$(scale_checks_done)
+    for p in $w; do
+        read -r u s < <(awk '{print $14, $15}' "/proc/$p/stat"); u0=$((u0 + u)) s0=$((s0 + s))
+    done
+    sleep "$secs"
+    for p in $w; do
+        read -r u s < <(awk '{print $14, $15}' "/proc/$p/stat"); u1=$((u1 + u)) s1=$((s1 + s))
+    done
+    c1=$(scale_checks_done)
+    local downs cpu
+    downs=$(grep -c "is down after" "$work/$name/logs/error.log" || true)
+    scale_stop "$name"
+    cpu=$(awk -v u=$((u1 - u0)) -v k=$((s1 - s0)) -v hz="$hz" -v s="$secs" 'BEGIN {printf "%.2f", 100 * (u + k) / hz / s}')
+    row scale "$(thousands "$cn") peers: 4 workers checking" "" \
+        "$cpu% of one core over ${secs}s, type=tcp interval=10s (user $(awk -v u=$((u1 - u0)) -v hz="$hz" -v s="$secs" 'BEGIN {printf "%.2f", 100 * u / hz / s}')%, kernel $(awk -v k=$((s1 - s0)) -v hz="$hz" -v s="$secs" 'BEGIN {printf "%.2f", 100 * k / hz / s}')%), $(awk -v c0="$c0" -v c1="$c1" -v s="$secs" 'BEGIN {if (c0 < 0 || c1 < 0) printf "?"; else printf "%.0f", (c1 - c0) / s}') checks/s (expected $((cn / 10)))" "" ""
+    [ "$downs" = 0 ] || say "warning: $downs peers went down during $name"
+    summary+=("checks of $(thousands "$cn") peers every 10s: $cpu% of one core (target < 5%: $(verdict "$(awk -v c="$cpu" 'BEGIN {print (c < 5)}')"))")
+
+    # lb_status at SCALE_STATUS_PEERS peers: scrape times; p99 of cheap requests without and
+    # with scrapes looping in the background.
+    local sn=${SCALE_STATUS_PEERS:-10000} wsecs=${SCALE_WRK_SECONDS:-5} fmt base="http://127.0.0.1:$FRONT_PORT"
+    local -A ST=() SZ=()
+    name=scale-status
+    scale_conf "$name" "$sn" 1 "$lb_bal" ""
+    scale_start "$name"
+    sleep "$settle"
+    for fmt in json prometheus; do
+        : >"$work/$name/scrape.$fmt"
+        for ((i = 0; i < 5; i++)); do
+            curl -s -o "$work/$name/out.$fmt" -w '%{http_code} %{time_total} %{size_download}\n' \
+                "$base/status?format=$fmt" >>"$work/$name/scrape.$fmt"
+        done
+        grep -qv '^200 ' "$work/$name/scrape.$fmt" && say "warning: $name: a $fmt scrape did not answer 200"
+        ST[$fmt]=$(awk '{print $2 * 1000}' "$work/$name/scrape.$fmt" | median | xargs printf "%.1f")
+        SZ[$fmt]=$(awk 'END {printf "%.0f", $3 / 1024}' "$work/$name/scrape.$fmt")
+    done
+    wrk -t1 -c4 -d"${wsecs}s" --latency "$base/cheap" >"$work/$name/wrk.quiet"
+    : >"$work/$name/scraping"; : >"$work/$name/scrapes"
+    (while [ -f "$work/$name/scraping" ]; do
+        curl -s -o /dev/null "$base/status?format=json"; echo >>"$work/$name/scrapes"
+    done) &
+    scrape_pid=$!
+    wrk -t1 -c4 -d"${wsecs}s" --latency "$base/cheap" >"$work/$name/wrk.scraped"
+    rm -f "$work/$name/scraping"; wait "$scrape_pid" || true; scrape_pid=""
+    scale_stop "$name"
+    local q99 s99 nscr
+    q99=$(wrk_p99 "$work/$name/wrk.quiet"); s99=$(wrk_p99 "$work/$name/wrk.scraped")
+    nscr=$(wc -l <"$work/$name/scrapes")
+    row scale "$(thousands "$sn") peers: status JSON scrape" "" "${ST[json]} ms, ${SZ[json]} KiB (median of 5)" "" ""
+    row scale "$(thousands "$sn") peers: status Prometheus scrape" "" "${ST[prometheus]} ms, ${SZ[prometheus]} KiB" "" ""
+    row scale "wrk -c4 /cheap, same worker: quiet" "" "$(wrk_rps "$work/$name/wrk.quiet")" "$(wrk_p50 "$work/$name/wrk.quiet")" "$q99"
+    row scale "the same, JSON scrapes looping" "" "$(wrk_rps "$work/$name/wrk.scraped")" "$(wrk_p50 "$work/$name/wrk.scraped")" "$s99"
+    local delta
+    delta=$(awk -v a="$s99" -v b="$q99" 'BEGIN {printf "%+.2f", a - b}')
+    row scale "p99 delta ($nscr scrapes in ${wsecs}s)" "" "$delta ms (target <= +10)" "" ""
+    summary+=("status at $(thousands "$sn") peers: JSON ${ST[json]} ms, Prometheus ${ST[prometheus]} ms; p99 of other requests $q99 -> $s99 ms ($delta ms, target <= +10: $(verdict "$(awk -v d="$delta" 'BEGIN {print (d <= 10)}')"))")
+
+    for i in "${summary[@]}"; do say "scale: $i"; done
+    say "scale: took $((($(now_us) - t_start) / 1000000)) s"
+}
+
 scenarios=("$@"); [ ${#scenarios[@]} -gt 0 ] || scenarios=(rr2 rr2zone tls2 rr100 rr1000 lc2 lc1000 slow checks1000 resolve1000)
 say "instructions/request = slope between $N1 and $N2 requests (cachegrind, one worker); wrk: median of $ROUNDS rounds of ${DURATION}s, $CONNS connections"
 row scenario configuration "instr/req" "req/s" "p50 ms" "p99 ms"
@@ -545,10 +852,12 @@ for s in "${scenarios[@]}"; do
         checks1000) checks1000 http ;;
         checks1000tls) checks1000 https ;;
         resolve1000) resolve1000 ;;
+        scale) scale ;;
         *) die "unknown scenario $s" ;;
     esac
 done
 if [ -n "${IPR[rr2-lb]:-}" ] && [ -n "${IPR[rr1000-lb]:-}" ]; then
     say "ours at 1,000 peers / ours at 2 peers: $(awk -v a="${IPR[rr1000-lb]}" -v b="${IPR[rr2-lb]}" 'BEGIN {printf "%.3f", a/b}') (target <= 1.2)"
 fi
-say "targets: instructions ours/stock <= 1.01 at 2 peers, <= 0.5 at 1,000 peers; slow peer under 20% with least_conn and p2c; checks of 1,000 peers < 5% of one core"
+[ "${scenarios[*]}" = scale ] ||
+    say "targets: instructions ours/stock <= 1.01 at 2 peers, <= 0.5 at 1,000 peers; slow peer under 20% with least_conn and p2c; checks of 1,000 peers < 5% of one core"
