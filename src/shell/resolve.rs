@@ -52,7 +52,7 @@ use crate::shell::nginx::{bytes, now_ms};
 use crate::shell::probe::{self, Probe};
 use crate::shell::table::{line_fingerprint, Key, KeyMap, Members, OwnedAddr, Peer, Upstream};
 use crate::shm::added;
-use crate::shm::table::{self, claim, Claim, Table};
+use crate::shm::table::{self, Claim, Table};
 use crate::shm::PeerShared;
 
 /// How often an idle worker looks for changes, ms.
@@ -708,7 +708,7 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                 Action::Keep(j) => lost.push(current.peers[j].clone()),
                 Action::Join => {}
             }
-            let claimed = claim(t.records, key, generation, now);
+            let claimed = t.claim(key, generation, now);
             let (record, active, index, admitted): (&PeerShared, &AtomicU32, usize, bool) =
                 match claimed {
                     Some(c) => {

@@ -26,7 +26,7 @@ use crate::shell::conf::{log_plain, MainConf};
 use crate::shell::nginx::bytes;
 use crate::shell::table::Upstream;
 use crate::shm::table::{
-    self, added_capacity_for, capacity_for, claim, fits, header_matches, init_header, slots_for,
+    self, added_capacity_for, capacity_for, fits, header_matches, init_header, slots_for,
     table_bytes, Claim, Header, Table,
 };
 use crate::shm::PeerShared;
@@ -178,7 +178,13 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> n
                      zone \"{ZONE_NAME}\""
                 ));
             }
-            ptr::write_bytes(header as *mut u8, 0, bytes_needed);
+            if !old.is_null() || *(header as *const u64) != 0 {
+                // Memory of the old zone, used before (or junk-filled by a slab allocator
+                // built with NGX_DEBUG_MALLOC). A new zone is a fresh anonymous shared
+                // mapping, zeroed by the kernel: writing zeros to it would only make every
+                // page of records resident in every process, used or not.
+                ptr::write_bytes(header as *mut u8, 0, bytes_needed);
+            }
             init_header(&mut *header, capacity, slots, added);
             (*pool).data = header as *mut c_void;
         }
@@ -247,7 +253,7 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
                 // Workers of the previous configuration may be claiming records for resolved
                 // addresses meanwhile.
                 ngx_shmtx_lock(ptr::addr_of_mut!((*main.pool).mutex));
-                let c = claim(records, key, generation, now);
+                let c = table.claim(key, generation, now);
                 ngx_shmtx_unlock(ptr::addr_of_mut!((*main.pool).mutex));
                 p.key = key;
                 let Some(c) = c else {

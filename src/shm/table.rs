@@ -2,12 +2,17 @@
 //!
 //! A record is keyed by upstream name and peer address, not by position, so that after a reload
 //! a peer that kept its upstream and address gets its old record (its failures, counters and,
-//! later, health) while new peers get fresh ones. Lookup is open addressing with linear probing.
+//! later, health) while new peers get fresh ones. Records are handed out in order from the
+//! first (the ones in use stay together, and the pages of the rest are never touched); an
+//! index beside them finds a key's record by open addressing with linear probing.
 //! The nginx master claims records while it loads a configuration, before that configuration's
 //! workers exist; workers only ever touch the records they were handed.
 
+use core::hash::BuildHasherDefault;
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::collections::HashSet;
+
+use crate::balance::membership::KeyHasher;
 
 use super::added::AddedPeer;
 use super::peer::PeerShared;
@@ -15,7 +20,7 @@ use super::peer::PeerShared;
 /// Identifies the zone's layout; a zone that does not carry it is rebuilt.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ngxlbtb1");
 /// Bumped whenever `PeerShared`, `Header` or the table's layout change shape.
-pub const LAYOUT_VERSION: u32 = 8;
+pub const LAYOUT_VERSION: u32 = 9;
 /// How long a record released by a resolved address stays reserved for it (its workers may
 /// not all have seen the change, and the address may come back with its health).
 pub const RELEASE_GRACE_MS: u64 = 60_000;
@@ -82,18 +87,29 @@ pub fn zone_bytes(table: usize) -> usize {
     (table + table / 8 + 64 * 1024).next_multiple_of(4096)
 }
 
+/// The index that finds a key's record: one slot per record (a record's number plus one, 0 for
+/// an empty slot), probed linearly from the key's hash.
+fn index_bytes(capacity: u32) -> usize {
+    (capacity as usize * core::mem::size_of::<AtomicU32>()).next_multiple_of(64)
+}
+
 fn counters_bytes(capacity: u32, slots: u32) -> usize {
     ((slots as usize + 1) * capacity as usize * core::mem::size_of::<AtomicU32>())
         .next_multiple_of(64)
 }
 
 /// Bytes the table needs for `capacity` records, `slots` rows of per-worker counters and
-/// `added` entries for added peers. Layout: the header, the records, the owner (pid) of each
-/// row, the rows of counters (`slots` + 1 for the overflow row, each `capacity` counters
-/// long), then the added peers.
+/// `added` entries for added peers. Layout: the header, the records, their index, the owner
+/// (pid) of each row, the rows of counters (`slots` + 1 for the overflow row, each `capacity`
+/// counters long), then the added peers.
+///
+/// Records are handed out densely from the first one (`claim`), and nothing but a claim
+/// writes to a record no peer has: the pages of records that were never claimed are never
+/// touched, so they cost address space, not memory.
 pub fn table_bytes(capacity: u32, slots: u32, added: u32) -> usize {
     core::mem::size_of::<Header>()
         + capacity as usize * core::mem::size_of::<PeerShared>()
+        + index_bytes(capacity)
         + owners_bytes(slots)
         + counters_bytes(capacity, slots)
         + added as usize * core::mem::size_of::<AddedPeer>()
@@ -102,6 +118,8 @@ pub fn table_bytes(capacity: u32, slots: u32, added: u32) -> usize {
 /// The parts of a table, found from its header.
 pub struct Table<'a> {
     pub records: &'a [PeerShared],
+    /// Finds a key's record (`claim`).
+    pub index: &'a [AtomicU32],
     /// pid of the worker that owns each row of counters, 0 for none.
     owners: &'a [AtomicU32],
     counters: &'a [AtomicU32],
@@ -122,11 +140,13 @@ impl<'a> Table<'a> {
             let slots = (*h).slots;
             let base = (h as *const u8).add(core::mem::size_of::<Header>());
             let records = base as *const PeerShared;
-            let owners = base.add(capacity * core::mem::size_of::<PeerShared>());
+            let index = base.add(capacity * core::mem::size_of::<PeerShared>());
+            let owners = index.add(index_bytes(capacity as u32));
             let counters = owners.add(owners_bytes(slots));
             let added = counters.add(counters_bytes(capacity as u32, slots));
             Table {
                 records: core::slice::from_raw_parts(records, capacity),
+                index: core::slice::from_raw_parts(index as *const AtomicU32, capacity),
                 owners: core::slice::from_raw_parts(owners as *const AtomicU32, slots as usize),
                 counters: core::slice::from_raw_parts(
                     counters as *const AtomicU32,
@@ -175,13 +195,23 @@ impl<'a> Table<'a> {
                 continue;
             }
             if owner.compare_exchange(o, pid, Relaxed, Relaxed).is_ok() {
-                for (i, r) in self.records.iter().enumerate() {
-                    r.forget_active(self.counter(row, i));
+                // Only the row is read: records of peers the old owner had no connection to
+                // are not touched (a record's pages cost memory only once touched).
+                for i in 0..self.records.len() {
+                    let mine = self.counter(row, i);
+                    if mine.load(Relaxed) != 0 {
+                        self.records[i].forget_active(mine);
+                    }
                 }
                 return row;
             }
         }
         self.overflow_row()
+    }
+
+    /// `claim` over this table's records and index.
+    pub fn claim(&self, key: (u64, u64), generation: u32, now_ms: u64) -> Option<Claim> {
+        claim(self.records, self.index, key, generation, now_ms)
     }
 
     /// Gives the row back when its worker exits.
@@ -233,15 +263,24 @@ pub fn peer_keys_of_parts<'n>(
 /// changing anything (so that a configuration that cannot be committed fails before it
 /// touches what running workers see).
 pub fn fits(records: &[PeerShared], keys: &[(u64, u64)], generation: u32, now_ms: u64) -> bool {
-    let wanted: HashSet<(u64, u64)> = keys.iter().copied().collect();
-    let available = records
+    let wanted: HashSet<(u64, u64), BuildHasherDefault<KeyHasher>> = keys.iter().copied().collect();
+    let used = claimed(records);
+    let available = records[..used]
         .iter()
         .filter(|r| {
             let key = (r.key_a.load(Relaxed), r.key_b.load(Relaxed));
-            key == (0, 0) || wanted.contains(&key) || reusable(r, generation, now_ms)
+            wanted.contains(&key) || reusable(r, generation, now_ms)
         })
-        .count();
+        .count()
+        + (records.len() - used);
     available >= wanted.len()
+}
+
+/// How many records were ever claimed: records are handed out from the first one on and never
+/// given back to "unused" (a key, once set, is only replaced by another), so they are the
+/// records before the first one without a key (found by bisection, touching few pages).
+pub fn claimed(records: &[PeerShared]) -> usize {
+    records.partition_point(|r| r.key_a.load(Relaxed) != 0 || r.key_b.load(Relaxed) != 0)
 }
 
 /// The two hashes that identify a peer: FNV-1a 64 and a second FNV-style hash with another
@@ -324,20 +363,36 @@ fn reusable(r: &PeerShared, generation: u32, now_ms: u64) -> bool {
 /// found keeps the newest generation that claimed it (workers of the previous generation
 /// claim resolved addresses too). Claims from several processes must be serialised by the
 /// caller (the zone's mutex).
+///
+/// `index` (as long as `records`) finds keys: its slots hold record numbers plus one, probed
+/// linearly from the key's hash up to an empty slot. A slot may point to a record that has
+/// since been given to another key (it is skipped, and its record may be taken again through
+/// it); when no empty slot is left in a key's chain the index is rebuilt from the records.
+/// New records are taken in order from the first, so that the records in use stay together.
 pub fn claim(
     records: &[PeerShared],
+    index: &[AtomicU32],
     key: (u64, u64),
     generation: u32,
     now_ms: u64,
 ) -> Option<Claim> {
-    let cap = records.len();
+    let cap = index.len().min(records.len());
     if cap == 0 {
         return None;
     }
-    let mut candidate: Option<usize> = None;
     let start = (key.0 % cap as u64) as usize;
+    // A record on the chain that may be taken (its slot is on this key's chain already), and
+    // the chain's end.
+    let mut candidate: Option<usize> = None;
+    let mut empty: Option<usize> = None;
     for step in 0..cap {
-        let i = (start + step) % cap;
+        let slot = (start + step) % cap;
+        let v = index[slot].load(Relaxed) as usize;
+        if v == 0 || v > cap {
+            empty = Some(slot);
+            break;
+        }
+        let i = v - 1;
         let r = &records[i];
         let (a, b) = (r.key_a.load(Relaxed), r.key_b.load(Relaxed));
         if (a, b) == key {
@@ -349,19 +404,46 @@ pub fn claim(
             }
             return Some(Claim::Kept(i));
         }
-        if a == 0 && b == 0 {
-            // End of this key's probe chain: the key is not in the table.
-            let i = candidate.unwrap_or(i);
-            take(&records[i], key, generation);
-            return Some(Claim::Fresh(i));
-        }
         if candidate.is_none() && reusable(r, generation, now_ms) {
             candidate = Some(i);
         }
     }
-    let i = candidate?;
+    if let Some(i) = candidate {
+        take(&records[i], key, generation);
+        return Some(Claim::Fresh(i));
+    }
+    let used = claimed(&records[..cap]);
+    let i = if used < cap {
+        used
+    } else {
+        records[..cap]
+            .iter()
+            .position(|r| reusable(r, generation, now_ms))?
+    };
     take(&records[i], key, generation);
+    match empty {
+        Some(slot) => index[slot].store(i as u32 + 1, Relaxed),
+        None => rebuild_index(&records[..cap], index),
+    }
     Some(Claim::Fresh(i))
+}
+
+/// Writes the index afresh from the records' keys (every chain without stale slots).
+fn rebuild_index(records: &[PeerShared], index: &[AtomicU32]) {
+    let cap = records.len();
+    for slot in index {
+        slot.store(0, Relaxed);
+    }
+    for (i, r) in records[..claimed(records)].iter().enumerate() {
+        let start = (r.key_a.load(Relaxed) % cap as u64) as usize;
+        for step in 0..cap {
+            let slot = &index[(start + step) % cap];
+            if slot.load(Relaxed) == 0 {
+                slot.store(i as u32 + 1, Relaxed);
+                break;
+            }
+        }
+    }
 }
 
 fn take(r: &PeerShared, key: (u64, u64), generation: u32) {
@@ -375,8 +457,27 @@ fn take(r: &PeerShared, key: (u64, u64), generation: u32) {
 mod tests {
     use super::*;
 
-    fn table(n: usize) -> Vec<PeerShared> {
-        (0..n).map(|_| PeerShared::default()).collect()
+    /// Records and their index, in ordinary memory.
+    struct Records(Vec<PeerShared>, Vec<AtomicU32>);
+
+    impl Records {
+        fn claim(&self, key: (u64, u64), generation: u32, now_ms: u64) -> Option<Claim> {
+            claim(&self.0, &self.1, key, generation, now_ms)
+        }
+    }
+
+    impl core::ops::Deref for Records {
+        type Target = [PeerShared];
+        fn deref(&self) -> &[PeerShared] {
+            &self.0
+        }
+    }
+
+    fn table(n: usize) -> Records {
+        Records(
+            (0..n).map(|_| PeerShared::default()).collect(),
+            (0..n).map(|_| AtomicU32::new(0)).collect(),
+        )
     }
 
     #[test]
@@ -384,12 +485,12 @@ mod tests {
         let t = table(64);
         let k1 = peer_key(b"backend", b"127.0.0.1:8081");
         let k2 = peer_key(b"backend", b"127.0.0.1:8082");
-        let c1 = claim(&t, k1, 1, 0).unwrap();
-        let c2 = claim(&t, k2, 1, 0).unwrap();
+        let c1 = t.claim(k1, 1, 0).unwrap();
+        let c2 = t.claim(k2, 1, 0).unwrap();
         assert!(matches!(c1, Claim::Fresh(_)) && matches!(c2, Claim::Fresh(_)));
         assert_ne!(c1.index(), c2.index());
         t[c1.index()].requests.store(7, Relaxed);
-        assert_eq!(claim(&t, k1, 2, 0), Some(Claim::Kept(c1.index())));
+        assert_eq!(t.claim(k1, 2, 0), Some(Claim::Kept(c1.index())));
         assert_eq!(t[c1.index()].requests.load(Relaxed), 7);
     }
 
@@ -408,31 +509,80 @@ mod tests {
             .map(|i| peer_key(b"u", format!("10.0.0.{i}:80").as_bytes()))
             .collect();
         for k in &keys {
-            claim(&t, *k, 1, 0).unwrap();
+            t.claim(*k, 1, 0).unwrap();
         }
         let newcomer = peer_key(b"u", b"10.0.0.9:80");
         // Generation 2: the old peers may still be used by old workers.
-        assert_eq!(claim(&t, newcomer, 2, 0), None);
+        assert_eq!(t.claim(newcomer, 2, 0), None);
         // Generation 3: none of the four was claimed in 2, so all are stale and reusable.
-        let c = claim(&t, newcomer, 3, 0).unwrap();
+        let c = t.claim(newcomer, 3, 0).unwrap();
         assert!(matches!(c, Claim::Fresh(_)));
         assert_eq!(t[c.index()].requests.load(Relaxed), 0);
         // The newcomer is found again.
-        assert_eq!(claim(&t, newcomer, 4, 0), Some(Claim::Kept(c.index())));
+        assert_eq!(t.claim(newcomer, 4, 0), Some(Claim::Kept(c.index())));
+    }
+
+    #[test]
+    fn records_are_handed_out_densely_and_found_through_the_index() {
+        let t = table(256);
+        let keys: Vec<_> = (0..100)
+            .map(|i| peer_key(b"u", format!("10.0.{}.{}:80", i / 7, i % 7).as_bytes()))
+            .collect();
+        for (n, k) in keys.iter().enumerate() {
+            assert_eq!(t.claim(*k, 1, 0), Some(Claim::Fresh(n)));
+        }
+        // Only the first 100 records were written (the rest of the pages stay untouched).
+        assert_eq!(claimed(&t), 100);
+        assert!(t[100..].iter().all(|r| r.key() == (0, 0)));
+        for (n, k) in keys.iter().enumerate() {
+            assert_eq!(t.claim(*k, 2, 0), Some(Claim::Kept(n)));
+        }
+    }
+
+    #[test]
+    fn stale_slots_and_a_full_index_still_find_every_key() {
+        // Eight records; generations move on so that old keys become reusable, over and over:
+        // slots keep pointing to records given to other keys, and chains fill up.
+        let t = table(8);
+        let mut live: Vec<(u64, u64)> = Vec::new();
+        for round in 0..50u32 {
+            let generation = 1 + 3 * round;
+            let keys: Vec<_> = (0..8)
+                .map(|i| peer_key(b"u", format!("{round}.{i}").as_bytes()))
+                .collect();
+            for k in &keys {
+                assert!(
+                    matches!(t.claim(*k, generation, 0), Some(Claim::Fresh(_))),
+                    "round {round}"
+                );
+            }
+            for (n, k) in keys.iter().enumerate() {
+                let again = t.claim(*k, generation, 0).unwrap();
+                assert!(matches!(again, Claim::Kept(_)), "round {round} key {n}");
+                assert_eq!(t[again.index()].key(), *k);
+            }
+            // Old keys are gone (their records belong to new ones).
+            for k in &live {
+                assert!(t.iter().all(|r| r.key() != *k));
+            }
+            live = keys;
+        }
+        // Full, nothing reusable in the same generation.
+        assert_eq!(t.claim(peer_key(b"u", b"x"), 148, 0), None);
     }
 
     #[test]
     fn fresh_records_are_reset() {
         let t = table(2);
         let k = peer_key(b"u", b"a");
-        let i = claim(&t, k, 1, 0).unwrap().index();
+        let i = t.claim(k, 1, 0).unwrap().index();
         t[i].fails.store(3, Relaxed);
         t[i].requests.store(9, Relaxed);
         let other = peer_key(b"v", b"b");
-        let j = claim(&t, other, 1, 0).unwrap().index();
+        let j = t.claim(other, 1, 0).unwrap().index();
         assert_ne!(i, j);
         // Both stale by generation 5: the next new key reuses one and resets it.
-        let n = claim(&t, peer_key(b"w", b"c"), 5, 0).unwrap().index();
+        let n = t.claim(peer_key(b"w", b"c"), 5, 0).unwrap().index();
         assert_eq!(t[n].fails.load(Relaxed), 0);
         assert_eq!(t[n].requests.load(Relaxed), 0);
     }
@@ -585,7 +735,7 @@ mod tests {
             .map(|i| peer_key(b"u", format!("a{i}").as_bytes()))
             .collect();
         for k in &old {
-            claim(&t, *k, 1, 0).unwrap();
+            t.claim(*k, 1, 0).unwrap();
         }
         let new: Vec<_> = (0..2)
             .map(|i| peer_key(b"u", format!("b{i}").as_bytes()))
@@ -600,7 +750,7 @@ mod tests {
         // fits() changed nothing.
         assert!(old
             .iter()
-            .all(|k| matches!(claim(&t, *k, 2, 0), Some(Claim::Kept(_)))));
+            .all(|k| matches!(t.claim(*k, 2, 0), Some(Claim::Kept(_)))));
     }
 
     #[test]
@@ -608,20 +758,20 @@ mod tests {
         let t = table(2);
         let a = peer_key(b"u", b"10.0.0.1:80");
         let b = peer_key(b"u", b"10.0.0.2:80");
-        let ia = claim(&t, a, 1, 0).unwrap().index();
-        claim(&t, b, 1, 0).unwrap();
+        let ia = t.claim(a, 1, 0).unwrap().index();
+        t.claim(b, 1, 0).unwrap();
         let c = peer_key(b"u", b"10.0.0.3:80");
         // Full, same generation: nothing to take.
-        assert_eq!(claim(&t, c, 1, 1000), None);
+        assert_eq!(t.claim(c, 1, 1000), None);
         t[ia].release_membership(1000);
         let mine = AtomicU32::new(0);
         t[ia].on_pick(&Default::default(), 1000, &mine);
         // Within the grace period, or with a connection still counted: kept for `a`.
-        assert_eq!(claim(&t, c, 1, 1000 + RELEASE_GRACE_MS - 1), None);
-        assert_eq!(claim(&t, c, 1, 1000 + RELEASE_GRACE_MS), None);
+        assert_eq!(t.claim(c, 1, 1000 + RELEASE_GRACE_MS - 1), None);
+        assert_eq!(t.claim(c, 1, 1000 + RELEASE_GRACE_MS), None);
         t[ia].on_done(false, &Default::default(), 1001, &mine);
         assert!(fits(&t, &[c], 1, 1000 + RELEASE_GRACE_MS));
-        let got = claim(&t, c, 1, 1000 + RELEASE_GRACE_MS).unwrap();
+        let got = t.claim(c, 1, 1000 + RELEASE_GRACE_MS).unwrap();
         assert_eq!(got, Claim::Fresh(ia));
         assert_eq!(
             t[ia].requests.load(Relaxed),
@@ -629,10 +779,10 @@ mod tests {
             "a reused record starts clean"
         );
         // The address that came back in time keeps its record and its counters.
-        let ib = claim(&t, b, 1, 0).unwrap().index();
+        let ib = t.claim(b, 1, 0).unwrap().index();
         t[ib].requests.store(5, Relaxed);
         t[ib].release_membership(10);
-        assert_eq!(claim(&t, b, 1, 20), Some(Claim::Kept(ib)));
+        assert_eq!(t.claim(b, 1, 20), Some(Claim::Kept(ib)));
         t[ib].join(1, false, true, false);
         assert!(!t[ib].reusable_at(u64::MAX, 0), "a member again");
         assert_eq!(t[ib].requests.load(Relaxed), 5);
@@ -642,9 +792,9 @@ mod tests {
     fn older_generations_never_lower_a_records_generation() {
         let t = table(4);
         let k = peer_key(b"u", b"a");
-        let i = claim(&t, k, 5, 0).unwrap().index();
+        let i = t.claim(k, 5, 0).unwrap().index();
         // A worker of generation 4 (still running after a reload) finds the same address.
-        assert_eq!(claim(&t, k, 4, 0), Some(Claim::Kept(i)));
+        assert_eq!(t.claim(k, 4, 0), Some(Claim::Kept(i)));
         assert_eq!(t[i].generation.load(Relaxed), 5);
     }
 
@@ -652,14 +802,14 @@ mod tests {
     fn a_peer_back_after_a_configuration_without_it_forgets_operator_changes() {
         let t = table(8);
         let k = peer_key(b"u", b"10.0.0.1:80");
-        let i = claim(&t, k, 1, 0).unwrap().index();
+        let i = t.claim(k, 1, 0).unwrap().index();
         t[i].set_admin(1);
         t[i].set_weight(Some(4));
         // Claimed again by the next configuration: kept.
-        assert_eq!(claim(&t, k, 2, 0), Some(Claim::Kept(i)));
+        assert_eq!(t.claim(k, 2, 0), Some(Claim::Kept(i)));
         assert_eq!((t[i].admin(), t[i].weight_override()), (1, Some(4)));
         // Generation 3 did not have it; generation 4 has it again.
-        assert_eq!(claim(&t, k, 4, 0), Some(Claim::Kept(i)));
+        assert_eq!(t.claim(k, 4, 0), Some(Claim::Kept(i)));
         assert_eq!((t[i].admin(), t[i].weight_override()), (0, None));
     }
 }
