@@ -87,7 +87,11 @@ impl SmoothWrr {
         if period > MAX_SCHEDULE {
             return SmoothWrr::walk(weights);
         }
-        let order = if period * reduced.len() as u64 <= MAX_EXACT_WORK {
+        let order = if period == reduced.len() as u64 {
+            // All weights equal: nginx's walk takes the peers in order (each one's current
+            // weight is then the lowest until the others had their turn).
+            (0..period as u32).collect()
+        } else if period * reduced.len() as u64 <= MAX_EXACT_WORK {
             let mut peers = walk_peers(&reduced);
             let mut order = Vec::with_capacity(period as usize);
             for _ in 0..period {
@@ -340,6 +344,19 @@ mod tests {
 
     fn picks(s: &mut SmoothWrr, n: usize, usable: impl Fn(usize) -> bool) -> Vec<usize> {
         (0..n).map(|_| s.pick(&usable).unwrap()).collect()
+    }
+
+    #[test]
+    fn equal_weights_follow_nginx_in_order() {
+        // Beyond the walk's size, equal weights take the shortcut; weights 3 reduce to 1.
+        for (n, w) in [(65usize, 1u32), (100, 3), (3000, 2)] {
+            let weights = vec![w; n];
+            let mut s = SmoothWrr::new(&weights);
+            assert_eq!(
+                picks(&mut s, 2 * n, |_| true),
+                nginx_sequence(&weights, 2 * n)
+            );
+        }
     }
 
     /// A small deterministic generator, so property tests need no extra crate.

@@ -314,11 +314,21 @@ impl Upstream {
         conf: MethodConf,
         rr: *const ngx_http_upstream_rr_peers_t,
     ) -> Upstream {
-        let mut peers = Vec::new();
         let mut primaries = 0;
         let mut list = rr;
         let mut backup = false;
         // SAFETY: the caller guarantees `rr` and its linked lists are valid.
+        let mut peers = unsafe {
+            let backups = (*rr).next;
+            let n = (*rr).number
+                + if backups.is_null() {
+                    0
+                } else {
+                    (*backups).number
+                };
+            Vec::with_capacity(n)
+        };
+        // SAFETY: as above.
         unsafe {
             while !list.is_null() {
                 let mut p: *const ngx_http_upstream_rr_peer_t = (*list).peer;

@@ -55,6 +55,11 @@ pub(crate) unsafe extern "C" fn init_module(cycle: *mut nginx_sys::ngx_cycle_t) 
             return crate::shell::nginx::OK;
         }
         (*main).log = (*cycle).log;
+        if nginx_sys::ngx_test_config != 0 {
+            // `nginx -t` starts no worker: handing out records (and reading lb_state) would
+            // only cost time and touch the zone's memory.
+            return crate::shell::nginx::OK;
+        }
         zone::commit(&mut *main)
     }
 }
