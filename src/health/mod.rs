@@ -5,6 +5,7 @@
 //! The nginx side (`lb_check` and the probes on the event loop) is in `crate::shell`.
 
 pub mod config;
+pub mod due;
 pub mod reason;
 pub mod response;
 pub mod schedule;

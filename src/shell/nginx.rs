@@ -38,6 +38,33 @@ pub fn serves_requests() -> bool {
     kind == nginx_sys::NGX_PROCESS_WORKER || kind == nginx_sys::NGX_PROCESS_SINGLE
 }
 
+/// This worker's place among the configuration's workers: (`ngx_worker`, `worker_processes`),
+/// (0, 1) with `master_process off`. Kept by a respawned worker; the same in every generation.
+pub fn worker_share() -> (usize, usize) {
+    if !serves_requests() {
+        return (0, 1);
+    }
+    // SAFETY: plain reads of nginx's process globals and of the cycle's core configuration,
+    // which exists in a running worker.
+    unsafe {
+        let cycle = nginx_sys::ngx_cycle;
+        let kind = ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_process)) as u32;
+        if kind == nginx_sys::NGX_PROCESS_SINGLE || cycle.is_null() {
+            return (0, 1);
+        }
+        let ctx = (*cycle).conf_ctx;
+        let index = (*ptr::addr_of!(nginx_sys::ngx_core_module)).index;
+        let ccf = *ctx.add(index) as *const nginx_sys::ngx_core_conf_t;
+        let workers = if ccf.is_null() {
+            1
+        } else {
+            (*ccf).worker_processes.max(1) as usize
+        };
+        let worker = ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_worker)) as usize;
+        (worker, workers)
+    }
+}
+
 /// Whether this worker is shutting down (graceful exit, quit or terminate).
 pub fn exiting() -> bool {
     // SAFETY: plain reads of nginx's process flags, set by its signal handling in this process.

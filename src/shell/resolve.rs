@@ -49,7 +49,7 @@ use crate::balance::membership::{self, Action};
 use crate::balance::Limits;
 use crate::shell::conf::MainConf;
 use crate::shell::nginx::{bytes, now_ms};
-use crate::shell::probe::{self, Probe};
+use crate::shell::probe;
 use crate::shell::table::{line_fingerprint, Key, KeyMap, Members, OwnedAddr, Peer, Upstream};
 use crate::shm::added;
 use crate::shm::table::{self, Claim, Table};
@@ -82,8 +82,9 @@ pub struct Dynamic {
     /// The key of the peer each slot belongs to, `None` for a free slot.
     slots: Vec<Option<Key>>,
     free_slots: Vec<usize>,
-    /// This worker's probes, by peer key.
-    pub probes: KeyMap<*mut Probe>,
+    /// This worker's watches of checked peers, by peer key (`None`: another worker's to
+    /// probe).
+    pub probes: KeyMap<Option<probe::Handle>>,
     /// The addresses ignored at the last change (to warn once per change).
     ignored: usize,
     /// Some addresses found no record: apply the list again at the next tick.
@@ -814,7 +815,7 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
             d.free_slots.clear();
         }
         for p in left.iter().map(|(p, _)| p).chain(&lost) {
-            if let Some(probe) = d.probes.remove(&p.key) {
+            if let Some(Some(probe)) = d.probes.remove(&p.key) {
                 probe::retire(probe);
             }
             if let Some(k) = u.keepalive.as_deref_mut() {
@@ -943,7 +944,7 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
 }
 
 /// The peers of `m` that have no probe yet, with whether they are `down`.
-fn joined_keys(m: &Members, probes: &KeyMap<*mut Probe>) -> Vec<(Key, bool)> {
+fn joined_keys(m: &Members, probes: &KeyMap<Option<probe::Handle>>) -> Vec<(Key, bool)> {
     m.peers
         .iter()
         .filter(|p| !probes.contains_key(&p.key))

@@ -65,9 +65,9 @@ pub(super) fn connect(p: &mut Probe) {
         }
         let c = p.pc.connection;
         p.conn = c;
-        // The probe's root pointer (the one the timer carries), not one derived from `p`,
-        // which ends with this call.
-        (*c).data = (*p.timer).data;
+        // The probe's root pointer (as allocated), not one derived from `p`, which ends with
+        // this call.
+        (*c).data = p.this as *mut c_void;
         (*c).pool = p.pool;
         (*c).log = p.log;
         (*(*c).read).log = p.log;
@@ -175,6 +175,7 @@ pub(super) fn close_attempt(p: &mut Probe) {
     }
     p.stage = Stage::Idle;
     reset_buf(p);
+    reap_later(p);
 }
 
 /// True when nothing is pending on connection `c`: no end of stream or error seen, no data

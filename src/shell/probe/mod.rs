@@ -1,14 +1,20 @@
-//! Where a probe is sent: each worker keeps one `Probe` per checked peer, driven by nginx timers
-//! and connection events on the worker's own event loop — no thread, no blocking call.
+//! Where a probe is sent: each worker watches its share of the checked peers (`due::home`: one
+//! worker per peer), all on one timer over a due-time queue (`health::due`), and runs probes on
+//! its own event loop — no thread, no blocking call.
 //!
-//! Coordination: every worker arms a timer for every checked peer, but a probe runs only in the
-//! worker that wins the peer's lease in shared memory (`PeerShared::take_lease`, a
-//! compare-and-swap of the next due time), so each peer is probed once per interval in total.
-//! A worker that dies mid-probe leaves nothing held: the next probe is due an interval later.
+//! Coordination: a probe runs only in the worker that wins the peer's lease in shared memory
+//! (`PeerShared::take_lease`, a compare-and-swap of the next due time), so each peer is probed
+//! once per interval in total, also while the workers of two configurations overlap after a
+//! reload. A worker that dies mid-probe leaves nothing held: the next probe is due an interval
+//! later, and the master's replacement (the same `ngx_worker`) watches the same peers.
+//!
+//! Memory: between attempts a peer costs its `Watch` (about a hundred bytes); the `Probe` with
+//! its connection state exists while an attempt runs or its connection is kept for the next
+//! one, and is freed (from a posted event) when the attempt ends without keeping one.
 //!
 //! One probe: connect (non-blocking, `ngx_event_connect_peer`) → for `https` a TLS handshake
 //! (SNI, optional verification) → send the request → read at most 16 KiB and judge it. The
-//! whole exchange must finish within `timeout`. Timers are cancelable, so they never hold up a
+//! whole exchange must finish within `timeout`. The timer is cancelable, so it never holds up a
 //! worker's graceful exit after a reload; an exiting worker starts no new probe.
 //!
 //! Keepalive (`keepalive=on`, the default for http/https): when the response allows it, the
@@ -18,14 +24,17 @@
 //! than `keepalive_time`. It is checked (nothing pending, not closed) just before it is reused;
 //! a request that still finds it closed under it is sent again on a new connection, within
 //! the same timeout.
-//! A worker keeps at most a quarter of its `worker_connections` idle for probes. So that one
-//! connection per peer suffices, the worker that ran the last probe takes the next lease at
-//! once and the others only after a short grace period.
+//! A worker keeps at most a quarter of its `worker_connections` idle for probes. The worker
+//! that ran the last probe takes the next lease at once and others only after a short grace
+//! period (a new worker, or one of a new configuration), so that one connection per peer
+//! suffices.
 
+use core::cell::{Cell, RefCell};
 use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::ffi::CString;
+use std::rc::Rc;
 
 use nginx_sys::{
     ngx_close_connection, ngx_connection_t, ngx_create_pool, ngx_cycle_t, ngx_destroy_pool,
@@ -39,6 +48,7 @@ use nginx_sys::{
 use super::check::CheckSetup;
 use crate::conf::time::MAX_MS;
 use crate::health::config::{HttpMethod, Identity, Kind, MAX_RESPONSE};
+use crate::health::due::{self, DueQueue, Id};
 use crate::health::reason::Reason;
 use crate::health::response::{Parser, Progress, ResponseError};
 use crate::health::schedule;
@@ -68,20 +78,119 @@ enum Stage {
     Reading,
 }
 
-/// One peer's prober in this worker. Lives (at a fixed address) until the worker exits.
+/// A peer's last resumable TLS session (an OpenSSL `SSL_SESSION` holding one reference, or
+/// null), shared by the peer's watch and its probe while one runs.
+type Session = Rc<Cell<*mut nginx_sys::SSL_SESSION>>;
+
+/// A checked peer, as this worker keeps it between probes (a `Probe`, with its connection
+/// state, exists only while an attempt runs or its connection is kept for the next one).
+struct Watch {
+    upstream: *const Upstream,
+    /// The peer's record.
+    shared: *const PeerShared,
+    setup: *const CheckSetup,
+    sockaddr: *mut sockaddr,
+    socklen: socklen_t,
+    name: ngx_str_t,
+    server: ngx_str_t,
+    /// Keeps a resolved peer's address text (which `name` points to) alive.
+    owned: Option<Rc<OwnedAddr>>,
+    /// The probe while an attempt runs or keeps a connection, else null.
+    probe: *mut Probe,
+    /// `https` checks only.
+    session: Option<Session>,
+}
+
+/// A peer's watch in this worker (`start_probe`), to `retire` it.
+pub type Handle = Id;
+
+/// This worker's checked peers and the one timer that serves them all.
+struct Clock {
+    queue: DueQueue<Watch>,
+    /// Fires when the earliest peer is due.
+    event: *mut ngx_event_t,
+    /// Frees the probes of attempts that ended (posted: never from a probe's own handler).
+    reaper: *mut ngx_event_t,
+    reap: Vec<Id>,
+    rng: u64,
+    /// This worker's place among the workers (`nginx::worker_share`): it watches the peers
+    /// whose records `due::home` gives it.
+    worker: usize,
+    workers: usize,
+}
+
+thread_local! {
+    static CLOCK: RefCell<Option<Clock>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on this worker's clock (made on first use). Borrows are short: no probe code runs
+/// inside `f`.
+fn with_clock<R>(f: impl FnOnce(&mut Clock) -> R) -> R {
+    CLOCK.with(|c| {
+        let mut c = c.borrow_mut();
+        let clock = c.get_or_insert_with(|| {
+            // SAFETY: zeroed events are nginx's initial state; the cycle's log is live in a
+            // worker. The events live as long as the worker (leaked on purpose).
+            unsafe {
+                let cycle = nginx_sys::ngx_cycle;
+                let log = cycle.as_ref().map_or(ptr::null_mut(), |c| c.log);
+                let event: *mut ngx_event_t = Box::into_raw(Box::new(core::mem::zeroed()));
+                (*event).handler = Some(on_clock);
+                (*event).log = log;
+                (*event).set_cancelable(1);
+                let reaper: *mut ngx_event_t = Box::into_raw(Box::new(core::mem::zeroed()));
+                (*reaper).handler = Some(on_reap);
+                (*reaper).log = log;
+                let (worker, workers) = crate::shell::nginx::worker_share();
+                Clock {
+                    queue: DueQueue::default(),
+                    event,
+                    reaper,
+                    reap: Vec::new(),
+                    rng: u64::from(crate::shell::nginx::pid()) << 1 | 1,
+                    worker,
+                    workers,
+                }
+            }
+        });
+        f(clock)
+    })
+}
+
+impl Clock {
+    fn random(&mut self, below: u64) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        if below == 0 {
+            0
+        } else {
+            self.rng % below
+        }
+    }
+}
+
+/// Entries due within this many ms of the earliest one are handled in the same wake-up.
+const COALESCE_MS: u64 = 10;
+/// At most this many due peers are handled per wake-up (the rest on the next event loop turn),
+/// so that a worker with many peers due at once never stalls its requests.
+const BATCH: usize = 256;
+
+/// One peer's prober while an attempt runs (or its connection is kept for the next one).
 pub struct Probe {
+    /// This probe, as allocated: connections carry it (not a pointer derived from a borrow).
+    this: *mut Probe,
+    /// The watch this probe belongs to.
+    id: Id,
     upstream: *const Upstream,
     /// The peer's record.
     shared: *const PeerShared,
     /// Keeps a resolved peer's address text (which `name` points to) alive.
-    _owned: Option<std::rc::Rc<OwnedAddr>>,
+    _owned: Option<Rc<OwnedAddr>>,
     setup: *const CheckSetup,
-    /// The schedule timer, in an allocation of its own: nginx's timer tree writes into its node
-    /// whenever other timers come and go, which must not be memory a `&mut Probe` covers.
-    timer: *mut ngx_event_t,
     /// The address probed (the peer's, with `port=` applied) and its text; separate
-    /// allocations too, as nginx keeps pointers to them in the connection and reads them
-    /// while a handler holds the probe.
+    /// allocations, as nginx keeps pointers to them in the connection and reads them while a
+    /// handler holds the probe.
     addr: *mut [u64; 16],
     socklen: socklen_t,
     name: *mut ngx_str_t,
@@ -93,9 +202,8 @@ pub struct Probe {
     /// A private log: the cycle's, with everything below `alert` muted (nginx reports failed
     /// connects at `error` and failed TLS handshakes at `crit`), so that failing probes do not
     /// write a line per interval; their reason is logged once, on the state change.
-    /// (In an allocation of its own, like the timer: nginx writes to a connection's log.)
+    /// (In an allocation of its own: nginx writes to a connection's log.)
     log: *mut ngx_log_t,
-    rng: u64,
     // The attempt in progress.
     stage: Stage,
     pc: ngx_peer_connection_t,
@@ -112,10 +220,9 @@ pub struct Probe {
     reusable: bool,
     /// The connection is kept idle for the next probe.
     parked: bool,
-    /// The peer's last resumable TLS session (an OpenSSL `SSL_SESSION` holding one reference),
-    /// offered on the next new connection (with `keepalive=off`, or after a kept connection
-    /// was closed).
-    tls_session: *mut nginx_sys::SSL_SESSION,
+    /// The peer's last resumable TLS session, offered on the next new connection (with
+    /// `keepalive=off`, or after a kept connection was closed).
+    session: Option<Session>,
     /// When the attempt's (or the kept) connection was established.
     connected_at: u64,
 }
@@ -141,29 +248,35 @@ impl Probe {
         unsafe { &*self.shared }
     }
     fn keepalive(&self) -> bool {
-        let conf = &self.setup().conf;
-        conf.keepalive && conf.kind.is_http()
+        keeps_connections(self.setup())
     }
-    fn random(&mut self, below: u64) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        if below == 0 {
-            0
-        } else {
-            self.rng % below
+    /// The peer's TLS session to resume, if any.
+    fn tls_session(&self) -> *mut nginx_sys::SSL_SESSION {
+        self.session.as_ref().map_or(ptr::null_mut(), |s| s.get())
+    }
+    /// Replaces the peer's TLS session, returning the old one (the caller frees it).
+    fn replace_tls_session(
+        &mut self,
+        session: *mut nginx_sys::SSL_SESSION,
+    ) -> *mut nginx_sys::SSL_SESSION {
+        match &self.session {
+            Some(s) => s.replace(session),
+            None => session,
         }
     }
 }
 
-/// Arms a probe timer for every checked peer of this worker (from the module's
-/// `init_process`).
+fn keeps_connections(setup: &CheckSetup) -> bool {
+    setup.conf.keepalive && setup.conf.kind.is_http()
+}
+
+/// Starts watching every checked peer of this worker (from the module's `init_process`).
 ///
 /// # Safety
 /// Called in a new worker with its cycle.
 pub unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // SAFETY: reading nginx's process type and the cycle's http configuration, which the
-    // worker inherited; probes are leaked on purpose (they live as long as the worker).
+    // worker inherited.
     unsafe {
         if !crate::shell::nginx::serves_requests() {
             return OK;
@@ -180,8 +293,7 @@ pub unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
                 // Started by `shell::resolve::worker_start`, which follows the peers.
                 continue;
             }
-            let peers: Vec<Peer> = (*u).current().peers.clone();
-            for peer in &peers {
+            for peer in &(*u).current().peers {
                 if peer.down {
                     continue;
                 }
@@ -192,103 +304,152 @@ pub unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     OK
 }
 
-/// Makes a probe for `peer` and arms its first timer: a peer whose record says nothing is due
-/// yet (new) is probed at once, spread over a quarter interval. The probe lives as long as the
-/// worker, or until `retire` (its resolved address left).
+/// Starts watching `peer` when it is this worker's to probe (`due::home`; `None` when not): a
+/// peer whose record says nothing is due yet (new) is probed at once, spread over a quarter
+/// interval. It is watched as long as the worker runs, or until `retire` (its resolved address
+/// left).
 ///
 /// # Safety
-/// In a worker: `cycle` is its cycle; `u` and `setup` outlive the probe; `peer` has its record.
+/// In a worker: `u` and `setup` outlive the watch; `peer` has its record.
 pub unsafe fn start_probe(
-    cycle: *mut ngx_cycle_t,
+    _cycle: *mut ngx_cycle_t,
     u: *const Upstream,
     peer: &Peer,
     setup: &CheckSetup,
-) -> *mut Probe {
-    // SAFETY: as required by the caller.
-    unsafe {
-        let pid = u64::from(crate::shell::nginx::pid());
-        let now = now_ms();
-        let probe = new_probe(cycle, u, peer, setup, pid ^ (peer.record as u64) << 32);
-        let (due, _) = (*probe).shared().lease();
-        let delay = if due > now {
-            due - now
+) -> Option<Handle> {
+    let record = (peer.record != usize::MAX).then_some(peer.record);
+    let now = now_ms();
+    // SAFETY: the record is set (required by the caller) and mapped for the process.
+    let (due, _) = unsafe { (*peer.shared).lease() };
+    let id = with_clock(|c| {
+        if !due::home(record, c.workers, c.worker) {
+            return None;
+        }
+        let at = if due > now {
+            due
         } else {
-            (*probe).random(setup.conf.interval_ms / 4 + 1)
+            now + c.random(setup.conf.interval_ms / 4 + 1)
         };
-        nginx_sys::ngx_add_timer((*probe).timer, delay.max(1) as _);
-        probe
+        let watch = Watch {
+            upstream: u,
+            shared: peer.shared,
+            setup,
+            sockaddr: peer.sockaddr,
+            socklen: peer.socklen,
+            name: peer.name,
+            server: peer.server,
+            owned: peer.owned.clone(),
+            probe: ptr::null_mut(),
+            session: check_type(setup.conf.kind)
+                .tls
+                .then(|| Rc::new(Cell::new(ptr::null_mut()))),
+        };
+        Some(c.queue.insert(watch, at))
+    })?;
+    arm_clock(now);
+    Some(id)
+}
+
+/// (Re)arms the clock for the earliest due peer, unless it fires before that anyway.
+fn arm_clock(now: u64) {
+    let (event, next) = with_clock(|c| (c.event, c.queue.next_due()));
+    // SAFETY: the clock's event lives as long as the worker; only this thread touches it.
+    unsafe {
+        let Some(next) = next else {
+            if (*event).timer_set() != 0 {
+                nginx_sys::ngx_del_timer(event);
+            }
+            return;
+        };
+        // nginx orders timers by a signed difference: a delay past 2^63 - 1 ms would fire at
+        // once.
+        let delay = next.saturating_sub(now).clamp(1, MAX_MS);
+        if (*event).timer_set() != 0 {
+            if (*event).timer.key as u64 <= now.saturating_add(delay) {
+                return;
+            }
+            nginx_sys::ngx_del_timer(event);
+        }
+        nginx_sys::ngx_add_timer(event, delay as _);
     }
 }
 
-/// Stops a probe for good (its resolved address left the upstream): an attempt in progress is
-/// abandoned without a verdict, a kept connection closed, the timer cancelled, and the probe
-/// freed.
+/// Stops watching a peer for good (its resolved address left the upstream): an attempt in
+/// progress is abandoned without a verdict, a kept connection closed, and the probe freed.
 ///
 /// # Safety
-/// `p` came from `start_probe` in this worker and is not used afterwards; not called from one
-/// of the probe's own handlers (`shell::resolve` calls it from requests and its own timer).
-pub unsafe fn retire(p: *mut Probe) {
-    // SAFETY: every event that could reach the probe (its connection's and its timer) is
-    // removed before the memory is freed; the probe owns the boxes it points to.
+/// `h` came from `start_probe` in this worker; not called from one of the probe's own handlers
+/// (`shell::resolve` calls it from requests and its own timer).
+pub unsafe fn retire(h: Handle) {
+    let Some(watch) = with_clock(|c| c.queue.remove(h)) else {
+        return;
+    };
+    if !watch.probe.is_null() {
+        // SAFETY: the probe is live (its watch held it) and none of its handlers runs.
+        unsafe {
+            abandon(&mut *watch.probe);
+            free_probe(watch.probe);
+        }
+    }
+    if let Some(s) = watch.session {
+        let session = s.replace(ptr::null_mut());
+        if !session.is_null() {
+            // SAFETY: the watch held the session's one reference.
+            unsafe { nginx_sys::SSL_SESSION_free(session) };
+        }
+    }
+}
+
+/// Frees a probe that has no connection.
+///
+/// # Safety
+/// `p` came from `new_probe`, has no connection or pool, and is not used afterwards.
+unsafe fn free_probe(p: *mut Probe) {
+    // SAFETY: the probe owns the boxes it points to; nothing else refers to them once its
+    // connection is closed.
     unsafe {
-        abandon(&mut *p);
-        let timer = (*p).timer;
-        if (*timer).timer_set() != 0 {
-            nginx_sys::ngx_del_timer(timer);
-        }
-        if !(*p).tls_session.is_null() {
-            nginx_sys::SSL_SESSION_free((*p).tls_session);
-        }
         let probe = Box::from_raw(p);
-        drop(Box::from_raw(probe.timer));
         drop(Box::from_raw(probe.addr));
         drop(Box::from_raw(probe.name));
         drop(Box::from_raw(probe.log));
     }
 }
 
-/// A new probe, as a raw pointer: the same pointer its timer carries, from which every
-/// handler derives its access.
+/// A new probe for `w`, as a raw pointer: the same pointer its connections carry, from which
+/// every handler derives its access.
 ///
 /// # Safety
-/// `u` and `setup` must outlive the probe; `cycle` is the worker's cycle.
-unsafe fn new_probe(
-    cycle: *mut ngx_cycle_t,
-    u: *const Upstream,
-    peer: &Peer,
-    setup: &CheckSetup,
-    seed: u64,
-) -> *mut Probe {
-    // SAFETY: zeroed nginx structs are their documented initial state; the cycle log is live.
+/// `w`'s upstream and setup outlive the probe; in a worker.
+unsafe fn new_probe(w: &Watch, id: Id) -> *mut Probe {
+    // SAFETY: zeroed nginx structs are their documented initial state; the cycle log is live;
+    // the watch's address and strings are alive (the configuration's, or `owned`).
     unsafe {
+        let setup = &*w.setup;
         let mut addr = [0u64; 16];
-        let len = (peer.socklen as usize).min(core::mem::size_of_val(&addr));
-        ptr::copy_nonoverlapping(
-            peer.sockaddr as *const u8,
-            addr.as_mut_ptr() as *mut u8,
-            len,
-        );
+        let len = (w.socklen as usize).min(core::mem::size_of_val(&addr));
+        ptr::copy_nonoverlapping(w.sockaddr as *const u8, addr.as_mut_ptr() as *mut u8, len);
         if let Some(port) = setup.conf.port {
             set_port(addr.as_mut_ptr() as *mut u8, port);
         }
-        let address = String::from_utf8_lossy(bytes(&peer.name)).into_owned();
-        let server = String::from_utf8_lossy(bytes(&peer.server)).into_owned();
+        let address = String::from_utf8_lossy(bytes(&w.name)).into_owned();
+        let server = String::from_utf8_lossy(bytes(&w.server)).into_owned();
         let identity = if setup.conf.verify {
             setup.conf.verify_identity(&server, &address)
         } else {
             None
         };
-        let log = Box::into_raw(Box::new(*(*cycle).log));
+        let log = Box::into_raw(Box::new(*(*nginx_sys::ngx_cycle).log));
         (*log).log_level = NGX_LOG_ALERT as _;
         let probe = Box::into_raw(Box::new(Probe {
-            upstream: u,
-            shared: peer.shared,
-            _owned: peer.owned.clone(),
+            this: ptr::null_mut(),
+            id,
+            upstream: w.upstream,
+            shared: w.shared,
+            _owned: w.owned.clone(),
             setup,
-            timer: Box::into_raw(Box::new(core::mem::zeroed())),
             addr: Box::into_raw(Box::new(addr)),
-            socklen: peer.socklen,
-            name: Box::into_raw(Box::new(peer.name)),
+            socklen: w.socklen,
+            name: Box::into_raw(Box::new(w.name)),
             request: setup.conf.request(&address),
             sni: setup
                 .conf
@@ -303,7 +464,6 @@ unsafe fn new_probe(
                 _ => None,
             },
             log,
-            rng: seed | 1,
             stage: Stage::Idle,
             pc: core::mem::zeroed(),
             conn: ptr::null_mut(),
@@ -315,57 +475,135 @@ unsafe fn new_probe(
             reused: false,
             reusable: false,
             parked: false,
-            tls_session: ptr::null_mut(),
+            session: w.session.clone(),
             connected_at: 0,
         }));
-        let timer = (*probe).timer;
-        (*timer).handler = Some(on_timer);
-        (*timer).data = probe as *mut c_void;
-        (*timer).log = (*cycle).log;
-        (*timer).set_cancelable(1);
+        (*probe).this = probe;
         probe
     }
 }
 
-unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
-    // SAFETY: `data` is the probe this timer belongs to (set in `new_probe`).
-    let p = unsafe { &mut *((*ev).data as *mut Probe) };
+/// The clock: handles the peers that are due (in batches), then sleeps until the next one.
+unsafe extern "C" fn on_clock(ev: *mut ngx_event_t) {
     if exiting() {
+        // An exiting worker starts no new probe (and the timer, cancelable, holds nothing up).
         return;
     }
-    let interval = p.setup().conf.interval_ms;
     let now = now_ms();
-    if p.stage != Stage::Idle {
-        // The attempt's deadline and this timer can expire in the same turn (timeout ==
+    let mut handled = 0;
+    while handled < BATCH {
+        let Some(id) = with_clock(|c| c.queue.pop_due(now.saturating_add(COALESCE_MS))) else {
+            break;
+        };
+        let at = visit(id, now);
+        with_clock(|c| c.queue.reschedule(id, at));
+        handled += 1;
+    }
+    if handled == BATCH {
+        // More may be due: go on after the requests waiting in this turn.
+        // SAFETY: the clock's own event.
+        unsafe { nginx_sys::ngx_add_timer(ev, 1) };
+        return;
+    }
+    arm_clock(now);
+}
+
+/// One due peer: takes its lease and starts a probe when this worker may; returns when to look
+/// at it again.
+fn visit(id: Id, now: u64) -> u64 {
+    let Some((shared, setup, probe)) =
+        with_clock(|c| c.queue.get(id).map(|w| (w.shared, w.setup, w.probe)))
+    else {
+        return u64::MAX;
+    };
+    // SAFETY: the record is mapped for the process; the setup lives as long as the
+    // configuration; the probe, when there is one, is live (its watch holds it).
+    let (shared, setup) = unsafe { (&*shared, &*setup) };
+    let interval = setup.conf.interval_ms;
+    // SAFETY: as above.
+    if !probe.is_null() && unsafe { (*probe).stage } != Stage::Idle {
+        // The attempt's deadline and this time can come in the same turn (timeout ==
         // interval, no jitter); never overlap attempts: skip this interval.
-        // SAFETY: re-arming our own timer.
-        unsafe { nginx_sys::ngx_add_timer(ev, interval as _) };
-        return;
+        return now.saturating_add(interval);
     }
-    if p.shared().admin() == crate::api::Admin::Down.code() {
+    if shared.admin() == crate::api::Admin::Down.code() {
         // Taken down by an operator (`lb_api`): checks stop until it is set up again.
-        // SAFETY: re-arming our own timer.
-        unsafe { nginx_sys::ngx_add_timer(ev, interval as _) };
-        return;
+        return now.saturating_add(interval);
     }
-    let jitter = p.random(p.setup().conf.jitter_ms + 1);
+    // Peers due within the coalescing window count as due now.
+    let soon = now.saturating_add(COALESCE_MS.min(interval / 10));
+    let jitter = with_clock(|c| c.random(setup.conf.jitter_ms + 1));
     let next = schedule::next_due(now, interval, jitter);
     let pid = crate::shell::nginx::pid();
-    let shared = p.shared();
     let (due, last_prober) = shared.lease();
-    let grace = schedule::grace_ms(p.keepalive(), last_prober == pid, interval);
-    let delay = if let Some(wait) = schedule::wait_before_lease(now, due, grace) {
-        wait
-    } else if shared.take_lease(now, next, pid) {
-        start(p, now);
-        next - now
+    let grace = schedule::grace_ms(keeps_connections(setup), last_prober == pid, interval);
+    if let Some(wait) = schedule::wait_before_lease(soon, due, grace) {
+        return now.saturating_add(wait);
+    }
+    if !shared.take_lease(soon, next, pid) {
+        return now.saturating_add(schedule::wait_after_lost_lease(
+            now,
+            shared.lease().0,
+            grace,
+        ));
+    }
+    let probe = if probe.is_null() {
+        let Some(p) = with_clock(|c| {
+            // SAFETY: in a worker; the watch's pointers outlive it.
+            c.queue.get_mut(id).map(|w| {
+                w.probe = unsafe { new_probe(w, id) };
+                w.probe
+            })
+        }) else {
+            return u64::MAX;
+        };
+        p
     } else {
-        schedule::wait_after_lost_lease(now, shared.lease().0, grace)
+        probe
     };
-    // nginx orders timers by a signed difference: a delay past 2^63 - 1 ms would fire at once.
-    // SAFETY: re-arming our own timer (the probe may have finished synchronously; the timer is
-    // independent of the connection).
-    unsafe { nginx_sys::ngx_add_timer(ev, delay.min(MAX_MS) as _) };
+    // SAFETY: the probe is live and idle: no handler of it runs.
+    start(unsafe { &mut *probe }, now);
+    next
+}
+
+/// The probe's attempt ended without keeping a connection: its memory is given back once the
+/// handler that ended it has returned.
+fn reap_later(p: &Probe) {
+    let id = p.id;
+    let reaper = with_clock(|c| {
+        c.reap.push(id);
+        c.reaper
+    });
+    // SAFETY: the reaper is this worker's own event, posted to the event loop.
+    unsafe {
+        if (*reaper).posted() == 0 {
+            nginx_sys::ngx_post_event(reaper, ptr::addr_of_mut!(nginx_sys::ngx_posted_events));
+        }
+    }
+}
+
+/// Frees the probes of attempts that ended, unless one started again or keeps a connection.
+unsafe extern "C" fn on_reap(_ev: *mut ngx_event_t) {
+    let ids = with_clock(|c| core::mem::take(&mut c.reap));
+    for id in ids {
+        let probe = with_clock(|c| {
+            let w = c.queue.get_mut(id)?;
+            let p = w.probe;
+            // SAFETY: a probe its watch holds is live; no handler of it runs now.
+            let idle = !p.is_null()
+                && unsafe { (*p).stage == Stage::Idle && (*p).conn.is_null() && !(*p).parked };
+            if idle {
+                w.probe = ptr::null_mut();
+                Some(p)
+            } else {
+                None
+            }
+        });
+        if let Some(p) = probe {
+            // SAFETY: idle, without connection, and no longer held by its watch.
+            unsafe { free_probe(p) };
+        }
+    }
 }
 
 /// Starts one probe attempt: on the kept connection if there is one, else on a new one.

@@ -24,9 +24,10 @@ pub(super) fn handshake(p: &mut Probe) {
             );
         }
         // Resume the peer's last session (an abbreviated handshake), if there is one.
-        if !p.tls_session.is_null() && nginx_sys::ngx_ssl_set_session(c, p.tls_session) != OK {
+        let session = p.tls_session();
+        if !session.is_null() && nginx_sys::ngx_ssl_set_session(c, session) != OK {
             // Not resumable after all: a full handshake, and no second try with it.
-            nginx_sys::SSL_SESSION_free(core::mem::replace(&mut p.tls_session, ptr::null_mut()));
+            nginx_sys::SSL_SESSION_free(p.replace_tls_session(ptr::null_mut()));
         }
         if let Some(ip) = &p.verify_ip {
             // No name to check: the chain verification also checks that the certificate names
@@ -101,7 +102,7 @@ pub(super) fn after_handshake(p: &mut Probe) {
 /// `c` must be the probe's live connection, with a TLS object.
 pub(super) unsafe fn keep_tls_session(p: &mut Probe, c: *mut ngx_connection_t) {
     // SAFETY: guaranteed by the caller; SSL_get1_session returns a new reference (or null),
-    // which the probe owns from here, releasing the one it replaces.
+    // which the peer's watch owns from here, releasing the one it replaces.
     unsafe {
         let ssl = (*(*c).ssl).connection;
         // Not with verify=on: a resumed session carries the verdict of its first handshake
@@ -117,7 +118,7 @@ pub(super) unsafe fn keep_tls_session(p: &mut Probe, c: *mut ngx_connection_t) {
             nginx_sys::SSL_SESSION_free(session);
             return;
         }
-        let old = core::mem::replace(&mut p.tls_session, session);
+        let old = p.replace_tls_session(session);
         if !old.is_null() {
             nginx_sys::SSL_SESSION_free(old);
         }
