@@ -22,25 +22,23 @@ type List = IdleList<*mut ngx_connection_t>;
 pub struct PeerCaches {
     pub conf: KeepaliveConf,
     /// Boxed: an idle connection's `data` points at its list, which must not move when the
-    /// vector grows.
-    #[allow(clippy::vec_box)]
-    lists: Vec<Box<List>>,
+    /// vector grows. Made when the peer's first connection is kept (a peer that never has one
+    /// costs a pointer).
+    lists: Vec<Option<Box<List>>>,
 }
 
 impl PeerCaches {
     pub fn new(conf: KeepaliveConf, peers: usize) -> PeerCaches {
         PeerCaches {
             conf,
-            lists: (0..peers)
-                .map(|_| Box::new(IdleList::new(conf.per_peer)))
-                .collect(),
+            lists: (0..peers).map(|_| None).collect(),
         }
     }
 
     /// Makes room for slot `slot` (a resolved peer that joined).
     pub fn ensure(&mut self, slot: usize) {
-        while self.lists.len() <= slot {
-            self.lists.push(Box::new(IdleList::new(self.conf.per_peer)));
+        if self.lists.len() <= slot {
+            self.lists.resize_with(slot + 1, || None);
         }
     }
 
@@ -49,7 +47,7 @@ impl PeerCaches {
     /// # Safety
     /// In a worker, on its event loop.
     pub unsafe fn clear(&mut self, slot: usize) {
-        if let Some(list) = self.lists.get_mut(slot) {
+        if let Some(Some(list)) = self.lists.get_mut(slot) {
             while let Some(c) = list.take() {
                 // SAFETY: a cached connection is open, owned by this worker, now in no list.
                 unsafe { close(c) };
@@ -63,7 +61,12 @@ impl PeerCaches {
 /// # Safety
 /// `pc` must be the request's peer connection, inside `get_peer`.
 pub unsafe fn take(caches: &mut PeerCaches, i: usize, pc: *mut ngx_peer_connection_t) -> bool {
-    let Some(c) = caches.lists.get_mut(i).and_then(|l| l.take()) else {
+    let Some(c) = caches
+        .lists
+        .get_mut(i)
+        .and_then(|l| l.as_mut())
+        .and_then(|l| l.take())
+    else {
         return false;
     };
     // SAFETY: cached connections are open and owned by this worker; the request's log lives
@@ -127,10 +130,11 @@ pub unsafe fn keep(
         if ngx_handle_read_event(rev, 0) != OK {
             return;
         }
+        let per_peer = caches.conf.per_peer;
         let Some(list) = caches.lists.get_mut(i) else {
             return;
         };
-        let list: *mut List = &mut **list;
+        let list: *mut List = &mut **list.get_or_insert_with(|| Box::new(IdleList::new(per_peer)));
         if let Some(old) = (*list).put(c) {
             close(old);
         }

@@ -10,36 +10,59 @@ use crate::health::reason::Reason;
 use crate::health::state::{Health, Transition};
 use crate::status::histogram;
 
-/// Shared state of one peer. 64-byte aligned so that two peers never share a cache line.
-#[repr(C, align(64))]
+/// Shared state of one peer. Records lie side by side (`shm::table`), 8-byte aligned, sized to
+/// what they hold; so that two workers serving neighbouring peers do not contend for a cache
+/// line, the first and last 64 bytes hold fields that are written rarely (identity,
+/// configuration, operator's state, health-check tallies), and the fields written per request
+/// lie between them.
+#[repr(C)]
 #[derive(Default)]
 pub struct PeerShared {
+    // Written rarely (at claims, reloads, by operators, per probe).
     /// Identity: two independent 64-bit hashes of "upstream\0address"; both zero = never used.
     pub(super) key_a: AtomicU64,
     pub(super) key_b: AtomicU64,
+    /// A fingerprint of the peer's `server` line parameters when it was last committed: an
+    /// operator's changes hold until the configuration changes the line.
+    pub(super) line: AtomicU64,
+    /// When a worker saw this peer's address leave its resolved name's answer (nginx's
+    /// monotonic ms), or 0 while it is a member. A released record is given to another
+    /// address only once no connection to it is counted and a grace period passed.
+    pub(super) released_ms: AtomicU64,
+    /// The last probe's result (`health::reason::Reason`, encoded: code in the high half,
+    /// detail in the low half), one word so that a reader never pairs two probes' halves.
+    pub(super) reason_word: AtomicU64,
     /// The configuration generation that last claimed this record.
     pub(super) generation: AtomicU32,
+    /// The last generation in which this peer was configured, not `down`, and health-checked;
+    /// a peer that was not probed in the previous generation starts in `default=` state.
+    pub(super) probed_generation: AtomicU32,
+    /// The operator's state (`api::Admin::code`: up, drain, down), set through `lb_api`;
+    /// kept over reloads like the rest of the record.
+    pub(super) admin: AtomicU32,
+    /// The weight an operator set (`lb_api`), 0 for the configured one.
+    pub(super) weight: AtomicU32,
+    /// `lb_panic`: 1 while the upstream is in panic mode, kept in the record of its first
+    /// primary peer, so that entering and leaving are logged once for all workers.
+    pub(super) panic: AtomicU32,
+    /// pid of the worker that took the last lease.
+    pub(super) prober_pid: AtomicU32,
 
+    // Written per request or response.
     /// Passive failures counted in the current `fail_timeout` window.
     pub(super) fails: AtomicU32,
     /// Connections to this peer in progress over all workers. Each worker also counts its own
     /// in its row of the table's per-worker counters (`table::Slots`), so that when a worker
     /// is killed with connections open, the one that takes its row over can subtract them.
     pub(super) active_total: AtomicU32,
-    /// The last generation in which this peer was configured, not `down`, and health-checked;
-    /// a peer that was not probed in the previous generation starts in `default=` state.
-    pub(super) probed_generation: AtomicU32,
     /// When the peer was last checked (a failure, or a pick after `fail_timeout`), ms.
     pub(super) checked_ms: AtomicU64,
     /// When the peer last failed, ms.
     pub(super) accessed_ms: AtomicU64,
-
     /// Requests sent to this peer (each attempt counts).
     pub(super) requests: AtomicU64,
     /// Passive failures in total.
     pub(super) total_fails: AtomicU64,
-    /// Times the peer was made unavailable by passive failures.
-    pub(super) unavail: AtomicU64,
     /// Responses by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
     pub(super) responses: [AtomicU64; 5],
     /// Exponentially weighted moving average of the response time in microseconds, plus one
@@ -47,61 +70,43 @@ pub struct PeerShared {
     pub(super) response_ewma_us: AtomicU64,
     /// When the last response time was folded in (nginx's monotonic ms).
     pub(super) response_at_ms: AtomicU64,
-
     /// Active health: the packed rise/fall word (`health::state::Health`).
     pub(super) health: AtomicU64,
-    /// Probes finished, and how many of them failed.
-    pub(super) checks: AtomicU64,
-    pub(super) check_fails: AtomicU64,
-    /// Times health checks took the peer down.
-    pub(super) unhealthy: AtomicU64,
-    /// Wall-clock time (ms since the epoch) of the last up/down change.
-    pub(super) last_change_ms: AtomicU64,
-    /// Time spent down by health checks, ms, not counting the current down period.
-    pub(super) downtime_ms: AtomicU64,
-    /// The last probe's result (`health::reason::Reason`, encoded: code in the high half,
-    /// detail in the low half), one word so that a reader never pairs two probes' halves.
-    pub(super) reason_word: AtomicU64,
     /// The probe lease: the next probe is due at this time (nginx's monotonic ms); the worker
     /// that moves it forward (compare-and-swap) runs the probe. A worker that dies mid-probe
     /// holds nothing: the next one is simply due an interval later.
     pub(super) next_check_ms: AtomicU64,
-    /// pid of the worker that took the last lease.
-    pub(super) prober_pid: AtomicU32,
-    /// When a worker saw this peer's address leave its resolved name's answer (nginx's
-    /// monotonic ms), or 0 while it is a member. A released record is given to another
-    /// address only once no connection to it is counted and a grace period passed.
-    pub(super) released_ms: AtomicU64,
-    /// The operator's state (`api::Admin::code`: up, drain, down), set through `lb_api`;
-    /// kept over reloads like the rest of the record.
-    pub(super) admin: AtomicU32,
-    /// The weight an operator set (`lb_api`), 0 for the configured one.
-    pub(super) weight: AtomicU32,
-    /// A fingerprint of the peer's `server` line parameters when it was last committed: an
-    /// operator's changes hold until the configuration changes the line.
-    pub(super) line: AtomicU64,
-    /// `lb_panic`: 1 while the upstream is in panic mode, kept in the record of its first
-    /// primary peer, so that entering and leaving are logged once for all workers.
-    pub(super) panic: AtomicU32,
     /// `lb_outlier`: responses with status >= 500, and failed attempts without a response, in
     /// a row (over all workers).
     pub(super) consecutive_5xx: AtomicU32,
     pub(super) consecutive_errors: AtomicU32,
+    /// Responses per response-time bucket (`status::histogram`), and their times added up.
+    pub(super) response_buckets: [AtomicU64; histogram::BUCKETS],
+    pub(super) response_sum_ms: AtomicU64,
+
+    // Written rarely (per probe, per ejection, per state change).
+    /// Probes finished, and how many of them failed.
+    pub(super) checks: AtomicU32,
+    pub(super) check_fails: AtomicU32,
+    /// Times health checks took the peer down.
+    pub(super) unhealthy: AtomicU32,
+    /// Times the peer was made unavailable by passive failures.
+    pub(super) unavail: AtomicU32,
+    /// Wall-clock time (ms since the epoch) of the last up/down change.
+    pub(super) last_change_ms: AtomicU64,
+    /// Time spent down by health checks, ms, not counting the current down period.
+    pub(super) downtime_ms: AtomicU64,
+    /// `lb_slow_start`: when the peer last became available again (nginx's monotonic ms), 0
+    /// for never: its weight ramps up from then.
+    pub(super) ramp_start_ms: AtomicU64,
     /// Ejected until this time (nginx's monotonic ms), 0 for never; 1 in `ejected` from the
     /// ejection until a worker notes its end (to log it once); times ejected in total.
     pub(super) ejected_until_ms: AtomicU64,
     pub(super) ejected: AtomicU32,
-    pub(super) ejections: AtomicU64,
-    /// `lb_slow_start`: when the peer last became available again (nginx's monotonic ms), 0
-    /// for never: its weight ramps up from then.
-    pub(super) ramp_start_ms: AtomicU64,
+    pub(super) ejections: AtomicU32,
     /// What the next ejection's length is multiplied by (`lb_outlier`'s backoff): one more
     /// per ejection, back to 1 after a healthy `max_ejection`.
-    pub(super) ejection_multiplier: AtomicU64,
-    /// Responses per response-time bucket (`status::histogram`), and their times added up.
-    /// Last: written for every response, away from the words `verdict` reads.
-    pub(super) response_buckets: [AtomicU64; histogram::BUCKETS],
-    pub(super) response_sum_ms: AtomicU64,
+    pub(super) ejection_multiplier: AtomicU32,
 }
 
 /// Why outlier detection ejects a peer: so many responses >= 500, or errors, in a row.
@@ -180,9 +185,9 @@ impl PeerShared {
         let multiplier = if until != 0 && now_ms > until.saturating_add(conf.max_ejection_ms) {
             1
         } else {
-            self.ejection_multiplier.load(Relaxed) + 1
+            self.ejection_multiplier.load(Relaxed).saturating_add(1)
         };
-        let ms = conf.ejection_ms(multiplier);
+        let ms = conf.ejection_ms(u64::from(multiplier));
         // The ejection itself: one worker wins; a picker sees `until` before the flag, so it
         // never takes a return for an ejection that is only starting.
         if self
@@ -194,8 +199,8 @@ impl PeerShared {
         }
         self.ejection_multiplier.store(multiplier, Relaxed);
         self.ejected.store(1, Relaxed);
-        let n = self.ejections.fetch_add(1, Relaxed) + 1;
-        Some((n, ms))
+        let n = self.ejections.fetch_add(1, Relaxed).wrapping_add(1);
+        Some((u64::from(n), ms))
     }
 
     /// Forgets the runs (an ejection was refused by `max_percent`: count afresh).
@@ -225,7 +230,7 @@ impl PeerShared {
 
     /// Times outlier detection ejected the peer.
     pub fn ejections(&self) -> u64 {
-        self.ejections.load(Relaxed)
+        u64::from(self.ejections.load(Relaxed))
     }
 
     /// Notes whether the upstream (whose first primary peer this is) is in panic mode;
@@ -251,10 +256,10 @@ impl PeerShared {
             requests: self.requests.load(Relaxed),
             responses: core::array::from_fn(|i| self.responses[i].load(Relaxed)),
             fails: self.total_fails.load(Relaxed),
-            unavail: self.unavail.load(Relaxed),
-            checks: self.checks.load(Relaxed),
-            check_fails: self.check_fails.load(Relaxed),
-            unhealthy: self.unhealthy.load(Relaxed),
+            unavail: u64::from(self.unavail.load(Relaxed)),
+            checks: u64::from(self.checks.load(Relaxed)),
+            check_fails: u64::from(self.check_fails.load(Relaxed)),
+            unhealthy: u64::from(self.unhealthy.load(Relaxed)),
             last_change_ms: self.last_change_ms.load(Relaxed),
             downtime_ms: self.downtime_ms.load(Relaxed),
         }
@@ -662,6 +667,12 @@ impl PeerShared {
             &self.consecutive_5xx,
             &self.consecutive_errors,
             &self.ejected,
+            &self.unavail,
+            &self.ejections,
+            &self.ejection_multiplier,
+            &self.checks,
+            &self.check_fails,
+            &self.unhealthy,
         ] {
             a.store(0, Relaxed);
         }
@@ -671,17 +682,11 @@ impl PeerShared {
             &self.accessed_ms,
             &self.requests,
             &self.total_fails,
-            &self.unavail,
             &self.response_ewma_us,
             &self.response_at_ms,
             &self.response_sum_ms,
             &self.ejected_until_ms,
-            &self.ejections,
             &self.ramp_start_ms,
-            &self.ejection_multiplier,
-            &self.checks,
-            &self.check_fails,
-            &self.unhealthy,
             &self.last_change_ms,
             &self.downtime_ms,
             &self.next_check_ms,
@@ -700,6 +705,34 @@ impl PeerShared {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_written_per_request_keep_away_from_the_neighbours() {
+        use core::mem::{offset_of, size_of};
+        let size = size_of::<PeerShared>();
+        // Sized to what it holds (no padding to whole cache lines).
+        assert!(size <= 352, "{size}");
+        let hot = [
+            offset_of!(PeerShared, fails),
+            offset_of!(PeerShared, active_total),
+            offset_of!(PeerShared, checked_ms),
+            offset_of!(PeerShared, accessed_ms),
+            offset_of!(PeerShared, requests),
+            offset_of!(PeerShared, total_fails),
+            offset_of!(PeerShared, responses),
+            offset_of!(PeerShared, response_ewma_us),
+            offset_of!(PeerShared, response_at_ms),
+            offset_of!(PeerShared, consecutive_5xx),
+            offset_of!(PeerShared, consecutive_errors),
+            offset_of!(PeerShared, response_buckets),
+            offset_of!(PeerShared, response_sum_ms),
+        ];
+        for at in hot {
+            // Not in the first 64 bytes, which may share a line with the previous record's end,
+            // nor in the last 64, which may share one with the next record's start.
+            assert!(at >= 64 && at + 8 <= size - 64, "{at} of {size}");
+        }
+    }
 
     const L: Limits = Limits {
         max_fails: 1,
