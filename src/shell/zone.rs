@@ -190,7 +190,15 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> n
         }
         let generation = next_generation((*header).generation);
         let records = Table::from_header(header).records;
-        let keys: Vec<(u64, u64)> = main.upstreams.iter().flat_map(|&u| keys_of(&*u)).collect();
+        // Each peer keeps its key for `commit` (computed once per load).
+        let mut keys: Vec<(u64, u64)> = Vec::new();
+        for &u in &main.upstreams {
+            let mine = keys_of(&*u);
+            for (p, key) in (*u).current_mut().peers.iter_mut().zip(&mine) {
+                p.key = *key;
+            }
+            keys.extend(mine);
+        }
         if !fits(records, &keys, generation, crate::shell::nginx::now_ms()) {
             return fail(&format!(
                 "lb: no free peer record in zone \"{ZONE_NAME}\" ({capacity} records)"
@@ -247,15 +255,15 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
             }
             let default_up = u.check.as_ref().is_none_or(|c| c.conf.default_up);
             let checked = u.check.is_some();
-            let keys = keys_of(u);
             let mut private = 0;
-            for (p, key) in u.current_mut().peers.iter_mut().zip(keys) {
+            for p in u.current_mut().peers.iter_mut() {
+                // Set by `init_zone` for this configuration.
+                let key = p.key;
                 // Workers of the previous configuration may be claiming records for resolved
                 // addresses meanwhile.
                 ngx_shmtx_lock(ptr::addr_of_mut!((*main.pool).mutex));
                 let c = table.claim(key, generation, now);
                 ngx_shmtx_unlock(ptr::addr_of_mut!((*main.pool).mutex));
-                p.key = key;
                 let Some(c) = c else {
                     // Taken since `init_zone` checked: the peer works with a record of its
                     // own in each worker (never a configuration that fails every request).

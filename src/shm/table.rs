@@ -240,9 +240,13 @@ pub fn peer_keys_of_parts<'n>(
 ) -> Vec<(u64, u64)> {
     // Occurrences are counted by the first occurrence's key (a hash already: no second pass
     // over the name's bytes).
-    let mut seen: crate::balance::membership::KeyMap<u32> = Default::default();
+    let names = names.into_iter();
+    let mut seen: crate::balance::membership::KeyMap<u32> =
+        crate::balance::membership::KeyMap::with_capacity_and_hasher(
+            names.size_hint().0,
+            Default::default(),
+        );
     names
-        .into_iter()
         .map(|parts| {
             let key = peer_key_of(upstream, &parts);
             let n = seen.entry(key).or_insert(0);

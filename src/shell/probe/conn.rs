@@ -165,6 +165,19 @@ pub(super) fn close_attempt(p: &mut Probe) {
                 (*(*c).ssl).set_no_send_shutdown(1);
                 ngx_ssl_shutdown(c);
             }
+            // Closed with a reset rather than a FIN: no closing handshake and no TIME_WAIT
+            // socket per probe (as HAProxy does for its checks); nothing is left unsent.
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            libc::setsockopt(
+                (*c).fd,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &linger as *const libc::linger as *const c_void,
+                core::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
             ngx_close_connection(c);
             p.conn = ptr::null_mut();
         }

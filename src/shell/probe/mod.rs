@@ -171,7 +171,7 @@ impl Clock {
 }
 
 /// Entries due within this many ms of the earliest one are handled in the same wake-up.
-const COALESCE_MS: u64 = 10;
+const COALESCE_MS: u64 = 100;
 /// At most this many due peers are handled per wake-up (the rest on the next event loop turn),
 /// so that a worker with many peers due at once never stalls its requests.
 const BATCH: usize = 256;
