@@ -45,6 +45,12 @@ impl<T> Default for DueQueue<T> {
 }
 
 impl<T> DueQueue<T> {
+    /// Makes room for `additional` more entries.
+    pub fn reserve(&mut self, additional: usize) {
+        self.slots.reserve(additional);
+        self.heap.reserve(additional);
+    }
+
     /// Adds `value`, due at `due`.
     pub fn insert(&mut self, value: T, due: u64) -> Id {
         let index = match self.free.pop() {

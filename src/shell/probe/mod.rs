@@ -119,42 +119,46 @@ struct Clock {
     workers: usize,
 }
 
-thread_local! {
-    static CLOCK: RefCell<Option<Clock>> = const { RefCell::new(None) };
-}
+/// This worker's clock. A static rather than a thread-local: it is never dropped, so what it
+/// holds at exit stays reachable (for valgrind) instead of being freed under kept connections.
+struct WorkerClock(RefCell<Option<Clock>>);
+
+// SAFETY: nginx runs a worker's modules on one thread; the clock is only touched from its
+// event handlers and process hooks.
+unsafe impl Sync for WorkerClock {}
+
+static CLOCK: WorkerClock = WorkerClock(RefCell::new(None));
 
 /// Runs `f` on this worker's clock (made on first use). Borrows are short: no probe code runs
 /// inside `f`.
 fn with_clock<R>(f: impl FnOnce(&mut Clock) -> R) -> R {
-    CLOCK.with(|c| {
-        let mut c = c.borrow_mut();
-        let clock = c.get_or_insert_with(|| {
-            // SAFETY: zeroed events are nginx's initial state; the cycle's log is live in a
-            // worker. The events live as long as the worker (leaked on purpose).
-            unsafe {
-                let cycle = nginx_sys::ngx_cycle;
-                let log = cycle.as_ref().map_or(ptr::null_mut(), |c| c.log);
-                let event: *mut ngx_event_t = Box::into_raw(Box::new(core::mem::zeroed()));
-                (*event).handler = Some(on_clock);
-                (*event).log = log;
-                (*event).set_cancelable(1);
-                let reaper: *mut ngx_event_t = Box::into_raw(Box::new(core::mem::zeroed()));
-                (*reaper).handler = Some(on_reap);
-                (*reaper).log = log;
-                let (worker, workers) = crate::shell::nginx::worker_share();
-                Clock {
-                    queue: DueQueue::default(),
-                    event,
-                    reaper,
-                    reap: Vec::new(),
-                    rng: u64::from(crate::shell::nginx::pid()) << 1 | 1,
-                    worker,
-                    workers,
-                }
+    let mut c = CLOCK.0.borrow_mut();
+    let clock = c.get_or_insert_with(|| {
+        // SAFETY: zeroed events are nginx's initial state; the cycle's log is live in a
+        // worker. The events live as long as the worker (leaked on purpose).
+        unsafe {
+            let cycle = nginx_sys::ngx_cycle;
+            let log = cycle.as_ref().map_or(ptr::null_mut(), |c| c.log);
+            let event: *mut ngx_event_t = Box::into_raw(Box::new(core::mem::zeroed()));
+            (*event).handler = Some(on_clock);
+            (*event).log = log;
+            (*event).set_cancelable(1);
+            let reaper: *mut ngx_event_t = Box::into_raw(Box::new(core::mem::zeroed()));
+            (*reaper).handler = Some(on_reap);
+            (*reaper).log = log;
+            let (worker, workers) = crate::shell::nginx::worker_share();
+            Clock {
+                queue: DueQueue::default(),
+                event,
+                reaper,
+                reap: Vec::new(),
+                rng: u64::from(crate::shell::nginx::pid()) << 1 | 1,
+                worker,
+                workers,
             }
-        });
-        f(clock)
-    })
+        }
+    });
+    f(clock)
 }
 
 impl Clock {
@@ -285,6 +289,13 @@ pub unsafe fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         if main.is_null() {
             return OK;
         }
+        let checked: usize = (*main)
+            .upstreams
+            .iter()
+            .filter(|&&u| (*u).check.is_some() && (*u).dynamic.is_none())
+            .map(|&u| (*u).current().peers.len())
+            .sum();
+        with_clock(|c| c.queue.reserve(checked.div_ceil(c.workers)));
         for &u in &(*main).upstreams {
             let Some(setup) = (*u).check.as_deref() else {
                 continue;
