@@ -1,0 +1,1 @@
+../042-health-share.t
