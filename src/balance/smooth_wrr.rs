@@ -87,7 +87,7 @@ impl SmoothWrr {
         if period > MAX_SCHEDULE {
             return SmoothWrr::walk(weights);
         }
-        let order = if period == reduced.len() as u64 {
+        let order = if reduced.iter().all(|&w| w == 1) {
             // All weights equal: nginx's walk takes the peers in order (each one's current
             // weight is then the lowest until the others had their turn).
             (0..period as u32).collect()
@@ -357,6 +357,12 @@ mod tests {
                 nginx_sequence(&weights, 2 * n)
             );
         }
+        // Not when a weight is 0 (a `down` server) and the sum happens to equal the count.
+        let mut weights = vec![1u32; 66];
+        weights[0] = 0;
+        weights[1] = 2;
+        let mut s = SmoothWrr::new(&weights);
+        assert_eq!(picks(&mut s, 132, |_| true), nginx_sequence(&weights, 132));
     }
 
     /// A small deterministic generator, so property tests need no extra crate.
