@@ -55,9 +55,12 @@ pub(crate) unsafe extern "C" fn init_module(cycle: *mut nginx_sys::ngx_cycle_t) 
             return crate::shell::nginx::OK;
         }
         (*main).log = (*cycle).log;
-        if nginx_sys::ngx_test_config != 0 {
-            // `nginx -t` starts no worker: handing out records (and reading lb_state) would
-            // only cost time and touch the zone's memory.
+        let signaller = ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_process)) as u32
+            == nginx_sys::NGX_PROCESS_SIGNALLER;
+        if nginx_sys::ngx_test_config != 0 || signaller {
+            // `nginx -t` and `nginx -s ...` (which loads the configuration too, to find the
+            // pid file) start no worker: handing out records (and reading lb_state) would only
+            // cost time and touch a zone nobody uses.
             return crate::shell::nginx::OK;
         }
         zone::commit(&mut *main)
