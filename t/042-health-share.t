@@ -1,11 +1,13 @@
 # lb_check with many peers and several workers: each worker watches its share of the peers on
 # one timer (`health::due`), and still every peer is probed once per interval in total; a
 # worker killed with SIGKILL is replaced by the master, and its peers go on being probed; a
-# reload to fewer workers hands every peer to one of them. Scripted (Test::LB::Server).
+# reload to fewer workers hands every peer to one of them; the peers of a stalled worker
+# (SIGSTOP) are taken over by the others. Scripted (Test::LB::Server).
 use strict;
 use warnings;
 use lib 't/lib';
 use Test::More;
+use POSIX ();
 use Time::HiRes qw(sleep time);
 use Test::LB::Server;
 
@@ -21,6 +23,11 @@ sub conf {
         lb_upstream;
         lb_check type=tcp interval=300ms;
         $servers
+    }
+    upstream v {
+        lb_upstream;
+        lb_check type=tcp interval=100ms jitter=30ms;
+        server $P[0]; server $P[1];
     }
     server {
         $listens
@@ -55,12 +62,40 @@ sub probed_over {
     return ($min, $max, $took);
 }
 
+# CPU seconds (user + system) the workers used so far.
+sub cpu {
+    my $t = 0;
+    for my $pid ($s->worker_pids) {
+        open my $fh, '<', "/proc/$pid/stat" or next;
+        my @f = split ' ', (<$fh> =~ s/^.*\) //r);
+        $t += $f[11] + $f[12];
+    }
+    return $t / POSIX::sysconf(POSIX::_SC_CLK_TCK());
+}
+
+# Times the workers slept and woke up so far (voluntary context switches).
+sub wakeups {
+    my $n = 0;
+    for my $pid ($s->worker_pids) {
+        open my $fh, '<', "/proc/$pid/status" or next;
+        for (<$fh>) { $n += $1 if /^voluntary_ctxt_switches:\s+(\d+)/ }
+    }
+    return $n;
+}
+
 subtest 'three workers: every peer once per interval in total' => sub {
     ok($s->wait_state('u', $P[-1], 'up', 5), 'the peers come up');
+    my ($cpu, $woke) = (cpu(), wakeups());
     my ($min, $max, $took) = probed_over(3);
+    ($cpu, $woke) = (cpu() - $cpu, wakeups() - $woke);
     my $expected = $took / 0.3;
     cmp_ok($min, '>=', $expected - 3, "no peer is left out (fewest probes: $min, expected ~$expected)");
     cmp_ok($max, '<=', $expected + 3, "no peer is probed by several workers (most: $max)");
+    # 100 probes a second cost next to nothing; a timer that spins costs a core.
+    cmp_ok($cpu, '<', 0.3 * $took, sprintf('the workers idle between probes (%.2f s of CPU in %.1f s)', $cpu, $took));
+    # About 100 probes a second (u: 24 peers every 300 ms, v: 2 every 100 ms), each a wake-up
+    # or two; a clock that wakes up again and again for peers not yet due doubles that.
+    cmp_ok($woke / $took, '<', 350, sprintf('the workers wake up for probes only (%.0f times a second)', $woke / $took));
 };
 
 subtest 'a killed worker is replaced and its peers are probed again' => sub {
@@ -92,6 +127,20 @@ subtest 'a reload to two workers: every peer still probed once per interval' => 
     my $expected = $took / 0.3;
     cmp_ok($min, '>=', $expected - 3, "fewest probes: $min, expected ~$expected");
     cmp_ok($max, '<=', $expected + 3, "most: $max");
+};
+
+subtest 'a stalled worker: the others take its peers over' => sub {
+    my @w = $s->worker_pids;
+    kill 'STOP', $w[0];
+    # Overdue after two intervals and the grace (0.85 s), noticed by the next sweep (2 s).
+    sleep 3.5;
+    my ($min, $max, $took) = probed_over(3);
+    kill 'CONT', $w[0];
+    my $expected = $took / 0.3;
+    cmp_ok($min, '>=', $expected - 3, "every peer is probed (fewest probes: $min, expected ~$expected)");
+    cmp_ok($max, '<=', $expected + 3, "and once per interval (most: $max)");
+    like($s->error_log, qr/lb: peer 127\.0\.0\.\d+:\d+ in upstream "u" was due for a check \d+ ms ago: this worker takes its checks over/,
+         'the take-over is logged');
 };
 
 my @alerts = grep { !/exited on signal 9/ } $s->error_log =~ /^.*\[(?:alert|crit|emerg)\].*$/mg;

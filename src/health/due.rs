@@ -137,6 +137,14 @@ impl<T> DueQueue<T> {
         Some(Id { index, stamp })
     }
 
+    /// Takes every entry out.
+    pub fn drain(&mut self) -> Vec<T> {
+        self.heap.clear();
+        self.free.clear();
+        self.len = 0;
+        self.slots.drain(..).filter_map(|s| s.value).collect()
+    }
+
     /// Entries in the queue.
     pub fn len(&self) -> usize {
         self.len
@@ -224,6 +232,10 @@ mod tests {
         assert_eq!(q.pop_due(100), Some(b));
         assert_eq!(q.pop_due(100), None);
         assert_eq!(q.len(), 2);
+        let mut all = q.drain();
+        all.sort();
+        assert_eq!(all, vec![2, 3]);
+        assert!(q.is_empty() && q.next_due().is_none() && q.get(b).is_none());
     }
 
     #[test]

@@ -498,6 +498,15 @@ impl Drop for Upstream {
         // SAFETY: the upstream holds one reference to its snapshot; requests that hold it
         // too release their own references, so the last holder frees it.
         unsafe { Members::release(self.members) };
+        #[cfg(ngx_feature = "http_ssl")]
+        for s in &self.sessions {
+            let session = s.replace(ptr::null_mut());
+            if !session.is_null() {
+                // SAFETY: the upstream holds one reference to each peer's kept TLS session
+                // (`shell::pick`); nothing uses it once the configuration is freed.
+                unsafe { nginx_sys::SSL_SESSION_free(session as *mut nginx_sys::SSL_SESSION) };
+            }
+        }
     }
 }
 

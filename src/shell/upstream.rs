@@ -70,6 +70,7 @@ pub(crate) unsafe extern "C" fn init_module(cycle: *mut nginx_sys::ngx_cycle_t) 
 pub(crate) unsafe extern "C" fn exit_process(cycle: *mut nginx_sys::ngx_cycle_t) {
     // SAFETY: nginx calls this in an exiting worker with its cycle.
     unsafe {
+        crate::shell::probe::exit_process();
         let main = crate::shell::conf::cycle_main_conf(cycle);
         if !main.is_null() {
             let pid = crate::shell::nginx::pid();

@@ -20,7 +20,7 @@ use super::peer::PeerShared;
 /// Identifies the zone's layout; a zone that does not carry it is rebuilt.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ngxlbtb1");
 /// Bumped whenever `PeerShared`, `Header` or the table's layout change shape.
-pub const LAYOUT_VERSION: u32 = 9;
+pub const LAYOUT_VERSION: u32 = 10;
 /// How long a record released by a resolved address stays reserved for it (its workers may
 /// not all have seen the change, and the address may come back with its health).
 pub const RELEASE_GRACE_MS: u64 = 60_000;
@@ -384,7 +384,9 @@ pub fn claim(
     if cap == 0 {
         return None;
     }
-    let start = (key.0 % cap as u64) as usize;
+    // `key.1`: `key.0` is always odd (see `peer_key_of`), which would leave half the slots
+    // unused as chain starts.
+    let start = (key.1 % cap as u64) as usize;
     // A record on the chain that may be taken (its slot is on this key's chain already), and
     // the chain's end.
     let mut candidate: Option<usize> = None;
@@ -439,7 +441,7 @@ fn rebuild_index(records: &[PeerShared], index: &[AtomicU32]) {
         slot.store(0, Relaxed);
     }
     for (i, r) in records[..claimed(records)].iter().enumerate() {
-        let start = (r.key_a.load(Relaxed) % cap as u64) as usize;
+        let start = (r.key_b.load(Relaxed) % cap as u64) as usize;
         for step in 0..cap {
             let slot = &index[(start + step) % cap];
             if slot.load(Relaxed) == 0 {

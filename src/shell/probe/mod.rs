@@ -31,8 +31,10 @@
 
 use core::cell::{Cell, RefCell};
 use core::ffi::c_void;
+use core::hash::BuildHasherDefault;
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::collections::HashSet;
 use std::ffi::CString;
 use std::rc::Rc;
 
@@ -46,6 +48,7 @@ use nginx_sys::{
 };
 
 use super::check::CheckSetup;
+use crate::balance::membership::{Key, KeyHasher};
 use crate::conf::time::MAX_MS;
 use crate::health::config::{HttpMethod, Identity, Kind, MAX_RESPONSE};
 use crate::health::due::{self, DueQueue, Id};
@@ -117,6 +120,11 @@ struct Clock {
     /// whose records `due::home` gives it.
     worker: usize,
     workers: usize,
+    /// When this worker started watching, and when it next looks for peers whose home worker
+    /// stopped probing them (`adopt_orphans`); the keys of the configured peers it adopted.
+    started_ms: u64,
+    next_sweep_ms: u64,
+    adopted: HashSet<Key, BuildHasherDefault<KeyHasher>>,
 }
 
 /// This worker's clock. A static rather than a thread-local: it is never dropped, so what it
@@ -129,8 +137,8 @@ unsafe impl Sync for WorkerClock {}
 
 static CLOCK: WorkerClock = WorkerClock(RefCell::new(None));
 
-/// Runs `f` on this worker's clock (made on first use). Borrows are short: no probe code runs
-/// inside `f`.
+/// Runs `f` on this worker's clock (made on first use). Borrows are short: nothing inside `f`
+/// reaches `with_clock` again (making a probe's data is the most any `f` does).
 fn with_clock<R>(f: impl FnOnce(&mut Clock) -> R) -> R {
     let mut c = CLOCK.0.borrow_mut();
     let clock = c.get_or_insert_with(|| {
@@ -147,6 +155,7 @@ fn with_clock<R>(f: impl FnOnce(&mut Clock) -> R) -> R {
             (*reaper).handler = Some(on_reap);
             (*reaper).log = log;
             let (worker, workers) = crate::shell::nginx::worker_share();
+            let now = now_ms();
             Clock {
                 queue: DueQueue::default(),
                 event,
@@ -155,6 +164,9 @@ fn with_clock<R>(f: impl FnOnce(&mut Clock) -> R) -> R {
                 rng: u64::from(crate::shell::nginx::pid()) << 1 | 1,
                 worker,
                 workers,
+                started_ms: now,
+                next_sweep_ms: now.saturating_add(SWEEP_MS),
+                adopted: HashSet::default(),
             }
         }
     });
@@ -174,7 +186,8 @@ impl Clock {
     }
 }
 
-/// Entries due within this many ms of the earliest one are handled in the same wake-up.
+/// A peer may be handled up to this many ms before it is due (at most a tenth of its interval,
+/// see `window`), so that peers due close together are handled in one wake-up.
 const COALESCE_MS: u64 = 100;
 /// At most this many due peers are handled per wake-up (the rest on the next event loop turn),
 /// so that a worker with many peers due at once never stalls its requests.
@@ -328,19 +341,35 @@ pub unsafe fn start_probe(
     peer: &Peer,
     setup: &CheckSetup,
 ) -> Option<Handle> {
+    // SAFETY: as required by the caller.
+    unsafe { watch(u, peer, setup, false) }
+}
+
+/// `start_probe`, or with `adopt` regardless of the peer's home worker.
+///
+/// # Safety
+/// As for `start_probe`.
+unsafe fn watch(
+    u: *const Upstream,
+    peer: &Peer,
+    setup: &CheckSetup,
+    adopt: bool,
+) -> Option<Handle> {
     let record = (peer.record != usize::MAX).then_some(peer.record);
     let now = now_ms();
     // SAFETY: the record is set (required by the caller) and mapped for the process.
     let (due, _) = unsafe { (*peer.shared).lease() };
     let id = with_clock(|c| {
-        if !due::home(record, c.workers, c.worker) {
+        if !adopt && !due::home(record, c.workers, c.worker) {
             return None;
         }
+        let interval = setup.conf.interval_ms;
         let at = if due > now {
             due
         } else {
-            now + c.random(setup.conf.interval_ms / 4 + 1)
+            now + c.random(interval / 4 + 1)
         };
+        let at = at.saturating_sub(window(interval));
         let watch = Watch {
             upstream: u,
             shared: peer.shared,
@@ -361,9 +390,14 @@ pub unsafe fn start_probe(
     Some(id)
 }
 
-/// (Re)arms the clock for the earliest due peer, unless it fires before that anyway.
+/// (Re)arms the clock for the earliest due peer (or the next sweep for orphans), unless it
+/// fires before that anyway.
 fn arm_clock(now: u64) {
-    let (event, next) = with_clock(|c| (c.event, c.queue.next_due()));
+    let (event, next) = with_clock(|c| {
+        let next = c.queue.next_due();
+        let sweep = (c.workers > 1 && next.is_some()).then_some(c.next_sweep_ms);
+        (c.event, next.map(|n| sweep.map_or(n, |s| n.min(s))))
+    });
     // SAFETY: the clock's event lives as long as the worker; only this thread touches it.
     unsafe {
         let Some(next) = next else {
@@ -407,6 +441,48 @@ pub unsafe fn retire(h: Handle) {
         if !session.is_null() {
             // SAFETY: the watch held the session's one reference.
             unsafe { nginx_sys::SSL_SESSION_free(session) };
+        }
+    }
+}
+
+/// At a worker's exit (the module's `exit_process`, before nginx unloads the module): closes
+/// what the probes hold and frees every watch, probe, TLS session and the clock itself, so that
+/// nothing is left only to the module's statics, which vanish with the module.
+///
+/// # Safety
+/// In the exiting worker, from `exit_process`; nothing calls into the probes afterwards.
+pub unsafe fn exit_process() {
+    let Some(watches) = CLOCK.0.borrow_mut().as_mut().map(|c| c.queue.drain()) else {
+        return;
+    };
+    for w in watches {
+        if !w.probe.is_null() {
+            // SAFETY: the probe is live (its watch held it) and none of its handlers runs.
+            unsafe {
+                abandon(&mut *w.probe);
+                free_probe(w.probe);
+            }
+        }
+        if let Some(s) = w.session {
+            let session = s.replace(ptr::null_mut());
+            if !session.is_null() {
+                // SAFETY: the watch held the session's one reference.
+                unsafe { nginx_sys::SSL_SESSION_free(session) };
+            }
+        }
+    }
+    if let Some(clock) = CLOCK.0.borrow_mut().take() {
+        // SAFETY: the clock's events are ours; out of nginx's timer tree and posted queue
+        // before they are freed.
+        unsafe {
+            if (*clock.event).timer_set() != 0 {
+                nginx_sys::ngx_del_timer(clock.event);
+            }
+            if (*clock.reaper).posted() != 0 {
+                nginx_sys::ngx_delete_posted_event(clock.reaper);
+            }
+            drop(Box::from_raw(clock.event));
+            drop(Box::from_raw(clock.reaper));
         }
     }
 }
@@ -494,6 +570,19 @@ unsafe fn new_probe(w: &Watch, id: Id) -> *mut Probe {
     }
 }
 
+/// How early a peer with this interval may be handled: up to `COALESCE_MS`, at most a tenth of
+/// its interval (so that an early probe never shortens an interval noticeably).
+fn window(interval: u64) -> u64 {
+    COALESCE_MS.min(interval / 10)
+}
+
+/// The queue's key for a peer to be handled at `at`: its window earlier, and always after
+/// `now`, so that no peer comes up twice in one wake-up.
+fn key_for(at: u64, interval: u64, now: u64) -> u64 {
+    at.saturating_sub(window(interval))
+        .max(now.saturating_add(1))
+}
+
 /// The clock: handles the peers that are due (in batches), then sleeps until the next one.
 unsafe extern "C" fn on_clock(ev: *mut ngx_event_t) {
     if exiting() {
@@ -503,11 +592,12 @@ unsafe extern "C" fn on_clock(ev: *mut ngx_event_t) {
     let now = now_ms();
     let mut handled = 0;
     while handled < BATCH {
-        let Some(id) = with_clock(|c| c.queue.pop_due(now.saturating_add(COALESCE_MS))) else {
+        let Some(id) = with_clock(|c| c.queue.pop_due(now)) else {
             break;
         };
-        let at = visit(id, now);
-        with_clock(|c| c.queue.reschedule(id, at));
+        if let Some((at, interval)) = visit(id, now) {
+            with_clock(|c| c.queue.reschedule(id, key_for(at, interval, now)));
+        }
         handled += 1;
     }
     if handled == BATCH {
@@ -516,17 +606,96 @@ unsafe extern "C" fn on_clock(ev: *mut ngx_event_t) {
         unsafe { nginx_sys::ngx_add_timer(ev, 1) };
         return;
     }
+    adopt_orphans(now);
     arm_clock(now);
 }
 
-/// One due peer: takes its lease and starts a probe when this worker may; returns when to look
-/// at it again.
-fn visit(id: Id, now: u64) -> u64 {
-    let Some((shared, setup, probe)) =
-        with_clock(|c| c.queue.get(id).map(|w| (w.shared, w.setup, w.probe)))
-    else {
-        return u64::MAX;
-    };
+/// How often a worker looks for peers that their home worker stopped probing.
+const SWEEP_MS: u64 = 2000;
+
+/// Every `SWEEP_MS`, with several workers: adopts the checked peers of other workers whose
+/// lease is overdue by two intervals and the longest grace (their home worker died and was not
+/// replaced, or is stalled), once this worker has run that long itself. An adopted peer is
+/// watched here too from then on; the lease still gives each probe to one worker.
+fn adopt_orphans(now: u64) {
+    let (due, started, workers) = with_clock(|c| (c.next_sweep_ms, c.started_ms, c.workers));
+    if workers <= 1 || now < due {
+        return;
+    }
+    with_clock(|c| c.next_sweep_ms = now.saturating_add(SWEEP_MS));
+    // SAFETY: this worker's cycle and configuration; upstreams live as long as the cycle, and
+    // the records are mapped for the process.
+    unsafe {
+        let main = crate::shell::conf::cycle_main_conf(nginx_sys::ngx_cycle as *mut ngx_cycle_t);
+        if main.is_null() {
+            return;
+        }
+        for &u in &(*main).upstreams {
+            let Some(setup) = (*u).check.as_deref() else {
+                continue;
+            };
+            let interval = setup.conf.interval_ms;
+            let overdue = interval
+                .saturating_mul(2)
+                .saturating_add(schedule::MAX_GRACE_MS);
+            if now < started.saturating_add(overdue) {
+                continue;
+            }
+            let orphans: Vec<usize> = (*u)
+                .current()
+                .peers
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| {
+                    let s = &*p.shared;
+                    !p.down
+                        && p.record != usize::MAX
+                        && s.admin() != crate::api::Admin::Down.code()
+                        && s.lease().0.saturating_add(overdue) < now
+                })
+                .map(|(i, _)| i)
+                .collect();
+            for i in orphans {
+                let peer = &(*u).current().peers[i];
+                let key = peer.key;
+                let watched = if (*u).dynamic.is_some() {
+                    (*u).dynamic
+                        .as_ref()
+                        .is_some_and(|d| d.probes.get(&key).is_some_and(Option::is_some))
+                } else {
+                    with_clock(|c| {
+                        c.adopted.contains(&key)
+                            || due::home(Some(peer.record), c.workers, c.worker)
+                    })
+                };
+                if watched {
+                    continue;
+                }
+                let h = watch(u, peer, setup, true);
+                if let Some(d) = (*u).dynamic.as_deref_mut() {
+                    d.probes.insert(key, h);
+                } else {
+                    with_clock(|c| c.adopted.insert(key));
+                }
+                ngx::ngx_log_error!(
+                    nginx_sys::NGX_LOG_NOTICE,
+                    (*nginx_sys::ngx_cycle).log,
+                    "lb: peer {} in upstream \"{}\" was due for a check {} ms ago: this \
+                     worker takes its checks over",
+                    bytes(&peer.name).escape_ascii(),
+                    bytes(&(*u).name).escape_ascii(),
+                    now.saturating_sub((*peer.shared).lease().0)
+                );
+            }
+        }
+    }
+}
+
+/// One due peer: takes its lease and starts a probe when this worker may; returns when the peer
+/// should be handled next (an absolute time) and its interval. `None`: the watch is gone.
+fn visit(id: Id, now: u64) -> Option<(u64, u64)> {
+    let (shared, setup, probe) =
+        with_clock(|c| c.queue.get(id).map(|w| (w.shared, w.setup, w.probe)))?;
     // SAFETY: the record is mapped for the process; the setup lives as long as the
     // configuration; the probe, when there is one, is live (its watch holds it).
     let (shared, setup) = unsafe { (&*shared, &*setup) };
@@ -535,46 +704,42 @@ fn visit(id: Id, now: u64) -> u64 {
     if !probe.is_null() && unsafe { (*probe).stage } != Stage::Idle {
         // The attempt's deadline and this time can come in the same turn (timeout ==
         // interval, no jitter); never overlap attempts: skip this interval.
-        return now.saturating_add(interval);
+        return Some((now.saturating_add(interval), interval));
     }
     if shared.admin() == crate::api::Admin::Down.code() {
         // Taken down by an operator (`lb_api`): checks stop until it is set up again.
-        return now.saturating_add(interval);
+        return Some((now.saturating_add(interval), interval));
     }
-    // Peers due within the coalescing window count as due now.
-    let soon = now.saturating_add(COALESCE_MS.min(interval / 10));
-    let jitter = with_clock(|c| c.random(setup.conf.jitter_ms + 1));
-    let next = schedule::next_due(now, interval, jitter);
+    // A peer due within its window counts as due now.
+    let soon = now.saturating_add(window(interval));
     let pid = crate::shell::nginx::pid();
     let (due, last_prober) = shared.lease();
     let grace = schedule::grace_ms(keeps_connections(setup), last_prober == pid, interval);
     if let Some(wait) = schedule::wait_before_lease(soon, due, grace) {
-        return now.saturating_add(wait);
+        return Some((soon.saturating_add(wait), interval));
     }
+    // The next due time counts from the due time when the lease is taken a little early, so
+    // that the interval stays what it is.
+    let jitter = with_clock(|c| c.random(setup.conf.jitter_ms + 1));
+    let next = schedule::next_due(now.max(due), interval, jitter);
     if !shared.take_lease(soon, next, pid) {
-        return now.saturating_add(schedule::wait_after_lost_lease(
-            now,
-            shared.lease().0,
-            grace,
-        ));
+        let wait = schedule::wait_after_lost_lease(now, shared.lease().0, grace);
+        return Some((now.saturating_add(wait), interval));
     }
     let probe = if probe.is_null() {
-        let Some(p) = with_clock(|c| {
-            // SAFETY: in a worker; the watch's pointers outlive it.
+        with_clock(|c| {
             c.queue.get_mut(id).map(|w| {
+                // SAFETY: in a worker; the watch's pointers outlive the probe.
                 w.probe = unsafe { new_probe(w, id) };
                 w.probe
             })
-        }) else {
-            return u64::MAX;
-        };
-        p
+        })?
     } else {
         probe
     };
     // SAFETY: the probe is live and idle: no handler of it runs.
     start(unsafe { &mut *probe }, now);
-    next
+    Some((next, interval))
 }
 
 /// The probe's attempt ended without keeping a connection: its memory is given back once the
