@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian machine (as root), builds, and runs every test:
-#   cargo fmt --check, cargo clippy -D warnings, cargo test (the pure core),
-#   scripts/build.sh, then the Test::Nginx-format suites in t/ with prove,
-#   the fault scenarios of scripts/faults.sh in short mode, and the module built against
-#   Debian's nginx 1.22 loaded into /usr/sbin/nginx.
+#   cargo fmt --check, cargo clippy -D warnings, cargo test (the pure core, and its property
+#   tests without the nginx feature),
+#   scripts/build.sh, then the Test::Nginx-format suites in t/ with prove, a short set of them
+#   with nginx under valgrind memcheck (scripts/memcheck.sh --short), the fault scenarios of
+#   scripts/faults.sh in short mode, and the module built against Debian's nginx 1.22 loaded
+#   into /usr/sbin/nginx.
 # Environment: PROVE_JOBS (default 2), SKIP_DEBIAN=1 to leave out the Debian nginx run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
 
 need_packages libclang-dev libpcre2-dev libssl-dev zlib1g-dev make gcc pkg-config \
-    perl libtest-base-perl curl openssl python3 python3-prometheus-client
+    perl libtest-base-perl curl openssl python3 python3-prometheus-client valgrind
 [ "${SKIP_DEBIAN:-0}" = 1 ] || need_packages nginx-dev nginx-core
 need_cargo
 for c in rustfmt clippy; do
@@ -23,11 +25,16 @@ say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --release --all-targets --quiet -- -D warnings
 say "cargo test (pure core)"
 cargo test --release --quiet
+say "property tests, fixed seed (tests/properties.rs says how to run the long mode)"
+cargo test --release --quiet --no-default-features --test properties
 
 scripts/build.sh
 
 say "prove t/ (nginx $(build/sbin/nginx -v 2>&1 | sed 's/.*\///'))"
 prove -j"${PROVE_JOBS:-2}" t/
+
+say "memcheck, short set (scripts/memcheck.sh --short)"
+scripts/memcheck.sh --short
 
 say "fault scenarios, short mode (scripts/faults.sh --short)"
 scripts/faults.sh --short

@@ -25,6 +25,10 @@ use Time::HiRes qw(sleep time);
 
 my $Root = abs_path(dirname(__FILE__) . '/../../../..');
 
+# Every wait of wait_for and wait_state is this many times longer (scripts/memcheck.sh runs
+# nginx under valgrind, which is slower).
+my $Factor = $ENV{TEST_NGINX_TIMEOUT_FACTOR} || 1;
+
 sub new {
     my ($class, %args) = @_;
     my $self = bless {
@@ -117,6 +121,9 @@ sub worker_pids {
         next unless $ppid == $master;
         open my $cmd, '<', "/proc/$pid/cmdline" or next;
         my $c = <$cmd> // '';
+        # Under valgrind (scripts/memcheck.sh) /proc shows valgrind's command line, not nginx's
+        # process title: every child of the master counts (old workers are told apart by pid).
+        if ($c =~ m{^\S*valgrind}) { push @pids, $pid; next }
         push @pids, $pid if $c =~ /worker process/ && $c !~ /shutting down/;
     }
     return sort { $a <=> $b } @pids;
@@ -156,6 +163,7 @@ sub DESTROY {
 
 sub wait_for {
     my ($self, $cond, $seconds, $what) = @_;
+    $seconds *= $Factor;
     my $until = time + $seconds;
     while (time < $until) {
         return 1 if $cond->();
@@ -237,6 +245,7 @@ sub bodies {
 # Waits up to $seconds for peer $addr of upstream $name to show $state on the status page.
 sub wait_state {
     my ($self, $name, $addr, $state, $seconds) = @_;
+    $seconds *= $Factor;
     my $until = time + $seconds;
     my $got = '';
     while (time < $until) {
