@@ -215,6 +215,37 @@ pub struct UpstreamSnapshot {
     pub peers: Vec<PeerSnapshot>,
 }
 
+/// An upstream without its peers: every field of `UpstreamSnapshot` before `peers`, in the
+/// same order (a streamed rendering writes it, then the peers a slice at a time).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpstreamHead {
+    pub name: String,
+    pub method: String,
+    pub checks: Option<CheckSummary>,
+    pub panic: Option<bool>,
+}
+
+impl UpstreamSnapshot {
+    pub fn head(&self) -> UpstreamHead {
+        UpstreamHead {
+            name: self.name.clone(),
+            method: self.method.clone(),
+            checks: self.checks.clone(),
+            panic: self.panic,
+        }
+    }
+
+    pub fn from_parts(head: UpstreamHead, peers: Vec<PeerSnapshot>) -> Self {
+        UpstreamSnapshot {
+            name: head.name,
+            method: head.method,
+            checks: head.checks,
+            panic: head.panic,
+            peers,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Snapshot {
     pub module_version: String,
@@ -222,6 +253,25 @@ pub struct Snapshot {
     /// When the snapshot was taken, ms since the epoch.
     pub time: u64,
     pub upstreams: Vec<UpstreamSnapshot>,
+}
+
+/// The document without its upstreams: every field of `Snapshot` before `upstreams`, in the
+/// same order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SnapshotHead {
+    pub module_version: String,
+    pub nginx_version: String,
+    pub time: u64,
+}
+
+impl Snapshot {
+    pub fn head(&self) -> SnapshotHead {
+        SnapshotHead {
+            module_version: self.module_version.clone(),
+            nginx_version: self.nginx_version.clone(),
+            time: self.time,
+        }
+    }
 }
 
 #[cfg(test)]
