@@ -18,6 +18,14 @@ pub fn render(s: &Snapshot) -> Vec<u8> {
     out
 }
 
+/// `{"error": "..."}` for 400 and 404 answers: a message, or an error's Display.
+pub fn error(msg: &(impl fmt::Display + ?Sized)) -> Vec<u8> {
+    let msg = msg.to_string();
+    let mut out = serde_json::to_vec(&serde_json::json!({ "error": msg })).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
 /// What a streamed JSON document is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Shape {
@@ -209,16 +217,8 @@ fn newline(out: &mut Vec<u8>, pretty: bool, depth: usize) {
 fn value<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T, pretty: bool, depth: usize) {
     // Only a failing writer or a map with non-string keys can fail: neither occurs here.
     let _ = if pretty {
-        // serde_json's pretty printer indents every line of a nested value by its depth, and a
-        // line break inside a value is always such a line (strings escape theirs): the value
-        // written on its own with that indentation added after each line break is the same.
-        serde_json::to_writer_pretty(
-            Indented {
-                out,
-                pad: 2 * depth,
-            },
-            v,
-        )
+        let mut ser = serde_json::Serializer::with_formatter(&mut *out, Nested::at(depth));
+        v.serialize(&mut ser)
     } else {
         serde_json::to_writer(&mut *out, v)
     };
@@ -243,34 +243,91 @@ fn open_field<T: Serialize>(out: &mut Vec<u8>, head: &T, pretty: bool, depth: us
     out.extend_from_slice(if pretty { b": " } else { b":" });
 }
 
-/// Adds `pad` spaces after every line break written through it.
-struct Indented<'a> {
-    out: &'a mut Vec<u8>,
-    pad: usize,
+/// serde_json's `PrettyFormatter` (two spaces per level) for a value nested `depth` levels
+/// deep in a document: the same bytes as the whole document's pretty printing has there.
+struct Nested {
+    depth: usize,
+    has_value: bool,
 }
 
-impl io::Write for Indented<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut rest = buf;
-        while let Some(k) = rest.iter().position(|&c| c == b'\n') {
-            self.out.extend_from_slice(&rest[..=k]);
-            self.out.resize(self.out.len() + self.pad, b' ');
-            rest = &rest[k + 1..];
+impl Nested {
+    fn at(depth: usize) -> Nested {
+        Nested {
+            depth,
+            has_value: false,
         }
-        self.out.extend_from_slice(rest);
-        Ok(buf.len())
     }
-    fn flush(&mut self) -> io::Result<()> {
+
+    fn indent<W: ?Sized + io::Write>(&self, w: &mut W) -> io::Result<()> {
+        const SPACES: &[u8] = &[b' '; 64];
+        let mut n = 2 * self.depth;
+        while n > 0 {
+            let k = n.min(SPACES.len());
+            w.write_all(&SPACES[..k])?;
+            n -= k;
+        }
         Ok(())
     }
+
+    fn open<W: ?Sized + io::Write>(&mut self, w: &mut W, c: &[u8]) -> io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(c)
+    }
+
+    fn close<W: ?Sized + io::Write>(&mut self, w: &mut W, c: &[u8]) -> io::Result<()> {
+        self.depth -= 1;
+        if self.has_value {
+            w.write_all(b"\n")?;
+            self.indent(w)?;
+        }
+        w.write_all(c)
+    }
+
+    fn item<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        w.write_all(if first { b"\n" } else { b",\n" })?;
+        self.indent(w)
+    }
 }
 
-/// `{"error": "..."}` for 400 and 404 answers: a message, or an error's Display.
-pub fn error(msg: &(impl fmt::Display + ?Sized)) -> Vec<u8> {
-    let msg = msg.to_string();
-    let mut out = serde_json::to_vec(&serde_json::json!({ "error": msg })).unwrap_or_default();
-    out.push(b'\n');
-    out
+impl serde_json::ser::Formatter for Nested {
+    fn begin_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.open(w, b"[")
+    }
+    fn end_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.close(w, b"]")
+    }
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        self.item(w, first)
+    }
+    fn end_array_value<W: ?Sized + io::Write>(&mut self, _w: &mut W) -> io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+    fn begin_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.open(w, b"{")
+    }
+    fn end_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.close(w, b"}")
+    }
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        self.item(w, first)
+    }
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
+    }
+    fn end_object_value<W: ?Sized + io::Write>(&mut self, _w: &mut W) -> io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
