@@ -222,12 +222,29 @@ impl Source for Live {
     fn peers(&self, u: usize, range: Range<usize>, out: &mut Vec<PeerSnapshot>) {
         let (u, m) = self.get(u);
         let (now, wall) = (crate::shell::nginx::now_ms(), wall_ms());
-        out.extend(
-            m.peers[range]
-                .iter()
-                .map(|p| snapshot_peer(u, p, now, wall)),
-        );
+        let peers = &m.peers[range];
+        prefetch(peers);
+        out.extend(peers.iter().map(|p| snapshot_peer(u, p, now, wall)));
     }
+}
+
+/// Asks the CPU for the records of `peers` before they are read: their cache misses then
+/// overlap instead of stalling the copy one after the other (a scrape of 100,000 peers reads
+/// far more records than the caches hold; without this, the first load of each record was
+/// most of the time a Prometheus scrape took).
+fn prefetch(peers: &[Peer]) {
+    #[cfg(target_arch = "x86_64")]
+    for p in peers {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let base = p.shared as *const i8;
+        for offset in (0..core::mem::size_of::<crate::shm::PeerShared>()).step_by(64) {
+            // SAFETY: a prefetch is a hint that never faults and changes nothing a program
+            // can see; the address is within the peer's record.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(offset)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = peers;
 }
 
 /// The value of the request header `name` (lowercase), if present.
