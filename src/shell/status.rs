@@ -12,6 +12,7 @@ use nginx_sys::{
     ngx_pcalloc, ngx_pnalloc, ngx_str_t, ngx_table_elt_t, ngx_uint_t,
 };
 
+use core::fmt::Write;
 use std::borrow::Cow;
 use std::ops::Range;
 
@@ -54,6 +55,14 @@ pub(crate) fn wall_ms() -> u64 {
 
 /// Copies one peer's configuration and shared counters.
 pub fn snapshot_peer(u: &Upstream, p: &Peer, now_ms: u64, wall: u64) -> PeerSnapshot {
+    let mut out = PeerSnapshot::default();
+    fill_peer(u, p, now_ms, wall, &mut out);
+    out
+}
+
+/// `snapshot_peer` into `out`, in the memory it has (its strings and vectors are reused: a
+/// scrape copies every peer, Prometheus once per family).
+pub fn fill_peer(u: &Upstream, p: &Peer, now_ms: u64, wall: u64, out: &mut PeerSnapshot) {
     let checked = u.check.is_some();
     // SAFETY: every peer of a snapshot has its record (configured peers before workers
     // start, resolved ones when they join); the zone stays mapped for the process.
@@ -73,50 +82,86 @@ pub fn snapshot_peer(u: &Upstream, p: &Peer, now_ms: u64, wall: u64) -> PeerSnap
     } else {
         state.with_admin(admin)
     };
-    let health_checks = checked.then(|| {
+    // Every field is named: a field added to `PeerSnapshot` must be set here too, or a reused
+    // copy would show another peer's value.
+    let PeerSnapshot {
+        name,
+        address,
+        weight,
+        backup,
+        resolved,
+        admin: out_admin,
+        source,
+        state: out_state,
+        active,
+        max_conns,
+        requests,
+        responses,
+        fails,
+        unavail,
+        ejections,
+        slow_start,
+        health_checks,
+        response_time_ms,
+        response_time_histogram,
+    } = out;
+    if checked {
         let reason = s.reason();
         let mut downtime = n.downtime_ms;
         if !health.up() && n.last_change_ms > 0 {
             downtime += wall.saturating_sub(n.last_change_ms);
         }
-        HealthChecks {
+        let h = health_checks.get_or_insert_with(HealthChecks::default);
+        let mut last_reason = core::mem::take(&mut h.last_reason);
+        last_reason.clear();
+        let _ = write!(last_reason, "{reason}");
+        *h = HealthChecks {
             checks: n.checks,
             fails: n.check_fails,
             unhealthy: n.unhealthy,
             last_passed: (n.checks > 0).then_some(reason == Reason::Passed),
-            last_reason: reason.to_string(),
+            last_reason,
             last_change: (n.last_change_ms > 0).then_some(n.last_change_ms),
             downtime,
-        }
-    });
-    PeerSnapshot {
-        // SAFETY: nginx strings of the configuration, or a resolved peer's copies that
-        // the snapshot keeps alive (`OwnedAddr`).
-        name: String::from_utf8_lossy(unsafe { bytes(&p.server) }).into_owned(),
-        address: address(p).into_owned(),
-        weight: p.weight,
-        backup: p.backup,
-        resolved: p.resolved,
-        admin,
-        source: match (p.resolved, p.added) {
-            (true, _) => "dns",
-            (_, true) => "api",
-            _ => "config",
-        },
-        state,
-        active: u64::from(s.active()),
-        max_conns: p.limits.max_conns,
-        requests: n.requests,
-        responses: Responses::from_array(n.responses),
-        fails: n.fails,
-        unavail: n.unavail,
-        ejections: s.ejections(),
-        slow_start: u
-            .slow_start
-            .and_then(|ss| crate::balance::slow_start::factor(s.ramp_start(), now_ms, ss.ms)),
-        health_checks,
-        response_time_ms: s.response_time_us().map(|us| us as f64 / 1000.0),
-        response_time_histogram: s.histogram().into(),
+        };
+    } else {
+        *health_checks = None;
+    }
+    // SAFETY: nginx strings of the configuration, or a resolved peer's copies that the
+    // snapshot keeps alive (`OwnedAddr`).
+    set_lossy(name, unsafe { bytes(&p.server) });
+    // SAFETY: as above.
+    set_lossy(address, unsafe { bytes(&p.name) });
+    *weight = p.weight;
+    *backup = p.backup;
+    *resolved = p.resolved;
+    *out_admin = admin;
+    *source = match (p.resolved, p.added) {
+        (true, _) => "dns",
+        (_, true) => "api",
+        _ => "config",
+    };
+    *out_state = state;
+    *active = u64::from(s.active());
+    *max_conns = p.limits.max_conns;
+    *requests = n.requests;
+    *responses = Responses::from_array(n.responses);
+    *fails = n.fails;
+    *unavail = n.unavail;
+    *ejections = s.ejections();
+    *slow_start = u
+        .slow_start
+        .and_then(|ss| crate::balance::slow_start::factor(s.ramp_start(), now_ms, ss.ms));
+    *response_time_ms = s.response_time_us().map(|us| us as f64 / 1000.0);
+    response_time_histogram.set(s.histogram());
+}
+
+/// `String::from_utf8_lossy(b)` into `out`, in the memory it has.
+fn set_lossy(out: &mut String, b: &[u8]) {
+    out.clear();
+    match core::str::from_utf8(b) {
+        Ok(text) => out.push_str(text),
+        Err(_) => out.push_str(&String::from_utf8_lossy(b)),
     }
 }
 
@@ -224,7 +269,13 @@ impl Source for Live {
         let (now, wall) = (crate::shell::nginx::now_ms(), wall_ms());
         let peers = &m.peers[range];
         prefetch(peers);
-        out.extend(peers.iter().map(|p| snapshot_peer(u, p, now, wall)));
+        out.truncate(peers.len());
+        for (i, p) in peers.iter().enumerate() {
+            match out.get_mut(i) {
+                Some(slot) => fill_peer(u, p, now, wall, slot),
+                None => out.push(snapshot_peer(u, p, now, wall)),
+            }
+        }
     }
 }
 

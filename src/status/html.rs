@@ -105,7 +105,6 @@ impl Stream {
                         Step::Upstream { u: u + 1, i: 0 }
                     } else {
                         let k = m.take(n - i, BATCH);
-                        self.scratch.clear();
                         src.peers(u, i..i + k, &mut self.scratch);
                         for p in &self.scratch {
                             row(out, p);

@@ -147,7 +147,6 @@ impl Stream {
                 Step::Peers { u, i, n } => {
                     let depth = self.peers_depth() + 1;
                     let k = m.take(n - i, BATCH);
-                    self.scratch.clear();
                     src.peers(u, i..i + k, &mut self.scratch);
                     for (j, p) in self.scratch.iter().enumerate() {
                         if i + j > 0 {

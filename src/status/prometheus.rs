@@ -16,6 +16,12 @@ use super::stream::{Budget, Meter, Render, Source, BATCH};
 /// A label value with `\`, `"` and newlines escaped.
 pub fn escape(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
+    escape_into(&mut out, v);
+    out
+}
+
+/// `escape(v)` appended to `out`.
+fn escape_into(out: &mut String, v: &str) {
     for c in v.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -24,7 +30,6 @@ pub fn escape(v: &str) -> String {
             c => out.push(c),
         }
     }
-    out
 }
 
 type Value = fn(&PeerSnapshot) -> Option<f64>;
@@ -241,11 +246,12 @@ impl Stream {
         }
     }
 
-    /// Peer `i`'s `peer` label (`peer_labels`).
-    fn label(&self, u: usize, i: usize, address: &str) -> String {
+    /// Peer `i`'s `peer` label (`peer_labels`), in `out`.
+    fn label(&self, u: usize, i: usize, address: &str, out: &mut String) {
+        out.clear();
         match self.repeats[u].binary_search_by_key(&i, |r| r.0) {
-            Ok(k) => escape(&format!("{address}#{}", self.repeats[u][k].1)),
-            Err(_) => escape(address),
+            Ok(k) => escape_into(out, &format!("{address}#{}", self.repeats[u][k].1)),
+            Err(_) => escape_into(out, address),
         }
     }
 
@@ -336,10 +342,10 @@ impl Stream {
                         } else {
                             let k = m.take(n - i, BATCH);
                             let mut peers = core::mem::take(&mut self.scratch);
-                            peers.clear();
                             src.peers(u, i..i + k, &mut peers);
+                            let mut label = String::new();
                             for (j, p) in peers.iter().enumerate() {
-                                let label = self.label(u, i + j, &p.address);
+                                self.label(u, i + j, &p.address, &mut label);
                                 open = self.sample(out, f, open, u, &label, p);
                             }
                             self.scratch = peers;

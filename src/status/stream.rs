@@ -24,7 +24,8 @@ pub trait Source {
     fn peer_count(&self, u: usize) -> usize;
     /// The address of peer `i` of upstream `u`, as its `PeerSnapshot` would show it.
     fn address(&self, u: usize, i: usize) -> Cow<'_, str>;
-    /// Appends the snapshots of peers `range` of upstream `u` to `out`.
+    /// Replaces the contents of `out` with the snapshots of peers `range` of upstream `u`
+    /// (reusing the memory of those it held, as it can).
     fn peers(&self, u: usize, range: Range<usize>, out: &mut Vec<PeerSnapshot>);
 }
 
@@ -42,6 +43,7 @@ impl Source for Snapshot {
         Cow::Borrowed(&self.upstreams[u].peers[i].address)
     }
     fn peers(&self, u: usize, range: Range<usize>, out: &mut Vec<PeerSnapshot>) {
+        out.clear();
         out.extend_from_slice(&self.upstreams[u].peers[range]);
     }
 }
