@@ -20,7 +20,7 @@ my $s = Test::LB::Server->new(name => 'status_large', workers => 1);
 
 # Upstream "a": 2,000 peers on addresses nothing listens on (no traffic goes there, so their
 # values stay put), one address three times, every 50th a backup; "b": 700 peers and lb_panic;
-# "c": one real peer with checks (a small answer).
+# "c": one real peer with checks (a small answer); "d": two peers without checks after it.
 my ($NA, $NB) = (2000, 700);
 my @a = map { sprintf '127.1.%d.%d:%d', int($_ / 250), $_ % 250 + 1, 9000 + $_ % 7 } 0 .. $NA - 1;
 $a[1500] = $a[1000] = $a[10];
@@ -42,6 +42,11 @@ $servers_b    }
         lb_upstream;
         server 127.0.0.1:__PORT2__;
         lb_check type=http uri=/ interval=200ms;
+    }
+    upstream d {
+        lb_upstream;
+        server 127.3.0.1:80;
+        server 127.3.0.2:80;
     }
     server {
         listen 127.0.0.1:__PORT2__;
@@ -132,7 +137,7 @@ unlike($head, qr/^Content-Length/mi, 'JSON: no Content-Length');
 cmp_ok($chunks, '>', 10, "JSON: sent in pieces ($chunks chunks, well framed, last chunk)");
 my $st = json_of($body);
 ok($st, 'JSON: parses');
-is_deeply([ map { $_->{name} } @{ $st->{upstreams} } ], [qw(a b c)], 'JSON: upstreams in order');
+is_deeply([ map { $_->{name} } @{ $st->{upstreams} } ], [qw(a b c d)], 'JSON: upstreams in order');
 my %u = map { $_->{name} => $_ } @{ $st->{upstreams} };
 my @want_a = ((map { $a[$_] } grep { $_ % 50 != 49 } 0 .. $#a),
               (map { $a[$_] } grep { $_ % 50 == 49 } 0 .. $#a));
@@ -140,6 +145,11 @@ is_deeply([ map { $_->{address} } @{ $u{a}{peers} } ], \@want_a,
           'JSON: every peer of a, primaries then backups, repeats included');
 is_deeply([ map { $_->{address} } @{ $u{b}{peers} } ], \@b, 'JSON: every peer of b');
 is(scalar @{ $u{c}{peers} }, 1, 'JSON: c has its peer');
+ok(defined $u{c}{peers}[0]{health_checks}, 'JSON: c\'s peer has its checks');
+is_deeply([ map { $_->{health_checks} } @{ $u{d}{peers} } ], [undef, undef],
+          'JSON: the peers of d after it have none');
+ok(!grep({ defined $_->{health_checks} } @{ $u{a}{peers} }, @{ $u{b}{peers} }),
+   'JSON: nor have those of a and b');
 is($u{b}{panic}, JSON::PP::false, 'JSON: b is not in panic (upstream fields kept)');
 ok(exists $u{a}{peers}[0]{response_time_histogram}{counts}, 'JSON: peers have every field');
 like($body, qr/\A\{\n  "module_version": ".*?",\n  "nginx_version"/, 'JSON: pretty, as before');
@@ -159,8 +169,10 @@ like($ph, qr/^Transfer-Encoding: chunked/mi, 'Prometheus: chunked');
 my $fam = parse_prometheus($prom);
 ok($fam, 'Prometheus: parses');
 my $states = $fam->{nginx_lb_peer_state} // {};
-is(scalar keys %$states, 7 * ($NA + $NB + 1), 'Prometheus: 7 state series per peer, each once');
-is(scalar keys %{ $fam->{nginx_lb_peer_weight} // {} }, $NA + $NB + 1, 'Prometheus: a weight per peer');
+is(scalar keys %$states, 7 * ($NA + $NB + 3), 'Prometheus: 7 state series per peer, each once');
+is(scalar keys %{ $fam->{nginx_lb_peer_weight} // {} }, $NA + $NB + 3, 'Prometheus: a weight per peer');
+is_deeply([ keys %{ $fam->{nginx_lb_peer_health_checks} // {} } ], ["peer=127.0.0.1:" . $s->port(2) . ",upstream=c"],
+          'Prometheus: health checks only for the checked peer');
 ok(exists $fam->{nginx_lb_peer_weight}{"peer=$a[10]#3,upstream=a"}, 'Prometheus: the third line of one address is #3');
 ok(!exists $fam->{nginx_lb_peer_weight}{"peer=$a[10]#4,upstream=a"}, 'Prometheus: and there is no #4');
 is($fam->{nginx_lb_upstream_panic}{'upstream=b'}, 0, 'Prometheus: panic of b');
@@ -177,14 +189,14 @@ is($regrouped, 0, 'Prometheus: each family in one group');
 my ($hc, $hh, $html) = get11('/status?format=html');
 is($hc, 200, 'HTML: 200');
 my $rows = () = $html =~ /<tr><td class="l">/g;
-is($rows, $NA + $NB + 1, 'HTML: a row per peer');
+is($rows, $NA + $NB + 3, 'HTML: a row per peer');
 like($html, qr{</table>\n</body></html>\n\z}, 'HTML: complete');
 
 # --- lb_api's lists: compact JSON, streamed.
 my ($ac, $ah, $api) = get11('/api/upstreams');
 like($ah, qr/^Transfer-Encoding: chunked/mi, 'API list: chunked');
 my $list = json_of($api);
-is_deeply([ map { scalar @{ $_->{peers} } } @{ $list // [] } ], [$NA, $NB, 1], 'API list: every peer');
+is_deeply([ map { scalar @{ $_->{peers} } } @{ $list // [] } ], [$NA, $NB, 1, 2], 'API list: every peer');
 unlike($api, qr/\n/, 'API list: compact');
 my (undef, undef, $peers) = get11('/api/upstreams/b/peers');
 is_deeply([ map { $_->{address} } @{ json_of($peers) // [] } ], \@b, 'API peers of b: all, in order');
