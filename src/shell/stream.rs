@@ -128,7 +128,7 @@ pub unsafe fn send(
         let main = (*r).main;
         (*main).set_count((*main).count() + 1);
         (*r).write_event_handler = Some(on_write);
-        push(r, &mut *ctx);
+        push(r, ctx);
         DONE
     }
 }
@@ -141,16 +141,19 @@ unsafe extern "C" fn drop_ctx(data: *mut c_void) {
 
 /// The context of `r`'s streamed response: the data of our cleanup in its pool.
 ///
+/// The context is handled through a pointer, never a reference held across a call into
+/// nginx: finalising the request can free it (with the pool) before that call returns.
+///
 /// # Safety
 /// `r` must be a live request.
-unsafe fn ctx_of<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut Ctx> {
+unsafe fn ctx_of(r: *mut ngx_http_request_t) -> Option<*mut Ctx> {
     // SAFETY: walking the pool's list of cleanups, as nginx builds it; ours holds a `Ctx`.
     unsafe {
         let mut c = (*(*r).pool).cleanup;
         while !c.is_null() {
             let ours = drop_ctx as unsafe extern "C" fn(*mut c_void);
             if (*c).handler.is_some_and(|h| core::ptr::fn_addr_eq(h, ours)) {
-                return Some(&mut *((*c).data as *mut Ctx));
+                return Some((*c).data as *mut Ctx);
             }
             c = (*c).next;
         }
@@ -161,23 +164,24 @@ unsafe fn ctx_of<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut Ctx> {
 /// Hands `ctx.piece` to nginx, then arranges for what comes next.
 ///
 /// # Safety
-/// `r` is the live request `ctx` belongs to, held by `send`.
-unsafe fn push(r: *mut ngx_http_request_t, ctx: &mut Ctx) {
+/// `r` is the live request `ctx` belongs to, held by `send`; `ctx` may be freed on return.
+unsafe fn push(r: *mut ngx_http_request_t, ctx: *mut Ctx) {
     // SAFETY: `ctx.b` is the request's buffer; `ctx.piece` stays untouched until nginx has
     // sent all of it (`waiting`), and lives as long as the request's pool.
     unsafe {
-        let b = ctx.b;
+        let b = (*ctx).b;
+        let piece = &mut (*ctx).piece;
         ptr::write_bytes(b, 0, 1);
-        let start = ctx.piece.as_mut_ptr();
+        let start = piece.as_mut_ptr();
         (*b).start = start;
         (*b).pos = start;
-        (*b).last = start.add(ctx.piece.len());
+        (*b).last = start.add(piece.len());
         (*b).end = (*b).last;
         // An empty last piece is a buffer with only `last_buf` (nginx refuses an empty buffer
         // that claims memory).
-        (*b).set_memory(u32::from(!ctx.piece.is_empty()));
+        (*b).set_memory(u32::from(!piece.is_empty()));
         (*b).set_flush(1);
-        (*b).set_last_buf(u32::from(ctx.last));
+        (*b).set_last_buf(u32::from((*ctx).last));
         (*b).set_last_in_chain(1);
         let mut out = ngx_chain_t {
             buf: b,
@@ -192,26 +196,26 @@ unsafe fn push(r: *mut ngx_http_request_t, ctx: &mut Ctx) {
 ///
 /// # Safety
 /// As for `push`.
-unsafe fn after(r: *mut ngx_http_request_t, ctx: &mut Ctx, rc: ngx_int_t) {
-    // SAFETY: as required by the caller.
+unsafe fn after(r: *mut ngx_http_request_t, ctx: *mut Ctx, rc: ngx_int_t) {
+    // SAFETY: as required by the caller; `ctx` is not used once the request is finalised.
     unsafe {
         if rc == ERROR {
             ngx_http_finalize_request(r, ERROR);
             return;
         }
-        if ctx.last {
+        if (*ctx).last {
             // nginx's writer sends whatever the socket did not take yet, then ends it.
             (*r).write_event_handler = Some(nginx_sys::ngx_http_request_empty_handler);
             ngx_http_finalize_request(r, rc);
             return;
         }
         let wev = (*(*r).connection).write;
-        if rc == AGAIN || (*ctx.b).pos != (*ctx.b).last {
-            ctx.waiting = true;
+        if rc == AGAIN || (*(*ctx).b).pos != (*(*ctx).b).last {
+            (*ctx).waiting = true;
             wait(r);
             return;
         }
-        ctx.waiting = false;
+        (*ctx).waiting = false;
         if (*wev).timer_set() != 0 && (*wev).delayed() == 0 {
             nginx_sys::ngx_del_timer(wev);
         }
@@ -256,7 +260,7 @@ unsafe extern "C" fn on_write(r: *mut ngx_http_request_t) {
             ngx::ngx_log_error!(
                 nginx_sys::NGX_LOG_INFO,
                 (*c).log,
-                "lb: client timed out while the status was sent"
+                "lb: client timed out while a status answer was sent"
             );
             (*c).set_timedout(1);
             ngx_http_finalize_request(r, nginx_sys::NGX_HTTP_REQUEST_TIME_OUT as ngx_int_t);
@@ -267,21 +271,27 @@ unsafe extern "C" fn on_write(r: *mut ngx_http_request_t) {
             wait(r);
             return;
         }
-        if ctx.waiting {
+        if (*ctx).waiting {
             let rc = ngx_http_output_filter(r, ptr::null_mut());
             if rc == ERROR {
                 ngx_http_finalize_request(r, ERROR);
                 return;
             }
-            if rc == AGAIN || (*ctx.b).pos != (*ctx.b).last {
+            if rc == AGAIN || (*(*ctx).b).pos != (*(*ctx).b).last {
                 wait(r);
                 return;
             }
-            ctx.waiting = false;
+            (*ctx).waiting = false;
         }
-        ctx.piece.clear();
-        ctx.last = ctx.producer.fill(&mut ctx.piece, PIECE);
-        if ctx.piece.is_empty() && !ctx.last {
+        let Ctx {
+            producer,
+            piece,
+            last,
+            ..
+        } = &mut *ctx;
+        piece.clear();
+        *last = producer.fill(piece, PIECE);
+        if piece.is_empty() && !*last {
             // A piece of work without output (Prometheus's pass over the addresses).
             nginx_sys::ngx_post_event(wev, ptr::addr_of_mut!(nginx_sys::ngx_posted_next_events));
             return;
