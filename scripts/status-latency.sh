@@ -46,8 +46,8 @@ http {
     }
 }
 CONF
+trap 'kill $(cat "$dir/nginx.pid" 2>/dev/null) 2>/dev/null; sleep 0.5; rm -rf "$dir"' EXIT
 "$build/sbin/nginx" -p "$dir" -c "$dir/nginx.conf"
-trap 'kill $(cat "$dir/nginx.pid") 2>/dev/null; sleep 0.5; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/ok" >/dev/null && break; sleep 0.1; done
 url="http://127.0.0.1:$port/status?format=$format"
 p99() { wrk -c4 -t2 -d5s --latency "http://127.0.0.1:$port/ok" | awk '/ 99%/ {print $2}'; }
