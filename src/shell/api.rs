@@ -15,9 +15,12 @@ use nginx_sys::{
 use crate::api::{self, ApiError, Method, Op};
 use crate::shell::conf::{ctx_index, MainConf};
 use crate::shell::nginx::{bytes, conf_error, directive_params, CONF_OK};
-use crate::shell::status::{send, snapshot_upstream};
+use crate::shell::status::{send, snapshot_peer, Live};
+use crate::shell::stream::Rendering;
 use crate::shell::table::{Peer, Upstream};
 use crate::shm::added;
+use crate::status::json;
+use crate::status::stream::Render;
 
 const JSON: &str = "application/json";
 
@@ -650,7 +653,8 @@ unsafe fn respond(
             Err(e) => Err(e),
         };
         match result {
-            Ok((status, json)) => send(r, status, JSON, json),
+            Ok(Answer::Body(status, json)) => send(r, status, JSON, json),
+            Ok(Answer::Stream(producer)) => crate::shell::stream::send(r, 200, JSON, producer),
             Err(e) => send_error(r, &e),
         }
     }
@@ -703,6 +707,27 @@ unsafe fn log_change(r: *mut ngx_http_request_t, what: core::fmt::Arguments) {
     }
 }
 
+/// What an operation answers.
+enum Answer {
+    /// A status and a JSON body.
+    Body(usize, Vec<u8>),
+    /// 200 and a JSON body made as it is sent (the lists, which grow with the peers).
+    Stream(Box<dyn crate::shell::stream::Producer>),
+}
+
+/// The list `shape` of `upstreams`, streamed.
+///
+/// # Safety
+/// The upstreams of this worker's cycle.
+unsafe fn listing(upstreams: Vec<*const Upstream>, shape: json::Shape) -> Answer {
+    // SAFETY: as required by the caller.
+    let source = unsafe { Live::hold(upstreams) };
+    Answer::Stream(Box::new(Rendering {
+        render: Render::Json(json::Stream::new(shape)),
+        source,
+    }))
+}
+
 /// Carries an operation out: the status and JSON of the answer.
 ///
 /// # Safety
@@ -711,7 +736,7 @@ unsafe fn carry_out(
     r: *mut ngx_http_request_t,
     main: &MainConf,
     op: Op,
-) -> Result<(usize, Vec<u8>), ApiError> {
+) -> Result<Answer, ApiError> {
     // SAFETY: tables and records live as long as the cycle; this worker's event loop is the
     // only user of its tables.
     unsafe {
@@ -733,28 +758,13 @@ unsafe fn carry_out(
         };
         let now = crate::shell::nginx::now_ms();
         let wall = crate::shell::status::wall_ms();
+        let all = || upstreams.iter().map(|&u| u as *const Upstream).collect();
         match op {
-            Op::ListUpstreams => {
-                let all: Vec<_> = upstreams
-                    .iter()
-                    .map(|&u| snapshot_upstream(&*u, now, wall))
-                    .collect();
-                Ok((200, serde_json::to_vec(&all).unwrap_or_default()))
-            }
-            Op::GetUpstream(name) => {
-                let u = find(&name)?;
-                Ok((
-                    200,
-                    serde_json::to_vec(&snapshot_upstream(&*u, now, wall)).unwrap_or_default(),
-                ))
-            }
-            Op::ListPeers(name) => {
-                let u = find(&name)?;
-                let snap = snapshot_upstream(&*u, now, wall);
-                Ok((200, serde_json::to_vec(&snap.peers).unwrap_or_default()))
-            }
+            Op::ListUpstreams => Ok(listing(all(), json::Shape::Upstreams)),
+            Op::GetUpstream(name) => Ok(listing(vec![find(&name)?], json::Shape::Upstream)),
+            Op::ListPeers(name) => Ok(listing(vec![find(&name)?], json::Shape::Peers)),
             Op::GetPeer { upstream, address } => {
-                peer_json(&*find(&upstream)?, &upstream, &address, now, wall)
+                peer_json(&*find(&upstream)?, &upstream, &address, now, wall).map(body)
             }
             Op::PatchPeer {
                 upstream,
@@ -766,7 +776,7 @@ unsafe fn carry_out(
                 save_state(main, (*(*r).connection).log);
                 // This worker's own view first, so that the answer shows the new weight.
                 (*uptr).follow_weights();
-                peer_json(&*uptr, &upstream, &address, now, wall)
+                peer_json(&*uptr, &upstream, &address, now, wall).map(body)
             }
             Op::AddPeer { upstream, peer } => {
                 let uptr = find(&upstream)?;
@@ -823,10 +833,10 @@ unsafe fn carry_out(
                 save_state(main, (*(*r).connection).log);
                 crate::shell::resolve::refresh(&mut *uptr);
                 match peer_json(&*uptr, &upstream, &name, now, wall) {
-                    Ok((_, json)) => Ok((201, json)),
+                    Ok((_, json)) => Ok(Answer::Body(201, json)),
                     // Filed, but no record was free for it yet: it joins when one is (the
                     // workers try again every second), and the status shows it then.
-                    Err(_) => Ok((
+                    Err(_) => Ok(Answer::Body(
                         201,
                         serde_json::to_vec(&serde_json::json!({
                             "address": name,
@@ -880,7 +890,7 @@ unsafe fn carry_out(
                 );
                 save_state(main, (*(*r).connection).log);
                 crate::shell::resolve::refresh(&mut *uptr);
-                Ok((204, Vec::new()))
+                Ok(Answer::Body(204, Vec::new()))
             }
         }
     }
@@ -976,7 +986,12 @@ unsafe fn patch_peer(
     }
 }
 
-/// The status object of peer `address` in `u`.
+fn body((status, json): (usize, Vec<u8>)) -> Answer {
+    Answer::Body(status, json)
+}
+
+/// The status object of peer `address` in `u` (the first with that address; only its record
+/// is read).
 fn peer_json(
     u: &Upstream,
     upstream: &str,
@@ -984,16 +999,17 @@ fn peer_json(
     now: u64,
     wall: u64,
 ) -> Result<(usize, Vec<u8>), ApiError> {
-    let snap = snapshot_upstream(u, now, wall);
-    let peer = snap
+    let peer = u
+        .current()
         .peers
         .iter()
-        .find(|p| p.address == address)
+        .find(|p| crate::shell::status::address(p) == address)
         .ok_or_else(|| {
             ApiError::new(
                 404,
                 format!("no peer \"{address}\" in upstream \"{upstream}\""),
             )
         })?;
-    Ok((200, serde_json::to_vec(peer).unwrap_or_default()))
+    let peer = snapshot_peer(u, peer, now, wall);
+    Ok((200, serde_json::to_vec(&peer).unwrap_or_default()))
 }

@@ -15,6 +15,7 @@
 //! - `keepalive`: `lb_keepalive`'s idle connections;
 //! - `api`: `lb_api`, runtime control of peers (the requests are parsed in `crate::api`);
 //! - `status` and `variables`: `lb_status` and `$lb_peer`, `$lb_peer_state`, `$lb_upstream`;
+//! - `stream`: large answers (`lb_status`, `lb_api`'s lists) sent a chunk per event;
 //! - `headers`: the `lb_add_header` filter.
 
 pub mod api;
@@ -27,6 +28,7 @@ pub mod pick;
 pub mod probe;
 pub mod resolve;
 pub mod status;
+pub mod stream;
 pub mod table;
 pub mod upstream;
 pub mod variables;

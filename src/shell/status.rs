@@ -1,5 +1,6 @@
 //! The nginx side of `lb_status`: the directive (a content handler for its location) and the
-//! handler that copies the shared state into a snapshot and sends it rendered.
+//! handler that sends the shared state rendered, copying it out of the records a slice of
+//! peers at a time as the answer is sent (`Live`, `shell::stream`).
 
 use core::ffi::{c_char, c_void};
 use core::ptr;
@@ -11,14 +12,20 @@ use nginx_sys::{
     ngx_pcalloc, ngx_pnalloc, ngx_str_t, ngx_table_elt_t, ngx_uint_t,
 };
 
+use core::fmt::Write;
+use std::borrow::Cow;
+use std::ops::Range;
+
 use crate::health::reason::Reason;
 use crate::shell::conf::{ctx_index, MainConf};
 use crate::shell::nginx::{bytes, CONF_OK};
-use crate::shell::table::Upstream;
+use crate::shell::stream::Rendering;
+use crate::shell::table::{Members, Peer, Upstream};
 use crate::status::query::{self, Format};
 use crate::status::snapshot::{
-    CheckSummary, HealthChecks, PeerSnapshot, PeerState, Responses, Snapshot, UpstreamSnapshot,
+    CheckSummary, HealthChecks, PeerSnapshot, PeerState, Responses, SnapshotHead, UpstreamHead,
 };
+use crate::status::stream::{Render, Source};
 use crate::status::{html, json, prometheus};
 
 /// `lb_status;`: makes its location answer with the status.
@@ -46,80 +53,128 @@ pub(crate) fn wall_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Copies one upstream's configuration and shared counters.
-pub fn snapshot_upstream(u: &Upstream, now_ms: u64, wall: u64) -> UpstreamSnapshot {
+/// Copies one peer's configuration and shared counters.
+pub fn snapshot_peer(u: &Upstream, p: &Peer, now_ms: u64, wall: u64) -> PeerSnapshot {
+    let mut out = PeerSnapshot::default();
+    fill_peer(u, p, now_ms, wall, &mut out);
+    out
+}
+
+/// `snapshot_peer` into `out`, in the memory it has (its strings and vectors are reused: a
+/// scrape copies every peer, Prometheus once per family).
+pub fn fill_peer(u: &Upstream, p: &Peer, now_ms: u64, wall: u64, out: &mut PeerSnapshot) {
     let checked = u.check.is_some();
-    let peers = u
-        .current()
-        .peers
-        .iter()
-        .map(|p| {
-            // SAFETY: every peer of a snapshot has its record (configured peers before workers
-            // start, resolved ones when they join); the zone stays mapped for the process.
-            let s = unsafe { &*p.shared };
-            let health = s.health();
-            let n = s.counters();
-            let admin = crate::api::Admin::from_code(s.admin());
-            let state = PeerState::derive(
-                p.down,
-                checked,
-                health.checking(),
-                s.verdict(&p.limits, now_ms),
-            );
-            // A configured `down` wins over the operator's state.
-            let state = if p.down {
-                state
-            } else {
-                state.with_admin(admin)
-            };
-            let health_checks = checked.then(|| {
-                let reason = s.reason();
-                let mut downtime = n.downtime_ms;
-                if !health.up() && n.last_change_ms > 0 {
-                    downtime += wall.saturating_sub(n.last_change_ms);
-                }
-                HealthChecks {
-                    checks: n.checks,
-                    fails: n.check_fails,
-                    unhealthy: n.unhealthy,
-                    last_passed: (n.checks > 0).then_some(reason == Reason::Passed),
-                    last_reason: reason.to_string(),
-                    last_change: (n.last_change_ms > 0).then_some(n.last_change_ms),
-                    downtime,
-                }
-            });
-            PeerSnapshot {
-                // SAFETY: nginx strings of the configuration, or a resolved peer's copies that
-                // the snapshot keeps alive (`OwnedAddr`).
-                name: String::from_utf8_lossy(unsafe { bytes(&p.server) }).into_owned(),
-                address: String::from_utf8_lossy(unsafe { bytes(&p.name) }).into_owned(),
-                weight: p.weight,
-                backup: p.backup,
-                resolved: p.resolved,
-                admin,
-                source: match (p.resolved, p.added) {
-                    (true, _) => "dns",
-                    (_, true) => "api",
-                    _ => "config",
-                },
-                state,
-                active: u64::from(s.active()),
-                max_conns: p.limits.max_conns,
-                requests: n.requests,
-                responses: Responses::from_array(n.responses),
-                fails: n.fails,
-                unavail: n.unavail,
-                ejections: s.ejections(),
-                slow_start: u.slow_start.and_then(|ss| {
-                    crate::balance::slow_start::factor(s.ramp_start(), now_ms, ss.ms)
-                }),
-                health_checks,
-                response_time_ms: s.response_time_us().map(|us| us as f64 / 1000.0),
-                response_time_histogram: s.histogram().into(),
-            }
-        })
-        .collect();
-    UpstreamSnapshot {
+    // SAFETY: every peer of a snapshot has its record (configured peers before workers
+    // start, resolved ones when they join); the zone stays mapped for the process.
+    let s = unsafe { &*p.shared };
+    let health = s.health();
+    let n = s.counters();
+    let admin = crate::api::Admin::from_code(s.admin());
+    let state = PeerState::derive(
+        p.down,
+        checked,
+        health.checking(),
+        s.verdict(&p.limits, now_ms),
+    );
+    // A configured `down` wins over the operator's state.
+    let state = if p.down {
+        state
+    } else {
+        state.with_admin(admin)
+    };
+    // Every field is named: a field added to `PeerSnapshot` must be set here too, or a reused
+    // copy would show another peer's value.
+    let PeerSnapshot {
+        name,
+        address,
+        weight,
+        backup,
+        resolved,
+        admin: out_admin,
+        source,
+        state: out_state,
+        active,
+        max_conns,
+        requests,
+        responses,
+        fails,
+        unavail,
+        ejections,
+        slow_start,
+        health_checks,
+        response_time_ms,
+        response_time_histogram,
+    } = out;
+    if checked {
+        let reason = s.reason();
+        let mut downtime = n.downtime_ms;
+        if !health.up() && n.last_change_ms > 0 {
+            downtime += wall.saturating_sub(n.last_change_ms);
+        }
+        let h = health_checks.get_or_insert_with(HealthChecks::default);
+        let mut last_reason = core::mem::take(&mut h.last_reason);
+        last_reason.clear();
+        let _ = write!(last_reason, "{reason}");
+        *h = HealthChecks {
+            checks: n.checks,
+            fails: n.check_fails,
+            unhealthy: n.unhealthy,
+            last_passed: (n.checks > 0).then_some(reason == Reason::Passed),
+            last_reason,
+            last_change: (n.last_change_ms > 0).then_some(n.last_change_ms),
+            downtime,
+        };
+    } else {
+        *health_checks = None;
+    }
+    // SAFETY: nginx strings of the configuration, or a resolved peer's copies that the
+    // snapshot keeps alive (`OwnedAddr`).
+    set_lossy(name, unsafe { bytes(&p.server) });
+    // SAFETY: as above.
+    set_lossy(address, unsafe { bytes(&p.name) });
+    *weight = p.weight;
+    *backup = p.backup;
+    *resolved = p.resolved;
+    *out_admin = admin;
+    *source = match (p.resolved, p.added) {
+        (true, _) => "dns",
+        (_, true) => "api",
+        _ => "config",
+    };
+    *out_state = state;
+    *active = u64::from(s.active());
+    *max_conns = p.limits.max_conns;
+    *requests = n.requests;
+    *responses = Responses::from_array(n.responses);
+    *fails = n.fails;
+    *unavail = n.unavail;
+    *ejections = s.ejections();
+    *slow_start = u
+        .slow_start
+        .and_then(|ss| crate::balance::slow_start::factor(s.ramp_start(), now_ms, ss.ms));
+    *response_time_ms = s.response_time_us().map(|us| us as f64 / 1000.0);
+    response_time_histogram.set(s.histogram());
+}
+
+/// `String::from_utf8_lossy(b)` into `out`, in the memory it has.
+fn set_lossy(out: &mut String, b: &[u8]) {
+    out.clear();
+    match core::str::from_utf8(b) {
+        Ok(text) => out.push_str(text),
+        Err(_) => out.push_str(&String::from_utf8_lossy(b)),
+    }
+}
+
+/// A peer's address as the status shows it.
+pub fn address(p: &Peer) -> Cow<'_, str> {
+    // SAFETY: nginx strings of the configuration, or a resolved peer's copies that the
+    // snapshot keeps alive (`OwnedAddr`).
+    String::from_utf8_lossy(unsafe { bytes(&p.name) })
+}
+
+/// One upstream's configuration and state, without its peers (`m`: its peer set).
+pub fn upstream_head(u: &Upstream, m: &Members) -> UpstreamHead {
+    UpstreamHead {
         // SAFETY: nginx string of the configuration.
         name: String::from_utf8_lossy(unsafe { bytes(&u.name) }).into_owned(),
         method: u.method.name().to_string(),
@@ -133,13 +188,114 @@ pub fn snapshot_upstream(u: &Upstream, now_ms: u64, wall: u64) -> UpstreamSnapsh
             keepalive: c.conf.kind.is_http().then_some(c.conf.keepalive),
         }),
         panic: u.panic.as_ref().map(|_| {
-            u.current().peers[..u.current().primaries]
+            m.peers[..m.primaries]
                 .first()
                 // SAFETY: every peer of a snapshot has its record.
                 .is_some_and(|p| unsafe { &*p.shared }.panic())
         }),
-        peers,
     }
+}
+
+/// Upstreams as a streamed rendering reads them (`status::stream::Source`): each upstream's
+/// peer set is held from the start of the answer to its end (peers that join meanwhile are
+/// not in it; those that leave still are, with their records' values), and a slice of peers
+/// is copied out of the shared records only when it is rendered.
+pub struct Live {
+    /// Each upstream and its peer set, held (`Members::retain`) for upstreams whose set can
+    /// be replaced (`dynamic`); the others keep theirs for the cycle.
+    held: Vec<(*const Upstream, *mut Members)>,
+}
+
+impl Live {
+    /// Holds the current peer sets of `upstreams`.
+    ///
+    /// # Safety
+    /// The upstreams of this worker's cycle, which outlive the result.
+    pub unsafe fn hold(upstreams: impl IntoIterator<Item = *const Upstream>) -> Live {
+        let held = upstreams
+            .into_iter()
+            .map(|u| {
+                // SAFETY: as required by the caller; a snapshot the upstream holds.
+                unsafe {
+                    let m = (*u).members;
+                    if (*u).dynamic.is_some() {
+                        Members::retain(m);
+                    }
+                    (u, m)
+                }
+            })
+            .collect();
+        Live { held }
+    }
+
+    fn get(&self, u: usize) -> (&Upstream, &Members) {
+        let (u, m) = self.held[u];
+        // SAFETY: `hold`'s caller keeps the upstreams alive; the peer sets are held, or the
+        // upstream's own for the cycle (changed in place only in their weights, between
+        // events, never while this reference is used).
+        unsafe { (&*u, &*m) }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        for &(u, m) in &self.held {
+            // SAFETY: the references `hold` took.
+            unsafe {
+                if (*u).dynamic.is_some() {
+                    Members::release(m);
+                }
+            }
+        }
+    }
+}
+
+impl Source for Live {
+    fn upstreams(&self) -> usize {
+        self.held.len()
+    }
+    fn head(&self, u: usize) -> UpstreamHead {
+        let (u, m) = self.get(u);
+        upstream_head(u, m)
+    }
+    fn peer_count(&self, u: usize) -> usize {
+        self.get(u).1.peers.len()
+    }
+    fn address(&self, u: usize, i: usize) -> Cow<'_, str> {
+        address(&self.get(u).1.peers[i])
+    }
+    fn peers(&self, u: usize, range: Range<usize>, out: &mut Vec<PeerSnapshot>) {
+        let (u, m) = self.get(u);
+        let (now, wall) = (crate::shell::nginx::now_ms(), wall_ms());
+        let peers = &m.peers[range];
+        prefetch(peers);
+        out.truncate(peers.len());
+        for (i, p) in peers.iter().enumerate() {
+            match out.get_mut(i) {
+                Some(slot) => fill_peer(u, p, now, wall, slot),
+                None => out.push(snapshot_peer(u, p, now, wall)),
+            }
+        }
+    }
+}
+
+/// Asks the CPU for the records of `peers` before they are read: their cache misses then
+/// overlap instead of stalling the copy one after the other (a scrape of 100,000 peers reads
+/// far more records than the caches hold; without this, the first load of each record was
+/// most of the time a Prometheus scrape took).
+fn prefetch(peers: &[Peer]) {
+    #[cfg(target_arch = "x86_64")]
+    for p in peers {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let base = p.shared as *const i8;
+        for offset in (0..core::mem::size_of::<crate::shm::PeerShared>()).step_by(64) {
+            // SAFETY: a prefetch is a hint that never faults and changes nothing a program
+            // can see; the address is within the peer's record.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(offset)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = peers;
 }
 
 /// The value of the request header `name` (lowercase), if present.
@@ -181,9 +337,8 @@ unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             Err(e) => return send(r, 400, "application/json", json::error(&e)),
         };
         let main = *(*r).main_conf.add(ctx_index()) as *const MainConf;
-        let now = crate::shell::nginx::now_ms();
         let wall = wall_ms();
-        let mut upstreams = Vec::new();
+        let mut upstreams: Vec<*const Upstream> = Vec::new();
         if !main.is_null() {
             for &u in &(*main).upstreams {
                 // This worker's view may lag a change nobody sent it a request for yet (weights
@@ -193,13 +348,12 @@ unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
                     (*u).follow_ramps(crate::shell::nginx::now_ms());
                     crate::shell::resolve::refresh(&mut *u);
                 }
-                let u = &*u;
                 if let Some(want) = &q.upstream {
-                    if bytes(&u.name) != want.as_bytes() {
+                    if bytes(&(*u).name) != want.as_bytes() {
                         continue;
                     }
                 }
-                upstreams.push(snapshot_upstream(u, now, wall));
+                upstreams.push(u);
             }
         }
         if let Some(want) = &q.upstream {
@@ -208,22 +362,27 @@ unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
                 return send(r, 404, "application/json", json::error(&msg));
             }
         }
-        let snap = Snapshot {
+        let head = SnapshotHead {
             module_version: env!("CARGO_PKG_VERSION").to_string(),
             nginx_version: nginx_sys::NGINX_VERSION.to_string_lossy().into_owned(),
             time: wall,
-            upstreams,
         };
-        match q.format {
-            Format::Json => send(r, 200, "application/json", json::render(&snap)),
-            Format::Prometheus => send(
-                r,
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                prometheus::render(&snap),
+        let (ctype, render) = match q.format {
+            Format::Json => (
+                "application/json",
+                Render::Json(json::Stream::new(json::Shape::Status(head))),
             ),
-            Format::Html => send(r, 200, "text/html; charset=utf-8", html::render(&snap, 5)),
-        }
+            Format::Prometheus => (
+                "text/plain; version=0.0.4; charset=utf-8",
+                Render::Prometheus(prometheus::Stream::new()),
+            ),
+            Format::Html => (
+                "text/html; charset=utf-8",
+                Render::Html(html::Stream::new(head, 5)),
+            ),
+        };
+        let source = Live::hold(upstreams);
+        crate::shell::stream::send(r, 200, ctype, Box::new(Rendering { render, source }))
     }
 }
 

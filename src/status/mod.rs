@@ -11,3 +11,4 @@ pub mod json;
 pub mod prometheus;
 pub mod query;
 pub mod snapshot;
+pub mod stream;

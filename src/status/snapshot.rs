@@ -116,7 +116,7 @@ impl Responses {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct HealthChecks {
     pub checks: u64,
     pub fails: u64,
@@ -167,6 +167,33 @@ pub struct PeerSnapshot {
     pub response_time_histogram: HistogramSnapshot,
 }
 
+impl Default for PeerSnapshot {
+    /// A peer with nothing set: what a copy starts from (`shell::status::fill_peer`).
+    fn default() -> Self {
+        PeerSnapshot {
+            name: String::new(),
+            address: String::new(),
+            weight: 0,
+            backup: false,
+            resolved: false,
+            admin: crate::api::Admin::Up,
+            source: "config",
+            state: PeerState::Up,
+            active: 0,
+            max_conns: 0,
+            requests: 0,
+            responses: Responses::from_array([0; 5]),
+            fails: 0,
+            unavail: 0,
+            ejections: 0,
+            slow_start: None,
+            health_checks: None,
+            response_time_ms: None,
+            response_time_histogram: HistogramSnapshot::default(),
+        }
+    }
+}
+
 /// A response-time histogram as the JSON shows it: bucket bounds in seconds (`le`, the last
 /// one `null` for +Inf) with cumulative counts, as Prometheus counts them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -178,17 +205,38 @@ pub struct HistogramSnapshot {
     pub count: u64,
 }
 
+impl HistogramSnapshot {
+    /// Makes `self` show `h`, in the memory it has (a scrape copies many peers in turn).
+    pub fn set(&mut self, h: super::histogram::Histogram) {
+        use super::histogram::{BOUNDS_MS, BUCKETS};
+        if self.le.len() != BUCKETS {
+            self.le.clear();
+            self.le
+                .extend((0..BUCKETS).map(|i| BOUNDS_MS.get(i).map(|&ms| ms as f64 / 1000.0)));
+        }
+        self.counts.clear();
+        self.counts.extend_from_slice(&h.cumulative());
+        self.sum = h.sum_ms as f64 / 1000.0;
+        self.count = h.count();
+    }
+}
+
+impl Default for HistogramSnapshot {
+    fn default() -> Self {
+        HistogramSnapshot::from(super::histogram::Histogram::default())
+    }
+}
+
 impl From<super::histogram::Histogram> for HistogramSnapshot {
     fn from(h: super::histogram::Histogram) -> Self {
-        use super::histogram::{BOUNDS_MS, BUCKETS};
-        HistogramSnapshot {
-            le: (0..BUCKETS)
-                .map(|i| BOUNDS_MS.get(i).map(|&ms| ms as f64 / 1000.0))
-                .collect(),
-            counts: h.cumulative().to_vec(),
-            sum: h.sum_ms as f64 / 1000.0,
-            count: h.count(),
-        }
+        let mut out = HistogramSnapshot {
+            le: Vec::new(),
+            counts: Vec::new(),
+            sum: 0.0,
+            count: 0,
+        };
+        out.set(h);
+        out
     }
 }
 
@@ -215,6 +263,37 @@ pub struct UpstreamSnapshot {
     pub peers: Vec<PeerSnapshot>,
 }
 
+/// An upstream without its peers: every field of `UpstreamSnapshot` before `peers`, in the
+/// same order (a streamed rendering writes it, then the peers a slice at a time).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpstreamHead {
+    pub name: String,
+    pub method: String,
+    pub checks: Option<CheckSummary>,
+    pub panic: Option<bool>,
+}
+
+impl UpstreamSnapshot {
+    pub fn head(&self) -> UpstreamHead {
+        UpstreamHead {
+            name: self.name.clone(),
+            method: self.method.clone(),
+            checks: self.checks.clone(),
+            panic: self.panic,
+        }
+    }
+
+    pub fn from_parts(head: UpstreamHead, peers: Vec<PeerSnapshot>) -> Self {
+        UpstreamSnapshot {
+            name: head.name,
+            method: head.method,
+            checks: head.checks,
+            panic: head.panic,
+            peers,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Snapshot {
     pub module_version: String,
@@ -222,6 +301,25 @@ pub struct Snapshot {
     /// When the snapshot was taken, ms since the epoch.
     pub time: u64,
     pub upstreams: Vec<UpstreamSnapshot>,
+}
+
+/// The document without its upstreams: every field of `Snapshot` before `upstreams`, in the
+/// same order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SnapshotHead {
+    pub module_version: String,
+    pub nginx_version: String,
+    pub time: u64,
+}
+
+impl Snapshot {
+    pub fn head(&self) -> SnapshotHead {
+        SnapshotHead {
+            module_version: self.module_version.clone(),
+            nginx_version: self.nginx_version.clone(),
+            time: self.time,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -250,6 +348,18 @@ pub mod tests {
         );
         assert_eq!(PeerState::derive(false, false, false, Full), PeerState::Up);
         assert_eq!(PeerState::derive(false, false, false, Probe), PeerState::Up);
+    }
+
+    #[test]
+    fn histogram_set_in_place_is_from() {
+        let mut h = crate::status::histogram::Histogram::default();
+        h.counts[2] = 4;
+        h.counts[11] = 1;
+        h.sum_ms = 99_999;
+        let mut reused: HistogramSnapshot = crate::status::histogram::Histogram::default().into();
+        reused.set(h);
+        assert_eq!(reused, HistogramSnapshot::from(h));
+        assert_eq!(reused.le.len(), crate::status::histogram::BUCKETS);
     }
 
     /// A snapshot with awkward names, used by the renderers' tests.

@@ -1,0 +1,1 @@
+../052-status-large.t
