@@ -23,6 +23,7 @@ say "cargo fmt --check"
 cargo fmt --check
 say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --release --all-targets --quiet -- -D warnings
+cargo clippy --release --all-targets --no-default-features --quiet -- -D warnings
 say "cargo test (pure core)"
 cargo test --release --quiet
 say "property tests, fixed seed (tests/properties.rs says how to run the long mode)"
