@@ -125,6 +125,10 @@ struct Clock {
     started_ms: u64,
     next_sweep_ms: u64,
     adopted: HashSet<Key, BuildHasherDefault<KeyHasher>>,
+    /// The smallest `window` of the peers watched: wake-ups are at least this far apart, so
+    /// that peers due close together are handled together (none of them late: each may be
+    /// handled anywhere in its window).
+    min_window: u64,
 }
 
 /// This worker's clock. A static rather than a thread-local: it is never dropped, so what it
@@ -167,6 +171,7 @@ fn with_clock<R>(f: impl FnOnce(&mut Clock) -> R) -> R {
                 started_ms: now,
                 next_sweep_ms: now.saturating_add(SWEEP_MS),
                 adopted: HashSet::default(),
+                min_window: u64::MAX,
             }
         }
     });
@@ -364,6 +369,7 @@ unsafe fn watch(
             return None;
         }
         let interval = setup.conf.interval_ms;
+        c.min_window = c.min_window.min(window(interval));
         let at = if due > now {
             due
         } else {
@@ -396,7 +402,11 @@ fn arm_clock(now: u64) {
     let (event, next) = with_clock(|c| {
         let next = c.queue.next_due();
         let sweep = (c.workers > 1 && next.is_some()).then_some(c.next_sweep_ms);
-        (c.event, next.map(|n| sweep.map_or(n, |s| n.min(s))))
+        let soonest = now.saturating_add(c.min_window);
+        (
+            c.event,
+            next.map(|n| sweep.map_or(n, |s| n.min(s)).max(soonest)),
+        )
     });
     // SAFETY: the clock's event lives as long as the worker; only this thread touches it.
     unsafe {
