@@ -62,7 +62,7 @@ mod modules {
         init_main_conf: Some(init_main_conf),
         create_srv_conf: Some(create_srv_conf),
         merge_srv_conf: None,
-        create_loc_conf: None,
+        create_loc_conf: Some(crate::shell::status::create_loc_conf),
         merge_loc_conf: None,
     };
 
@@ -117,9 +117,9 @@ mod modules {
         },
         ngx_command_t {
             name: ngx::ngx_string!("lb_status"),
-            type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+            type_: (NGX_HTTP_LOC_CONF | NGX_CONF_ANY) as ngx_uint_t,
             set: Some(crate::shell::status::set_lb_status),
-            conf: 0,
+            conf: NGX_HTTP_LOC_CONF_OFFSET,
             offset: 0,
             post: ptr::null_mut(),
         },
