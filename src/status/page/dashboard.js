@@ -6,7 +6,8 @@
 // allows this script (by its hash), its style sheet, and requests to its own server only.
 (function () {
   'use strict';
-  var WINDOW = 300000;   // ms of history kept and drawn
+  var WINDOW = 300000;   // ms of history kept and drawn (at most)
+  var MIN_SPAN = 60000;  // the charts show at least this much (less history: its right part)
   var MAX_ROWS = 200;    // peers listed per upstream (the rest: see the JSON)
   var MAX_LINES = 8;     // peers drawn per chart: the busiest ones
   var MAX_CHANGES = 50;  // state changes listed per upstream
@@ -28,6 +29,7 @@
   var jsonUrl = location.pathname + '?' + query.toString();
   var ups = {};
   var polls = 0;
+  var firstT = null;     // server time of the first answer
   var timer = null;
   var inflight = false;
   var again = false;
@@ -87,8 +89,9 @@
     head.appendChild(U.sum);
     U.root.appendChild(head);
     var charts = el('div', { 'class': 'charts' });
-    U.rate = chart(charts, 'requests/s per peer', 'rate');
-    U.lat = chart(charts, 'response time per peer, ms (mean over each second, from the histogram)', 'latency');
+    U.spanEls = [];
+    U.rate = chart(U, charts, 'requests/s per peer', 'rate');
+    U.lat = chart(U, charts, 'response time per peer, ms (mean over each second, from the histogram)', 'latency');
     U.root.appendChild(charts);
     var table = el('table', { 'class': 'peers' });
     var cols = el('colgroup');
@@ -96,7 +99,7 @@
       .forEach(function (c) { cols.appendChild(el('col', { 'class': c })); });
     table.appendChild(cols);
     var tr = el('tr');
-    ['peer', 'state', 'health, last 5 min', 'req/s', 'ms', 'active', '5xx', 'last check']
+    ['peer', 'state', 'health over the charts\' span', 'req/s', 'ms', 'active', '5xx', 'last check']
       .concat(api ? ['weight · admin'] : [])
       .forEach(function (h, i) { tr.appendChild(el('th', { 'class': i < 3 || i === 7 ? 'l' : '', scope: 'col' }, h)); });
     var thead = el('thead');
@@ -117,11 +120,15 @@
     return U;
   }
 
-  function chart(parent, caption, kind) {
+  function chart(U, parent, caption, kind) {
     var fig = el('figure');
-    var s = sv('svg', { 'class': 'chart ' + kind, viewBox: '0 0 600 150', role: 'img', 'aria-label': caption + ', last 5 minutes' });
+    var s = sv('svg', { 'class': 'chart ' + kind, viewBox: '0 0 600 150', role: 'img', 'aria-label': caption });
     fig.appendChild(s);
-    fig.appendChild(el('figcaption', null, caption + ', last 5 minutes'));
+    var cap = el('figcaption', null, caption + ', last ');
+    var span = el('span');
+    cap.appendChild(span);
+    U.spanEls.push(span);
+    fig.appendChild(cap);
     parent.appendChild(fig);
     return s;
   }
@@ -139,11 +146,14 @@
 
   function update(doc) {
     var now = doc.time;
+    if (firstT === null) firstT = now;
+    // The charts span the history there is, from a minute up to five.
+    var span = Math.min(WINDOW, Math.max(MIN_SPAN, now - firstT));
     var seen = {};
     doc.upstreams.forEach(function (u) {
       seen[u.name] = true;
       var U = ups[u.name] || (ups[u.name] = newUpstream(u.name));
-      updateUpstream(U, u, now);
+      updateUpstream(U, u, now, span);
     });
     Object.keys(ups).forEach(function (name) {
       if (!seen[name]) { dash.removeChild(ups[name].root); delete ups[name]; }
@@ -152,7 +162,7 @@
     body.classList.add('live');
   }
 
-  function updateUpstream(U, u, now) {
+  function updateUpstream(U, u, now, span) {
     var count = {};
     var keys = {};
     var present = {};
@@ -186,11 +196,12 @@
     U.sum.textContent = parts.join(' · ');
     U.sum.classList.toggle('err', u.panic === true);
 
-    var from = now - WINDOW;
+    var from = now - span;
     var series = U.order.map(function (k) { return U.peers[k]; });
     var busiest = series.slice().sort(function (a, b) { return last(b.rate) - last(a.rate); }).slice(0, MAX_LINES);
     draw(U.rate, busiest, 'rate', from, now);
     draw(U.lat, busiest, 'lat', from, now);
+    U.spanEls.forEach(function (e) { e.textContent = ago(span); });
 
     series.forEach(function (P, i) { if (i < MAX_ROWS) row(U, P, from, now); });
     U.more.textContent = series.length > MAX_ROWS
@@ -199,6 +210,10 @@
       U.more.textContent += (U.more.textContent ? '; ' : '') + 'the charts show the ' + MAX_LINES + ' busiest peers';
     }
     U.detailsSum.textContent = 'state changes seen (' + U.changes.length + ')';
+  }
+
+  function ago(ms) {
+    return ms < 120000 ? Math.round(ms / 1000) + ' s' : Math.round(ms / 6000) / 10 + ' min';
   }
 
   function last(xs) {
@@ -261,14 +276,15 @@
       (P[which] || []).forEach(function (d) { if (d.v !== null && d.t >= from && d.v > max) max = d.v; });
     });
     var top = nice(max);
+    var span = now - from;
     clear(s);
-    var x = function (t) { return X0 + (t - from) / WINDOW * (X1 - X0); };
+    var x = function (t) { return X0 + (t - from) / span * (X1 - X0); };
     var y = function (v) { return Y1 - v / top * (Y1 - Y0); };
     [0, 0.5, 1].forEach(function (f) {
       s.appendChild(sv('line', { x1: X0, x2: X1, y1: y(f * top), y2: y(f * top), stroke: '#d0d7de' }));
       s.appendChild(sv('text', { x: X0 - 4, y: y(f * top) + 4, 'text-anchor': 'end' }, fmt(f * top, top < 10 ? 1 : 0)));
     });
-    [[from, '-5 min'], [from + WINDOW / 2, '-2.5 min'], [now, 'now']].forEach(function (l, i) {
+    [[from, '-' + ago(span)], [from + span / 2, '-' + ago(span / 2)], [now, 'now']].forEach(function (l, i) {
       s.appendChild(sv('text', { x: x(l[0]), y: 144, 'text-anchor': ['start', 'middle', 'end'][i] }, l[1]));
     });
     peers.forEach(function (P) {
@@ -291,7 +307,7 @@
     var s = P.tl;
     clear(s);
     var W = 300;
-    var x = function (t) { return Math.max(0, (t - from) / WINDOW * W); };
+    var x = function (t) { return Math.max(0, (t - from) / (now - from) * W); };
     var runs = [];
     P.samples.forEach(function (smp, i) {
       var r = runs[runs.length - 1];
@@ -334,7 +350,7 @@
       st.appendChild(P.badge);
       P.sinceEl = el('span', { 'class': 'since' });
       st.appendChild(P.sinceEl);
-      var tl = cell(tr, 'l', 'last 5 min');
+      var tl = cell(tr, 'l', 'health');
       P.tl = sv('svg', { 'class': 'tl', viewBox: '0 0 300 14', preserveAspectRatio: 'none', role: 'img' });
       tl.appendChild(P.tl);
       P.rateEl = cell(tr, 'rate', 'req/s');
@@ -351,7 +367,7 @@
     if (p.source === 'dns') flags.push('resolved');
     if (p.source === 'api') flags.push('added');
     P.name.textContent = p.name + (flags.length ? ' (' + flags.join(', ') + ')' : '');
-    P.addr.textContent = p.address;
+    P.addr.textContent = p.address === p.name ? '' : p.address;
     P.badge.textContent = p.state;
     P.badge.className = 'st state s-' + p.state;
     P.sinceEl.textContent = (P.since ? 'since ' + clock(P.since) + ': ' : '') + reason(p);
