@@ -106,8 +106,15 @@ class Browser:
             time.sleep(0.05)
 
     def goto(self, url):
+        """Loads url and returns once its load event fired."""
+        seen = len(self.events)
         self.call("Page.navigate", url=url)
-        self.wait("document.readyState === 'complete'", 10)
+        until = time.time() + 10
+        while not any(e["method"] == "Page.loadEventFired" for e in self.events[seen:]):
+            if time.time() > until:
+                raise RuntimeError("%s did not load within 10 s" % url)
+            time.sleep(0.05)
+            self.pump()
 
     def size(self, width, height, mobile=False):
         self.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
@@ -188,7 +195,7 @@ def main():
     try:
         b.size(1280, 900)
         b.goto(page)
-        polls, took = b.wait("+(document.body.getAttribute('data-polls')||0) >= 2", 10)
+        polls, took = b.wait("document.body && +(document.body.getAttribute('data-polls')||0) >= 2", 10)
         report(bool(polls), "the page polled the JSON twice (%.1f s after load)" % took)
 
         peers = upstream()["peers"]
@@ -286,7 +293,7 @@ def main():
 
         # Without lb_api named, the page is read-only and says so.
         b.goto(a.base + a.ro + "?format=html")
-        b.wait("+(document.body.getAttribute('data-polls')||0) >= 1", 5)
+        b.wait("document.body && +(document.body.getAttribute('data-polls')||0) >= 1", 5)
         ro = b.js("[document.getElementById('ro').textContent, document.querySelectorAll('#dash button, #dash input').length,"
                   " document.querySelectorAll('#dash tr.peer').length]")
         report(ro[0].startswith("read-only") and ro[1] == 0 and ro[2] == n,
