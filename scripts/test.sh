@@ -2,7 +2,8 @@
 # Sets up a fresh Debian machine (as root), builds, and runs every test:
 #   cargo fmt --check, cargo clippy -D warnings, cargo test (the pure core, and its property
 #   tests without the nginx feature),
-#   scripts/build.sh, then the Test::Nginx-format suites in t/ with prove, a short set of them
+#   scripts/build.sh, then the Test::Nginx-format suites in t/ with prove (t/140-dashboard.t
+#   drives the status page in headless Chromium: about 10 s), a short set of them
 #   with nginx under valgrind memcheck (scripts/memcheck.sh --short), the fault scenarios of
 #   scripts/faults.sh in short mode, and the module built against Debian's nginx 1.22 loaded
 #   into /usr/sbin/nginx.
@@ -13,6 +14,8 @@ cd "$(dirname "$0")/.."
 
 need_packages libclang-dev libpcre2-dev libssl-dev zlib1g-dev make gcc pkg-config \
     perl libtest-base-perl curl openssl python3 python3-prometheus-client valgrind
+# t/140-dashboard.t: the status page in Debian's headless Chromium, over its DevTools protocol.
+need_packages chromium python3-websocket
 [ "${SKIP_DEBIAN:-0}" = 1 ] || need_packages nginx-dev nginx-core
 need_cargo
 for c in rustfmt clippy; do
