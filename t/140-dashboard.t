@@ -40,6 +40,8 @@ $s->start(<<'CONF');
         server 127.0.0.1:__PORT4__ backup;
         lb_check type=http uri=/health interval=300ms timeout=200ms rise=1 fall=1;
     }
+    # A name that is markup: the page must show it as written.
+    upstream "<b>x&amp;\"y'</b>" { lb_upstream; server 127.0.0.1:__PORT4__; }
     server {
         listen 127.0.0.1:__PORT1__;
         location / { proxy_pass http://u; }
@@ -74,7 +76,7 @@ while (my $line = <$run>) {
 }
 close $run;
 is($?, 0, 't/dashboard.py finished');
-cmp_ok($checks, '>=', 19, 'every browser check ran');
+cmp_ok($checks, '>=', 20, 'every browser check ran');
 
 like($s->error_log, qr/lb: api: peer 127\.0\.0\.1:\d+ in upstream "u" set to drain/, 'the drain reached lb_api');
 unlike($s->error_log, qr/\[(alert|emerg|crit)\]/, 'no alert in the error log');

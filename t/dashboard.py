@@ -223,6 +223,15 @@ def main():
             time.sleep(0.1)
         report(same, "peer rows match the JSON (address, state, weight)", "JSON: %s" % want, "page: %s" % got)
 
+        # Every upstream, its name as written (one of the .t's names is HTML markup).
+        names = sorted(u["name"] for u in get_json(status_json)["upstreams"])
+        shown = b.js("Array.from(document.querySelectorAll('section.u')).map(function(s){"
+                     "return [s.getAttribute('data-upstream'), s.querySelector('h2').textContent,"
+                     " s.querySelector('h2').children.length];})")
+        report(sorted(x[0] for x in shown) == names
+               and all(x[1] == "upstream " + x[0] and x[2] == 0 for x in shown),
+               "a section per upstream, names shown as text (markup in a name stays text)", shown)
+
         wide = b.js("[document.documentElement.scrollWidth, window.innerWidth]")
         report(wide[0] <= wide[1], "no horizontal scrolling at 1280 px", "scrollWidth %d, window %d" % tuple(wide))
 
@@ -295,7 +304,7 @@ def main():
         b.goto(a.base + a.ro + "?format=html")
         b.wait("document.body && +(document.body.getAttribute('data-polls')||0) >= 1", 5)
         ro = b.js("[document.getElementById('ro').textContent, document.querySelectorAll('#dash button, #dash input').length,"
-                  " document.querySelectorAll('#dash tr.peer').length]")
+                  " document.querySelectorAll('#dash section.u[data-upstream=u] tr.peer').length]".replace("=u]", "=%s]" % json.dumps(a.upstream)))
         report(ro[0].startswith("read-only") and ro[1] == 0 and ro[2] == n,
                "without api= the page lists the peers, read-only, with no buttons", ro)
 
@@ -322,7 +331,9 @@ def main():
         nojs = b.js("[document.body.classList.contains('live'), document.querySelectorAll('#tables tr').length,"
                     " getComputedStyle(document.getElementById('tables')).display,"
                     " document.documentElement.scrollWidth <= window.innerWidth]")
-        report(nojs[0] is False and nojs[1] == n + 1 and nojs[2] != "none" and nojs[3],
+        ups = get_json(status_json)["upstreams"]
+        rows = sum(len(u["peers"]) + 1 for u in ups)    # a heading row per table
+        report(nojs[0] is False and nojs[1] == rows and nojs[2] != "none" and nojs[3],
                "without JavaScript the page shows the table (a row per peer), no sideways scrolling", nojs)
         b.screenshot(os.path.join(a.shots, "dashboard-nojs.png"))
     finally:

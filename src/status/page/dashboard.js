@@ -239,9 +239,18 @@
         U.list.insertBefore(li, U.list.firstChild);
         while (U.list.childNodes.length > MAX_CHANGES) U.list.removeChild(U.list.lastChild);
       }
-      P.since = P.state === null ? (lc && p.state !== 'checking' ? lc : null) : at;
+      // On the first poll only a check's last change says since when (up or unhealthy).
+      var checked = p.state === 'up' || p.state === 'unhealthy';
+      P.since = P.state === null ? (lc && checked ? lc : null) : at;
       P.state = p.state;
       s.t0 = at;
+    }
+    // An extra poll (after a click) less than 0.9 s after the last one replaces it: rates
+    // are taken over about a second, not over a few milliseconds.
+    var before = P.samples[P.samples.length - 2];
+    if (prev && before && now - prev.t < 900 && prev.st === s.st) {
+      if (prev.t0 !== undefined && s.t0 === undefined) s.t0 = prev.t0;
+      P.samples.pop();
     }
     P.samples.push(s);
     while (P.samples.length > 2 && P.samples[1].t < now - WINDOW) P.samples.shift();
@@ -270,7 +279,10 @@
 
   // A line chart: x the last 5 minutes, one line per peer (its colour and dash as in its row).
   function draw(s, peers, which, from, now) {
-    var X0 = 44, X1 = 592, Y0 = 10, Y1 = 126;
+    // Drawn in the chart's own pixels (up to 800), so that its text stays legible on a phone.
+    var W = Math.round(Math.max(300, Math.min(800, s.clientWidth || 600)));
+    s.setAttribute('viewBox', '0 0 ' + W + ' 150');
+    var X0 = 44, X1 = W - 8, Y0 = 10, Y1 = 126;
     var max = 0;
     peers.forEach(function (P) {
       (P[which] || []).forEach(function (d) { if (d.v !== null && d.t >= from && d.v > max) max = d.v; });
