@@ -34,6 +34,8 @@ use crate::status::{html, json, prometheus};
 pub struct StatusLoc {
     /// The `lb_api` location the HTML page's buttons call (`status::directive`).
     api: Option<String>,
+    /// The HTML page's Content-Security-Policy (hashes of its script and style sheet).
+    csp: String,
 }
 
 /// The balancer module's per-location configuration: `lb_status`'s arguments.
@@ -64,7 +66,9 @@ pub unsafe extern "C" fn set_lb_status(
             Ok(a) => a,
             Err(e) => return conf_error(cf, &e),
         };
-        (*(conf as *mut StatusLoc)).api = args.api;
+        let loc = &mut *(conf as *mut StatusLoc);
+        loc.api = args.api;
+        loc.csp = html::content_security_policy();
         let ctx = (*cf).ctx as *mut ngx_http_conf_ctx_t;
         let index = (*ptr::addr_of!(ngx_http_core_module)).ctx_index;
         let clcf = *(*ctx).loc_conf.add(index) as *mut ngx_http_core_loc_conf_t;
@@ -403,14 +407,10 @@ unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
                 Render::Prometheus(prometheus::Stream::new()),
             ),
             Format::Html => {
-                let loc = *(*r).loc_conf.add(ctx_index()) as *const StatusLoc;
-                let api = if loc.is_null() {
-                    None
-                } else {
-                    (*loc).api.clone()
-                };
-                let csp = html::content_security_policy();
-                if add_header(r, "Content-Security-Policy", csp) != crate::shell::nginx::OK {
+                // This handler runs only in locations with `lb_status`, which set their conf.
+                let loc = &*(*(*r).loc_conf.add(ctx_index()) as *const StatusLoc);
+                let api = loc.api.clone();
+                if add_header(r, "Content-Security-Policy", &loc.csp) != crate::shell::nginx::OK {
                     return crate::shell::nginx::ERROR;
                 }
                 (
@@ -424,17 +424,14 @@ unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
 }
 
-/// Adds a response header with static text (`name` in any case; nginx sends it as given).
+/// Adds a response header (`name` in any case; nginx sends it as given).
 ///
 /// # Safety
-/// `r` must be a live request whose header is not sent yet.
-unsafe fn add_header(
-    r: *mut ngx_http_request_t,
-    name: &'static str,
-    value: &'static str,
-) -> ngx_int_t {
+/// `r` must be a live request whose header is not sent yet; `value` must outlive it (the
+/// configuration's memory does).
+unsafe fn add_header(r: *mut ngx_http_request_t, name: &'static str, value: &str) -> ngx_int_t {
     // SAFETY: as required by the caller; the element belongs to the request's header list,
-    // its strings are static (nginx only reads them), the lowercase copy is in the pool.
+    // nginx only reads its strings, the lowercase copy is in the pool.
     unsafe {
         let elt = nginx_sys::ngx_list_push(&mut (*r).headers_out.headers) as *mut ngx_table_elt_t;
         let low = ngx_pnalloc((*r).pool, name.len()) as *mut u8;
