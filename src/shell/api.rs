@@ -543,6 +543,18 @@ unsafe fn handle(r: *mut ngx_http_request_t, write: bool) -> ngx_int_t {
             return nginx_sys::NGX_HTTP_NOT_ALLOWED as ngx_int_t;
         }
         let method = method_of((*r).method);
+        if write && method.writes() {
+            let host = (*r).headers_in.host;
+            let host = (!host.is_null()).then(|| bytes(&(*host).value));
+            let origin = crate::shell::status::header_in(r, b"origin");
+            if let Some(e) = api::cross_site(origin, host) {
+                let rc = ngx_http_discard_request_body(r);
+                if rc != crate::shell::nginx::OK {
+                    return rc;
+                }
+                return send_error(r, &e);
+            }
+        }
         if matches!(method, Method::Patch | Method::Post) && write {
             if (*r).headers_in.content_length_n > api::MAX_BODY as i64 {
                 let e = ApiError::new(

@@ -332,7 +332,7 @@ fn prefetch(peers: &[Peer]) {
 ///
 /// # Safety
 /// `r` must be a live request.
-unsafe fn header_in<'a>(r: *mut ngx_http_request_t, name: &[u8]) -> Option<&'a [u8]> {
+pub(crate) unsafe fn header_in<'a>(r: *mut ngx_http_request_t, name: &[u8]) -> Option<&'a [u8]> {
     // SAFETY: walking nginx's list of request headers, as nginx builds it.
     unsafe {
         let mut part: *mut ngx_list_part_t = &mut (*r).headers_in.headers.part;
