@@ -403,7 +403,7 @@ qr{GET /plain HTTP/1\.1 lb_upstream=- lb_peer=- lb_peer_state=-}
 --- request
 GET /status?format=html
 --- response_headers_like
-Content-Security-Policy: default-src 'none'; script-src 'sha256-[A-Za-z0-9+/]{43}='; style-src 'sha256-[A-Za-z0-9+/]{43}='; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'
+Content-Security-Policy: default-src 'none'; script-src 'sha256-[A-Za-z0-9+/]{43}='; style-src 'sha256-[A-Za-z0-9+/]{43}='; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'
 --- response_body_like eval
 qr{^<!DOCTYPE html>.*<noscript><meta http-equiv="refresh" content="5"></noscript>.*<body data-api="/lb-api/">.*<main id="tables">.*<tr><td class="l">127\.0\.0\.1:\d+</td>.*</main>\n<div id="dash"></div>\n<script>.*</script>\n</body></html>\n\z}s
 

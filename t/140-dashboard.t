@@ -45,6 +45,8 @@ $s->start(<<'CONF');
     server {
         listen 127.0.0.1:__PORT1__;
         location / { proxy_pass http://u; }
+        # Nothing else here: a request the page should not make (/favicon.ico) fails.
+        location = /favicon.ico { return 404; }
         location /status { lb_status api=/lb-api/; }
         location /ro { lb_status; }
         location /lb-api/ { lb_api write=on; }

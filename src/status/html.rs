@@ -27,7 +27,7 @@ pub const STYLE: &str = include_str!("page/dashboard.css");
 pub fn content_security_policy() -> String {
     format!(
         "default-src 'none'; script-src '{}'; style-src '{}'; connect-src 'self'; \
-         img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+         img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
         sha256(SCRIPT),
         sha256(STYLE)
     )
@@ -162,7 +162,8 @@ fn page_head(out: &mut Vec<u8>, head: &SnapshotHead, refresh_seconds: u32, api: 
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <noscript><meta http-equiv=\"refresh\" content=\"{refresh_seconds}\"></noscript>\
-         <title>nginx lb status</title><style>{STYLE}</style></head>\n\
+         <title>nginx lb status</title><link rel=\"icon\" href=\"data:,\">\
+         <style>{STYLE}</style></head>\n\
          <body{api_attr}>\n<header><h1>nginx lb status</h1>\n<p>nginx {} · module {} · \
          <span id=\"mode\">refreshed every {refresh_seconds}s</span></p>\n\
          <p id=\"ro\">{ro}</p>\n<p id=\"note\" role=\"status\" aria-live=\"polite\"></p>\

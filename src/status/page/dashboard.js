@@ -166,7 +166,7 @@
     var count = {};
     var keys = {};
     var present = {};
-    u.peers.forEach(function (p) {
+    u.peers.forEach(function (p, i) {
       count[p.state] = (count[p.state] || 0) + 1;
       var key = p.address;
       keys[key] = (keys[key] || 0) + 1;
@@ -175,6 +175,9 @@
       var P = U.peers[key] || newPeer(U, key, p);
       P.peer = p;
       record(U, P, p, now);
+      // Peers not listed keep no history (a large upstream would fill the browser's memory):
+      // the last two samples give their rate, state changes are still listed.
+      if (i >= MAX_ROWS && P.samples.length > 2) P.samples.splice(0, P.samples.length - 2);
     });
     // Peers gone from the upstream (lb_api, DNS, a reload) leave the page.
     U.order = U.order.filter(function (k) {
