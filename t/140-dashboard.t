@@ -40,8 +40,10 @@ $s->start(<<'CONF');
         server 127.0.0.1:__PORT4__ backup;
         lb_check type=http uri=/health interval=300ms timeout=200ms rise=1 fall=1;
     }
-    # A name that is markup: the page must show it as written.
+    # A name that is markup: the page must show it as written; one that is a property of
+    # every JavaScript object.
     upstream "<b>x&amp;\"y'</b>" { lb_upstream; server 127.0.0.1:__PORT4__; }
+    upstream __proto__ { lb_upstream; server 127.0.0.1:__PORT4__; }
     server {
         listen 127.0.0.1:__PORT1__;
         location / { proxy_pass http://u; }

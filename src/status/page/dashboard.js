@@ -27,7 +27,11 @@
   var query = new URLSearchParams(location.search);
   query.set('format', 'json');
   var jsonUrl = location.pathname + '?' + query.toString();
-  var ups = {};
+  // Maps keyed by names from the server have no prototype: an upstream may be called
+  // "constructor" or "__proto__".
+  function map() { return Object.create(null); }
+  var ups = map();
+  var every = 1000;      // ms between polls, as last set
   var polls = 0;
   var firstT = null;     // server time of the first answer
   var timer = null;
@@ -81,7 +85,7 @@
   }
 
   function newUpstream(name) {
-    var U = { name: name, peers: {}, order: [], changes: [] };
+    var U = { name: name, peers: map(), order: [], changes: [] };
     U.root = el('section', { 'class': 'u', 'data-upstream': name });
     var head = el('div');
     head.appendChild(el('h2', null, 'upstream ' + name));
@@ -149,7 +153,7 @@
     if (firstT === null) firstT = now;
     // The charts span the history there is, from a minute up to five.
     var span = Math.min(WINDOW, Math.max(MIN_SPAN, now - firstT));
-    var seen = {};
+    var seen = map();
     doc.upstreams.forEach(function (u) {
       seen[u.name] = true;
       var U = ups[u.name] || (ups[u.name] = newUpstream(u.name));
@@ -158,14 +162,15 @@
     Object.keys(ups).forEach(function (name) {
       if (!seen[name]) { dash.removeChild(ups[name].root); delete ups[name]; }
     });
-    mode.textContent = 'live: polled every second, ' + clock(now) + ' (server time)';
+    mode.textContent = 'live: polled every ' + (every === 1000 ? 'second' : (every / 1000).toFixed(1) + ' s')
+      + ', ' + clock(now) + ' (server time)';
     body.classList.add('live');
   }
 
   function updateUpstream(U, u, now, span) {
-    var count = {};
-    var keys = {};
-    var present = {};
+    var count = map();
+    var keys = map();
+    var present = map();
     u.peers.forEach(function (p, i) {
       count[p.state] = (count[p.state] || 0) + 1;
       var key = p.address;
@@ -466,7 +471,8 @@
       .then(function () {
         inflight = false;
         // A large status answer is asked for less often: at most a fifth of the time fetching.
-        var wait = again ? 0 : Math.max(1000, 5 * (Date.now() - t0));
+        every = Math.max(1000, Math.round(5 * (Date.now() - t0) / 100) * 100);
+        var wait = again ? 0 : every;
         again = false;
         timer = setTimeout(poll, wait);
       });
