@@ -171,7 +171,7 @@ unsafe fn render_state(main: &MainConf) -> Vec<u8> {
                 // SAFETY: nginx strings of the configuration, or a snapshot's copies.
                 upstream: String::from_utf8_lossy(unsafe { bytes(&u.name) }).into_owned(),
                 // SAFETY: as above.
-                address: String::from_utf8_lossy(unsafe { bytes(&p.name) }).into_owned(),
+                address: String::from_utf8_lossy(unsafe { bytes(p.name()) }).into_owned(),
                 admin,
                 weight,
                 line: s.line(),
@@ -466,7 +466,7 @@ pub unsafe fn restore_changes(main: &mut MainConf, file: &api::state::StateFile,
             }
             for p in &u.current().peers {
                 // SAFETY: as above.
-                if unsafe { bytes(&p.name) } != saved.address.as_bytes() {
+                if unsafe { bytes(p.name()) } != saved.address.as_bytes() {
                     continue;
                 }
                 // SAFETY: as above.
@@ -797,7 +797,7 @@ unsafe fn carry_out(
                     .current()
                     .peers
                     .iter()
-                    .any(|p| bytes(&p.name) == name.as_bytes() && !p.resolved)
+                    .any(|p| bytes(p.name()) == name.as_bytes() && !p.resolved)
                 {
                     return Err(ApiError::new(
                         409,
@@ -853,7 +853,7 @@ unsafe fn carry_out(
                     .current()
                     .peers
                     .iter()
-                    .filter(|p| bytes(&p.name) == address.as_bytes())
+                    .filter(|p| bytes(p.name()) == address.as_bytes())
                     .collect();
                 if peers.is_empty() {
                     return Err(ApiError::new(
@@ -914,7 +914,7 @@ unsafe fn patch_peer(
             .current()
             .peers
             .iter()
-            .filter(|p| bytes(&p.name) == address.as_bytes())
+            .filter(|p| bytes(p.name()) == address.as_bytes())
             .collect();
         if peers.iter().any(|p| p.record == usize::MAX) {
             return Err(ApiError::new(

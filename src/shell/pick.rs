@@ -214,7 +214,7 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
                 NGX_LOG_WARN,
                 (*pc).log,
                 "lb: peer {} in upstream \"{}\" is back from outlier ejection",
-                bytes(&m.peers[i].name).escape_ascii(),
+                bytes(m.peers[i].name()).escape_ascii(),
                 bytes(&up.name).escape_ascii()
             );
         }
@@ -229,9 +229,9 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
             lc.set_active(j, record.active());
         }
         let peer = &m.peers[i];
-        (*pc).sockaddr = peer.sockaddr;
-        (*pc).socklen = peer.socklen;
-        (*pc).name = &peer.name as *const _ as *mut _;
+        (*pc).sockaddr = peer.sockaddr();
+        (*pc).socklen = peer.socklen();
+        (*pc).name = peer.name() as *const _ as *mut _;
         if up.keepalive.is_some() && up.owns_slot(peer) {
             let slot = peer.slot;
             if let Some(k) = up.keepalive.as_deref_mut() {
@@ -301,7 +301,7 @@ unsafe extern "C" fn free_peer(
                     NGX_LOG_WARN,
                     (*pc).log,
                     "lb: peer {} in upstream \"{}\" is unavailable for {}s after {} failure(s)",
-                    bytes(&peer.name).escape_ascii(),
+                    bytes(peer.name()).escape_ascii(),
                     bytes(&up.name).escape_ascii(),
                     peer.limits.fail_timeout_ms / 1000,
                     peer.limits.max_fails
@@ -580,7 +580,7 @@ unsafe fn eject(
         })
         .count();
     // SAFETY: the upstream's and the peer's names live as long as the snapshot.
-    let (name, upstream) = unsafe { (bytes(&peer.name), bytes(&up.name)) };
+    let (name, upstream) = unsafe { (bytes(peer.name()), bytes(&up.name)) };
     let what = match why {
         crate::shm::peer::Outlier::FiveXx(n) => format!("{n} responses with status 500 or more"),
         crate::shm::peer::Outlier::Errors(n) => format!("{n} connection errors or timeouts"),

@@ -37,12 +37,11 @@ use core::ptr;
 #[cfg(ngx_resolve)]
 use core::sync::atomic::AtomicUsize;
 use core::sync::atomic::{AtomicU32, Ordering::Acquire};
-use std::rc::Rc;
 
 use nginx_sys::{
     ngx_cycle_t, ngx_event_t, ngx_http_upstream_rr_peer_t, ngx_http_upstream_rr_peers_t,
     ngx_http_upstream_srv_conf_t, ngx_rwlock_rlock, ngx_rwlock_unlock, ngx_shmtx_lock,
-    ngx_shmtx_unlock, ngx_sockaddr_t, ngx_str_t, sockaddr, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_shmtx_unlock, ngx_sockaddr_t, sockaddr, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 
 use crate::balance::membership::{self, Action};
@@ -50,7 +49,7 @@ use crate::balance::Limits;
 use crate::shell::conf::MainConf;
 use crate::shell::nginx::{bytes, now_ms};
 use crate::shell::probe;
-use crate::shell::table::{line_fingerprint, Key, KeyMap, Members, OwnedAddr, Peer, Upstream};
+use crate::shell::table::{line_fingerprint, Addr, Key, KeyMap, Members, OwnedAddr, Peer, Upstream};
 use crate::shm::added;
 use crate::shm::table::{self, Claim, Table};
 use crate::shm::PeerShared;
@@ -758,22 +757,14 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
             if admitted && !current.peers.is_empty() {
                 record.start_ramp(now);
             }
-            let owned = Rc::new(OwnedAddr {
-                sockaddr: e.sockaddr,
-                name: copy.name(e).into(),
-                server: copy.server(e).into(),
-            });
             let p = Peer {
-                sockaddr: ptr::addr_of!((*Rc::as_ptr(&owned)).sockaddr) as *mut sockaddr,
-                socklen: e.socklen,
-                name: ngx_str_t {
-                    len: owned.name.len(),
-                    data: owned.name.as_ptr() as *mut u8,
-                },
-                server: ngx_str_t {
-                    len: owned.server.len(),
-                    data: owned.server.as_ptr() as *mut u8,
-                },
+                // SAFETY: the copy's sockaddr holds `e.socklen` bytes.
+                addr: Addr::Owned(OwnedAddr::new(
+                    ptr::addr_of!(e.sockaddr) as *const sockaddr,
+                    e.socklen,
+                    copy.name(e),
+                    copy.server(e),
+                )),
                 weight: record.weight_override().unwrap_or(e.weight),
                 conf_weight: e.weight,
                 limits: e.limits,
@@ -789,7 +780,6 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                 ramp: slow_ms.map_or(1, |ms| {
                     crate::balance::slow_start::step(record.ramp_start(), now, ms)
                 }),
-                owned: Some(owned),
             };
             joined.push((peers.len(), admitted));
             peers.push(p);
@@ -851,8 +841,8 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                     cycle_log,
                     "lb: upstream \"{}\": peer {} ({}) joined",
                     upstream_name.escape_ascii(),
-                    bytes(&peers[i].name).escape_ascii(),
-                    bytes(&peers[i].server).escape_ascii()
+                    bytes(peers[i].name()).escape_ascii(),
+                    bytes(peers[i].server()).escape_ascii()
                 );
             }
         }
@@ -862,8 +852,8 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                 cycle_log,
                 "lb: upstream \"{}\": peer {} ({}) left",
                 upstream_name.escape_ascii(),
-                bytes(&p.name).escape_ascii(),
-                bytes(&p.server).escape_ascii()
+                bytes(p.name()).escape_ascii(),
+                bytes(p.server()).escape_ascii()
             );
         }
         if private > 0 {

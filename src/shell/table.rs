@@ -37,19 +37,99 @@ pub use crate::balance::membership::{Key, KeyMap};
 /// The address, name and `server` text of a resolved peer, copied out of nginx's shared list
 /// (whose entries nginx frees when the name's answer changes): the peer's strings point here.
 pub struct OwnedAddr {
-    pub sockaddr: ngx_sockaddr_t,
-    pub name: Box<[u8]>,
-    pub server: Box<[u8]>,
+    sockaddr: ngx_sockaddr_t,
+    socklen: socklen_t,
+    /// Point into `_text`.
+    name: ngx_str_t,
+    server: ngx_str_t,
+    _text: Box<[u8]>,
+}
+
+impl OwnedAddr {
+    /// A copy of `socklen` bytes of `sockaddr` (at most an `ngx_sockaddr_t`), and the texts.
+    ///
+    /// # Safety
+    /// `sockaddr` points to `socklen` readable bytes.
+    pub unsafe fn new(
+        sockaddr: *const sockaddr,
+        socklen: socklen_t,
+        name: &[u8],
+        server: &[u8],
+    ) -> Rc<OwnedAddr> {
+        // SAFETY: zeroed bytes are a valid (empty) sockaddr union.
+        let mut copy: ngx_sockaddr_t = unsafe { core::mem::zeroed() };
+        let len = (socklen as usize).min(core::mem::size_of::<ngx_sockaddr_t>());
+        // SAFETY: the caller's `sockaddr` has `socklen` bytes; `copy` has room for `len`.
+        unsafe { ptr::copy_nonoverlapping(sockaddr as *const u8, ptr::addr_of_mut!(copy) as *mut u8, len) };
+        let text: Box<[u8]> = [name, server].concat().into();
+        let at = text.as_ptr() as *mut u8;
+        Rc::new(OwnedAddr {
+            sockaddr: copy,
+            socklen: len as socklen_t,
+            name: ngx_str_t { len: name.len(), data: at },
+            // SAFETY: `name.len()` is within `text` (it holds both texts).
+            server: ngx_str_t { len: server.len(), data: unsafe { at.add(name.len()) } },
+            _text: text,
+        })
+    }
+}
+
+/// Where a peer's address, name (`127.0.0.1:8081`, what `$upstream_addr` shows) and `server`
+/// text live: for a configured peer, nginx's round-robin peer (in the configuration's pool, alive
+/// as long as the configuration); for a resolved or added peer, a copy of its own, kept alive by
+/// every snapshot, watch and probe that holds the peer. 16 bytes, instead of copies of the
+/// pointers and lengths in every `Peer` and health-check watch.
+#[derive(Clone)]
+pub enum Addr {
+    Conf(ptr::NonNull<ngx_http_upstream_rr_peer_t>),
+    Owned(Rc<OwnedAddr>),
+}
+
+impl Addr {
+    #[inline]
+    pub fn sockaddr(&self) -> *mut sockaddr {
+        match self {
+            // SAFETY: a configured peer's nginx peer lives as long as the configuration, which
+            // outlives every `Peer` and watch built from it.
+            Addr::Conf(p) => unsafe { p.as_ref() }.sockaddr,
+            Addr::Owned(o) => ptr::addr_of!(o.sockaddr) as *mut sockaddr,
+        }
+    }
+
+    #[inline]
+    pub fn socklen(&self) -> socklen_t {
+        match self {
+            // SAFETY: as in `sockaddr`.
+            Addr::Conf(p) => unsafe { p.as_ref() }.socklen,
+            Addr::Owned(o) => o.socklen,
+        }
+    }
+
+    /// The address as text, e.g. `127.0.0.1:8081`.
+    #[inline]
+    pub fn name(&self) -> &ngx_str_t {
+        match self {
+            // SAFETY: as in `sockaddr`.
+            Addr::Conf(p) => unsafe { &p.as_ref().name },
+            Addr::Owned(o) => &o.name,
+        }
+    }
+
+    /// The `server` line's argument as written (for a peer from an SRV record, its target).
+    #[inline]
+    pub fn server(&self) -> &ngx_str_t {
+        match self {
+            // SAFETY: as in `sockaddr`.
+            Addr::Conf(p) => unsafe { &p.as_ref().server },
+            Addr::Owned(o) => &o.server,
+        }
+    }
 }
 
 #[derive(Clone)]
 pub struct Peer {
-    pub sockaddr: *mut sockaddr,
-    pub socklen: socklen_t,
-    /// The address, e.g. `127.0.0.1:8081` (what `$upstream_addr` shows).
-    pub name: ngx_str_t,
-    /// The `server` line's argument, as written (for a peer from an SRV record, its target).
-    pub server: ngx_str_t,
+    /// The address and its texts (`name()`, `server()`).
+    pub addr: Addr,
     /// The weight in use: the configured one, or the one an operator set (`lb_api`).
     pub weight: u32,
     /// The weight of the `server` line (or the SRV record).
@@ -79,8 +159,6 @@ pub struct Peer {
     /// What the weight is multiplied by for selection: 1 without `lb_slow_start`; with it,
     /// the ramp's step (`balance::slow_start`, `STEPS` once at full weight).
     pub ramp: u32,
-    /// Keeps the strings and address of a resolved peer alive as long as any snapshot.
-    pub owned: Option<Rc<OwnedAddr>>,
 }
 
 /// One consistent set of peers and the selection state over it.
@@ -528,6 +606,28 @@ pub fn line_fingerprint(weight: u32, limits: &Limits, backup: bool, down: bool) 
 }
 
 impl Peer {
+    #[inline]
+    pub fn sockaddr(&self) -> *mut sockaddr {
+        self.addr.sockaddr()
+    }
+
+    #[inline]
+    pub fn socklen(&self) -> socklen_t {
+        self.addr.socklen()
+    }
+
+    /// The address, e.g. `127.0.0.1:8081` (what `$upstream_addr` shows).
+    #[inline]
+    pub fn name(&self) -> &ngx_str_t {
+        self.addr.name()
+    }
+
+    /// The `server` line's argument, as written (for a peer from an SRV record, its target).
+    #[inline]
+    pub fn server(&self) -> &ngx_str_t {
+        self.addr.server()
+    }
+
     /// The weight its selector uses: 0 leaves a `down` peer out.
     pub fn selection_weight(&self) -> u32 {
         if self.down {
@@ -544,10 +644,7 @@ impl Peer {
 
     fn from_rr(p: &ngx_http_upstream_rr_peer_t, backup: bool) -> Peer {
         Peer {
-            sockaddr: p.sockaddr,
-            socklen: p.socklen,
-            name: p.name,
-            server: p.server,
+            addr: Addr::Conf(ptr::NonNull::from(p)),
             weight: p.weight.clamp(1, u32::MAX as _) as u32,
             conf_weight: p.weight.clamp(1, u32::MAX as _) as u32,
             limits: Limits {
@@ -565,7 +662,6 @@ impl Peer {
             resolved: false,
             added: false,
             ramp: 1,
-            owned: None,
         }
     }
 }

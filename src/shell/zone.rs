@@ -104,7 +104,7 @@ unsafe fn keys_of(u: &Upstream) -> Vec<(u64, u64)> {
     unsafe {
         table::peer_keys(
             bytes(&u.name),
-            u.current().peers.iter().map(|p| bytes(&p.name)),
+            u.current().peers.iter().map(|p| bytes(p.name())),
         )
     }
 }
@@ -362,7 +362,7 @@ pub unsafe fn added_takers(main: &MainConf) -> AddedTakers<'_> {
                     .peers
                     .iter()
                     .filter(|p| !p.resolved && !p.added)
-                    .map(|p| bytes(&p.name))
+                    .map(|p| bytes(p.name()))
                     .collect();
                 (
                     crate::shm::added::upstream_key(bytes(&u.name)),

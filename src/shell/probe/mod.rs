@@ -57,7 +57,7 @@ use crate::health::response::{Parser, Progress, ResponseError};
 use crate::health::schedule;
 use crate::health::state::Transition;
 use crate::shell::nginx::{bytes, exiting, now_ms, peek, Peek, AGAIN, ERROR, OK};
-use crate::shell::table::{OwnedAddr, Peer, Upstream};
+use crate::shell::table::{Addr, Peer, Upstream};
 use crate::shm::PeerShared;
 
 mod conn;
@@ -91,17 +91,23 @@ struct Watch {
     upstream: *const Upstream,
     /// The peer's record.
     shared: *const PeerShared,
-    setup: *const CheckSetup,
-    sockaddr: *mut sockaddr,
-    socklen: socklen_t,
-    name: ngx_str_t,
-    server: ngx_str_t,
-    /// Keeps a resolved peer's address text (which `name` points to) alive.
-    owned: Option<Rc<OwnedAddr>>,
+    /// The peer's address and texts (a reference, not a copy).
+    addr: Addr,
     /// The probe while an attempt runs or keeps a connection, else null.
     probe: *mut Probe,
     /// `https` checks only.
     session: Option<Session>,
+}
+
+impl Watch {
+    /// The upstream's `lb_check` (every watched peer's upstream has one).
+    fn setup(&self) -> *const CheckSetup {
+        // SAFETY: the upstream lives as long as the configuration, which outlives its watches.
+        match unsafe { &(*self.upstream).check } {
+            Some(setup) => &**setup,
+            None => unreachable!("a watched peer's upstream has lb_check"),
+        }
+    }
 }
 
 /// A peer's watch in this worker (`start_probe`), to `retire` it.
@@ -207,8 +213,8 @@ pub struct Probe {
     upstream: *const Upstream,
     /// The peer's record.
     shared: *const PeerShared,
-    /// Keeps a resolved peer's address text (which `name` points to) alive.
-    _owned: Option<Rc<OwnedAddr>>,
+    /// Keeps a resolved peer's address text alive.
+    _addr: Addr,
     setup: *const CheckSetup,
     /// The address probed (the peer's, with `port=` applied) and its text; separate
     /// allocations, as nginx keeps pointers to them in the connection and reads them while a
@@ -379,12 +385,7 @@ unsafe fn watch(
         let watch = Watch {
             upstream: u,
             shared: peer.shared,
-            setup,
-            sockaddr: peer.sockaddr,
-            socklen: peer.socklen,
-            name: peer.name,
-            server: peer.server,
-            owned: peer.owned.clone(),
+            addr: peer.addr.clone(),
             probe: ptr::null_mut(),
             session: check_type(setup.conf.kind)
                 .tls
@@ -519,17 +520,17 @@ unsafe fn free_probe(p: *mut Probe) {
 /// `w`'s upstream and setup outlive the probe; in a worker.
 unsafe fn new_probe(w: &Watch, id: Id) -> *mut Probe {
     // SAFETY: zeroed nginx structs are their documented initial state; the cycle log is live;
-    // the watch's address and strings are alive (the configuration's, or `owned`).
+    // the watch's address and strings are alive (the configuration's, or its own).
     unsafe {
-        let setup = &*w.setup;
+        let setup = &*w.setup();
         let mut addr = [0u64; 16];
-        let len = (w.socklen as usize).min(core::mem::size_of_val(&addr));
-        ptr::copy_nonoverlapping(w.sockaddr as *const u8, addr.as_mut_ptr() as *mut u8, len);
+        let len = (w.addr.socklen() as usize).min(core::mem::size_of_val(&addr));
+        ptr::copy_nonoverlapping(w.addr.sockaddr() as *const u8, addr.as_mut_ptr() as *mut u8, len);
         if let Some(port) = setup.conf.port {
             set_port(addr.as_mut_ptr() as *mut u8, port);
         }
-        let address = String::from_utf8_lossy(bytes(&w.name)).into_owned();
-        let server = String::from_utf8_lossy(bytes(&w.server)).into_owned();
+        let address = String::from_utf8_lossy(bytes(w.addr.name())).into_owned();
+        let server = String::from_utf8_lossy(bytes(w.addr.server())).into_owned();
         let identity = if setup.conf.verify {
             setup.conf.verify_identity(&server, &address)
         } else {
@@ -542,11 +543,11 @@ unsafe fn new_probe(w: &Watch, id: Id) -> *mut Probe {
             id,
             upstream: w.upstream,
             shared: w.shared,
-            _owned: w.owned.clone(),
+            _addr: w.addr.clone(),
             setup,
             addr: Box::into_raw(Box::new(addr)),
-            socklen: w.socklen,
-            name: Box::into_raw(Box::new(w.name)),
+            socklen: w.addr.socklen(),
+            name: Box::into_raw(Box::new(*w.addr.name())),
             request: setup.conf.request(&address),
             sni: setup
                 .conf
@@ -692,7 +693,7 @@ fn adopt_orphans(now: u64) {
                     (*nginx_sys::ngx_cycle).log,
                     "lb: peer {} in upstream \"{}\" was due for a check {} ms ago: this \
                      worker takes its checks over",
-                    bytes(&peer.name).escape_ascii(),
+                    bytes(peer.name()).escape_ascii(),
                     bytes(&(*u).name).escape_ascii(),
                     now.saturating_sub((*peer.shared).lease().0)
                 );
@@ -705,7 +706,7 @@ fn adopt_orphans(now: u64) {
 /// should be handled next (an absolute time) and its interval. `None`: the watch is gone.
 fn visit(id: Id, now: u64) -> Option<(u64, u64)> {
     let (shared, setup, probe) =
-        with_clock(|c| c.queue.get(id).map(|w| (w.shared, w.setup, w.probe)))?;
+        with_clock(|c| c.queue.get(id).map(|w| (w.shared, w.setup(), w.probe)))?;
     // SAFETY: the record is mapped for the process; the setup lives as long as the
     // configuration; the probe, when there is one, is live (its watch holds it).
     let (shared, setup) = unsafe { (&*shared, &*setup) };
