@@ -916,7 +916,7 @@ unsafe fn patch_peer(
             .iter()
             .filter(|p| bytes(p.name()) == address.as_bytes())
             .collect();
-        if peers.iter().any(|p| p.record == usize::MAX) {
+        if peers.iter().any(|p| p.record().is_none()) {
             return Err(ApiError::new(
                 409,
                 format!(

@@ -21,24 +21,18 @@ type List = IdleList<*mut ngx_connection_t>;
 /// One upstream's caches in this worker (built before the fork; each worker owns its copy).
 pub struct PeerCaches {
     pub conf: KeepaliveConf,
-    /// Boxed: an idle connection's `data` points at its list, which must not move when the
-    /// vector grows. Made when the peer's first connection is kept (a peer that never has one
-    /// costs a pointer).
+    /// By slot. Boxed: an idle connection's `data` points at its list, which must not move
+    /// when the vector grows. A list is made when the peer's first connection is kept, and the
+    /// vector grown to its slot then: an upstream costs nothing per peer until connections are
+    /// kept, then a pointer per slot up to the highest one kept.
     lists: Vec<Option<Box<List>>>,
 }
 
 impl PeerCaches {
-    pub fn new(conf: KeepaliveConf, peers: usize) -> PeerCaches {
+    pub fn new(conf: KeepaliveConf) -> PeerCaches {
         PeerCaches {
             conf,
-            lists: (0..peers).map(|_| None).collect(),
-        }
-    }
-
-    /// Makes room for slot `slot` (a resolved peer that joined).
-    pub fn ensure(&mut self, slot: usize) {
-        if self.lists.len() <= slot {
-            self.lists.resize_with(slot + 1, || None);
+            lists: Vec::new(),
         }
     }
 
@@ -131,10 +125,11 @@ pub unsafe fn keep(
             return;
         }
         let per_peer = caches.conf.per_peer;
-        let Some(list) = caches.lists.get_mut(i) else {
-            return;
-        };
-        let list: *mut List = &mut **list.get_or_insert_with(|| Box::new(IdleList::new(per_peer)));
+        if caches.lists.len() <= i {
+            caches.lists.resize_with(i + 1, || None);
+        }
+        let list: *mut List =
+            &mut **caches.lists[i].get_or_insert_with(|| Box::new(IdleList::new(per_peer)));
         if let Some(old) = (*list).put(c) {
             close(old);
         }

@@ -233,7 +233,7 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
         (*pc).socklen = peer.socklen();
         (*pc).name = peer.name() as *const _ as *mut _;
         if up.keepalive.is_some() && up.owns_slot(peer) {
-            let slot = peer.slot;
+            let slot = peer.slot();
             if let Some(k) = up.keepalive.as_deref_mut() {
                 if crate::shell::keepalive::take(k, slot, pc) {
                     return crate::shell::nginx::DONE;
@@ -309,7 +309,7 @@ unsafe extern "C" fn free_peer(
             }
             let lower_weight = failed && !m.single;
             let max_fails = peer.limits.max_fails;
-            let (slot, owned) = (peer.slot, up.owns_slot(peer));
+            let (slot, owned) = (peer.slot(), up.owns_slot(peer));
             match selector_of(m, rp.current) {
                 Some((Selector::LeastConn(lc), j)) => lc.set_active(j, record.active()),
                 // nginx lowers a failed peer's effective weight for a while.
@@ -672,7 +672,11 @@ unsafe extern "C" fn set_session(pc: *mut ngx_peer_connection_t, data: *mut c_vo
         if !up.owns_slot(peer) {
             return crate::shell::nginx::OK;
         }
-        let session = up.sessions[peer.slot].get();
+        let session = up
+            .sessions
+            .borrow()
+            .get(peer.slot())
+            .map_or(ptr::null_mut(), core::cell::Cell::get);
         if session.is_null() {
             return crate::shell::nginx::OK;
         }
@@ -707,7 +711,11 @@ unsafe extern "C" fn save_session(pc: *mut ngx_peer_connection_t, data: *mut c_v
         if session.is_null() {
             return;
         }
-        let old = up.sessions[peer.slot].replace(session as *mut c_void);
+        let mut sessions = up.sessions.borrow_mut();
+        if sessions.len() <= peer.slot() {
+            sessions.resize_with(peer.slot() + 1, Default::default);
+        }
+        let old = sessions[peer.slot()].replace(session as *mut c_void);
         if !old.is_null() {
             nginx_sys::SSL_SESSION_free(old as *mut nginx_sys::SSL_SESSION);
         }

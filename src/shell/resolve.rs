@@ -49,7 +49,9 @@ use crate::balance::Limits;
 use crate::shell::conf::MainConf;
 use crate::shell::nginx::{bytes, now_ms};
 use crate::shell::probe;
-use crate::shell::table::{line_fingerprint, Addr, Key, KeyMap, Members, OwnedAddr, Peer, Upstream};
+use crate::shell::table::{
+    line_fingerprint, Addr, Key, KeyMap, Members, OwnedAddr, Peer, Upstream,
+};
 use crate::shm::added;
 use crate::shm::table::{self, Claim, Table};
 use crate::shm::PeerShared;
@@ -692,7 +694,7 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                 // (A peer with a record private to this worker keeps it: there was no room
                 // for it in the zone, and taking another private one would reset its state.)
                 Action::Keep(j)
-                    if current.peers[j].record == usize::MAX
+                    if current.peers[j].record().is_none()
                         || (*current.peers[j].shared).key() == key =>
                 {
                     let mut p = current.peers[j].clone();
@@ -709,7 +711,7 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                 Action::Join => {}
             }
             let claimed = t.claim(key, generation, now);
-            let (record, active, index, admitted): (&PeerShared, &AtomicU32, usize, bool) =
+            let (record, active, index, admitted): (&PeerShared, &AtomicU32, Option<usize>, bool) =
                 match claimed {
                     Some(c) => {
                         let record = &t.records[c.index()];
@@ -739,13 +741,13 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                                 record.join(generation, fresh, checked, default_up)
                             }
                         };
-                        (record, t.counter(row, c.index()), c.index(), admitted)
+                        (record, t.counter(row, c.index()), Some(c.index()), admitted)
                     }
                     None if !e.resolved => {
                         private += 1;
                         let (record, active) =
                             crate::shell::zone::private_record(default_up || !checked);
-                        (record, active, usize::MAX, false)
+                        (record, active, None, false)
                     }
                     None => {
                         full += 1;
@@ -757,9 +759,9 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
             if admitted && !current.peers.is_empty() {
                 record.start_ramp(now);
             }
-            let p = Peer {
+            let mut p = Peer {
                 // SAFETY: the copy's sockaddr holds `e.socklen` bytes.
-                addr: Addr::Owned(OwnedAddr::new(
+                addr: Addr::owned(OwnedAddr::new(
                     ptr::addr_of!(e.sockaddr) as *const sockaddr,
                     e.socklen,
                     copy.name(e),
@@ -771,7 +773,7 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                 down: e.down,
                 backup: e.backup,
                 shared: record,
-                record: index,
+                record: u32::MAX,
                 key,
                 active,
                 slot: 0,
@@ -781,6 +783,7 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                     crate::balance::slow_start::step(record.ramp_start(), now, ms)
                 }),
             };
+            p.set_record(index);
             joined.push((peers.len(), admitted));
             peers.push(p);
             origin.push(None);
@@ -809,9 +812,9 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                 probe::retire(probe);
             }
             if let Some(k) = u.keepalive.as_deref_mut() {
-                k.clear(p.slot);
+                k.clear(p.slot());
             }
-            if let Some(s) = u.sessions.get(p.slot) {
+            if let Some(s) = u.sessions.get_mut().get(p.slot()) {
                 let old = s.replace(ptr::null_mut());
                 #[cfg(ngx_feature = "http_ssl")]
                 if !old.is_null() {
@@ -820,21 +823,15 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                 #[cfg(not(ngx_feature = "http_ssl"))]
                 let _ = old;
             }
-            if d.slots.get(p.slot).copied().flatten() == Some(p.key) {
-                d.slots[p.slot] = None;
-                d.free_slots.push(p.slot);
+            if d.slots.get(p.slot()).copied().flatten() == Some(p.key) {
+                d.slots[p.slot()] = None;
+                d.free_slots.push(p.slot());
             }
         }
         for &(i, admitted) in &joined {
             let key = peers[i].key;
             let slot = d.take_slot(key);
-            peers[i].slot = slot;
-            if let Some(k) = u.keepalive.as_deref_mut() {
-                k.ensure(slot);
-            }
-            while u.sessions.len() <= slot {
-                u.sessions.push(core::cell::Cell::new(ptr::null_mut()));
-            }
+            peers[i].set_slot(slot);
             if admitted {
                 ngx::ngx_log_error!(
                     NGX_LOG_NOTICE,

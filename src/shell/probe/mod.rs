@@ -34,7 +34,7 @@ use core::ffi::c_void;
 use core::hash::BuildHasherDefault;
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::rc::Rc;
 
@@ -95,8 +95,6 @@ struct Watch {
     addr: Addr,
     /// The probe while an attempt runs or keeps a connection, else null.
     probe: *mut Probe,
-    /// `https` checks only.
-    session: Option<Session>,
 }
 
 impl Watch {
@@ -135,6 +133,9 @@ struct Clock {
     /// that peers due close together are handled together (none of them late: each may be
     /// handled anywhere in its window).
     min_window: u64,
+    /// The TLS session of each watch of an `https` check (a map, not a field of every watch:
+    /// a watch is per peer, per worker, at 100,000 peers).
+    sessions: HashMap<Id, Session>,
 }
 
 /// This worker's clock. A static rather than a thread-local: it is never dropped, so what it
@@ -178,6 +179,7 @@ fn with_clock<R>(f: impl FnOnce(&mut Clock) -> R) -> R {
                 next_sweep_ms: now.saturating_add(SWEEP_MS),
                 adopted: HashSet::default(),
                 min_window: u64::MAX,
+                sessions: HashMap::new(),
             }
         }
     });
@@ -366,7 +368,7 @@ unsafe fn watch(
     setup: &CheckSetup,
     adopt: bool,
 ) -> Option<Handle> {
-    let record = (peer.record != usize::MAX).then_some(peer.record);
+    let record = peer.record();
     let now = now_ms();
     // SAFETY: the record is set (required by the caller) and mapped for the process.
     let (due, _) = unsafe { (*peer.shared).lease() };
@@ -387,11 +389,12 @@ unsafe fn watch(
             shared: peer.shared,
             addr: peer.addr.clone(),
             probe: ptr::null_mut(),
-            session: check_type(setup.conf.kind)
-                .tls
-                .then(|| Rc::new(Cell::new(ptr::null_mut()))),
         };
-        Some(c.queue.insert(watch, at))
+        let id = c.queue.insert(watch, at);
+        if check_type(setup.conf.kind).tls {
+            c.sessions.insert(id, Rc::new(Cell::new(ptr::null_mut())));
+        }
+        Some(id)
     })?;
     arm_clock(now);
     Some(id)
@@ -437,7 +440,11 @@ fn arm_clock(now: u64) {
 /// `h` came from `start_probe` in this worker; not called from one of the probe's own handlers
 /// (`shell::resolve` calls it from requests and its own timer).
 pub unsafe fn retire(h: Handle) {
-    let Some(watch) = with_clock(|c| c.queue.remove(h)) else {
+    let Some((watch, session)) = with_clock(|c| {
+        c.queue
+            .remove(h)
+            .map(|watch| (watch, c.sessions.remove(&h)))
+    }) else {
         return;
     };
     if !watch.probe.is_null() {
@@ -447,7 +454,7 @@ pub unsafe fn retire(h: Handle) {
             free_probe(watch.probe);
         }
     }
-    if let Some(s) = watch.session {
+    if let Some(s) = session {
         let session = s.replace(ptr::null_mut());
         if !session.is_null() {
             // SAFETY: the watch held the session's one reference.
@@ -463,7 +470,12 @@ pub unsafe fn retire(h: Handle) {
 /// # Safety
 /// In the exiting worker, from `exit_process`; nothing calls into the probes afterwards.
 pub unsafe fn exit_process() {
-    let Some(watches) = CLOCK.0.borrow_mut().as_mut().map(|c| c.queue.drain()) else {
+    let Some((watches, sessions)) = CLOCK
+        .0
+        .borrow_mut()
+        .as_mut()
+        .map(|c| (c.queue.drain(), core::mem::take(&mut c.sessions)))
+    else {
         return;
     };
     for w in watches {
@@ -474,12 +486,12 @@ pub unsafe fn exit_process() {
                 free_probe(w.probe);
             }
         }
-        if let Some(s) = w.session {
-            let session = s.replace(ptr::null_mut());
-            if !session.is_null() {
-                // SAFETY: the watch held the session's one reference.
-                unsafe { nginx_sys::SSL_SESSION_free(session) };
-            }
+    }
+    for s in sessions.into_values() {
+        let session = s.replace(ptr::null_mut());
+        if !session.is_null() {
+            // SAFETY: the watch held the session's one reference.
+            unsafe { nginx_sys::SSL_SESSION_free(session) };
         }
     }
     if let Some(clock) = CLOCK.0.borrow_mut().take() {
@@ -518,14 +530,18 @@ unsafe fn free_probe(p: *mut Probe) {
 ///
 /// # Safety
 /// `w`'s upstream and setup outlive the probe; in a worker.
-unsafe fn new_probe(w: &Watch, id: Id) -> *mut Probe {
+unsafe fn new_probe(w: &Watch, id: Id, session: Option<Session>) -> *mut Probe {
     // SAFETY: zeroed nginx structs are their documented initial state; the cycle log is live;
     // the watch's address and strings are alive (the configuration's, or its own).
     unsafe {
         let setup = &*w.setup();
         let mut addr = [0u64; 16];
         let len = (w.addr.socklen() as usize).min(core::mem::size_of_val(&addr));
-        ptr::copy_nonoverlapping(w.addr.sockaddr() as *const u8, addr.as_mut_ptr() as *mut u8, len);
+        ptr::copy_nonoverlapping(
+            w.addr.sockaddr() as *const u8,
+            addr.as_mut_ptr() as *mut u8,
+            len,
+        );
         if let Some(port) = setup.conf.port {
             set_port(addr.as_mut_ptr() as *mut u8, port);
         }
@@ -573,7 +589,7 @@ unsafe fn new_probe(w: &Watch, id: Id) -> *mut Probe {
             reused: false,
             reusable: false,
             parked: false,
-            session: w.session.clone(),
+            session,
             connected_at: 0,
         }));
         (*probe).this = probe;
@@ -660,7 +676,7 @@ fn adopt_orphans(now: u64) {
                 .filter(|(_, p)| {
                     let s = &*p.shared;
                     !p.down
-                        && p.record != usize::MAX
+                        && p.record().is_some()
                         && s.admin() != crate::api::Admin::Down.code()
                         && s.lease().0.saturating_add(overdue) < now
                 })
@@ -675,8 +691,7 @@ fn adopt_orphans(now: u64) {
                         .is_some_and(|d| d.probes.get(&key).is_some_and(Option::is_some))
                 } else {
                     with_clock(|c| {
-                        c.adopted.contains(&key)
-                            || due::home(Some(peer.record), c.workers, c.worker)
+                        c.adopted.contains(&key) || due::home(peer.record(), c.workers, c.worker)
                     })
                 };
                 if watched {
@@ -739,9 +754,10 @@ fn visit(id: Id, now: u64) -> Option<(u64, u64)> {
     }
     let probe = if probe.is_null() {
         with_clock(|c| {
+            let session = c.sessions.get(&id).cloned();
             c.queue.get_mut(id).map(|w| {
                 // SAFETY: in a worker; the watch's pointers outlive the probe.
-                w.probe = unsafe { new_probe(w, id) };
+                w.probe = unsafe { new_probe(w, id, session) };
                 w.probe
             })
         })?
