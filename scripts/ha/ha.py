@@ -26,6 +26,7 @@ SIGINT); every wait is bounded in time.
 import argparse
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -74,7 +75,7 @@ REQ_TIMEOUT = 1.0    # per request: connect + answer
 MODES = {
     # lead: load before the fault; after: load after the client is served again
     "short": dict(lead=1.0, after=1.0, scenarios=["kill", "hang", "backend"]),
-    "full": dict(lead=2.0, after=3.0, scenarios=["kill", "link", "hang", "backend"]),
+    "full": dict(lead=2.0, after=3.0, scenarios=["kill", "link", "hang", "backend", "api"]),
 }
 
 ALL_PIDS = []        # (Popen) keepalived and load processes, stopped at exit
@@ -352,17 +353,17 @@ class Load:
     def _read(self):
         for line in self.proc.stdout:
             f = line.split()
-            if len(f) != 6:
+            if len(f) != 7:
                 continue
             rec = dict(seq=int(f[0]), sent=float(f[1]), ended=float(f[2]), status=int(f[3]),
-                       host=f[4], err=f[5])
+                       host=f[4], backend=f[5], err=f[6])
             with self.lock:
                 self.recs.append(rec)
 
     def first_ok(self, host, sent_after):
         with self.lock:
             ok = [r for r in self.recs
-                  if r["status"] == 200 and r["host"] == host and r["sent"] >= sent_after]
+                  if not failed(r) and r["host"] == host and r["sent"] >= sent_after]
         return min(ok, key=lambda r: r["ended"]) if ok else None
 
     def stop(self):
@@ -377,7 +378,7 @@ class Load:
 
 
 def failed(r):
-    return r["status"] != 200
+    return r["status"] != 200 or r["err"] != "-"
 
 
 def judge_window(recs, w0, w1):
@@ -397,12 +398,13 @@ def describe_errors(rs):
 
 
 def settle():
-    """A is master, B backup, the client is served by A, both hosts see every backend up."""
+    """A is master, B backup, the client is served by A, both hosts see every backend up
+    (or draining, as the api scenario leaves one until it ends)."""
     wait_for(lambda: has_vip("a") and not has_vip("b"), 15, "the floating IP on A only")
     wait_for(lambda: served_by() == HOSTNAME["a"], 10, "the client served by A")
     for h in ("a", "b"):
         for p in BACKENDS:
-            wait_for(lambda: peer_state(h, f"{ADDR['be']}:{p}") == "up", 10,
+            wait_for(lambda: peer_state(h, f"{ADDR['be']}:{p}") in ("up", "draining"), 10,
                      f"backend {p} up on {h}")
 
 
@@ -429,15 +431,18 @@ class Result:
                 f"{self.failed} failed of {self.total}; " + "; ".join(self.notes))
 
 
-def failover(key, title, fault, recover, target, kas, mode, results):
+def failover(key, title, fault, recover, target, kas, mode, results, check=None):
     """Load; the fault at A; the client must be served by B within `target`, failing only
     requests in flight during [fault, served again]. Then A recovers; the failback is measured
-    the same way (served by A again, failing only requests in flight during the handover)."""
+    the same way (served by A again, failing only requests in flight during the handover).
+    `check(recs)`, if given, returns what else is wrong with each phase's requests.
+    The fault and the recovery come at a random moment within a second (an advert interval,
+    a check interval), so that repeated runs see the range of delays, not one phase."""
     lead, after = mode["lead"], mode["after"]
     res = Result(key, title)
     res.target = target
-    load = Load(lead + target + 15 + after)
-    time.sleep(lead)
+    load = Load(lead + target + 16 + after)
+    time.sleep(lead + random.uniform(0, 1))
     before = load.first_ok(HOSTNAME["a"], 0)
     if before is None:
         load.stop()
@@ -475,14 +480,17 @@ def failover(key, title, fault, recover, target, kas, mode, results):
                  and x["host"] != HOSTNAME["b"]]
         if later:
             res.miss(f"{len(later)} requests served by another host than B after the failover")
+    for why in check(recs) if check else []:
+        res.miss(why)
     res.notes.append(f"errors: {describe_errors(bad)}")
     results.append(res)
     say(res.line())
 
     # Failback: A recovers, takes the floating IP back (preemption), the client follows.
     fb = Result(f"{key}-back", f"failback after {key}")
-    load = Load(lead + 20 + after)
-    time.sleep(lead / 2)
+    fb.what = "served by A again"
+    load = Load(lead + 21 + after)
+    time.sleep(lead / 2 + random.uniform(0, 1))
     t_rec = now()
     recover()
     try:
@@ -509,10 +517,42 @@ def failover(key, title, fault, recover, target, kas, mode, results):
         a_master = [t for t, s in kas["a"].states(t_rec) if s == "MASTER"]
         if a_master:
             fb.notes.append(f"A master +{a_master[0] - t_rec:.2f}s")
+    for why in check(recs) if check else []:
+        fb.miss(why)
     fb.notes.append(f"errors: {describe_errors(bad)}")
     results.append(fb)
     say(fb.line())
     settle()
+
+
+def api_on_both(method, path, body):
+    """What the operator's tooling does: the same lb_api call on each host, on the host itself
+    (the API answers 127.0.0.1 only), each answer checked."""
+    for h in ("a", "b"):
+        r = run("curl", "-s", "-m", "2", "-o", "/dev/null", "-w", "%{http_code}", "-X", method,
+                "-H", "Content-Type: application/json", "-d", body,
+                f"http://127.0.0.1:{PORT}{path}", ns=NS[h], check=False)
+        if r.stdout.strip() != "200":
+            raise RuntimeError(f"{method} {path} {body} on {h.upper()}: HTTP {r.stdout.strip()}")
+
+
+def api_drain(kas, mode, results):
+    """A backend drained through lb_api on both hosts; then a failover (nginx on A hangs, so
+    A keeps its state) and the failback: neither host sends it a request at any point."""
+    port = BACKENDS[2]
+    path = f"/lb-api/upstreams/backend/peers/{ADDR['be']}:{port}"
+    api_on_both("PATCH", path, '{"admin": "drain"}')
+
+    def none_to_drained(recs):
+        n = sum(1 for x in recs if not failed(x) and x["backend"] == str(port))
+        return [f"{n} requests went to the drained backend {port}"] if n else []
+
+    pids = []
+    failover("api", f"backend {port} drained on both hosts (lb_api), nginx on A hangs",
+             lambda: pids.extend(kill_nginx("a", signal.SIGSTOP)),
+             lambda: [os.kill(p, signal.SIGCONT) for p in pids],
+             TARGET_NGINX, kas, mode, results, check=none_to_drained)
+    api_on_both("PATCH", path, '{"admin": "up"}')
 
 
 def backend_dies(kas, mode, results):
@@ -590,8 +630,8 @@ def main():
     if a.scenarios:
         mode["scenarios"] = a.scenarios
     for s in mode["scenarios"]:
-        if s not in ("kill", "link", "hang", "backend"):
-            ap.error(f"unknown scenario {s!r} (kill, link, hang, backend)")
+        if s not in ("kill", "link", "hang", "backend", "api"):
+            ap.error(f"unknown scenario {s!r} (kill, link, hang, backend, api)")
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -648,6 +688,8 @@ def main():
                          TARGET_NGINX, kas, mode, results)
             elif s == "backend":
                 backend_dies(kas, mode, results)
+            elif s == "api":
+                api_drain(kas, mode, results)
     except KeyboardInterrupt as e:
         say(f"interrupted ({e}); cleaning up")
         return 130
@@ -672,7 +714,7 @@ def main():
     print("", file=sys.stderr)
     for r in results:
         print(r.line(), flush=True)
-    fails = [r for r in results if r.key in ("kill", "link", "hang") and r.seconds is not None]
+    fails = [r for r in results if r.key in ("kill", "link", "hang", "api") and r.seconds is not None]
     ok = all(r.ok for r in results) and bool(results)
     if fails:
         worst = max(fails, key=lambda r: r.seconds)

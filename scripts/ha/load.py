@@ -5,7 +5,7 @@ Sends `GET /` to HOST:PORT at a fixed rate, each request on a new connection (`C
 close`) in its own thread, each bounded by TIMEOUT seconds (connect + response). Prints one
 line per finished request, in the order they finish:
 
-    <seq> <sent> <ended> <status or 0> <X-LB-Host or -> <error or ->
+    <seq> <sent> <ended> <status or 0> <X-LB-Host or -> <backend or -> <error or ->
 
 times in seconds of CLOCK_MONOTONIC (the same clock as the orchestrator's time.monotonic()).
 Stops sending when stdin is closed or after MAX seconds, whichever comes first, then waits for
@@ -21,7 +21,7 @@ import time
 
 def one(seq, host, port, timeout, out, lock):
     sent = time.monotonic()
-    status, lbhost, err = 0, "-", "-"
+    status, lbhost, backend, err = 0, "-", "-", "-"
     try:
         with socket.create_connection((host, port), timeout=timeout) as s:
             s.settimeout(max(0.001, sent + timeout - time.monotonic()))
@@ -36,9 +36,12 @@ def one(seq, host, port, timeout, out, lock):
                 if not chunk:
                     break
                 data += chunk
-            head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+            raw_head, _, body = data.partition(b"\r\n\r\n")
+            head = raw_head.decode("latin-1").split("\r\n")
             parts = head[0].split(" ")
-            if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+            if not data:
+                err = "closed-without-answer"
+            elif len(parts) < 2 or not parts[0].startswith("HTTP/1."):
                 err = "bad-response"
             else:
                 status = int(parts[1])
@@ -46,13 +49,21 @@ def one(seq, host, port, timeout, out, lock):
                     name, _, value = line.partition(":")
                     if name.strip().lower() == "x-lb-host":
                         lbhost = value.strip() or "-"
+                # The backends answer "backend PORT".
+                words = body.split()
+                if len(words) == 2 and words[0] == b"backend":
+                    backend = words[1].decode("latin-1")
+                elif status == 200:
+                    err = "incomplete-body"
     except socket.timeout:
         err = "timeout"
     except OSError as e:
         err = (e.strerror or type(e).__name__).replace(" ", "-")
+    except ValueError:
+        err = "bad-response"
     ended = time.monotonic()
     with lock:
-        out.write(f"{seq} {sent:.6f} {ended:.6f} {status} {lbhost} {err}\n")
+        out.write(f"{seq} {sent:.6f} {ended:.6f} {status} {lbhost} {backend} {err}\n")
         out.flush()
 
 
