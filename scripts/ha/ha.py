@@ -75,10 +75,12 @@ REQ_TIMEOUT = 1.0    # per request: connect + answer
 MODES = {
     # lead: load before the fault; after: load after the client is served again
     "short": dict(lead=1.0, after=1.0, scenarios=["kill", "hang", "backend"]),
-    "full": dict(lead=2.0, after=3.0, scenarios=["kill", "link", "hang", "backend", "api"]),
+    "full": dict(lead=2.0, after=3.0, scenarios=["kill", "link", "hang", "backend", "api"],
+                 backend_failover=True),
 }
 
 ALL_PIDS = []        # (Popen) keepalived and load processes, stopped at exit
+DEAD = set()         # backends killed on purpose, left out of settle()
 
 
 def now():
@@ -317,7 +319,8 @@ def served_by():
     return m.group(1) if m and r.stdout.startswith("HTTP/1.1 200") else None
 
 
-def peer_state(host, addr):
+def peer(host, addr):
+    """The peer `addr` as `host`'s lb_status shows it (a dict), or None."""
     r = run("curl", "-s", "-m", "1", f"http://127.0.0.1:{PORT}/status?format=json",
             ns=NS[host], check=False)
     try:
@@ -327,8 +330,13 @@ def peer_state(host, addr):
     for u in doc.get("upstreams", []):
         for p in u.get("peers", []):
             if p.get("address") == addr:
-                return p.get("state")
+                return p
     return None
+
+
+def peer_state(host, addr):
+    p = peer(host, addr)
+    return p.get("state") if p else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,11 +407,13 @@ def describe_errors(rs):
 
 def settle():
     """A is master, B backup, the client is served by A, both hosts see every backend up
-    (or draining, as the api scenario leaves one until it ends)."""
+    (or draining, as the api scenario leaves one until it ends), but those killed on purpose."""
     wait_for(lambda: has_vip("a") and not has_vip("b"), 15, "the floating IP on A only")
     wait_for(lambda: served_by() == HOSTNAME["a"], 10, "the client served by A")
     for h in ("a", "b"):
         for p in BACKENDS:
+            if f"{ADDR['be']}:{p}" in DEAD:
+                continue
             wait_for(lambda: peer_state(h, f"{ADDR['be']}:{p}") in ("up", "draining"), 10,
                      f"backend {p} up on {h}")
 
@@ -555,10 +565,24 @@ def api_drain(kas, mode, results):
     api_on_both("PATCH", path, '{"admin": "up"}')
 
 
+def wait_states(addr, state, t0, seconds):
+    """{host: seconds after t0} for each host whose status showed `addr` in `state`."""
+    seen = {}
+    until = t0 + seconds
+    while now() < until and len(seen) < 2:
+        for h in ("a", "b"):
+            if h not in seen and peer_state(h, addr) == state:
+                seen[h] = now() - t0
+        time.sleep(0.1)
+    return seen
+
+
 def backend_dies(kas, mode, results):
     """A backend is killed under load: both hosts' own checks take it out (B has no traffic:
-    only its probes can tell it), no client request fails (proxy_next_upstream). Restarted,
-    both hosts' checks bring it back."""
+    only its probes can tell it), no client request fails (proxy_next_upstream). In the full
+    mode nginx on A then hangs while the backend is dead: B, now serving, must not send the
+    dead backend a single request (it knew before it got the IP). Restarted, both hosts'
+    checks bring the backend back."""
     res = Result("backend", "a backend killed and restarted under load")
     res.what = "out on both hosts after"
     port = BACKENDS[1]
@@ -566,17 +590,14 @@ def backend_dies(kas, mode, results):
     out_target = CHECK_FALL * CHECK_INTERVAL + CHECK_TIMEOUT + SLACK
     in_target = CHECK_RISE * CHECK_INTERVAL + SLACK
     res.target = out_target
-    load = Load(mode["lead"] + 2 * (out_target + in_target) + 10)
+    recs = []
+
+    load = Load(mode["lead"] + out_target + 10)
     time.sleep(mode["lead"])
     t_kill = now()
     kill_nginx(f"be{port}", signal.SIGKILL)
-    seen = {}
-    until = t_kill + out_target + 5
-    while now() < until and len(seen) < 2:
-        for h in ("a", "b"):
-            if h not in seen and peer_state(h, addr) == "unhealthy":
-                seen[h] = now() - t_kill
-        time.sleep(0.1)
+    DEAD.add(addr)
+    seen = wait_states(addr, "unhealthy", t_kill, out_target + 5)
     for h in ("a", "b"):
         if h not in seen:
             res.miss(f"{h.upper()} never marked {addr} unhealthy")
@@ -584,15 +605,31 @@ def backend_dies(kas, mode, results):
             res.miss(f"{h.upper()} marked it unhealthy after {seen[h]:.2f} s > {out_target:.1f} s")
     res.notes.append("out: " + ", ".join(f"{h.upper()} {seen[h]:.2f}s" for h in sorted(seen)))
     res.seconds = max(seen.values()) if seen else None
+    recs += load.stop()
+
+    if mode.get("backend_failover"):
+        before = (peer("b", addr) or {}).get("requests")
+
+        def b_never_tries_it(_recs):
+            after = (peer("b", addr) or {}).get("requests")
+            if before is None or after is None:
+                return [f"B's status did not show {addr}"]
+            if after != before:
+                return [f"B sent {after - before} request(s) to {addr}, which its checks knew dead"]
+            return []
+
+        pids = []
+        failover("dead-be", f"nginx on A hangs while backend {port} is dead",
+                 lambda: pids.extend(kill_nginx("a", signal.SIGSTOP)),
+                 lambda: [os.kill(p, signal.SIGCONT) for p in pids],
+                 TARGET_NGINX, kas, mode, results, check=b_never_tries_it)
+
+    load = Load(mode["lead"] + in_target + 10 + mode["after"])
+    time.sleep(mode["lead"])
     t_start = now()
     start_nginx(f"be{port}")
-    back = {}
-    until = t_start + in_target + 5
-    while now() < until and len(back) < 2:
-        for h in ("a", "b"):
-            if h not in back and peer_state(h, addr) == "up":
-                back[h] = now() - t_start
-        time.sleep(0.1)
+    back = wait_states(addr, "up", t_start, in_target + 5)
+    DEAD.discard(addr)
     for h in ("a", "b"):
         if h not in back:
             res.miss(f"{h.upper()} never marked {addr} up again")
@@ -600,7 +637,8 @@ def backend_dies(kas, mode, results):
             res.miss(f"{h.upper()} marked it up after {back[h]:.2f} s > {in_target:.1f} s")
     res.notes.append("back: " + ", ".join(f"{h.upper()} {back[h]:.2f}s" for h in sorted(back)))
     time.sleep(mode["after"])
-    recs = load.stop()
+    recs += load.stop()
+
     res.total = len(recs)
     bad = [x for x in recs if failed(x)]
     res.failed = len(bad)
@@ -714,7 +752,7 @@ def main():
     print("", file=sys.stderr)
     for r in results:
         print(r.line(), flush=True)
-    fails = [r for r in results if r.key in ("kill", "link", "hang", "api") and r.seconds is not None]
+    fails = [r for r in results if r.key in ("kill", "link", "hang", "api", "dead-be") and r.seconds is not None]
     ok = all(r.ok for r in results) and bool(results)
     if fails:
         worst = max(fails, key=lambda r: r.seconds)
