@@ -5,13 +5,16 @@
 #
 #   scripts/ha-test.sh [--short|--full] [scenario...]
 #
-#   --full    (default) kill, link, hang, backend: about 60 s
+#   --full    (default) kill, link, hang, backend (with a failover while the backend is
+#             dead), api: about 95 s
 #   --short   kill, hang, backend, shorter load around each fault: about 35 s (CI)
 #   scenario  kill   kill -9 of nginx on host A (master and workers)
 #             link   host A's link down (ip link set eth0 down in its namespace)
 #             hang   nginx on host A stopped (SIGSTOP of master and workers)
 #             backend  a backend killed and restarted: both hosts' own checks see it
-#   Each of kill, link and hang is followed by A's recovery and the failback to A.
+#             api    a backend drained through lb_api on both hosts, then nginx on A hangs:
+#                    neither host sends it a request
+#   Each failover is followed by A's recovery and the failback to A.
 #
 # One line per scenario, then `ha: failover <s>s, <failed> failed of <total> requests` (the worst
 # failover); exits 1 if a target is missed, 77 if this machine cannot run it (not root, or no

@@ -118,6 +118,15 @@ def netns_list():
     return [line.split()[0] for line in r.stdout.splitlines() if line.strip()]
 
 
+def alive(pid):
+    """Running, not a zombie waiting for its parent (ours, or init) to reap it."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
 def teardown_ns():
     """Stops every process in our namespaces, then deletes them (a namespace outlives
     `ip netns del` while a process is in it). Only our namespaces, found by their names."""
@@ -135,7 +144,7 @@ def teardown_ns():
                 pass
         if pids and pause:
             until = now() + pause
-            while now() < until and any(os.path.exists(f"/proc/{p}") for p in pids):
+            while now() < until and any(alive(p) for p in pids):
                 time.sleep(0.05)
     for n in ours:
         run("ip", "netns", "del", n, check=False)
