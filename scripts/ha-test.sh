@@ -22,7 +22,9 @@
 # Everything it creates (namespaces lbha-*, their links and bridge, every process in them) is
 # removed at exit, also on failure, Ctrl-C or SIGTERM. Logs and configurations of the last run
 # stay in build/ha/. Environment: HA_CHECK_SCRIPT, another check script for keepalived than
-# nginx-conf/keepalived/lb-alive.
+# nginx-conf/keepalived/lb-alive; HA_NGINX and HA_MODULE, another nginx and module than build/'s
+# (Debian's 1.22: HA_NGINX=/usr/sbin/nginx
+# HA_MODULE=$PWD/build/debian/modules/ngx_http_lb_module.so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
