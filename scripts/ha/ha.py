@@ -442,6 +442,8 @@ class Result:
         self.notes.append("MISSED: " + why)
 
     def line(self):
+        if self.key == "error":  # the run could not go on (setup, or a wait that timed out)
+            return f"FAIL {self.key:<9} {self.title}"
         t = f"{self.seconds:.2f}s" if self.seconds is not None else "-"
         if self.target is not None:
             t += f" (target {self.target:.2f}s)"
@@ -742,7 +744,7 @@ def main():
         return 130
     except RuntimeError as e:
         say(f"error: {e}")
-        results.append(Result("setup", str(e)))
+        results.append(Result("error", str(e)))
         results[-1].ok = False
     finally:
         for p in ALL_PIDS:
