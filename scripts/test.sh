@@ -4,8 +4,10 @@
 #   tests without the nginx feature),
 #   scripts/build.sh, then the Test::Nginx-format suites in t/ with prove, a short set of them
 #   with nginx under valgrind memcheck (scripts/memcheck.sh --short), the fault scenarios of
-#   scripts/faults.sh in short mode, and the module built against Debian's nginx 1.22 loaded
-#   into /usr/sbin/nginx.
+#   scripts/faults.sh in short mode, two hosts behind a floating IP (keepalived, network
+#   namespaces: scripts/ha-test.sh --short, skipped with the reason when the machine has no
+#   network namespaces), and the module built against Debian's nginx 1.22 loaded into
+#   /usr/sbin/nginx.
 # Environment: PROVE_JOBS (default 2), SKIP_DEBIAN=1 to leave out the Debian nginx run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +41,15 @@ scripts/memcheck.sh --short
 
 say "fault scenarios, short mode (scripts/faults.sh --short)"
 scripts/faults.sh --short
+
+say "two hosts behind a floating IP, short mode (scripts/ha-test.sh --short, about 35 s)"
+ha=0
+scripts/ha-test.sh --short || ha=$?
+case $ha in
+    0) ;;
+    77) say "two hosts: SKIPPED on this machine (the reason is above); run scripts/ha-test.sh where network namespaces are allowed" ;;
+    *) die "scripts/ha-test.sh --short failed (exit $ha)" ;;
+esac
 
 if [ "${SKIP_DEBIAN:-0}" != 1 ]; then
     say "the module built against Debian's nginx 1.22, loaded into /usr/sbin/nginx"
