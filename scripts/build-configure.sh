@@ -74,7 +74,10 @@ export LB_CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 
 say "configuring a copy of $src (nginx $version) in $out"
 rm -rf "$out"; mkdir -p "$out"; cp -a "$src/." "$out/"
-( cd "$out" && ./configure "${flags[@]}" --add-dynamic-module="$root" >configure.log 2>&1 ) \
+# A release tarball has ./configure; the repository's layout (the nginx-src crate) auto/configure.
+configure=./configure
+[ -x "$out/configure" ] || configure=auto/configure
+( cd "$out" && $configure "${flags[@]}" --add-dynamic-module="$root" >configure.log 2>&1 ) \
     || { tail -n 20 "$out/configure.log" >&2; die "configure failed, see $out/configure.log"; }
 say "make modules (cargo builds the module against this tree)"
 # Debian's tree has no top-level Makefile: call objs/Makefile directly, as Debian does.
@@ -84,9 +87,11 @@ so=$out/objs/ngx_http_lb_module.so
 [ -f "$so" ] || die "make modules left no $so"
 
 # The check Debian's build runs on its module packages: the nginx loads the module.
-conf=$(mktemp)
-trap 'rm -f "$conf"' EXIT
-printf 'load_module %s;\nevents {}\n' "$so" >"$conf"
-"$nginx" -q -t -c "$conf" -g "error_log stderr; pid /dev/null;" \
+# (A prefix of our own: nginx opens its compiled-in error log before it reads any -g.)
+prefix=$(mktemp -d)
+trap 'rm -rf "$prefix"' EXIT
+mkdir -p "$prefix/logs"
+printf 'load_module %s;\nevents {}\n' "$so" >"$prefix/nginx.conf"
+"$nginx" -q -t -p "$prefix/" -c "$prefix/nginx.conf" -g "error_log stderr; pid /dev/null;" \
     || die "$nginx does not load $so"
 say "built $so (nginx $version, loads into $nginx)"
