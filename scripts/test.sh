@@ -6,8 +6,11 @@
 #   with nginx under valgrind memcheck (scripts/memcheck.sh --short), the fault scenarios of
 #   scripts/faults.sh in short mode, two hosts behind a floating IP (keepalived, network
 #   namespaces: scripts/ha-test.sh --short, skipped with the reason when the machine has no
-#   network namespaces), and the module built against Debian's nginx 1.22 loaded into
-#   /usr/sbin/nginx.
+#   network namespaces); the module built by nginx's own ./configure
+#   --add-dynamic-module against the vendored 1.28 (loaded into build/sbin/nginx) and against
+#   Debian's nginx 1.22 (scripts/build-configure.sh), the latter loaded into /usr/sbin/nginx for
+#   the t/debian/ suites, packaged (scripts/package.sh), installed, used and removed
+#   (scripts/package-test.sh).
 # Environment: PROVE_JOBS (default 2), SKIP_DEBIAN=1 to leave out the Debian nginx run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 need_packages libclang-dev libpcre2-dev libssl-dev zlib1g-dev make gcc pkg-config \
     perl libtest-base-perl curl openssl python3 python3-prometheus-client valgrind
-[ "${SKIP_DEBIAN:-0}" = 1 ] || need_packages nginx-dev nginx-core
+[ "${SKIP_DEBIAN:-0}" = 1 ] || need_packages nginx-dev nginx-core dpkg-dev
 need_cargo
 for c in rustfmt clippy; do
     cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$c"
@@ -51,12 +54,20 @@ case $ha in
     *) die "scripts/ha-test.sh --short failed (exit $ha)" ;;
 esac
 
+say "the module built by nginx's ./configure --add-dynamic-module against the vendored 1.28"
+scripts/build-configure.sh vendored
+v=$(build/sbin/nginx -v 2>&1 | sed 's/.*nginx\///')
+TEST_NGINX_LB_MODULE="$PWD/build/configure/nginx-$v/objs/ngx_http_lb_module.so" \
+    prove t/020-upstream-rr.t t/140-debug-log.t
+
 if [ "${SKIP_DEBIAN:-0}" != 1 ]; then
-    say "the module built against Debian's nginx 1.22, loaded into /usr/sbin/nginx"
-    NGINX_SOURCE_DIR=/usr/share/nginx/src NGINX_BINARY=/usr/sbin/nginx LB_BUILD_DIR=build/debian \
-        scripts/build.sh
+    say "the module built by nginx's ./configure against Debian's nginx 1.22, packaged"
+    scripts/package.sh
+    v=$(/usr/sbin/nginx -v 2>&1 | sed 's/.*nginx\///')
     TEST_NGINX_BINARY=/usr/sbin/nginx \
-        TEST_NGINX_LB_MODULE="$PWD/build/debian/modules/ngx_http_lb_module.so" \
+        TEST_NGINX_LB_MODULE="$PWD/build/configure/nginx-$v/objs/ngx_http_lb_module.so" \
         prove -j"${PROVE_JOBS:-2}" t/debian/
+    say "the package installed, used with Debian's nginx, removed (scripts/package-test.sh)"
+    scripts/package-test.sh
 fi
 say "all tests passed"

@@ -652,6 +652,18 @@ unsafe fn respond(
             }
             Err(e) => Err(e),
         };
+        crate::shell::nginx::lb_debug!(
+            (*(*r).connection).log,
+            "lb: api: {} {} ({} byte body): {}",
+            bytes(&(*r).method_name).escape_ascii(),
+            bytes(&(*r).uri).escape_ascii(),
+            body.len(),
+            match &result {
+                Ok(Answer::Body(status, _)) => format!("{status}"),
+                Ok(Answer::Stream(_)) => "200, a list".to_string(),
+                Err(e) => format!("{}: {}", e.status, String::from_utf8_lossy(&e.body())),
+            }
+        );
         match result {
             Ok(Answer::Body(status, json)) => send(r, status, JSON, json),
             Ok(Answer::Stream(producer)) => crate::shell::stream::send(r, 200, JSON, producer),

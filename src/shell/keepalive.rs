@@ -84,7 +84,7 @@ pub unsafe fn take(caches: &mut PeerCaches, i: usize, pc: *mut ngx_peer_connecti
 
 /// Caches the connection of an attempt to peer `i` that ended, if nginx's rules allow reuse:
 /// no failure or error, a complete HTTP/1.1 exchange the backend did not ask to close, under
-/// the request and lifetime limits, and the worker is not exiting.
+/// the request and lifetime limits, and the worker is not exiting. Returns whether it was kept.
 ///
 /// # Safety
 /// `pc` and `u` must be the request's peer connection and upstream, inside `free_peer`.
@@ -94,13 +94,13 @@ pub unsafe fn keep(
     pc: *mut ngx_peer_connection_t,
     u: *mut ngx_http_upstream_t,
     failed: bool,
-) {
+) -> bool {
     // SAFETY: as required by the caller; the connection is ours until it is closed or handed on.
     unsafe {
         let c = (*pc).connection;
         // A connection without a pool never carried a request (nginx failed to set it up).
         if failed || c.is_null() || (*c).pool.is_null() {
-            return;
+            return false;
         }
         let (rev, wev) = ((*c).read, (*c).write);
         if (*rev).eof() != 0
@@ -109,7 +109,7 @@ pub unsafe fn keep(
             || (*wev).error() != 0
             || (*wev).timedout() != 0
         {
-            return;
+            return false;
         }
         let now = crate::shell::nginx::now_ms();
         if (*c).requests as u64 >= caches.conf.requests
@@ -119,10 +119,10 @@ pub unsafe fn keep(
             || ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_terminate)) != 0
             || ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_exiting)) != 0
         {
-            return;
+            return false;
         }
         if ngx_handle_read_event(rev, 0) != OK {
-            return;
+            return false;
         }
         let per_peer = caches.conf.per_peer;
         if caches.lists.len() <= i {
@@ -150,8 +150,10 @@ pub unsafe fn keep(
         (*(*c).pool).log = log;
         if (*rev).ready() != 0 {
             close_handler(rev);
+            return false;
         }
     }
+    true
 }
 
 unsafe extern "C" fn dummy_handler(_ev: *mut ngx_event_t) {}

@@ -18,7 +18,7 @@ use super::conf::srv_conf;
 use super::table::{Members, Peer, Upstream};
 use crate::balance::p2c::score_less;
 use crate::balance::{Fit, Limits, Selector, Verdict};
-use crate::shell::nginx::{bytes, now_ms};
+use crate::shell::nginx::{bytes, lb_debug, now_ms};
 use crate::shm::peer::FailOutcome;
 
 const NONE: usize = usize::MAX;
@@ -229,6 +229,24 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
             lc.set_active(j, record.active());
         }
         let peer = &m.peers[i];
+        lb_debug!(
+            (*pc).log,
+            "lb: get {} peer, try: {}, peer {} in upstream \"{}\" ({}, weight {}, {} active over \
+             all workers, response time {}{})",
+            up.method.name(),
+            (*pc).tries,
+            bytes(peer.name()).escape_ascii(),
+            bytes(&up.name).escape_ascii(),
+            if peer.backup { "backup" } else { "primary" },
+            peer.weight,
+            record.active(),
+            DebugUs(record.response_time_us_at(now, decay)),
+            if panic {
+                ", panic: all peers count as healthy"
+            } else {
+                ""
+            }
+        );
         (*pc).sockaddr = peer.sockaddr();
         (*pc).socklen = peer.socklen();
         (*pc).name = peer.name() as *const _ as *mut _;
@@ -236,8 +254,19 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
             let slot = peer.slot();
             if let Some(k) = up.keepalive.as_deref_mut() {
                 if crate::shell::keepalive::take(k, slot, pc) {
+                    lb_debug!(
+                        (*pc).log,
+                        "lb: keepalive: using idle connection {:p} to peer {}",
+                        (*pc).connection,
+                        bytes(peer.name()).escape_ascii()
+                    );
                     return crate::shell::nginx::DONE;
                 }
+                lb_debug!(
+                    (*pc).log,
+                    "lb: keepalive: no idle connection to peer {}, connecting",
+                    bytes(peer.name()).escape_ascii()
+                );
             }
         }
     }
@@ -296,6 +325,27 @@ unsafe extern "C" fn free_peer(
             } else {
                 record.on_done(failed, &peer.limits, now, mine(peer))
             };
+            lb_debug!(
+                (*pc).log,
+                "lb: free {} peer, try: {}, peer {} in upstream \"{}\": {}, status {}, {} ms{}",
+                up.method.name(),
+                (*pc).tries,
+                bytes(peer.name()).escape_ascii(),
+                bytes(&up.name).escape_ascii(),
+                if failed {
+                    "failed"
+                } else if attempt_failed {
+                    "failed on a reused idle connection (not counted against the peer)"
+                } else {
+                    "ok"
+                },
+                status,
+                now.saturating_sub(rp.started_ms),
+                match outcome {
+                    Some(FailOutcome::MadeUnavailable) => ", now unavailable",
+                    _ => "",
+                }
+            );
             if outcome == Some(FailOutcome::MadeUnavailable) {
                 ngx::ngx_log_error!(
                     NGX_LOG_WARN,
@@ -319,12 +369,33 @@ unsafe extern "C" fn free_peer(
             if let Some(k) = up.keepalive.as_deref_mut() {
                 // A connection to a peer that left is not kept (it stays with the request and
                 // nginx closes it).
-                crate::shell::keepalive::keep(k, slot, pc, rp.u, attempt_failed || !owned);
+                let c = (*pc).connection;
+                let kept =
+                    crate::shell::keepalive::keep(k, slot, pc, rp.u, attempt_failed || !owned);
+                lb_debug!(
+                    (*pc).log,
+                    "lb: keepalive: {} connection {:p} to peer {}",
+                    if kept { "keeping idle" } else { "not keeping" },
+                    c,
+                    bytes(m.peers[rp.current].name()).escape_ascii()
+                );
             }
             rp.current = NONE;
         }
         if (*pc).tries > 0 {
             (*pc).tries -= 1;
+        }
+    }
+}
+
+/// A response-time average for a `debug` line: `1234us`, or `none yet`.
+struct DebugUs(Option<u64>);
+
+impl core::fmt::Display for DebugUs {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(us) => write!(f, "{us}us"),
+            None => f.write_str("none yet"),
         }
     }
 }

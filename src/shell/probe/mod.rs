@@ -56,7 +56,7 @@ use crate::health::reason::Reason;
 use crate::health::response::{Parser, Progress, ResponseError};
 use crate::health::schedule;
 use crate::health::state::Transition;
-use crate::shell::nginx::{bytes, exiting, now_ms, peek, Peek, AGAIN, ERROR, OK};
+use crate::shell::nginx::{bytes, exiting, lb_debug, now_ms, peek, Peek, AGAIN, ERROR, OK};
 use crate::shell::table::{Addr, Peer, Upstream};
 use crate::shm::PeerShared;
 
@@ -160,10 +160,12 @@ fn with_clock<R>(f: impl FnOnce(&mut Clock) -> R) -> R {
             let log = cycle.as_ref().map_or(ptr::null_mut(), |c| c.log);
             let event: *mut ngx_event_t = Box::into_raw(Box::new(core::mem::zeroed()));
             (*event).handler = Some(on_clock);
+            (*event).data = crate::shell::nginx::no_connection();
             (*event).log = log;
             (*event).set_cancelable(1);
             let reaper: *mut ngx_event_t = Box::into_raw(Box::new(core::mem::zeroed()));
             (*reaper).handler = Some(on_reap);
+            (*reaper).data = crate::shell::nginx::no_connection();
             (*reaper).log = log;
             let (worker, workers) = crate::shell::nginx::worker_share();
             let now = now_ms();
@@ -809,8 +811,31 @@ unsafe extern "C" fn on_reap(_ev: *mut ngx_event_t) {
     }
 }
 
+/// The cycle's log, for the probes' `debug` lines (a probe belongs to no request).
+fn cycle_log() -> *mut ngx_log_t {
+    // SAFETY: a worker always has its cycle.
+    unsafe { (*nginx_sys::ngx_cycle).log }
+}
+
 /// Starts one probe attempt: on the kept connection if there is one, else on a new one.
 fn start(p: &mut Probe, now: u64) {
+    lb_debug!(
+        cycle_log(),
+        "lb: probe of peer {} in upstream \"{}\" started ({}, {})",
+        // SAFETY: the probe's name lives as long as the probe.
+        bytes(unsafe { &*p.name }).escape_ascii(),
+        bytes(&p.upstream().name).escape_ascii(),
+        match p.setup().conf.kind {
+            Kind::Tcp => "type=tcp",
+            Kind::Http => "type=http",
+            Kind::Https => "type=https",
+        },
+        if p.conn.is_null() {
+            "new connection"
+        } else {
+            "kept connection"
+        }
+    );
     p.deadline = now.saturating_add(p.setup().conf.timeout_ms);
     p.sent = 0;
     p.buf.clear();
@@ -860,6 +885,24 @@ fn finish(p: &mut Probe, reason: Reason) {
     let conf = &p.setup().conf;
     let (rise, fall) = (conf.rise, conf.fall);
     let transition = p.shared().on_check(reason, rise, fall, wall_ms());
+    let health = p.shared().health();
+    lb_debug!(
+        cycle_log(),
+        "lb: probe of peer {} in upstream \"{}\" judged: {}; peer {}, {} pass(es), {} \
+         failure(s) in a row (rise={rise}, fall={fall}){}",
+        // SAFETY: as in `start`.
+        bytes(unsafe { &*p.name }).escape_ascii(),
+        bytes(&p.upstream().name).escape_ascii(),
+        reason,
+        if health.up() { "up" } else { "down" },
+        health.passes(),
+        health.fails(),
+        match transition {
+            Some(Transition::WentDown) => ", went down",
+            Some(Transition::WentUp) => ", went up",
+            None => "",
+        }
+    );
     if transition == Some(Transition::WentUp) && p.shared().counters().unhealthy > 0 {
         // Back after being down (not the first result at a start): `lb_slow_start` ramps it.
         p.shared().start_ramp(crate::shell::nginx::now_ms());
