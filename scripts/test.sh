@@ -15,6 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
+# Each step's line says when it started, in seconds since the start (the budget is 20 minutes).
+step() { say "[${SECONDS}s] $*"; }
 
 need_packages libclang-dev libpcre2-dev libssl-dev zlib1g-dev make gcc pkg-config \
     perl libtest-base-perl curl openssl python3 python3-prometheus-client valgrind
@@ -24,28 +26,28 @@ for c in rustfmt clippy; do
     cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$c"
 done
 
-say "cargo fmt --check"
+step "cargo fmt --check"
 cargo fmt --check
-say "cargo clippy --all-targets -- -D warnings"
+step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --release --all-targets --quiet -- -D warnings
 cargo clippy --release --all-targets --no-default-features --quiet -- -D warnings
-say "cargo test (pure core)"
+step "cargo test (pure core)"
 cargo test --release --quiet
-say "property tests, fixed seed (tests/properties.rs says how to run the long mode)"
+step "property tests, fixed seed (tests/properties.rs says how to run the long mode)"
 cargo test --release --quiet --no-default-features --test properties
 
 scripts/build.sh
 
-say "prove t/ (nginx $(build/sbin/nginx -v 2>&1 | sed 's/.*\///'))"
+step "prove t/ (nginx $(build/sbin/nginx -v 2>&1 | sed 's/.*\///'))"
 prove -j"${PROVE_JOBS:-2}" t/
 
-say "memcheck, short set (scripts/memcheck.sh --short)"
+step "memcheck, short set (scripts/memcheck.sh --short)"
 scripts/memcheck.sh --short
 
-say "fault scenarios, short mode (scripts/faults.sh --short)"
+step "fault scenarios, short mode (scripts/faults.sh --short)"
 scripts/faults.sh --short
 
-say "two hosts behind a floating IP, short mode (scripts/ha-test.sh --short, about 35 s)"
+step "two hosts behind a floating IP, short mode (scripts/ha-test.sh --short, about 35 s)"
 ha=0
 scripts/ha-test.sh --short || ha=$?
 case $ha in
@@ -54,20 +56,20 @@ case $ha in
     *) die "scripts/ha-test.sh --short failed (exit $ha)" ;;
 esac
 
-say "the module built by nginx's ./configure --add-dynamic-module against the vendored 1.28"
+step "the module built by nginx's ./configure --add-dynamic-module against the vendored 1.28"
 scripts/build-configure.sh vendored
 v=$(build/sbin/nginx -v 2>&1 | sed 's/.*nginx\///')
 TEST_NGINX_LB_MODULE="$PWD/build/configure/nginx-$v/objs/ngx_http_lb_module.so" \
     prove t/020-upstream-rr.t t/140-debug-log.t
 
 if [ "${SKIP_DEBIAN:-0}" != 1 ]; then
-    say "the module built by nginx's ./configure against Debian's nginx 1.22, packaged"
+    step "the module built by nginx's ./configure against Debian's nginx 1.22, packaged"
     scripts/package.sh
     v=$(/usr/sbin/nginx -v 2>&1 | sed 's/.*nginx\///')
     TEST_NGINX_BINARY=/usr/sbin/nginx \
         TEST_NGINX_LB_MODULE="$PWD/build/configure/nginx-$v/objs/ngx_http_lb_module.so" \
         prove -j"${PROVE_JOBS:-2}" t/debian/
-    say "the package installed, used with Debian's nginx, removed (scripts/package-test.sh)"
+    step "the package installed, used with Debian's nginx, removed (scripts/package-test.sh)"
     scripts/package-test.sh
 fi
-say "all tests passed"
+step "all tests passed"
