@@ -144,8 +144,12 @@ mod modules {
     ];
 
     /// The balancer module: `lb_upstream`, `lb_check`, `lb_keepalive`, `lb_status`, `lb_api`.
+    ///
+    /// Built by nginx's `./configure --add-dynamic-module` (`config`), nginx writes the module
+    /// tables itself, in C, naming the modules: they must then be exported under these names.
     #[used]
     #[allow(non_upper_case_globals)]
+    #[cfg_attr(not(feature = "export-modules"), no_mangle)]
     pub static mut ngx_http_lb_module: ngx_module_t = ngx_module_t {
         ctx: ptr::addr_of!(LB_CTX) as *mut c_void,
         commands: ptr::addr_of_mut!(LB_COMMANDS) as *mut ngx_command_t,
@@ -186,6 +190,7 @@ mod modules {
     /// The header filter module: `lb_add_header`.
     #[used]
     #[allow(non_upper_case_globals)]
+    #[cfg_attr(not(feature = "export-modules"), no_mangle)]
     pub static mut ngx_http_lb_headers_filter_module: ngx_module_t = ngx_module_t {
         ctx: ptr::addr_of!(HEADERS_CTX) as *mut c_void,
         commands: ptr::addr_of_mut!(HEADERS_COMMANDS) as *mut ngx_command_t,
@@ -194,12 +199,17 @@ mod modules {
     };
 }
 
-#[cfg(all(feature = "nginx", not(test)))]
+#[cfg(all(feature = "nginx", feature = "export-modules", not(test)))]
 mod exports {
     //! The tables `load_module` reads from this shared object: the modules, their names, and
     //! an empty order list (nginx then appends them after the built-in modules, which puts our
     //! header filter first in the filter chain). Written out by hand because ngx 0.5.1's
     //! `ngx_modules!` macro does not accept more than one module.
+    //!
+    //! Only for the cargo-built `cdylib` (feature `export-modules`, a default): nginx's own
+    //! build (`config`) generates the same three tables in `objs/ngx_http_lb_module_modules.c`
+    //! from `ngx_module_name` and an empty `ngx_module_order`, and links them with our
+    //! static library.
     use core::ffi::c_char;
     use core::ptr::{addr_of, null};
 

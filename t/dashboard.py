@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """The lb_status dashboard in a real browser: Debian's headless chromium, driven over the
-DevTools protocol (python3-websocket). Run by t/140-dashboard.t, which starts nginx; prints one
+DevTools protocol (python3-websocket). Run by t/141-dashboard.t, which starts nginx; prints one
 "ok - ..." or "not ok - ..." line per check (and "# ..." lines to explain), which the .t turns
 into Test::More results.
 

@@ -171,7 +171,7 @@ unsafe fn render_state(main: &MainConf) -> Vec<u8> {
                 // SAFETY: nginx strings of the configuration, or a snapshot's copies.
                 upstream: String::from_utf8_lossy(unsafe { bytes(&u.name) }).into_owned(),
                 // SAFETY: as above.
-                address: String::from_utf8_lossy(unsafe { bytes(&p.name) }).into_owned(),
+                address: String::from_utf8_lossy(unsafe { bytes(p.name()) }).into_owned(),
                 admin,
                 weight,
                 line: s.line(),
@@ -466,7 +466,7 @@ pub unsafe fn restore_changes(main: &mut MainConf, file: &api::state::StateFile,
             }
             for p in &u.current().peers {
                 // SAFETY: as above.
-                if unsafe { bytes(&p.name) } != saved.address.as_bytes() {
+                if unsafe { bytes(p.name()) } != saved.address.as_bytes() {
                     continue;
                 }
                 // SAFETY: as above.
@@ -664,6 +664,18 @@ unsafe fn respond(
             }
             Err(e) => Err(e),
         };
+        crate::shell::nginx::lb_debug!(
+            (*(*r).connection).log,
+            "lb: api: {} {} ({} byte body): {}",
+            bytes(&(*r).method_name).escape_ascii(),
+            bytes(&(*r).uri).escape_ascii(),
+            body.len(),
+            match &result {
+                Ok(Answer::Body(status, _)) => format!("{status}"),
+                Ok(Answer::Stream(_)) => "200, a list".to_string(),
+                Err(e) => format!("{}: {}", e.status, String::from_utf8_lossy(&e.body())),
+            }
+        );
         match result {
             Ok(Answer::Body(status, json)) => send(r, status, JSON, json),
             Ok(Answer::Stream(producer)) => crate::shell::stream::send(r, 200, JSON, producer),
@@ -809,7 +821,7 @@ unsafe fn carry_out(
                     .current()
                     .peers
                     .iter()
-                    .any(|p| bytes(&p.name) == name.as_bytes() && !p.resolved)
+                    .any(|p| bytes(p.name()) == name.as_bytes() && !p.resolved)
                 {
                     return Err(ApiError::new(
                         409,
@@ -865,7 +877,7 @@ unsafe fn carry_out(
                     .current()
                     .peers
                     .iter()
-                    .filter(|p| bytes(&p.name) == address.as_bytes())
+                    .filter(|p| bytes(p.name()) == address.as_bytes())
                     .collect();
                 if peers.is_empty() {
                     return Err(ApiError::new(
@@ -926,9 +938,9 @@ unsafe fn patch_peer(
             .current()
             .peers
             .iter()
-            .filter(|p| bytes(&p.name) == address.as_bytes())
+            .filter(|p| bytes(p.name()) == address.as_bytes())
             .collect();
-        if peers.iter().any(|p| p.record == usize::MAX) {
+        if peers.iter().any(|p| p.record().is_none()) {
             return Err(ApiError::new(
                 409,
                 format!(

@@ -159,9 +159,9 @@ pub fn fill_peer(u: &Upstream, p: &Peer, now_ms: u64, wall: u64, out: &mut PeerS
     }
     // SAFETY: nginx strings of the configuration, or a resolved peer's copies that the
     // snapshot keeps alive (`OwnedAddr`).
-    set_lossy(name, unsafe { bytes(&p.server) });
+    set_lossy(name, unsafe { bytes(p.server()) });
     // SAFETY: as above.
-    set_lossy(address, unsafe { bytes(&p.name) });
+    set_lossy(address, unsafe { bytes(p.name()) });
     *weight = p.weight;
     *backup = p.backup;
     *resolved = p.resolved;
@@ -199,7 +199,7 @@ fn set_lossy(out: &mut String, b: &[u8]) {
 pub fn address(p: &Peer) -> Cow<'_, str> {
     // SAFETY: nginx strings of the configuration, or a resolved peer's copies that the
     // snapshot keeps alive (`OwnedAddr`).
-    String::from_utf8_lossy(unsafe { bytes(&p.name) })
+    String::from_utf8_lossy(unsafe { bytes(p.name()) })
 }
 
 /// One upstream's configuration and state, without its peers (`m`: its peer set).
