@@ -27,6 +27,10 @@ impl Kind {
     pub fn is_http(self) -> bool {
         matches!(self, Kind::Http | Kind::Https)
     }
+    /// Whether the type may check the peers of a `stream {}` upstream (HTTP is for `http {}`).
+    pub fn for_stream(self) -> bool {
+        matches!(self, Kind::Tcp)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
