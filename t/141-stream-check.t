@@ -1,0 +1,59 @@
+# lb_check in stream {} upstreams: the probes of http upstreams, for TCP/UDP peers.
+use lib 't/lib';
+use Test::Nginx::LB 'no_plan';
+
+repeat_each(1);
+no_shuffle();
+check_accum_error_log();
+run_tests();
+
+__DATA__
+
+=== TEST 1: a dead peer is kept out by a TCP check: no connection ever goes to it
+max_fails=0: only the check can keep the dead peer (port 1 refuses connections) out of the
+rotation; fall=1: its first probe takes it out, before the first connection.
+--- stream_config
+    upstream backend {
+        lb_upstream;
+        lb_check type=tcp interval=100ms timeout=100ms rise=1 fall=1;
+        server 127.0.0.1:1 max_fails=0;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_2 max_fails=0;
+    }
+--- stream_server_config
+        proxy_pass backend;
+--- http_config
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; return 200 "b"; }
+--- config
+    location /t { proxy_pass http://127.0.0.1:$TEST_NGINX_STREAM_PORT; }
+--- init
+Time::HiRes::sleep(0.5);
+--- request eval
+[("GET /t") x 6]
+--- response_body eval
+[split //, "bbbbbb"]
+--- error_log
+lb: stream upstream "backend": method round_robin, 2 peers (0 backup, 0 down), checks tcp every 100ms (timeout 100ms, rise 1, fall 1)
+lb: peer 127.0.0.1:1 in upstream "backend" is down after 1 failed check(s): connect failed (connection refused)
+--- no_error_log
+connect() failed
+
+
+
+=== TEST 2: the status page shows the stream upstream and its checks
+--- stream_config
+    upstream backend {
+        lb_upstream;
+        lb_check type=tcp interval=100ms timeout=100ms rise=1 fall=1;
+        server 127.0.0.1:1;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+    }
+--- http_config
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; return 200 "b"; }
+--- config
+    location /status { lb_status; }
+--- init
+Time::HiRes::sleep(0.5);
+--- request
+GET /status
+--- response_body_like
+"name": "backend",.*"checks": \{\s*"type": "tcp",.*"address": "127\.0\.0\.1:1",.*"state": "unhealthy",.*"address": "127\.0\.0\.1:\d+",.*"state": "up",
