@@ -57,3 +57,27 @@ Time::HiRes::sleep(0.5);
 GET /status
 --- response_body_like
 "name": "backend",.*"checks": \{\s*"type": "tcp",.*"address": "127\.0\.0\.1:1",.*"state": "unhealthy",.*"address": "127\.0\.0\.1:\d+",.*"state": "up",
+
+
+
+=== TEST 3: one status page shows both kinds: "kind" in JSON, the kind label in Prometheus
+An http and a stream upstream of the same name: two upstreams, two records for one address.
+--- stream_config
+    upstream backend {
+        lb_upstream;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+    }
+--- http_config
+    upstream backend {
+        lb_upstream;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+    }
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; return 200 "b"; }
+--- config
+    location /status { lb_status; }
+--- request eval
+["GET /status", "GET /status?format=prometheus", "GET /status?format=html"]
+--- response_body_like eval
+[qr/\A(?=.*"name": "backend",\s*"kind": "http",)(?=.*"name": "backend",\s*"kind": "stream",)/s,
+ qr/\A(?=.*^nginx_lb_peer_weight\{upstream="backend",kind="http",peer="127\.0\.0\.1:\d+"\} 1$)(?=.*^nginx_lb_peer_weight\{upstream="backend",kind="stream",peer="127\.0\.0\.1:\d+"\} 1$)/ms,
+ qr/\A(?=.*<h2>http upstream backend<\/h2>)(?=.*<h2>stream upstream backend<\/h2>)/s]

@@ -139,11 +139,12 @@ fn upstream_head(out: &mut Vec<u8>, u: &UpstreamHead) {
     };
     let _ = write!(
         out,
-        "<h2>upstream {}{}</h2>\n<p>method {} · {checks}</p>\n<table>\n<tr>\
+        "<h2>{} upstream {}{}</h2>\n<p>method {} · {checks}</p>\n<table>\n<tr>\
          <th>peer</th><th>address</th><th>state</th><th>weight</th><th>active</th>\
          <th>requests</th><th>1xx</th><th>2xx</th><th>3xx</th><th>4xx</th><th>5xx</th>\
          <th>fails</th><th>unavail</th><th>checks</th><th>check fails</th>\
          <th>last check</th><th>downtime (s)</th><th>resp. time (ms)</th></tr>\n",
+        escape(&u.kind),
         escape(&u.name),
         if u.panic == Some(true) {
             " <span class=\"st\" style=\"background:#c0392b\">panic</span>"
@@ -238,11 +239,12 @@ mod tests {
             };
             let _ = write!(
                 o,
-                "<h2>upstream {}{}</h2>\n<p>method {} · {checks}</p>\n<table>\n<tr>\
+                "<h2>{} upstream {}{}</h2>\n<p>method {} · {checks}</p>\n<table>\n<tr>\
                  <th>peer</th><th>address</th><th>state</th><th>weight</th><th>active</th>\
                  <th>requests</th><th>1xx</th><th>2xx</th><th>3xx</th><th>4xx</th><th>5xx</th>\
                  <th>fails</th><th>unavail</th><th>checks</th><th>check fails</th>\
                  <th>last check</th><th>downtime (s)</th><th>resp. time (ms)</th></tr>\n",
+                escape(&u.kind),
                 escape(&u.name),
                 if u.panic == Some(true) {
                     " <span class=\"st\" style=\"background:#c0392b\">panic</span>"
