@@ -81,7 +81,7 @@ mod modules {
         ngx_command_t {
             name: ngx::ngx_string!("lb_check"),
             type_: (NGX_HTTP_UPS_CONF | NGX_CONF_ANY) as ngx_uint_t,
-            set: Some(crate::shell::check::set_lb_check),
+            set: Some(crate::shell::check::set_lb_check_http),
             conf: NGX_HTTP_SRV_CONF_OFFSET,
             offset: 0,
             post: ptr::null_mut(),

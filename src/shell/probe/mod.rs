@@ -61,12 +61,14 @@ use crate::shell::table::{OwnedAddr, Peer, Upstream};
 use crate::shm::PeerShared;
 
 mod conn;
+mod expect;
 mod http;
 mod kinds;
 mod pool;
 mod tls;
 
 use conn::*;
+use expect::stream_exchange;
 use http::*;
 use kinds::check_type;
 use pool::*;
