@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 need_packages libclang-dev libpcre2-dev libssl-dev zlib1g-dev make gcc pkg-config \
     perl libtest-base-perl curl openssl python3 python3-prometheus-client valgrind
-[ "${SKIP_DEBIAN:-0}" = 1 ] || need_packages nginx-dev nginx-core
+[ "${SKIP_DEBIAN:-0}" = 1 ] || need_packages nginx-dev nginx-core libnginx-mod-stream
 need_cargo
 for c in rustfmt clippy; do
     cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$c"
@@ -44,8 +44,11 @@ if [ "${SKIP_DEBIAN:-0}" != 1 ]; then
     say "the module built against Debian's nginx 1.22, loaded into /usr/sbin/nginx"
     NGINX_SOURCE_DIR=/usr/share/nginx/src NGINX_BINARY=/usr/sbin/nginx LB_BUILD_DIR=build/debian \
         scripts/build.sh
+    # Debian's stream is a module of its own: blocks with a stream {} block load it first
+    # (t/lib/Test/Nginx/LB.pm), the others run without it.
     TEST_NGINX_BINARY=/usr/sbin/nginx \
         TEST_NGINX_LB_MODULE="$PWD/build/debian/modules/ngx_http_lb_module.so" \
+        TEST_NGINX_STREAM_MODULE=/usr/lib/nginx/modules/ngx_stream_module.so \
         prove -j"${PROVE_JOBS:-2}" t/debian/
 fi
 say "all tests passed"

@@ -203,3 +203,16 @@ lb_upstream: "max_added" is not supported in stream upstreams
 --- must_die
 --- error_log
 lb_upstream: unknown balancing method "fastest"
+
+
+
+=== TEST 14: an nginx whose stream is a module of its own (Debian) without it: our module loads, and nginx names the stream block
+Only where TEST_NGINX_STREAM_MODULE says stream is a separate module (the Debian run);
+the stream block is written here directly, so that the runner does not load that module.
+--- skip_eval: 2: !$ENV{TEST_NGINX_STREAM_MODULE}
+--- main_config
+    stream { upstream u { lb_upstream; server 127.0.0.1:1; } }
+--- config
+--- must_die
+--- error_log
+unknown directive "stream"

@@ -119,7 +119,7 @@ qr/lb: peer 127\.0\.0\.1:\d+ in upstream "dns" is down after 1 failed check\(s\)
 --- stream_config
     upstream tls {
         lb_upstream;
-        lb_check type=tls verify=on ca=$TEST_NGINX_CERT_DIR/ca.crt host=localhost send=hi expect=ok interval=100ms rise=1 fall=1;
+        lb_check type=tls verify=on ca=$TEST_NGINX_CERT_DIR/ca.crt host=localhost expect=ok interval=100ms rise=1 fall=1;
         server 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
         server 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
     }

@@ -27,7 +27,7 @@ use nginx_sys::{
     NGX_STREAM_MODULE, NGX_STREAM_UPS_CONF,
 };
 
-use super::conf::{log_plain, main_conf, MainConf, SrvConf};
+use super::conf::{log_plain, main_conf, SrvConf};
 use super::table::{Kind, Peer, ServerLine, Upstream};
 use crate::balance::method;
 use crate::shell::nginx::{bytes, conf_error, directive_params, CONF_ERROR, CONF_OK};
@@ -37,9 +37,9 @@ const SRV_CONF_OFFSET: ngx_uint_t = core::mem::offset_of!(ngx_stream_conf_ctx_t,
 
 static CTX: ngx_stream_module_t = ngx_stream_module_t {
     preconfiguration: Some(preconfiguration),
-    postconfiguration: None,
+    postconfiguration: Some(postconfiguration),
     create_main_conf: Some(create_main_conf),
-    init_main_conf: Some(init_main_conf),
+    init_main_conf: None,
     create_srv_conf: Some(create_srv_conf),
     merge_srv_conf: None,
 };
@@ -402,14 +402,32 @@ unsafe extern "C" fn init_peer(
     crate::shell::nginx::OK
 }
 
-/// After the stream upstream module's own `init_main_conf` (ours is a later module): refuses
-/// upstreams where another method replaced ours or directives that need `lb_upstream`, then
-/// declares (or grows) the shared zone and logs one line per upstream.
-unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
-    // SAFETY: `conf` is the cycle's MainConf; the stream upstream module's main conf lists
-    // every stream upstream.
+/// After every stream module's `init_main_conf`, so after the stream upstream module's, which
+/// runs each upstream's `init_upstream` (a postconfiguration hook: with Debian's
+/// `ngx_stream_module.so` loaded after ours, our module comes first in the stream modules'
+/// order): refuses upstreams where another method replaced ours or directives that need
+/// `lb_upstream`, then declares (or grows) the shared zone and logs one line per upstream.
+unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: called in the stream block's context.
+    match unsafe { check_upstreams(cf) } {
+        rv if rv == CONF_OK => crate::shell::nginx::OK,
+        _ => crate::shell::nginx::ERROR,
+    }
+}
+
+/// `postconfiguration`'s work.
+///
+/// # Safety
+/// `cf` is the stream block's configuration.
+unsafe fn check_upstreams(cf: *mut ngx_conf_t) -> *mut c_char {
+    // SAFETY: the cycle's MainConf; the stream upstream module's main conf lists every stream
+    // upstream.
     unsafe {
-        let main = &mut *(conf as *mut MainConf);
+        let main = main_conf(cf);
+        if main.is_null() {
+            return CONF_ERROR;
+        }
+        let main = &mut *main;
         let Some(um) = upstream_module() else {
             return CONF_OK;
         };

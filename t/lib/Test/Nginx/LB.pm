@@ -126,10 +126,14 @@ _SRV_
     return "\nstream {\n$conf\n$srv}\n";
 }
 
+# Only blocks with a stream {} block load it: the others check that our module loads into an
+# nginx without stream.
 sub _stream_module_preprocessor {
     my $block = shift;
     my $so = $ENV{TEST_NGINX_STREAM_MODULE} or return;
+    return if !defined $block->stream_config && !defined $block->stream_server_config;
     my $main = $block->main_config;
+    $main = '' if !defined $main;
     $block->set_value(main_config => "load_module $so;\n$main");
 }
 

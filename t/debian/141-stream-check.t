@@ -1,0 +1,1 @@
+../141-stream-check.t

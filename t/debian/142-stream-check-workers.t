@@ -1,0 +1,1 @@
+../142-stream-check-workers.t

@@ -1,0 +1,1 @@
+../143-stream-check-types.t
