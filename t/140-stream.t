@@ -216,3 +216,26 @@ the stream block is written here directly, so that the runner does not load that
 --- must_die
 --- error_log
 unknown directive "stream"
+
+
+
+=== TEST 15: $lb_upstream, $lb_peer and $lb_peer_state in a stream log_format
+--- stream_config
+    log_format lb '$lb_upstream $lb_peer $lb_peer_state';
+    upstream backend {
+        lb_upstream;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+--- stream_server_config
+        proxy_pass backend;
+        access_log logs/stream.log lb;
+--- http_config
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; return 200 "a"; }
+--- config
+    location /t { proxy_pass http://127.0.0.1:$TEST_NGINX_STREAM_PORT; }
+    location = /log { alias $TEST_NGINX_SERVER_ROOT/logs/stream.log; }
+--- request eval
+["GET /t", "GET /log"]
+--- wait: 0.3
+--- response_body_like eval
+["a", qr{\Abackend 127\.0\.0\.1:\d+ up\n\z}]

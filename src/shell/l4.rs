@@ -147,8 +147,53 @@ unsafe fn srv_conf(us: *const ngx_stream_upstream_srv_conf_t) -> *mut SrvConf {
     }
 }
 
-unsafe extern "C" fn preconfiguration(_cf: *mut ngx_conf_t) -> ngx_int_t {
+/// Registers `$lb_peer`, `$lb_peer_state` and `$lb_upstream` for stream sessions (nginx's
+/// `ngx_stream_add_variable`, looked up as the other stream symbols).
+unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+    type AddVariable = unsafe extern "C" fn(
+        *mut ngx_conf_t,
+        *mut nginx_sys::ngx_str_t,
+        ngx_uint_t,
+    ) -> *mut nginx_sys::ngx_stream_variable_t;
+    let p = stream_symbol(c"ngx_stream_add_variable");
+    if p.is_null() {
+        return crate::shell::nginx::ERROR;
+    }
+    // SAFETY: the symbol is that function, with this signature (ngx_stream_variables.h).
+    let add = unsafe { core::mem::transmute::<*mut c_void, AddVariable>(p) };
+    for (name, which) in crate::shell::variables::VARIABLES {
+        let mut n = nginx_sys::ngx_str_t {
+            len: name.len(),
+            data: name.as_ptr() as *mut u8,
+        };
+        // SAFETY: nginx copies the name; `get` is called with the `data` given here.
+        unsafe {
+            let v = add(
+                cf,
+                &mut n,
+                nginx_sys::NGX_STREAM_VAR_NOCACHEABLE as ngx_uint_t,
+            );
+            if v.is_null() {
+                return crate::shell::nginx::ERROR;
+            }
+            (*v).get_handler = Some(get_variable);
+            (*v).data = which;
+        }
+    }
     crate::shell::nginx::OK
+}
+
+unsafe extern "C" fn get_variable(
+    s: *mut ngx_stream_session_t,
+    v: *mut nginx_sys::ngx_stream_variable_value_t,
+    which: usize,
+) -> ngx_int_t {
+    // SAFETY: nginx passes a live session and value; our context, when set, is the session's
+    // `RequestPeers` (`init_peer`).
+    unsafe {
+        let rp = *(*s).ctx.add(module().ctx_index) as *const crate::shell::pick::RequestPeers;
+        crate::shell::variables::value(rp, v, which)
+    }
 }
 
 /// The stream block's main conf is the cycle's one `MainConf` (`conf::cycle_conf`).
