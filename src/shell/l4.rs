@@ -36,7 +36,7 @@ use crate::shell::nginx::{bytes, conf_error, directive_params, CONF_ERROR, CONF_
 const SRV_CONF_OFFSET: ngx_uint_t = core::mem::offset_of!(ngx_stream_conf_ctx_t, srv_conf);
 
 static CTX: ngx_stream_module_t = ngx_stream_module_t {
-    preconfiguration: Some(preconfiguration),
+    preconfiguration: None,
     postconfiguration: Some(postconfiguration),
     create_main_conf: Some(create_main_conf),
     init_main_conf: None,
@@ -148,8 +148,12 @@ unsafe fn srv_conf(us: *const ngx_stream_upstream_srv_conf_t) -> *mut SrvConf {
 }
 
 /// Registers `$lb_peer`, `$lb_peer_state` and `$lb_upstream` for stream sessions (nginx's
-/// `ngx_stream_add_variable`, looked up as the other stream symbols).
-unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+/// `ngx_stream_add_variable`, looked up as the other stream symbols). From postconfiguration,
+/// not preconfiguration: with Debian's `ngx_stream_module.so` loaded after ours, our
+/// preconfiguration would run before the stream core module's has made the variables' hash
+/// (nginx would crash); variables added before `ngx_stream_variables_init_vars` are found by
+/// `log_format` all the same.
+unsafe fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
     type AddVariable = unsafe extern "C" fn(
         *mut ngx_conf_t,
         *mut nginx_sys::ngx_str_t,
@@ -453,7 +457,11 @@ unsafe extern "C" fn init_peer(
 /// order): refuses upstreams where another method replaced ours or directives that need
 /// `lb_upstream`, then declares (or grows) the shared zone and logs one line per upstream.
 unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-    // SAFETY: called in the stream block's context.
+    // SAFETY: called in the stream block's context, before nginx resolves the variables.
+    if unsafe { add_variables(cf) } != crate::shell::nginx::OK {
+        return crate::shell::nginx::ERROR;
+    }
+    // SAFETY: as above.
     match unsafe { check_upstreams(cf) } {
         rv if rv == CONF_OK => crate::shell::nginx::OK,
         _ => crate::shell::nginx::ERROR,
