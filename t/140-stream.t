@@ -239,3 +239,34 @@ unknown directive "stream"
 --- wait: 0.3
 --- response_body_like eval
 ["a", qr{\Abackend 127\.0\.0\.1:\d+ up\n\z}]
+
+
+
+=== TEST 16: lb_outlier counts connection errors of stream peers (there is no status to count)
+max_fails=0: only the outlier rule can take the dead peer (port 1) out. Round-robin tries it
+first (and again after nginx's walk let its lowered weight recover); after 2 refused
+connections in a row it is ejected, and every later connection goes straight to b
+(proxy_next_upstream retried the two that failed).
+--- stream_config
+    upstream backend {
+        lb_upstream;
+        lb_outlier consecutive_errors=2 base_ejection=30s max_percent=50;
+        server 127.0.0.1:1 max_fails=0;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_2 max_fails=0;
+    }
+--- stream_server_config
+        proxy_pass backend;
+--- http_config
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; return 200 "b"; }
+--- config
+    location /t { proxy_pass http://127.0.0.1:$TEST_NGINX_STREAM_PORT; }
+--- request eval
+[("GET /t") x 8]
+--- response_body eval
+[split //, "bbbbbbbb"]
+--- grep_error_log eval: qr/lb: peer 127\.0\.0\.1:1 in upstream "backend" ejected for 30s after 2 connection errors or timeouts in a row \(ejection 1\)|connect\(\) failed/
+--- grep_error_log_out eval
+# Checked after each request (by the real engine; ours sees the whole block's log): on the way,
+# a prefix of the end state; at the end, exactly two refused connections and one ejection.
+[(qr/\A(?:connect\(\) failed\n){1,2}(?:lb: peer [^\n]* ejected [^\n]*\n)?\z/) x 7,
+ "connect() failed\nconnect() failed\nlb: peer 127.0.0.1:1 in upstream \"backend\" ejected for 30s after 2 connection errors or timeouts in a row (ejection 1)\n"]
