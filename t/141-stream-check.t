@@ -81,3 +81,33 @@ An http and a stream upstream of the same name: two upstreams, two records for o
 [qr/\A(?=.*"name": "backend",\s*"kind": "http",)(?=.*"name": "backend",\s*"kind": "stream",)/s,
  qr/\A(?=.*^nginx_lb_peer_weight\{upstream="backend",kind="http",peer="127\.0\.0\.1:\d+"\} 1$)(?=.*^nginx_lb_peer_weight\{upstream="backend",kind="stream",peer="127\.0\.0\.1:\d+"\} 1$)/ms,
  qr/\A(?=.*<h2>http upstream backend<\/h2>)(?=.*<h2>stream upstream backend<\/h2>)/s]
+
+
+
+=== TEST 4: lb_panic and lb_slow_start in a stream upstream
+The check takes the dead peer out: 1 of 2 healthy is under 60%, so connections go to both
+(the dead one refuses, proxy_next_upstream moves on to b).
+--- stream_config
+    upstream backend {
+        lb_upstream;
+        lb_check type=tcp interval=100ms timeout=100ms rise=1 fall=1;
+        lb_panic 60%;
+        lb_slow_start 10s;
+        server 127.0.0.1:1 max_fails=0;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_2 max_fails=0;
+    }
+--- stream_server_config
+        proxy_pass backend;
+--- http_config
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; return 200 "b"; }
+--- config
+    location /t { proxy_pass http://127.0.0.1:$TEST_NGINX_STREAM_PORT; }
+--- init
+Time::HiRes::sleep(0.5);
+--- request eval
+[("GET /t") x 4]
+--- response_body eval
+[split //, "bbbb"]
+--- error_log
+lb: upstream "backend" in panic mode: 1 of 2 peers healthy (lb_panic 60%): requests go to all of them
+connect() failed
