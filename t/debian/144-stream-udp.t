@@ -1,0 +1,1 @@
+../144-stream-udp.t
