@@ -2179,10 +2179,12 @@ fn saved_peer() -> impl Strategy<Value = state::SavedPeer> {
         prop::sample::select(vec![Admin::Up, Admin::Drain, Admin::Down]),
         prop::option::of(1..=api::MAX_WEIGHT),
         any::<u64>(),
+        prop::sample::select(vec![state::Kind::Http, state::Kind::Stream]),
     )
         .prop_map(
-            |(upstream, address, admin, weight, line)| state::SavedPeer {
+            |(upstream, address, admin, weight, line, kind)| state::SavedPeer {
                 upstream,
+                kind,
                 address,
                 admin,
                 weight,

@@ -1,0 +1,1 @@
+../145-stream-api.t
