@@ -874,7 +874,7 @@ scale() {
     done
 
     # Health-check CPU: 4 workers probing SCALE_CHECK_PEERS peers every 10 s, no traffic.
-    local cn=${SCALE_CHECK_PEERS:-10000} secs=${SCALE_CHECK_SECONDS:-30} hz u0=0 s0=0 u1=0 s1=0 c0 c1 p u s
+    local cn=${SCALE_CHECK_PEERS:-10000} secs=${SCALE_CHECK_SECONDS:-30} hz u0=0 s0=0 u1=0 s1=0 c0 c1 p u s fr fu fk
     name=scale-checks
     scale_conf "$name" "$cn" 4 "lb_upstream; lb_check type=tcp interval=10s;" ""
     scale_start "$name"
@@ -898,7 +898,13 @@ scale() {
     row scale "$(thousands "$cn") peers: 4 workers checking" "" \
         "$cpu% of one core over ${secs}s, type=tcp interval=10s (user $(awk -v u=$((u1 - u0)) -v hz="$hz" -v s="$secs" 'BEGIN {printf "%.2f", 100 * u / hz / s}')%, kernel $(awk -v k=$((s1 - s0)) -v hz="$hz" -v s="$secs" 'BEGIN {printf "%.2f", 100 * k / hz / s}')%), $(awk -v c0="$c0" -v c1="$c1" -v s="$secs" 'BEGIN {if (c0 < 0 || c1 < 0) printf "?"; else printf "%.0f", (c1 - c0) / s}') checks/s (expected $((cn / 10)))" "" ""
     [ "$downs" = 0 ] || say "warning: $downs peers went down during $name"
-    summary+=("checks of $(thousands "$cn") peers every 10s: $cpu% of one core (target < 5%: $(verdict "$(awk -v c="$cpu" 'BEGIN {print (c < 5)}')"))")
+    # The kernel's floor for the same probes: the same system calls per probe, at the same
+    # rate, from one Python process (its user time is Python's, not a floor).
+    local floor
+    read -r fr fu fk < <("$root/scripts/bench/connect_floor.py" "$cn" "$BACKEND_BASE" "$SCALE_PORTS" $((cn / 10)) "$secs")
+    floor="kernel $fk% of one core at $fr probes/s (user, Python's: $fu%)"
+    row scale "the same probes' system calls, no nginx" "" "$floor" "" ""
+    summary+=("checks of $(thousands "$cn") peers every 10s: $cpu% of one core (target < 5%: $(verdict "$(awk -v c="$cpu" 'BEGIN {print (c < 5)}')")); the system calls alone: $floor")
 
     # lb_status at SCALE_STATUS_PEERS peers: scrape times; p99 of cheap requests without and
     # with scrapes looping in the background.

@@ -65,7 +65,7 @@ mod modules {
         init_main_conf: Some(init_main_conf),
         create_srv_conf: Some(create_srv_conf),
         merge_srv_conf: None,
-        create_loc_conf: None,
+        create_loc_conf: Some(crate::shell::status::create_loc_conf),
         merge_loc_conf: None,
     };
 
@@ -120,9 +120,9 @@ mod modules {
         },
         ngx_command_t {
             name: ngx::ngx_string!("lb_status"),
-            type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+            type_: (NGX_HTTP_LOC_CONF | NGX_CONF_ANY) as ngx_uint_t,
             set: Some(crate::shell::status::set_lb_status),
-            conf: 0,
+            conf: NGX_HTTP_LOC_CONF_OFFSET,
             offset: 0,
             post: ptr::null_mut(),
         },
@@ -147,8 +147,12 @@ mod modules {
     ];
 
     /// The balancer module: `lb_upstream`, `lb_check`, `lb_keepalive`, `lb_status`, `lb_api`.
+    ///
+    /// Built by nginx's `./configure --add-dynamic-module` (`config`), nginx writes the module
+    /// tables itself, in C, naming the modules: they must then be exported under these names.
     #[used]
     #[allow(non_upper_case_globals)]
+    #[cfg_attr(not(feature = "export-modules"), no_mangle)]
     pub static mut ngx_http_lb_module: ngx_module_t = ngx_module_t {
         ctx: ptr::addr_of!(LB_CTX) as *mut c_void,
         commands: ptr::addr_of_mut!(LB_COMMANDS) as *mut ngx_command_t,
@@ -196,6 +200,7 @@ mod modules {
     /// before any block is parsed, so that `http {}` and `stream {}` upstreams share it.
     #[used]
     #[allow(non_upper_case_globals)]
+    #[cfg_attr(not(feature = "export-modules"), no_mangle)]
     pub static mut ngx_lb_core_module: ngx_module_t = ngx_module_t {
         ctx: ptr::addr_of_mut!(CORE_CTX) as *mut c_void,
         commands: ptr::null_mut(),
@@ -206,6 +211,7 @@ mod modules {
     /// The header filter module: `lb_add_header`.
     #[used]
     #[allow(non_upper_case_globals)]
+    #[cfg_attr(not(feature = "export-modules"), no_mangle)]
     pub static mut ngx_http_lb_headers_filter_module: ngx_module_t = ngx_module_t {
         ctx: ptr::addr_of!(HEADERS_CTX) as *mut c_void,
         commands: ptr::addr_of_mut!(HEADERS_COMMANDS) as *mut ngx_command_t,
@@ -214,12 +220,17 @@ mod modules {
     };
 }
 
-#[cfg(all(feature = "nginx", not(test)))]
+#[cfg(all(feature = "nginx", feature = "export-modules", not(test)))]
 mod exports {
     //! The tables `load_module` reads from this shared object: the modules, their names, and
     //! an empty order list (nginx then appends them after the built-in modules, which puts our
     //! header filter first in the filter chain). Written out by hand because ngx 0.5.1's
     //! `ngx_modules!` macro does not accept more than one module.
+    //!
+    //! Only for the cargo-built `cdylib` (feature `export-modules`, a default): nginx's own
+    //! build (`config`) generates the same three tables in `objs/ngx_http_lb_module_modules.c`
+    //! from `ngx_module_name` and an empty `ngx_module_order`, and links them with our
+    //! static library.
     use core::ffi::c_char;
     use core::ptr::{addr_of, null};
 
@@ -239,9 +250,9 @@ mod exports {
     #[no_mangle]
     #[allow(non_upper_case_globals)]
     pub static mut ngx_modules: [*const ngx_module_t; N] = [
-        addr_of!(ngx_lb_core_module),
         addr_of!(ngx_http_lb_module),
         addr_of!(ngx_http_lb_headers_filter_module),
+        addr_of!(ngx_lb_core_module),
         #[cfg(ngx_feature = "stream")]
         addr_of!(crate::ngx_stream_lb_module),
         null(),
@@ -250,9 +261,9 @@ mod exports {
     #[no_mangle]
     #[allow(non_upper_case_globals)]
     pub static mut ngx_module_names: [*const c_char; N] = [
-        c"ngx_lb_core_module".as_ptr(),
         c"ngx_http_lb_module".as_ptr(),
         c"ngx_http_lb_headers_filter_module".as_ptr(),
+        c"ngx_lb_core_module".as_ptr(),
         #[cfg(ngx_feature = "stream")]
         c"ngx_stream_lb_module".as_ptr(),
         null(),

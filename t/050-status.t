@@ -392,3 +392,53 @@ qr{GET /t HTTP/1\.1 lb_upstream=backend lb_peer=localhost:\d+ lb_peer_state=up}
 GET /plain
 --- access_log eval
 qr{GET /plain HTTP/1\.1 lb_upstream=- lb_peer=- lb_peer_state=-}
+
+
+
+=== TEST 13: HTML: a strict Content-Security-Policy, the api= path as an escaped attribute, the table for browsers without JavaScript
+--- http_config
+    upstream one { lb_upstream; server 127.0.0.1:$TEST_NGINX_RAND_PORT_1; }
+--- config
+    location /status { lb_status api=/lb-api/; }
+--- request
+GET /status?format=html
+--- response_headers_like
+Content-Security-Policy: default-src 'none'; script-src 'sha256-[A-Za-z0-9+/]{43}='; style-src 'sha256-[A-Za-z0-9+/]{43}='; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'
+--- response_body_like eval
+qr{^<!DOCTYPE html>.*<noscript><meta http-equiv="refresh" content="5"></noscript>.*<body data-api="/lb-api/">.*<main id="tables">.*<tr><td class="l">127\.0\.0\.1:\d+</td>.*</main>\n<div id="dash"></div>\n<script>.*</script>\n</body></html>\n\z}s
+
+
+
+=== TEST 14: lb_status api= without a final slash gets one; the JSON has no policy header
+--- http_config
+    upstream one { lb_upstream; server 127.0.0.1:$TEST_NGINX_RAND_PORT_1; }
+--- config
+    location /status { lb_status api=/admin/lb; }
+--- request eval
+["GET /status?format=html", "GET /status"]
+--- response_body_like eval
+[qr{<body data-api="/admin/lb/">}, qr{"upstreams"}]
+--- response_headers eval
+["", "!Content-Security-Policy"]
+
+
+
+=== TEST 15: lb_status api= must be a path on this server
+--- http_config
+    upstream one { lb_upstream; server 127.0.0.1:$TEST_NGINX_RAND_PORT_1; }
+--- config
+    location /status { lb_status api=//elsewhere.example/lb-api/; }
+--- must_die
+--- error_log
+lb_status: invalid api="//elsewhere.example/lb-api/": expected a path on this server, starting with one "/"
+
+
+
+=== TEST 16: lb_status takes api= only
+--- http_config
+    upstream one { lb_upstream; server 127.0.0.1:$TEST_NGINX_RAND_PORT_1; }
+--- config
+    location /status { lb_status refresh=1s; }
+--- must_die
+--- error_log
+lb_status: invalid parameter "refresh=1s" (expected api=/path/ of an lb_api location)

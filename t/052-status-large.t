@@ -190,7 +190,7 @@ my ($hc, $hh, $html) = get11('/status?format=html');
 is($hc, 200, 'HTML: 200');
 my $rows = () = $html =~ /<tr><td class="l">/g;
 is($rows, $NA + $NB + 3, 'HTML: a row per peer');
-like($html, qr{</table>\n</body></html>\n\z}, 'HTML: complete');
+like($html, qr{</table></div>\n</main>\n<div id="dash"></div>\n<script>.*</script>\n</body></html>\n\z}s, 'HTML: complete');
 
 # --- lb_api's lists: compact JSON, streamed.
 my ($ac, $ah, $api) = get11('/api/upstreams');

@@ -39,9 +39,11 @@ for my $conf (@confs) {
         next;
     }
     if ($text =~ /\@LB_MODULE\@/) {
-        # The demo template: scripts/demo.sh substitutes the module path and the port.
+        # The demo template: scripts/demo.sh substitutes the module path, the port and its
+        # runtime directory.
         $text =~ s/\@LB_MODULE\@/modules\/ngx_http_lb_module.so/g;
         $text =~ s/\@DEMO_PORT\@/8080/g;
+        $text =~ s/\@DEMO_DIR\@/$prefix/g;
         $file = "$prefix/conf/$name";
         open my $out, '>', $file or die "$file: $!\n";
         print $out $text;

@@ -8,6 +8,7 @@ use lib 't/lib';
 use Test::More;
 use Time::HiRes qw(sleep time);
 use JSON::PP ();
+use IO::Socket::INET;
 use Test::LB::Server;
 
 my $s = Test::LB::Server->new(name => 'api', workers => 2);
@@ -111,6 +112,50 @@ subtest 'bad requests' => sub {
     }
     my $p = $s->peers('u');
     is("$p->{$B}{admin} $p->{$B}{weight}", 'up 1', 'nothing changed');
+};
+
+# A request with headers of our own (Origin), as a browser sends it.
+sub browser_request {
+    my ($method, $path, $body, @headers) = @_;
+    my $port = $s->port(1);
+    my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp',
+                                  Timeout => 5) or die "connect: $!";
+    print $c "$method $path HTTP/1.0\r\nHost: 127.0.0.1:$port\r\n"
+        . join('', map { "$_\r\n" } @headers)
+        . 'Content-Length: ' . length($body) . "\r\n\r\n$body";
+    local $/;
+    my $resp = <$c> // '';
+    my ($head, $rest) = split /\r\n\r\n/, $resp, 2;
+    my ($code) = ($head // '') =~ m{^HTTP/1\.\d (\d+)};
+    return ($code // 0, $rest // '');
+}
+
+subtest 'writes from a page of another site are refused' => sub {
+    my $port = $s->port(1);
+    for my $c (
+        [ 'PATCH', "/lb-api/upstreams/u/peers/$B", '{"admin":"drain"}', 'Origin: http://evil.example' ],
+        [ 'PATCH', "/lb-api/upstreams/u/peers/$B", '{"admin":"drain"}', "Origin: http://127.0.0.1:" . $s->port(2) ],
+        # What a form or a no-cors fetch of another site can send without asking.
+        [ 'POST', '/lb-api/upstreams/u/peers', '{"address":"127.0.0.9:80"}', 'Origin: null',
+          'Content-Type: text/plain' ],
+        [ 'DELETE', "/lb-api/upstreams/u/peers/$B", '', 'Origin: https://127.0.0.1' ],
+    ) {
+        my ($method, $path, $body, @h) = @$c;
+        my ($code, $text) = browser_request($method, $path, $body, @h);
+        is($code, 403, "$method with $h[0]: 403");
+        like($text, qr/"error":"a write from a page of another site \(Origin: /, 'with the reason');
+    }
+    my $p = $s->peers('u');
+    is("$p->{$B}{admin} " . scalar(keys %$p), 'up 2', 'nothing changed, nothing added');
+    my ($code) = browser_request('GET', '/lb-api/upstreams/u', '', 'Origin: http://evil.example');
+    is($code, 200, 'reading is not a write (and a browser keeps the answer from the other site)');
+    # The dashboard's own requests: from a page of this server.
+    ($code) = browser_request('PATCH', "/lb-api/upstreams/u/peers/$B", '{"admin":"drain"}',
+                              "Origin: http://127.0.0.1:$port", 'Content-Type: application/json');
+    is($code, 200, 'the same origin may write');
+    ($code) = browser_request('PATCH', "/lb-api/upstreams/u/peers/$B", '{"admin":"up"}');
+    is($code, 200, 'no Origin (curl, scripts): as before');
+    is($s->peers('u')->{$B}{admin}, 'up', 'back up');
 };
 
 subtest 'drain: requests in flight finish, nothing new arrives' => sub {

@@ -208,6 +208,46 @@ impl Method {
     }
 }
 
+/// Refuses (403) a write sent by a browser from a page of another site. Browsers send `Origin`
+/// with every POST, PATCH and DELETE, and a page of any site may *send* a POST to any address
+/// its reader's browser reaches (a form, or `fetch` in `no-cors` mode: the answer stays
+/// unreadable, but the peer would be added). So a write whose `Origin` names another
+/// host and port than the request's `Host` (or is `null`) is refused; the page `lb_status
+/// api=` serves, from the same server, passes. Clients that are not browsers (curl, scripts)
+/// send no `Origin` and are not affected.
+pub fn cross_site(origin: Option<&[u8]>, host: Option<&[u8]>) -> Option<ApiError> {
+    let origin = origin?;
+    let refuse = || {
+        Some(ApiError::new(
+            403,
+            format!(
+                "a write from a page of another site (Origin: {}) is refused",
+                origin.escape_ascii()
+            ),
+        ))
+    };
+    let Some(host) = host else { return refuse() };
+    // "scheme://authority", without a path; the authority without its scheme's default port.
+    let text = origin.to_ascii_lowercase();
+    let (scheme, authority) = match text.iter().position(|&b| b == b':') {
+        Some(i) if text[i..].starts_with(b"://") => (&text[..i], &text[i + 3..]),
+        _ => return refuse(),
+    };
+    let default_port: &[u8] = match scheme {
+        b"http" => b":80",
+        b"https" => b":443",
+        _ => return refuse(),
+    };
+    let strip = |a: &[u8]| -> Vec<u8> {
+        let a = a.strip_suffix(default_port).unwrap_or(a);
+        a.to_ascii_lowercase()
+    };
+    if authority.is_empty() || authority.contains(&b'/') || strip(authority) != strip(host) {
+        return refuse();
+    }
+    None
+}
+
 /// Turns a request into an operation. `path` is relative to the location's prefix, without
 /// the query string, %-escapes already decoded (nginx's `$uri`: an IPv6 peer may be written
 /// `%5B::1%5D:80`); `write` says whether this `lb_api` takes writes; `body` is the request
@@ -388,6 +428,46 @@ pub fn kind_arg(args: &[u8]) -> Result<Option<state::Kind>, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_from_other_sites_are_refused() {
+        let h = Some(&b"127.0.0.1:8080"[..]);
+        // No Origin (curl, scripts): not a browser, nothing to check.
+        assert_eq!(cross_site(None, h), None);
+        assert_eq!(cross_site(None, None), None);
+        // The dashboard, from the same server.
+        assert_eq!(cross_site(Some(b"http://127.0.0.1:8080"), h), None);
+        assert_eq!(
+            cross_site(Some(b"HTTP://LB.example"), Some(b"lb.example")),
+            None
+        );
+        assert_eq!(
+            cross_site(Some(b"http://lb.example"), Some(b"lb.example:80")),
+            None
+        );
+        assert_eq!(
+            cross_site(Some(b"https://lb.example:443"), Some(b"lb.example")),
+            None
+        );
+        assert_eq!(
+            cross_site(Some(b"https://[::1]:8443"), Some(b"[::1]:8443")),
+            None
+        );
+        for (origin, host) in [
+            (&b"http://evil.example"[..], h),
+            (b"http://127.0.0.1:8081", h),
+            (b"http://127.0.0.1", h),
+            (b"null", h),
+            (b"http://127.0.0.1:8080/x", h),
+            (b"ftp://127.0.0.1:8080", h),
+            (b"http://", Some(b"")),
+            (b"http://127.0.0.1:8080", None),
+        ] {
+            let e = cross_site(Some(origin), host).expect("refused");
+            assert_eq!(e.status, 403);
+            assert!(e.message.contains("another site"), "{}", e.message);
+        }
+    }
 
     fn get(p: &str) -> Result<Op, ApiError> {
         parse(Method::Get, p.as_bytes(), false, b"")

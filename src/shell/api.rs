@@ -173,7 +173,7 @@ unsafe fn render_state(main: &MainConf) -> Vec<u8> {
                 upstream: String::from_utf8_lossy(unsafe { bytes(&u.name) }).into_owned(),
                 kind: saved_kind(u.kind),
                 // SAFETY: as above.
-                address: String::from_utf8_lossy(unsafe { bytes(&p.name) }).into_owned(),
+                address: String::from_utf8_lossy(unsafe { bytes(p.name()) }).into_owned(),
                 admin,
                 weight,
                 line: s.line(),
@@ -482,7 +482,7 @@ pub unsafe fn restore_changes(main: &mut MainConf, file: &api::state::StateFile,
             }
             for p in &u.current().peers {
                 // SAFETY: as above.
-                if unsafe { bytes(&p.name) } != saved.address.as_bytes() {
+                if unsafe { bytes(p.name()) } != saved.address.as_bytes() {
                     continue;
                 }
                 // SAFETY: as above.
@@ -559,6 +559,18 @@ unsafe fn handle(r: *mut ngx_http_request_t, write: bool) -> ngx_int_t {
             return nginx_sys::NGX_HTTP_NOT_ALLOWED as ngx_int_t;
         }
         let method = method_of((*r).method);
+        if write && method.writes() {
+            let host = (*r).headers_in.host;
+            let host = (!host.is_null()).then(|| bytes(&(*host).value));
+            let origin = crate::shell::status::header_in(r, b"origin");
+            if let Some(e) = api::cross_site(origin, host) {
+                let rc = ngx_http_discard_request_body(r);
+                if rc != crate::shell::nginx::OK {
+                    return rc;
+                }
+                return send_error(r, &e);
+            }
+        }
         if matches!(method, Method::Patch | Method::Post) && write {
             if (*r).headers_in.content_length_n > api::MAX_BODY as i64 {
                 let e = ApiError::new(
@@ -668,6 +680,18 @@ unsafe fn respond(
             }
             Err(e) => Err(e),
         };
+        crate::shell::nginx::lb_debug!(
+            (*(*r).connection).log,
+            "lb: api: {} {} ({} byte body): {}",
+            bytes(&(*r).method_name).escape_ascii(),
+            bytes(&(*r).uri).escape_ascii(),
+            body.len(),
+            match &result {
+                Ok(Answer::Body(status, _)) => format!("{status}"),
+                Ok(Answer::Stream(_)) => "200, a list".to_string(),
+                Err(e) => format!("{}: {}", e.status, String::from_utf8_lossy(&e.body())),
+            }
+        );
         match result {
             Ok(Answer::Body(status, json)) => send(r, status, JSON, json),
             Ok(Answer::Stream(producer)) => crate::shell::stream::send(r, 200, JSON, producer),
@@ -824,7 +848,7 @@ unsafe fn carry_out(
                     .current()
                     .peers
                     .iter()
-                    .any(|p| bytes(&p.name) == name.as_bytes() && !p.resolved)
+                    .any(|p| bytes(p.name()) == name.as_bytes() && !p.resolved)
                 {
                     return Err(ApiError::new(
                         409,
@@ -880,7 +904,7 @@ unsafe fn carry_out(
                     .current()
                     .peers
                     .iter()
-                    .filter(|p| bytes(&p.name) == address.as_bytes())
+                    .filter(|p| bytes(p.name()) == address.as_bytes())
                     .collect();
                 if peers.is_empty() {
                     return Err(ApiError::new(
@@ -941,9 +965,9 @@ unsafe fn patch_peer(
             .current()
             .peers
             .iter()
-            .filter(|p| bytes(&p.name) == address.as_bytes())
+            .filter(|p| bytes(p.name()) == address.as_bytes())
             .collect();
-        if peers.iter().any(|p| p.record == usize::MAX) {
+        if peers.iter().any(|p| p.record().is_none()) {
             return Err(ApiError::new(
                 409,
                 format!(

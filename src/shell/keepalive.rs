@@ -21,24 +21,18 @@ type List = IdleList<*mut ngx_connection_t>;
 /// One upstream's caches in this worker (built before the fork; each worker owns its copy).
 pub struct PeerCaches {
     pub conf: KeepaliveConf,
-    /// Boxed: an idle connection's `data` points at its list, which must not move when the
-    /// vector grows. Made when the peer's first connection is kept (a peer that never has one
-    /// costs a pointer).
+    /// By slot. Boxed: an idle connection's `data` points at its list, which must not move
+    /// when the vector grows. A list is made when the peer's first connection is kept, and the
+    /// vector grown to its slot then: an upstream costs nothing per peer until connections are
+    /// kept, then a pointer per slot up to the highest one kept.
     lists: Vec<Option<Box<List>>>,
 }
 
 impl PeerCaches {
-    pub fn new(conf: KeepaliveConf, peers: usize) -> PeerCaches {
+    pub fn new(conf: KeepaliveConf) -> PeerCaches {
         PeerCaches {
             conf,
-            lists: (0..peers).map(|_| None).collect(),
-        }
-    }
-
-    /// Makes room for slot `slot` (a resolved peer that joined).
-    pub fn ensure(&mut self, slot: usize) {
-        if self.lists.len() <= slot {
-            self.lists.resize_with(slot + 1, || None);
+            lists: Vec::new(),
         }
     }
 
@@ -90,7 +84,7 @@ pub unsafe fn take(caches: &mut PeerCaches, i: usize, pc: *mut ngx_peer_connecti
 
 /// Caches the connection of an attempt to peer `i` that ended, if nginx's rules allow reuse:
 /// no failure or error, a complete HTTP/1.1 exchange the backend did not ask to close, under
-/// the request and lifetime limits, and the worker is not exiting.
+/// the request and lifetime limits, and the worker is not exiting. Returns whether it was kept.
 ///
 /// # Safety
 /// `pc` and `u` must be the request's peer connection and upstream, inside `free_peer`.
@@ -100,13 +94,13 @@ pub unsafe fn keep(
     pc: *mut ngx_peer_connection_t,
     u: *mut ngx_http_upstream_t,
     failed: bool,
-) {
+) -> bool {
     // SAFETY: as required by the caller; the connection is ours until it is closed or handed on.
     unsafe {
         let c = (*pc).connection;
         // A connection without a pool never carried a request (nginx failed to set it up).
         if failed || c.is_null() || (*c).pool.is_null() {
-            return;
+            return false;
         }
         let (rev, wev) = ((*c).read, (*c).write);
         if (*rev).eof() != 0
@@ -115,7 +109,7 @@ pub unsafe fn keep(
             || (*wev).error() != 0
             || (*wev).timedout() != 0
         {
-            return;
+            return false;
         }
         let now = crate::shell::nginx::now_ms();
         if (*c).requests as u64 >= caches.conf.requests
@@ -125,16 +119,17 @@ pub unsafe fn keep(
             || ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_terminate)) != 0
             || ptr::read_volatile(ptr::addr_of!(nginx_sys::ngx_exiting)) != 0
         {
-            return;
+            return false;
         }
         if ngx_handle_read_event(rev, 0) != OK {
-            return;
+            return false;
         }
         let per_peer = caches.conf.per_peer;
-        let Some(list) = caches.lists.get_mut(i) else {
-            return;
-        };
-        let list: *mut List = &mut **list.get_or_insert_with(|| Box::new(IdleList::new(per_peer)));
+        if caches.lists.len() <= i {
+            caches.lists.resize_with(i + 1, || None);
+        }
+        let list: *mut List =
+            &mut **caches.lists[i].get_or_insert_with(|| Box::new(IdleList::new(per_peer)));
         if let Some(old) = (*list).put(c) {
             close(old);
         }
@@ -155,8 +150,10 @@ pub unsafe fn keep(
         (*(*c).pool).log = log;
         if (*rev).ready() != 0 {
             close_handler(rev);
+            return false;
         }
     }
+    true
 }
 
 unsafe extern "C" fn dummy_handler(_ev: *mut ngx_event_t) {}

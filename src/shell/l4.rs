@@ -28,7 +28,7 @@ use nginx_sys::{
 };
 
 use super::conf::{log_plain, main_conf, SrvConf};
-use super::table::{Kind, Peer, ServerLine, Upstream};
+use super::table::{Addr, Kind, OwnedAddr, Peer, ServerLine, Upstream};
 use crate::balance::method;
 use crate::shell::nginx::{bytes, conf_error, directive_params, CONF_ERROR, CONF_OK};
 
@@ -88,6 +88,7 @@ static mut COMMANDS: [ngx_command_t; 6] = [
 /// `stream { upstream {} }`.
 #[used]
 #[allow(non_upper_case_globals)]
+#[cfg_attr(not(feature = "export-modules"), no_mangle)]
 pub static mut ngx_stream_lb_module: ngx_module_t = ngx_module_t {
     ctx: ptr::addr_of!(CTX) as *mut c_void,
     commands: ptr::addr_of_mut!(COMMANDS) as *mut ngx_command_t,
@@ -398,11 +399,16 @@ unsafe fn peers_of(rr: *const ngx_stream_upstream_rr_peers_t) -> (Vec<Peer>, usi
             let mut p: *const ngx_stream_upstream_rr_peer_t = (*list).peer;
             while !p.is_null() {
                 let q = &*p;
+                // A copy of the address and texts: `Addr`'s reference form points at http's
+                // round-robin peer type only (stream upstreams are small; a copy costs little).
+                let addr = Addr::owned(OwnedAddr::new(
+                    q.sockaddr,
+                    q.socklen,
+                    bytes(&q.name),
+                    bytes(&q.server),
+                ));
                 let mut peer = Peer::configured(ServerLine {
-                    sockaddr: q.sockaddr,
-                    socklen: q.socklen,
-                    name: q.name,
-                    server: q.server,
+                    addr,
                     weight: q.weight as i64,
                     max_fails: q.max_fails as u64,
                     fail_timeout_s: q.fail_timeout,
@@ -410,7 +416,7 @@ unsafe fn peers_of(rr: *const ngx_stream_upstream_rr_peers_t) -> (Vec<Peer>, usi
                     down: q.down != 0,
                     backup,
                 });
-                peer.slot = peers.len();
+                peer.set_slot(peers.len());
                 peers.push(peer);
                 p = q.next;
             }

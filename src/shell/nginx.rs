@@ -17,6 +17,72 @@ pub const BUSY: ngx_int_t = nginx_sys::NGX_BUSY as ngx_int_t;
 pub const DONE: ngx_int_t = nginx_sys::NGX_DONE as ngx_int_t;
 pub const DECLINED: ngx_int_t = nginx_sys::NGX_DECLINED as ngx_int_t;
 
+/// The `data` of a timer event that has no connection. nginx's debug log names every timer
+/// event it adds, fires or deletes by `ngx_event_ident(ev->data)`, the fd of the connection
+/// `data` points at: with `debug` on in an nginx built `--with-debug`, a timer whose `data` is
+/// null crashes the worker. nginx's own connection-less timers point at a dummy connection
+/// with fd -1 (`ngx_cache_manager_process_cycle`'s `dumb`); so do ours.
+pub fn no_connection() -> *mut core::ffi::c_void {
+    static mut NO_CONNECTION: nginx_sys::ngx_connection_t = {
+        // SAFETY: all zeroes is a valid `ngx_connection_t` (pointers, integers, bit fields),
+        // as nginx's own static dummy is.
+        let mut c: nginx_sys::ngx_connection_t = unsafe { core::mem::zeroed() };
+        c.fd = -1;
+        c
+    };
+    // Only its address is taken; nginx reads `fd` and never writes to it.
+    ptr::addr_of_mut!(NO_CONNECTION) as *mut core::ffi::c_void
+}
+
+/// Logs one of the module's decisions at `debug` level, as nginx's C modules do with
+/// `ngx_log_debug(NGX_LOG_DEBUG_HTTP, log, ...)`: the chosen peer and why, the outcome of an
+/// attempt, probes, idle connections, API requests. Only in an nginx built `--with-debug`
+/// (`ngx::log::DEBUG` is a constant: elsewhere nothing is compiled), and there the hot path
+/// pays one test of the log's level (a load, an `and`, a branch not taken) unless `debug` is
+/// on for that log (`error_log ... debug`, or `debug_connection`); the message is formatted out
+/// of line, in `debug_write`. `$log` must be a live `*mut ngx_log_t`.
+macro_rules! lb_debug {
+    ($log:expr, $($arg:tt)+) => {
+        if ngx::log::DEBUG {
+            let log: *mut nginx_sys::ngx_log_t = $log;
+            // (The callers are often inside `unsafe` blocks already.)
+            #[allow(unused_unsafe)]
+            // SAFETY: the caller passes a live log (a request's, a connection's, the cycle's).
+            let on = unsafe { $crate::shell::nginx::debug_on(log) };
+            if on {
+                #[allow(unused_unsafe)]
+                // SAFETY: as above.
+                let () = unsafe { $crate::shell::nginx::debug_write(log, format_args!($($arg)+)) };
+            }
+        }
+    };
+}
+pub(crate) use lb_debug;
+
+/// Whether `log` takes the module's `debug` lines (nginx's `NGX_LOG_DEBUG_HTTP` bit).
+///
+/// # Safety
+/// `log` is a live nginx log.
+#[inline(always)]
+pub unsafe fn debug_on(log: *const nginx_sys::ngx_log_t) -> bool {
+    // SAFETY: as required by the caller.
+    unsafe { (*log).log_level & nginx_sys::NGX_LOG_DEBUG_HTTP as usize != 0 }
+}
+
+/// Formats and writes one `debug` line (see `lb_debug!`): out of line and cold, so that the
+/// formatting machinery stays out of the callers' hot code.
+///
+/// # Safety
+/// `log` is a live nginx log.
+#[cold]
+#[inline(never)]
+pub unsafe fn debug_write(log: *mut nginx_sys::ngx_log_t, args: core::fmt::Arguments<'_>) {
+    let mut buf = [const { core::mem::MaybeUninit::<u8>::uninit() }; ngx::log::LOG_BUFFER_SIZE];
+    let message = ngx::log::write_fmt(&mut buf, args);
+    // SAFETY: as required by the caller; `message` lives until the call returns.
+    unsafe { ngx::log::log_debug(log, 0, message) };
+}
+
 /// nginx's cached monotonic clock, ms (updated by the event loop; no system call).
 #[inline]
 pub fn now_ms() -> u64 {

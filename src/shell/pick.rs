@@ -18,7 +18,7 @@ use super::conf::srv_conf;
 use super::table::{Members, Peer, Upstream};
 use crate::balance::p2c::score_less;
 use crate::balance::{Fit, Limits, Selector, Verdict};
-use crate::shell::nginx::{bytes, now_ms};
+use crate::shell::nginx::{bytes, lb_debug, now_ms};
 use crate::shm::peer::FailOutcome;
 
 const NONE: usize = usize::MAX;
@@ -236,7 +236,7 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
                 NGX_LOG_WARN,
                 (*pc).log,
                 "lb: peer {} in upstream \"{}\" is back from outlier ejection",
-                bytes(&m.peers[i].name).escape_ascii(),
+                bytes(m.peers[i].name()).escape_ascii(),
                 bytes(&up.name).escape_ascii()
             );
         }
@@ -251,15 +251,44 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
             lc.set_active(j, record.active());
         }
         let peer = &m.peers[i];
-        (*pc).sockaddr = peer.sockaddr;
-        (*pc).socklen = peer.socklen;
-        (*pc).name = &peer.name as *const _ as *mut _;
+        lb_debug!(
+            (*pc).log,
+            "lb: get {} peer, try: {}, peer {} in upstream \"{}\" ({}, weight {}, {} active over \
+             all workers, response time {}{})",
+            up.method.name(),
+            (*pc).tries,
+            bytes(peer.name()).escape_ascii(),
+            bytes(&up.name).escape_ascii(),
+            if peer.backup { "backup" } else { "primary" },
+            peer.weight,
+            record.active(),
+            DebugUs(record.response_time_us_at(now, decay)),
+            if panic {
+                ", panic: all peers count as healthy"
+            } else {
+                ""
+            }
+        );
+        (*pc).sockaddr = peer.sockaddr();
+        (*pc).socklen = peer.socklen();
+        (*pc).name = peer.name() as *const _ as *mut _;
         if up.keepalive.is_some() && up.owns_slot(peer) {
-            let slot = peer.slot;
+            let slot = peer.slot();
             if let Some(k) = up.keepalive.as_deref_mut() {
                 if crate::shell::keepalive::take(k, slot, pc) {
+                    lb_debug!(
+                        (*pc).log,
+                        "lb: keepalive: using idle connection {:p} to peer {}",
+                        (*pc).connection,
+                        bytes(peer.name()).escape_ascii()
+                    );
                     return crate::shell::nginx::DONE;
                 }
+                lb_debug!(
+                    (*pc).log,
+                    "lb: keepalive: no idle connection to peer {}, connecting",
+                    bytes(peer.name()).escape_ascii()
+                );
             }
         }
     }
@@ -323,12 +352,33 @@ unsafe extern "C" fn free_peer(
             } else {
                 record.on_done(failed, &peer.limits, now, mine(peer))
             };
+            lb_debug!(
+                (*pc).log,
+                "lb: free {} peer, try: {}, peer {} in upstream \"{}\": {}, status {}, {} ms{}",
+                up.method.name(),
+                (*pc).tries,
+                bytes(peer.name()).escape_ascii(),
+                bytes(&up.name).escape_ascii(),
+                if failed {
+                    "failed"
+                } else if attempt_failed {
+                    "failed on a reused idle connection (not counted against the peer)"
+                } else {
+                    "ok"
+                },
+                status,
+                now.saturating_sub(rp.started_ms),
+                match outcome {
+                    Some(FailOutcome::MadeUnavailable) => ", now unavailable",
+                    _ => "",
+                }
+            );
             if outcome == Some(FailOutcome::MadeUnavailable) {
                 ngx::ngx_log_error!(
                     NGX_LOG_WARN,
                     (*pc).log,
                     "lb: peer {} in upstream \"{}\" is unavailable for {}s after {} failure(s)",
-                    bytes(&peer.name).escape_ascii(),
+                    bytes(peer.name()).escape_ascii(),
                     bytes(&up.name).escape_ascii(),
                     peer.limits.fail_timeout_ms / 1000,
                     peer.limits.max_fails
@@ -336,7 +386,7 @@ unsafe extern "C" fn free_peer(
             }
             let lower_weight = failed && !m.single;
             let max_fails = peer.limits.max_fails;
-            let (slot, owned) = (peer.slot, up.owns_slot(peer));
+            let (slot, owned) = (peer.slot(), up.owns_slot(peer));
             match selector_of(m, rp.current) {
                 Some((Selector::LeastConn(lc), j)) => lc.set_active(j, record.active()),
                 // nginx lowers a failed peer's effective weight for a while.
@@ -346,12 +396,33 @@ unsafe extern "C" fn free_peer(
             if let (Some(k), false) = (up.keepalive.as_deref_mut(), rp.u.is_null()) {
                 // A connection to a peer that left is not kept (it stays with the request and
                 // nginx closes it).
-                crate::shell::keepalive::keep(k, slot, pc, rp.u, attempt_failed || !owned);
+                let c = (*pc).connection;
+                let kept =
+                    crate::shell::keepalive::keep(k, slot, pc, rp.u, attempt_failed || !owned);
+                lb_debug!(
+                    (*pc).log,
+                    "lb: keepalive: {} connection {:p} to peer {}",
+                    if kept { "keeping idle" } else { "not keeping" },
+                    c,
+                    bytes(m.peers[rp.current].name()).escape_ascii()
+                );
             }
             rp.current = NONE;
         }
         if (*pc).tries > 0 {
             (*pc).tries -= 1;
+        }
+    }
+}
+
+/// A response-time average for a `debug` line: `1234us`, or `none yet`.
+struct DebugUs(Option<u64>);
+
+impl core::fmt::Display for DebugUs {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(us) => write!(f, "{us}us"),
+            None => f.write_str("none yet"),
         }
     }
 }
@@ -607,7 +678,7 @@ unsafe fn eject(
         })
         .count();
     // SAFETY: the upstream's and the peer's names live as long as the snapshot.
-    let (name, upstream) = unsafe { (bytes(&peer.name), bytes(&up.name)) };
+    let (name, upstream) = unsafe { (bytes(peer.name()), bytes(&up.name)) };
     let what = match why {
         crate::shm::peer::Outlier::FiveXx(n) => format!("{n} responses with status 500 or more"),
         crate::shm::peer::Outlier::Errors(n) => format!("{n} connection errors or timeouts"),
@@ -699,7 +770,11 @@ unsafe extern "C" fn set_session(pc: *mut ngx_peer_connection_t, data: *mut c_vo
         if !up.owns_slot(peer) {
             return crate::shell::nginx::OK;
         }
-        let session = up.sessions[peer.slot].get();
+        let session = up
+            .sessions
+            .borrow()
+            .get(peer.slot())
+            .map_or(ptr::null_mut(), core::cell::Cell::get);
         if session.is_null() {
             return crate::shell::nginx::OK;
         }
@@ -734,7 +809,11 @@ unsafe extern "C" fn save_session(pc: *mut ngx_peer_connection_t, data: *mut c_v
         if session.is_null() {
             return;
         }
-        let old = up.sessions[peer.slot].replace(session as *mut c_void);
+        let mut sessions = up.sessions.borrow_mut();
+        if sessions.len() <= peer.slot() {
+            sessions.resize_with(peer.slot() + 1, Default::default);
+        }
+        let old = sessions[peer.slot()].replace(session as *mut c_void);
         if !old.is_null() {
             nginx_sys::SSL_SESSION_free(old as *mut nginx_sys::SSL_SESSION);
         }

@@ -37,12 +37,11 @@ use core::ptr;
 #[cfg(ngx_resolve)]
 use core::sync::atomic::AtomicUsize;
 use core::sync::atomic::{AtomicU32, Ordering::Acquire};
-use std::rc::Rc;
 
 use nginx_sys::{
     ngx_cycle_t, ngx_event_t, ngx_http_upstream_rr_peer_t, ngx_http_upstream_rr_peers_t,
     ngx_http_upstream_srv_conf_t, ngx_rwlock_rlock, ngx_rwlock_unlock, ngx_shmtx_lock,
-    ngx_shmtx_unlock, ngx_sockaddr_t, ngx_str_t, sockaddr, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_shmtx_unlock, ngx_sockaddr_t, sockaddr, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 
 use crate::balance::membership::{self, Action};
@@ -50,7 +49,9 @@ use crate::balance::Limits;
 use crate::shell::conf::MainConf;
 use crate::shell::nginx::{bytes, now_ms};
 use crate::shell::probe;
-use crate::shell::table::{line_fingerprint, Key, KeyMap, Members, OwnedAddr, Peer, Upstream};
+use crate::shell::table::{
+    line_fingerprint, Addr, Key, KeyMap, Members, OwnedAddr, Peer, Upstream,
+};
 use crate::shm::added;
 use crate::shm::table::{self, Claim, Table};
 use crate::shm::PeerShared;
@@ -693,7 +694,7 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                 // (A peer with a record private to this worker keeps it: there was no room
                 // for it in the zone, and taking another private one would reset its state.)
                 Action::Keep(j)
-                    if current.peers[j].record == usize::MAX
+                    if current.peers[j].record().is_none()
                         || (*current.peers[j].shared).key() == key =>
                 {
                     let mut p = current.peers[j].clone();
@@ -710,7 +711,7 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                 Action::Join => {}
             }
             let claimed = t.claim(key, generation, now);
-            let (record, active, index, admitted): (&PeerShared, &AtomicU32, usize, bool) =
+            let (record, active, index, admitted): (&PeerShared, &AtomicU32, Option<usize>, bool) =
                 match claimed {
                     Some(c) => {
                         let record = &t.records[c.index()];
@@ -740,13 +741,13 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                                 record.join(generation, fresh, checked, default_up)
                             }
                         };
-                        (record, t.counter(row, c.index()), c.index(), admitted)
+                        (record, t.counter(row, c.index()), Some(c.index()), admitted)
                     }
                     None if !e.resolved => {
                         private += 1;
                         let (record, active) =
                             crate::shell::zone::private_record(default_up || !checked);
-                        (record, active, usize::MAX, false)
+                        (record, active, None, false)
                     }
                     None => {
                         full += 1;
@@ -758,29 +759,21 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
             if admitted && !current.peers.is_empty() {
                 record.start_ramp(now);
             }
-            let owned = Rc::new(OwnedAddr {
-                sockaddr: e.sockaddr,
-                name: copy.name(e).into(),
-                server: copy.server(e).into(),
-            });
-            let p = Peer {
-                sockaddr: ptr::addr_of!((*Rc::as_ptr(&owned)).sockaddr) as *mut sockaddr,
-                socklen: e.socklen,
-                name: ngx_str_t {
-                    len: owned.name.len(),
-                    data: owned.name.as_ptr() as *mut u8,
-                },
-                server: ngx_str_t {
-                    len: owned.server.len(),
-                    data: owned.server.as_ptr() as *mut u8,
-                },
+            let mut p = Peer {
+                // SAFETY: the copy's sockaddr holds `e.socklen` bytes.
+                addr: Addr::owned(OwnedAddr::new(
+                    ptr::addr_of!(e.sockaddr) as *const sockaddr,
+                    e.socklen,
+                    copy.name(e),
+                    copy.server(e),
+                )),
                 weight: record.weight_override().unwrap_or(e.weight),
                 conf_weight: e.weight,
                 limits: e.limits,
                 down: e.down,
                 backup: e.backup,
                 shared: record,
-                record: index,
+                record: u32::MAX,
                 key,
                 active,
                 slot: 0,
@@ -789,8 +782,8 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                 ramp: slow_ms.map_or(1, |ms| {
                     crate::balance::slow_start::step(record.ramp_start(), now, ms)
                 }),
-                owned: Some(owned),
             };
+            p.set_record(index);
             joined.push((peers.len(), admitted));
             peers.push(p);
             origin.push(None);
@@ -819,9 +812,9 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                 probe::retire(probe);
             }
             if let Some(k) = u.keepalive.as_deref_mut() {
-                k.clear(p.slot);
+                k.clear(p.slot());
             }
-            if let Some(s) = u.sessions.get(p.slot) {
+            if let Some(s) = u.sessions.get_mut().get(p.slot()) {
                 let old = s.replace(ptr::null_mut());
                 #[cfg(ngx_feature = "http_ssl")]
                 if !old.is_null() {
@@ -830,29 +823,23 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                 #[cfg(not(ngx_feature = "http_ssl"))]
                 let _ = old;
             }
-            if d.slots.get(p.slot).copied().flatten() == Some(p.key) {
-                d.slots[p.slot] = None;
-                d.free_slots.push(p.slot);
+            if d.slots.get(p.slot()).copied().flatten() == Some(p.key) {
+                d.slots[p.slot()] = None;
+                d.free_slots.push(p.slot());
             }
         }
         for &(i, admitted) in &joined {
             let key = peers[i].key;
             let slot = d.take_slot(key);
-            peers[i].slot = slot;
-            if let Some(k) = u.keepalive.as_deref_mut() {
-                k.ensure(slot);
-            }
-            while u.sessions.len() <= slot {
-                u.sessions.push(core::cell::Cell::new(ptr::null_mut()));
-            }
+            peers[i].set_slot(slot);
             if admitted {
                 ngx::ngx_log_error!(
                     NGX_LOG_NOTICE,
                     cycle_log,
                     "lb: upstream \"{}\": peer {} ({}) joined",
                     upstream_name.escape_ascii(),
-                    bytes(&peers[i].name).escape_ascii(),
-                    bytes(&peers[i].server).escape_ascii()
+                    bytes(peers[i].name()).escape_ascii(),
+                    bytes(peers[i].server()).escape_ascii()
                 );
             }
         }
@@ -862,8 +849,8 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                 cycle_log,
                 "lb: upstream \"{}\": peer {} ({}) left",
                 upstream_name.escape_ascii(),
-                bytes(&p.name).escape_ascii(),
-                bytes(&p.server).escape_ascii()
+                bytes(p.name()).escape_ascii(),
+                bytes(p.server()).escape_ascii()
             );
         }
         if private > 0 {

@@ -18,7 +18,7 @@ use std::ops::Range;
 
 use crate::health::reason::Reason;
 use crate::shell::conf::{ctx_index, MainConf};
-use crate::shell::nginx::{bytes, CONF_OK};
+use crate::shell::nginx::{bytes, conf_error, directive_params, CONF_OK};
 use crate::shell::stream::Rendering;
 use crate::shell::table::{Members, Peer, Upstream};
 use crate::status::query::{self, Format};
@@ -28,17 +28,47 @@ use crate::status::snapshot::{
 use crate::status::stream::{Render, Source};
 use crate::status::{html, json, prometheus};
 
-/// `lb_status;`: makes its location answer with the status.
+/// `lb_status [api=PATH];` in one location (`create_loc_conf` makes one for every location;
+/// only those with `lb_status` use it).
+#[derive(Default)]
+pub struct StatusLoc {
+    /// The `lb_api` location the HTML page's buttons call (`status::directive`).
+    api: Option<String>,
+    /// The HTML page's Content-Security-Policy (hashes of its script and style sheet).
+    csp: String,
+}
+
+/// The balancer module's per-location configuration: `lb_status`'s arguments.
 ///
 /// # Safety
-/// Called by nginx with the configuration being parsed (location context).
+/// Called by nginx with a valid `cf` whose pool lives as long as the configuration.
+pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    // SAFETY: as required by the caller; the pool runs the value's destructor (freeing the
+    // String) when the configuration is released.
+    unsafe { ngx::core::Pool::from_ngx_pool((*cf).pool) }.allocate(StatusLoc::default())
+        as *mut c_void
+}
+
+/// `lb_status [api=PATH];`: makes its location answer with the status.
+///
+/// # Safety
+/// Called by nginx with the configuration being parsed (location context) and this module's
+/// location configuration (`create_loc_conf`).
 pub unsafe extern "C" fn set_lb_status(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
-    _conf: *mut c_void,
+    conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: in a location, the context's loc_conf array holds the core module's conf.
+    // SAFETY: as required by the caller: directive arguments are nginx strings of the pool;
+    // in a location, the context's loc_conf array holds the core module's conf.
     unsafe {
+        let args = match crate::status::directive::parse(&directive_params(cf)) {
+            Ok(a) => a,
+            Err(e) => return conf_error(cf, &e),
+        };
+        let loc = &mut *(conf as *mut StatusLoc);
+        loc.api = args.api;
+        loc.csp = html::content_security_policy();
         let ctx = (*cf).ctx as *mut ngx_http_conf_ctx_t;
         let index = (*ptr::addr_of!(ngx_http_core_module)).ctx_index;
         let clcf = *(*ctx).loc_conf.add(index) as *mut ngx_http_core_loc_conf_t;
@@ -129,9 +159,9 @@ pub fn fill_peer(u: &Upstream, p: &Peer, now_ms: u64, wall: u64, out: &mut PeerS
     }
     // SAFETY: nginx strings of the configuration, or a resolved peer's copies that the
     // snapshot keeps alive (`OwnedAddr`).
-    set_lossy(name, unsafe { bytes(&p.server) });
+    set_lossy(name, unsafe { bytes(p.server()) });
     // SAFETY: as above.
-    set_lossy(address, unsafe { bytes(&p.name) });
+    set_lossy(address, unsafe { bytes(p.name()) });
     *weight = p.weight;
     *backup = p.backup;
     *resolved = p.resolved;
@@ -169,7 +199,7 @@ fn set_lossy(out: &mut String, b: &[u8]) {
 pub fn address(p: &Peer) -> Cow<'_, str> {
     // SAFETY: nginx strings of the configuration, or a resolved peer's copies that the
     // snapshot keeps alive (`OwnedAddr`).
-    String::from_utf8_lossy(unsafe { bytes(&p.name) })
+    String::from_utf8_lossy(unsafe { bytes(p.name()) })
 }
 
 /// One upstream's configuration and state, without its peers (`m`: its peer set).
@@ -303,7 +333,7 @@ fn prefetch(peers: &[Peer]) {
 ///
 /// # Safety
 /// `r` must be a live request.
-unsafe fn header_in<'a>(r: *mut ngx_http_request_t, name: &[u8]) -> Option<&'a [u8]> {
+pub(crate) unsafe fn header_in<'a>(r: *mut ngx_http_request_t, name: &[u8]) -> Option<&'a [u8]> {
     // SAFETY: walking nginx's list of request headers, as nginx builds it.
     unsafe {
         let mut part: *mut ngx_list_part_t = &mut (*r).headers_in.headers.part;
@@ -377,13 +407,54 @@ unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
                 "text/plain; version=0.0.4; charset=utf-8",
                 Render::Prometheus(prometheus::Stream::new()),
             ),
-            Format::Html => (
-                "text/html; charset=utf-8",
-                Render::Html(html::Stream::new(head, 5)),
-            ),
+            Format::Html => {
+                // This handler runs only in locations with `lb_status`, which set their conf.
+                let loc = &*(*(*r).loc_conf.add(ctx_index()) as *const StatusLoc);
+                let api = loc.api.clone();
+                if add_header(r, "Content-Security-Policy", &loc.csp) != crate::shell::nginx::OK {
+                    return crate::shell::nginx::ERROR;
+                }
+                (
+                    "text/html; charset=utf-8",
+                    Render::Html(html::Stream::new(head, 5, api)),
+                )
+            }
         };
         let source = Live::hold(upstreams);
         crate::shell::stream::send(r, 200, ctype, Box::new(Rendering { render, source }))
+    }
+}
+
+/// Adds a response header (`name` in any case; nginx sends it as given).
+///
+/// # Safety
+/// `r` must be a live request whose header is not sent yet; `value` must outlive it (the
+/// configuration's memory does).
+unsafe fn add_header(r: *mut ngx_http_request_t, name: &'static str, value: &str) -> ngx_int_t {
+    // SAFETY: as required by the caller; the element belongs to the request's header list,
+    // nginx only reads its strings, the lowercase copy is in the pool.
+    unsafe {
+        let elt = nginx_sys::ngx_list_push(&mut (*r).headers_out.headers) as *mut ngx_table_elt_t;
+        let low = ngx_pnalloc((*r).pool, name.len()) as *mut u8;
+        if elt.is_null() || low.is_null() {
+            return crate::shell::nginx::ERROR;
+        }
+        for (i, b) in name.bytes().enumerate() {
+            *low.add(i) = b.to_ascii_lowercase();
+        }
+        // Zeroing first keeps this correct for nginx versions with and without `next`.
+        ptr::write_bytes(elt, 0, 1);
+        (*elt).hash = 1;
+        (*elt).key = ngx_str_t {
+            len: name.len(),
+            data: name.as_ptr() as *mut u8,
+        };
+        (*elt).value = ngx_str_t {
+            len: value.len(),
+            data: value.as_ptr() as *mut u8,
+        };
+        (*elt).lowcase_key = low;
+        crate::shell::nginx::OK
     }
 }
 

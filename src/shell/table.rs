@@ -37,19 +37,164 @@ pub use crate::balance::membership::{Key, KeyMap};
 /// The address, name and `server` text of a resolved peer, copied out of nginx's shared list
 /// (whose entries nginx frees when the name's answer changes): the peer's strings point here.
 pub struct OwnedAddr {
-    pub sockaddr: ngx_sockaddr_t,
-    pub name: Box<[u8]>,
-    pub server: Box<[u8]>,
+    sockaddr: ngx_sockaddr_t,
+    socklen: socklen_t,
+    /// Point into `_text`.
+    name: ngx_str_t,
+    server: ngx_str_t,
+    _text: Box<[u8]>,
+}
+
+impl OwnedAddr {
+    /// A copy of `socklen` bytes of `sockaddr` (at most an `ngx_sockaddr_t`), and the texts.
+    ///
+    /// # Safety
+    /// `sockaddr` points to `socklen` readable bytes.
+    pub unsafe fn new(
+        sockaddr: *const sockaddr,
+        socklen: socklen_t,
+        name: &[u8],
+        server: &[u8],
+    ) -> Rc<OwnedAddr> {
+        // SAFETY: zeroed bytes are a valid (empty) sockaddr union.
+        let mut copy: ngx_sockaddr_t = unsafe { core::mem::zeroed() };
+        let len = (socklen as usize).min(core::mem::size_of::<ngx_sockaddr_t>());
+        // SAFETY: the caller's `sockaddr` has `socklen` bytes; `copy` has room for `len`.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                sockaddr as *const u8,
+                ptr::addr_of_mut!(copy) as *mut u8,
+                len,
+            )
+        };
+        let text: Box<[u8]> = [name, server].concat().into();
+        let at = text.as_ptr() as *mut u8;
+        Rc::new(OwnedAddr {
+            sockaddr: copy,
+            socklen: len as socklen_t,
+            name: ngx_str_t {
+                len: name.len(),
+                data: at,
+            },
+            // SAFETY: `name.len()` is within `text` (it holds both texts).
+            server: ngx_str_t {
+                len: server.len(),
+                data: unsafe { at.add(name.len()) },
+            },
+            _text: text,
+        })
+    }
+}
+
+/// Where a peer's address, name (`127.0.0.1:8081`, what `$upstream_addr` shows) and `server`
+/// text live: for a configured peer, nginx's round-robin peer (in the configuration's pool, alive
+/// as long as the configuration); for a resolved or added peer, a copy of its own (an `Rc`),
+/// kept alive by every snapshot, watch and probe that holds the peer. One tagged pointer (the
+/// low bit set for the copy), instead of copies of the pointers and lengths in every `Peer`
+/// and health-check watch: this is per peer, per worker, at 100,000 peers.
+pub struct Addr(ptr::NonNull<u8>);
+
+/// Both kinds of target are aligned to at least 2, so the low bit of the pointer is free.
+const _: () = assert!(
+    core::mem::align_of::<OwnedAddr>() >= 2
+        && core::mem::align_of::<ngx_http_upstream_rr_peer_t>() >= 2
+);
+
+enum AddrRef<'a> {
+    Conf(&'a ngx_http_upstream_rr_peer_t),
+    Owned(&'a OwnedAddr),
+}
+
+impl Addr {
+    /// A configured peer's: `p` must outlive every `Peer` and watch made from it (nginx's
+    /// round-robin peers live in the configuration's pool).
+    pub fn conf(p: &ngx_http_upstream_rr_peer_t) -> Addr {
+        Addr(ptr::NonNull::from(p).cast())
+    }
+
+    pub fn owned(o: Rc<OwnedAddr>) -> Addr {
+        let raw = Rc::into_raw(o) as *mut u8;
+        // SAFETY: `raw` is non-null and aligned to at least 2 (asserted above), so `raw + 1`
+        // is non-null and still inside the allocation's first bytes; `Drop` undoes the tag.
+        Addr(unsafe { ptr::NonNull::new_unchecked(raw.add(1)) })
+    }
+
+    #[inline]
+    fn get(&self) -> AddrRef<'_> {
+        let raw = self.0.as_ptr();
+        if raw as usize & 1 == 0 {
+            // SAFETY: untagged: a configured peer's nginx peer, alive as long as the
+            // configuration, which outlives `self` (`Addr::conf`).
+            AddrRef::Conf(unsafe { &*(raw as *const ngx_http_upstream_rr_peer_t) })
+        } else {
+            // SAFETY: tagged: from `Rc::into_raw` in `Addr::owned`; `self` holds one strong
+            // reference, so the value is alive while `self` is borrowed.
+            AddrRef::Owned(unsafe { &*(raw.sub(1) as *const OwnedAddr) })
+        }
+    }
+
+    #[inline]
+    pub fn sockaddr(&self) -> *mut sockaddr {
+        match self.get() {
+            AddrRef::Conf(p) => p.sockaddr,
+            AddrRef::Owned(o) => ptr::addr_of!(o.sockaddr) as *mut sockaddr,
+        }
+    }
+
+    #[inline]
+    pub fn socklen(&self) -> socklen_t {
+        match self.get() {
+            AddrRef::Conf(p) => p.socklen,
+            AddrRef::Owned(o) => o.socklen,
+        }
+    }
+
+    /// The address as text, e.g. `127.0.0.1:8081`.
+    #[inline]
+    pub fn name(&self) -> &ngx_str_t {
+        match self.get() {
+            AddrRef::Conf(p) => &p.name,
+            AddrRef::Owned(o) => &o.name,
+        }
+    }
+
+    /// The `server` line's argument as written (for a peer from an SRV record, its target).
+    #[inline]
+    pub fn server(&self) -> &ngx_str_t {
+        match self.get() {
+            AddrRef::Conf(p) => &p.server,
+            AddrRef::Owned(o) => &o.server,
+        }
+    }
+}
+
+impl Clone for Addr {
+    fn clone(&self) -> Addr {
+        let raw = self.0.as_ptr();
+        if raw as usize & 1 == 1 {
+            // SAFETY: tagged: an `Rc<OwnedAddr>` pointer (`Addr::owned`) of which `self` holds
+            // a strong reference; the clone holds another.
+            unsafe { Rc::increment_strong_count(raw.sub(1) as *const OwnedAddr) };
+        }
+        Addr(self.0)
+    }
+}
+
+impl Drop for Addr {
+    fn drop(&mut self) {
+        let raw = self.0.as_ptr();
+        if raw as usize & 1 == 1 {
+            // SAFETY: tagged: gives back the strong reference `self` holds (`Addr::owned`,
+            // `clone`).
+            unsafe { Rc::decrement_strong_count(raw.sub(1) as *const OwnedAddr) };
+        }
+    }
 }
 
 #[derive(Clone)]
 pub struct Peer {
-    pub sockaddr: *mut sockaddr,
-    pub socklen: socklen_t,
-    /// The address, e.g. `127.0.0.1:8081` (what `$upstream_addr` shows).
-    pub name: ngx_str_t,
-    /// The `server` line's argument, as written (for a peer from an SRV record, its target).
-    pub server: ngx_str_t,
+    /// The address and its texts (`name()`, `server()`).
+    pub addr: Addr,
     /// The weight in use: the configured one, or the one an operator set (`lb_api`).
     pub weight: u32,
     /// The weight of the `server` line (or the SRV record).
@@ -60,9 +205,10 @@ pub struct Peer {
     /// This peer's record in the shared zone; set by `shell::zone::commit` before workers
     /// start, or by `shell::resolve` when a resolved address joins.
     pub shared: *const PeerShared,
-    /// The record's index in the zone's table (`usize::MAX`: a record private to this worker,
-    /// for a configured peer that found no room, see `shell::zone::private_record`).
-    pub record: usize,
+    /// The record's index in the zone's table (`Peer::PRIVATE`: a record private to this
+    /// worker, for a configured peer that found no room, see `shell::zone::private_record`);
+    /// `record()` reads it. (u32, as the table's capacity: this struct is per peer, per worker.)
+    pub(in crate::shell) record: u32,
     /// The record's key (upstream name and address).
     pub key: Key,
     /// This worker's count of its connections to the peer, in the zone (see
@@ -71,7 +217,8 @@ pub struct Peer {
     /// The peer's place in this worker's per-peer state that outlives snapshots (idle
     /// keepalive connections, the TLS session): its position for configured peers; for
     /// resolved peers a place handed out when the address joins and freed when it leaves.
-    pub slot: usize,
+    /// `slot()` reads it.
+    pub(in crate::shell) slot: u32,
     /// Came from `server NAME resolve` (nginx's resolver) rather than an address.
     pub resolved: bool,
     /// Added through `lb_api` (`shm::added`).
@@ -79,16 +226,11 @@ pub struct Peer {
     /// What the weight is multiplied by for selection: 1 without `lb_slow_start`; with it,
     /// the ramp's step (`balance::slow_start`, `STEPS` once at full weight).
     pub ramp: u32,
-    /// Keeps the strings and address of a resolved peer alive as long as any snapshot.
-    pub owned: Option<Rc<OwnedAddr>>,
 }
 
 /// One peer of nginx's round-robin lists, as its `server` line set it.
 pub struct ServerLine {
-    pub sockaddr: *mut sockaddr,
-    pub socklen: socklen_t,
-    pub name: ngx_str_t,
-    pub server: ngx_str_t,
+    pub addr: Addr,
     pub weight: i64,
     pub max_fails: u64,
     pub fail_timeout_s: nginx_sys::time_t,
@@ -312,8 +454,9 @@ pub struct Upstream {
     /// The TLS session of this worker's last connection to each slot's peer (an OpenSSL
     /// `SSL_SESSION` holding one reference), offered when the next one is made
     /// (`proxy_ssl_session_reuse`). Private to each worker, like nginx's own round-robin
-    /// without a `zone`.
-    pub sessions: Vec<Cell<*mut c_void>>,
+    /// without a `zone`. Grown on the first session kept for a slot: upstreams that are not
+    /// reached over TLS never pay for it.
+    pub sessions: core::cell::RefCell<Vec<Cell<*mut c_void>>>,
     /// Active health checks (`lb_check`), if configured.
     pub check: Option<Box<crate::shell::check::CheckSetup>>,
     /// Every peer has its shared record (set by `shell::zone` before workers start).
@@ -368,7 +511,7 @@ impl Upstream {
                 let mut p: *const ngx_http_upstream_rr_peer_t = (*list).peer;
                 while !p.is_null() {
                     let mut peer = Peer::from_rr(&*p, backup);
-                    peer.slot = peers.len();
+                    peer.set_slot(peers.len());
                     peers.push(peer);
                     p = (*p).next;
                 }
@@ -383,7 +526,7 @@ impl Upstream {
     }
 
     /// Builds the table from its peers (primaries first, `primaries` of them, each with its
-    /// `slot` set to its position).
+    /// slot set to its position).
     pub fn from_peers(
         name: ngx_str_t,
         kind: Kind,
@@ -391,14 +534,13 @@ impl Upstream {
         peers: Vec<Peer>,
         primaries: usize,
     ) -> Upstream {
-        let slots = peers.len();
         Upstream {
             name,
             kind,
             method: conf.method,
             decay_ms: conf.decay_ms,
             members: Members::new(conf.method, peers, primaries, false).into_raw(),
-            sessions: (0..slots).map(|_| Cell::new(ptr::null_mut())).collect(),
+            sessions: Default::default(),
             check: None,
             records_ready: false,
             keepalive: None,
@@ -456,7 +598,7 @@ impl Upstream {
     pub fn owns_slot(&self, p: &Peer) -> bool {
         match &self.dynamic {
             None => true,
-            Some(d) => d.slot_key(p.slot) == Some(p.key),
+            Some(d) => d.slot_key(p.slot()) == Some(p.key),
         }
     }
 
@@ -563,7 +705,7 @@ impl Drop for Upstream {
         // too release their own references, so the last holder frees it.
         unsafe { Members::release(self.members) };
         #[cfg(ngx_feature = "http_ssl")]
-        for s in &self.sessions {
+        for s in self.sessions.get_mut().iter() {
             let session = s.replace(ptr::null_mut());
             if !session.is_null() {
                 // SAFETY: the upstream holds one reference to each peer's kept TLS session
@@ -592,6 +734,56 @@ pub fn line_fingerprint(weight: u32, limits: &Limits, backup: bool, down: bool) 
 }
 
 impl Peer {
+    /// `record` of a peer whose record is private to this worker.
+    const PRIVATE: u32 = u32::MAX;
+
+    /// The index of the peer's record in the zone's table; `None` for a record private to this
+    /// worker.
+    #[inline]
+    pub fn record(&self) -> Option<usize> {
+        (self.record != Peer::PRIVATE).then_some(self.record as usize)
+    }
+
+    /// Sets the record's index (`None`: private to this worker).
+    pub fn set_record(&mut self, record: Option<usize>) {
+        self.record = record.map_or(Peer::PRIVATE, |r| {
+            u32::try_from(r).expect("the table's capacity is a u32")
+        });
+    }
+
+    /// The peer's place in this worker's per-peer state (idle keepalive connections, the TLS
+    /// session).
+    #[inline]
+    pub fn slot(&self) -> usize {
+        self.slot as usize
+    }
+
+    pub fn set_slot(&mut self, slot: usize) {
+        self.slot = u32::try_from(slot).expect("fewer than 2^32 peers");
+    }
+
+    #[inline]
+    pub fn sockaddr(&self) -> *mut sockaddr {
+        self.addr.sockaddr()
+    }
+
+    #[inline]
+    pub fn socklen(&self) -> socklen_t {
+        self.addr.socklen()
+    }
+
+    /// The address, e.g. `127.0.0.1:8081` (what `$upstream_addr` shows).
+    #[inline]
+    pub fn name(&self) -> &ngx_str_t {
+        self.addr.name()
+    }
+
+    /// The `server` line's argument, as written (for a peer from an SRV record, its target).
+    #[inline]
+    pub fn server(&self) -> &ngx_str_t {
+        self.addr.server()
+    }
+
     /// The weight its selector uses: 0 leaves a `down` peer out.
     pub fn selection_weight(&self) -> u32 {
         if self.down {
@@ -608,10 +800,7 @@ impl Peer {
 
     fn from_rr(p: &ngx_http_upstream_rr_peer_t, backup: bool) -> Peer {
         Peer::configured(ServerLine {
-            sockaddr: p.sockaddr,
-            socklen: p.socklen,
-            name: p.name,
-            server: p.server,
+            addr: Addr::conf(p),
             weight: p.weight as i64,
             max_fails: p.max_fails as u64,
             fail_timeout_s: p.fail_timeout,
@@ -625,10 +814,7 @@ impl Peer {
     /// (http's or stream's: their peer structures carry the same fields).
     pub fn configured(l: ServerLine) -> Peer {
         Peer {
-            sockaddr: l.sockaddr,
-            socklen: l.socklen,
-            name: l.name,
-            server: l.server,
+            addr: l.addr,
             weight: l.weight.clamp(1, u32::MAX as _) as u32,
             conf_weight: l.weight.clamp(1, u32::MAX as _) as u32,
             limits: Limits {
@@ -646,7 +832,6 @@ impl Peer {
             resolved: false,
             added: false,
             ramp: 1,
-            owned: None,
         }
     }
 }

@@ -63,7 +63,14 @@ pub(crate) unsafe extern "C" fn init_module(cycle: *mut nginx_sys::ngx_cycle_t) 
             // cost time and touch a zone nobody uses.
             return crate::shell::nginx::OK;
         }
-        zone::commit(&mut *main)
+        let rc = zone::commit(&mut *main);
+        // The tables of a large configuration's start-up (keys, occurrence maps, the copies
+        // nginx's round-robin and ours are built from) are freed by now, but glibc keeps the
+        // freed pages; every worker would inherit them as resident memory. Hand them back
+        // before the fork.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        libc::malloc_trim(0);
+        rc
     }
 }
 
@@ -291,10 +298,9 @@ unsafe extern "C" fn init_upstream(
                 p.ramp = crate::balance::slow_start::STEPS;
             }
         }
-        let slots = table.current().peers.len();
         table.keepalive = (*conf)
             .keepalive
-            .map(|k| Box::new(crate::shell::keepalive::PeerCaches::new(k, slots)));
+            .map(|k| Box::new(crate::shell::keepalive::PeerCaches::new(k)));
         // `server NAME resolve` (nginx 1.27.3+; nginx itself requires `zone` and a `resolver`
         // for it): the peers follow nginx's resolver at run time.
         // Peers `lb_api` may add: upstreams with nginx's `zone` (as NGINX Plus's API asks).

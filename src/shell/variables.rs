@@ -81,7 +81,7 @@ pub unsafe fn value(
             UPSTREAM if !up.is_null() => Some(((*up).name.data, (*up).name.len)),
             PEER if !up.is_null() && (*rp).last != usize::MAX => {
                 let p = &(&(*(*rp).members).peers)[(*rp).last];
-                Some((p.server.data, p.server.len))
+                Some((p.server().data, p.server().len))
             }
             PEER_STATE if !up.is_null() && (*rp).last != usize::MAX => {
                 let p = &(&(*(*rp).members).peers)[(*rp).last];

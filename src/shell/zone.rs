@@ -113,7 +113,7 @@ unsafe fn keys_of(u: &Upstream) -> Vec<(u64, u64)> {
     unsafe {
         table::peer_keys(
             &u.key_name(),
-            u.current().peers.iter().map(|p| bytes(&p.name)),
+            u.current().peers.iter().map(|p| bytes(p.name())),
         )
     }
 }
@@ -278,7 +278,7 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
                     // own in each worker (never a configuration that fails every request).
                     let (record, active) = private_record(default_up || !checked);
                     p.shared = record;
-                    p.record = usize::MAX;
+                    p.set_record(None);
                     p.active = active;
                     private += 1;
                     continue;
@@ -294,7 +294,7 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
                 record.configured_as(p.fingerprint());
                 p.weight = record.weight_override().unwrap_or(p.conf_weight);
                 p.shared = record;
-                p.record = c.index();
+                p.set_record(Some(c.index()));
                 p.active = table.counter(table.overflow_row(), c.index());
             }
             if private > 0 {
@@ -371,7 +371,7 @@ pub unsafe fn added_takers(main: &MainConf) -> AddedTakers<'_> {
                     .peers
                     .iter()
                     .filter(|p| !p.resolved && !p.added)
-                    .map(|p| bytes(&p.name))
+                    .map(|p| bytes(p.name()))
                     .collect();
                 (
                     crate::shm::added::upstream_key(bytes(&u.name)),
@@ -441,8 +441,8 @@ pub unsafe fn worker_start(main: &mut MainConf, pid: u32) -> Option<usize> {
         for &u in &main.upstreams {
             for p in &mut (*u).current_mut().peers {
                 // (A peer with a private record keeps its private counter.)
-                if !p.shared.is_null() && p.record != usize::MAX {
-                    p.active = table.counter(row, p.record);
+                if let (false, Some(record)) = (p.shared.is_null(), p.record()) {
+                    p.active = table.counter(row, record);
                 }
             }
         }

@@ -196,8 +196,11 @@ impl<'a> Table<'a> {
             }
             if owner.compare_exchange(o, pid, Relaxed, Relaxed).is_ok() {
                 // Only the row is read: records of peers the old owner had no connection to
-                // are not touched (a record's pages cost memory only once touched).
-                for i in 0..self.records.len() {
+                // are not touched (a record's pages cost memory only once touched). And only
+                // the part of it for records handed out: they are handed out from the first
+                // one, so the old owner (gone before this) never counted a connection past
+                // those handed out now.
+                for i in 0..claimed(self.records) {
                     let mine = self.counter(row, i);
                     if mine.load(Relaxed) != 0 {
                         self.records[i].forget_active(mine);
@@ -687,6 +690,13 @@ mod tests {
         assert_eq!(rows, (0..8).collect::<Vec<_>>());
         // A ninth live worker counts in the overflow row, which is nobody's.
         assert_eq!(t.take_row(9, alive), t.overflow_row());
+        // Six peers have records (handed out from the first one).
+        for i in 0..6u64 {
+            assert_eq!(
+                t.claim((i + 1, i), 1, 0).map(|c| c.index()),
+                Some(i as usize)
+            );
+        }
         // Worker 3 had two connections to record 5 and is killed; its row goes to the next
         // worker, which subtracts them.
         let r = &t.records[5];

@@ -34,7 +34,7 @@ use core::ffi::c_void;
 use core::hash::BuildHasherDefault;
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::rc::Rc;
 
@@ -56,8 +56,8 @@ use crate::health::reason::Reason;
 use crate::health::response::{Parser, Progress, ResponseError};
 use crate::health::schedule;
 use crate::health::state::Transition;
-use crate::shell::nginx::{bytes, exiting, now_ms, peek, Peek, AGAIN, ERROR, OK};
-use crate::shell::table::{OwnedAddr, Peer, Upstream};
+use crate::shell::nginx::{bytes, exiting, lb_debug, now_ms, peek, Peek, AGAIN, ERROR, OK};
+use crate::shell::table::{Addr, Peer, Upstream};
 use crate::shm::PeerShared;
 
 mod conn;
@@ -93,17 +93,21 @@ struct Watch {
     upstream: *const Upstream,
     /// The peer's record.
     shared: *const PeerShared,
-    setup: *const CheckSetup,
-    sockaddr: *mut sockaddr,
-    socklen: socklen_t,
-    name: ngx_str_t,
-    server: ngx_str_t,
-    /// Keeps a resolved peer's address text (which `name` points to) alive.
-    owned: Option<Rc<OwnedAddr>>,
+    /// The peer's address and texts (a reference, not a copy).
+    addr: Addr,
     /// The probe while an attempt runs or keeps a connection, else null.
     probe: *mut Probe,
-    /// `https` checks only.
-    session: Option<Session>,
+}
+
+impl Watch {
+    /// The upstream's `lb_check` (every watched peer's upstream has one).
+    fn setup(&self) -> *const CheckSetup {
+        // SAFETY: the upstream lives as long as the configuration, which outlives its watches.
+        match unsafe { &(*self.upstream).check } {
+            Some(setup) => &**setup,
+            None => unreachable!("a watched peer's upstream has lb_check"),
+        }
+    }
 }
 
 /// A peer's watch in this worker (`start_probe`), to `retire` it.
@@ -131,6 +135,9 @@ struct Clock {
     /// that peers due close together are handled together (none of them late: each may be
     /// handled anywhere in its window).
     min_window: u64,
+    /// The TLS session of each watch of an `https` check (a map, not a field of every watch:
+    /// a watch is per peer, per worker, at 100,000 peers).
+    sessions: HashMap<Id, Session>,
 }
 
 /// This worker's clock. A static rather than a thread-local: it is never dropped, so what it
@@ -155,10 +162,12 @@ fn with_clock<R>(f: impl FnOnce(&mut Clock) -> R) -> R {
             let log = cycle.as_ref().map_or(ptr::null_mut(), |c| c.log);
             let event: *mut ngx_event_t = Box::into_raw(Box::new(core::mem::zeroed()));
             (*event).handler = Some(on_clock);
+            (*event).data = crate::shell::nginx::no_connection();
             (*event).log = log;
             (*event).set_cancelable(1);
             let reaper: *mut ngx_event_t = Box::into_raw(Box::new(core::mem::zeroed()));
             (*reaper).handler = Some(on_reap);
+            (*reaper).data = crate::shell::nginx::no_connection();
             (*reaper).log = log;
             let (worker, workers) = crate::shell::nginx::worker_share();
             let now = now_ms();
@@ -174,6 +183,7 @@ fn with_clock<R>(f: impl FnOnce(&mut Clock) -> R) -> R {
                 next_sweep_ms: now.saturating_add(SWEEP_MS),
                 adopted: HashSet::default(),
                 min_window: u64::MAX,
+                sessions: HashMap::new(),
             }
         }
     });
@@ -209,8 +219,8 @@ pub struct Probe {
     upstream: *const Upstream,
     /// The peer's record.
     shared: *const PeerShared,
-    /// Keeps a resolved peer's address text (which `name` points to) alive.
-    _owned: Option<Rc<OwnedAddr>>,
+    /// Keeps a resolved peer's address text alive.
+    _addr: Addr,
     setup: *const CheckSetup,
     /// The address probed (the peer's, with `port=` applied) and its text; separate
     /// allocations, as nginx keeps pointers to them in the connection and reads them while a
@@ -362,7 +372,7 @@ unsafe fn watch(
     setup: &CheckSetup,
     adopt: bool,
 ) -> Option<Handle> {
-    let record = (peer.record != usize::MAX).then_some(peer.record);
+    let record = peer.record();
     let now = now_ms();
     // SAFETY: the record is set (required by the caller) and mapped for the process.
     let (due, _) = unsafe { (*peer.shared).lease() };
@@ -381,18 +391,14 @@ unsafe fn watch(
         let watch = Watch {
             upstream: u,
             shared: peer.shared,
-            setup,
-            sockaddr: peer.sockaddr,
-            socklen: peer.socklen,
-            name: peer.name,
-            server: peer.server,
-            owned: peer.owned.clone(),
+            addr: peer.addr.clone(),
             probe: ptr::null_mut(),
-            session: check_type(setup.conf.kind)
-                .tls
-                .then(|| Rc::new(Cell::new(ptr::null_mut()))),
         };
-        Some(c.queue.insert(watch, at))
+        let id = c.queue.insert(watch, at);
+        if check_type(setup.conf.kind).tls {
+            c.sessions.insert(id, Rc::new(Cell::new(ptr::null_mut())));
+        }
+        Some(id)
     })?;
     arm_clock(now);
     Some(id)
@@ -438,7 +444,11 @@ fn arm_clock(now: u64) {
 /// `h` came from `start_probe` in this worker; not called from one of the probe's own handlers
 /// (`shell::resolve` calls it from requests and its own timer).
 pub unsafe fn retire(h: Handle) {
-    let Some(watch) = with_clock(|c| c.queue.remove(h)) else {
+    let Some((watch, session)) = with_clock(|c| {
+        c.queue
+            .remove(h)
+            .map(|watch| (watch, c.sessions.remove(&h)))
+    }) else {
         return;
     };
     if !watch.probe.is_null() {
@@ -448,7 +458,7 @@ pub unsafe fn retire(h: Handle) {
             free_probe(watch.probe);
         }
     }
-    if let Some(s) = watch.session {
+    if let Some(s) = session {
         let session = s.replace(ptr::null_mut());
         if !session.is_null() {
             // SAFETY: the watch held the session's one reference.
@@ -464,7 +474,12 @@ pub unsafe fn retire(h: Handle) {
 /// # Safety
 /// In the exiting worker, from `exit_process`; nothing calls into the probes afterwards.
 pub unsafe fn exit_process() {
-    let Some(watches) = CLOCK.0.borrow_mut().as_mut().map(|c| c.queue.drain()) else {
+    let Some((watches, sessions)) = CLOCK
+        .0
+        .borrow_mut()
+        .as_mut()
+        .map(|c| (c.queue.drain(), core::mem::take(&mut c.sessions)))
+    else {
         return;
     };
     for w in watches {
@@ -475,12 +490,12 @@ pub unsafe fn exit_process() {
                 free_probe(w.probe);
             }
         }
-        if let Some(s) = w.session {
-            let session = s.replace(ptr::null_mut());
-            if !session.is_null() {
-                // SAFETY: the watch held the session's one reference.
-                unsafe { nginx_sys::SSL_SESSION_free(session) };
-            }
+    }
+    for s in sessions.into_values() {
+        let session = s.replace(ptr::null_mut());
+        if !session.is_null() {
+            // SAFETY: the watch held the session's one reference.
+            unsafe { nginx_sys::SSL_SESSION_free(session) };
         }
     }
     if let Some(clock) = CLOCK.0.borrow_mut().take() {
@@ -519,19 +534,23 @@ unsafe fn free_probe(p: *mut Probe) {
 ///
 /// # Safety
 /// `w`'s upstream and setup outlive the probe; in a worker.
-unsafe fn new_probe(w: &Watch, id: Id) -> *mut Probe {
+unsafe fn new_probe(w: &Watch, id: Id, session: Option<Session>) -> *mut Probe {
     // SAFETY: zeroed nginx structs are their documented initial state; the cycle log is live;
-    // the watch's address and strings are alive (the configuration's, or `owned`).
+    // the watch's address and strings are alive (the configuration's, or its own).
     unsafe {
-        let setup = &*w.setup;
+        let setup = &*w.setup();
         let mut addr = [0u64; 16];
-        let len = (w.socklen as usize).min(core::mem::size_of_val(&addr));
-        ptr::copy_nonoverlapping(w.sockaddr as *const u8, addr.as_mut_ptr() as *mut u8, len);
+        let len = (w.addr.socklen() as usize).min(core::mem::size_of_val(&addr));
+        ptr::copy_nonoverlapping(
+            w.addr.sockaddr() as *const u8,
+            addr.as_mut_ptr() as *mut u8,
+            len,
+        );
         if let Some(port) = setup.conf.port {
             set_port(addr.as_mut_ptr() as *mut u8, port);
         }
-        let address = String::from_utf8_lossy(bytes(&w.name)).into_owned();
-        let server = String::from_utf8_lossy(bytes(&w.server)).into_owned();
+        let address = String::from_utf8_lossy(bytes(w.addr.name())).into_owned();
+        let server = String::from_utf8_lossy(bytes(w.addr.server())).into_owned();
         let identity = if setup.conf.verify {
             setup.conf.verify_identity(&server, &address)
         } else {
@@ -544,11 +563,11 @@ unsafe fn new_probe(w: &Watch, id: Id) -> *mut Probe {
             id,
             upstream: w.upstream,
             shared: w.shared,
-            _owned: w.owned.clone(),
+            _addr: w.addr.clone(),
             setup,
             addr: Box::into_raw(Box::new(addr)),
-            socklen: w.socklen,
-            name: Box::into_raw(Box::new(w.name)),
+            socklen: w.addr.socklen(),
+            name: Box::into_raw(Box::new(*w.addr.name())),
             request: setup.conf.request(&address),
             sni: setup
                 .conf
@@ -574,7 +593,7 @@ unsafe fn new_probe(w: &Watch, id: Id) -> *mut Probe {
             reused: false,
             reusable: false,
             parked: false,
-            session: w.session.clone(),
+            session,
             connected_at: 0,
         }));
         (*probe).this = probe;
@@ -661,7 +680,7 @@ fn adopt_orphans(now: u64) {
                 .filter(|(_, p)| {
                     let s = &*p.shared;
                     !p.down
-                        && p.record != usize::MAX
+                        && p.record().is_some()
                         && s.admin() != crate::api::Admin::Down.code()
                         && s.lease().0.saturating_add(overdue) < now
                 })
@@ -676,8 +695,7 @@ fn adopt_orphans(now: u64) {
                         .is_some_and(|d| d.probes.get(&key).is_some_and(Option::is_some))
                 } else {
                     with_clock(|c| {
-                        c.adopted.contains(&key)
-                            || due::home(Some(peer.record), c.workers, c.worker)
+                        c.adopted.contains(&key) || due::home(peer.record(), c.workers, c.worker)
                     })
                 };
                 if watched {
@@ -694,7 +712,7 @@ fn adopt_orphans(now: u64) {
                     (*nginx_sys::ngx_cycle).log,
                     "lb: peer {} in upstream \"{}\" was due for a check {} ms ago: this \
                      worker takes its checks over",
-                    bytes(&peer.name).escape_ascii(),
+                    bytes(peer.name()).escape_ascii(),
                     bytes(&(*u).name).escape_ascii(),
                     now.saturating_sub((*peer.shared).lease().0)
                 );
@@ -707,7 +725,7 @@ fn adopt_orphans(now: u64) {
 /// should be handled next (an absolute time) and its interval. `None`: the watch is gone.
 fn visit(id: Id, now: u64) -> Option<(u64, u64)> {
     let (shared, setup, probe) =
-        with_clock(|c| c.queue.get(id).map(|w| (w.shared, w.setup, w.probe)))?;
+        with_clock(|c| c.queue.get(id).map(|w| (w.shared, w.setup(), w.probe)))?;
     // SAFETY: the record is mapped for the process; the setup lives as long as the
     // configuration; the probe, when there is one, is live (its watch holds it).
     let (shared, setup) = unsafe { (&*shared, &*setup) };
@@ -740,9 +758,10 @@ fn visit(id: Id, now: u64) -> Option<(u64, u64)> {
     }
     let probe = if probe.is_null() {
         with_clock(|c| {
+            let session = c.sessions.get(&id).cloned();
             c.queue.get_mut(id).map(|w| {
                 // SAFETY: in a worker; the watch's pointers outlive the probe.
-                w.probe = unsafe { new_probe(w, id) };
+                w.probe = unsafe { new_probe(w, id, session) };
                 w.probe
             })
         })?
@@ -794,8 +813,33 @@ unsafe extern "C" fn on_reap(_ev: *mut ngx_event_t) {
     }
 }
 
+/// The cycle's log, for the probes' `debug` lines (a probe belongs to no request).
+fn cycle_log() -> *mut ngx_log_t {
+    // SAFETY: a worker always has its cycle.
+    unsafe { (*nginx_sys::ngx_cycle).log }
+}
+
 /// Starts one probe attempt: on the kept connection if there is one, else on a new one.
 fn start(p: &mut Probe, now: u64) {
+    lb_debug!(
+        cycle_log(),
+        "lb: probe of peer {} in upstream \"{}\" started ({}, {})",
+        // SAFETY: the probe's name lives as long as the probe.
+        bytes(unsafe { &*p.name }).escape_ascii(),
+        bytes(&p.upstream().name).escape_ascii(),
+        match p.setup().conf.kind {
+            Kind::Tcp => "type=tcp",
+            Kind::Http => "type=http",
+            Kind::Https => "type=https",
+            Kind::Udp => "type=udp",
+            Kind::Tls => "type=tls",
+        },
+        if p.conn.is_null() {
+            "new connection"
+        } else {
+            "kept connection"
+        }
+    );
     p.deadline = now.saturating_add(p.setup().conf.timeout_ms);
     p.sent = 0;
     p.buf.clear();
@@ -845,6 +889,24 @@ fn finish(p: &mut Probe, reason: Reason) {
     let conf = &p.setup().conf;
     let (rise, fall) = (conf.rise, conf.fall);
     let transition = p.shared().on_check(reason, rise, fall, wall_ms());
+    let health = p.shared().health();
+    lb_debug!(
+        cycle_log(),
+        "lb: probe of peer {} in upstream \"{}\" judged: {}; peer {}, {} pass(es), {} \
+         failure(s) in a row (rise={rise}, fall={fall}){}",
+        // SAFETY: as in `start`.
+        bytes(unsafe { &*p.name }).escape_ascii(),
+        bytes(&p.upstream().name).escape_ascii(),
+        reason,
+        if health.up() { "up" } else { "down" },
+        health.passes(),
+        health.fails(),
+        match transition {
+            Some(Transition::WentDown) => ", went down",
+            Some(Transition::WentUp) => ", went up",
+            None => "",
+        }
+    );
     if transition == Some(Transition::WentUp) && p.shared().counters().unhealthy > 0 {
         // Back after being down (not the first result at a start): `lb_slow_start` ramps it.
         p.shared().start_ramp(crate::shell::nginx::now_ms());

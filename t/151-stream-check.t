@@ -80,7 +80,7 @@ An http and a stream upstream of the same name: two upstreams, two records for o
 --- response_body_like eval
 [qr/\A(?=.*"name": "backend",\s*"kind": "http",)(?=.*"name": "backend",\s*"kind": "stream",)/s,
  qr/\A(?=.*^nginx_lb_peer_weight\{upstream="backend",kind="http",peer="127\.0\.0\.1:\d+"\} 1$)(?=.*^nginx_lb_peer_weight\{upstream="backend",kind="stream",peer="127\.0\.0\.1:\d+"\} 1$)/ms,
- qr/\A(?=.*<h2>http upstream backend<\/h2>)(?=.*<h2>stream upstream backend<\/h2>)/s]
+ qr/\A(?=.*<h2>upstream backend<\/h2>)(?=.*<h2>stream upstream backend<\/h2>)/s]
 
 
 

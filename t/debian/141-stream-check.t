@@ -1,1 +1,0 @@
-../141-stream-check.t

@@ -1,1 +1,0 @@
-../142-stream-check-workers.t

@@ -1,1 +1,0 @@
-../143-stream-check-types.t

@@ -1,1 +1,0 @@
-../144-stream-udp.t

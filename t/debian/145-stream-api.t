@@ -1,1 +1,0 @@
-../145-stream-api.t
