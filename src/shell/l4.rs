@@ -10,11 +10,13 @@
 //! **No link-time reference to nginx's stream code.** Debian's nginx has stream as a dynamic
 //! module of its own (`ngx_stream_module.so`); a shared object that referred to one of its
 //! symbols would fail to load into an nginx that does not load it (nginx opens modules with
-//! `RTLD_NOW`). So this file uses nginx's stream types (layouts only) but looks up the two
-//! symbols it needs (`ngx_stream_upstream_module`, `ngx_stream_upstream_init_round_robin`)
-//! with `dlsym` when a directive of a `stream {}` block needs them: by then nginx has loaded
-//! every module (`load_module` must precede the blocks). nginx calls this module's hooks only
-//! from its stream block, so without stream the module is inert.
+//! `RTLD_NOW`). So this file uses nginx's stream types (layouts only) but looks up the three
+//! symbols it needs (`ngx_stream_upstream_module`, `ngx_stream_upstream_init_round_robin`,
+//! `ngx_stream_add_variable`) with `dlsym` when a `stream {}` block needs them: by then nginx
+//! has loaded every module (`load_module` must precede the blocks). nginx calls this module's
+//! hooks only from its stream block, so without stream the module is inert. Our checks run from
+//! postconfiguration, not init_main_conf: with `ngx_stream_module.so` loaded after ours, our
+//! module comes first among the stream modules.
 
 use core::ffi::{c_char, c_void};
 use core::ptr;
