@@ -32,6 +32,14 @@
 #               peers (type=http, interval=1s, two workers), no traffic; with probe keepalive
 #               (the default) and with keepalive=off
 #   checks1000tls  the same with type=https checks (not in the default set)
+#   stream2, stream1000  TCP: a stream {} frontend over 2 and 1,000 stream peers (a stream
+#           server per port answering "ok" and closing), stock stream round-robin vs
+#           lb_upstream: user-space instructions per TCP connection proxied (slope between
+#           STREAM_N1=1000 and STREAM_N2=2000 connections made one after another by
+#           scripts/bench/tcp_conns.py), and connections/s of that client (one at a time, so
+#           mostly the client's and the kernel's time). Targets: <= 1.01 at 2, <= 0.5 at 1,000
+#   checks1000stream  as checks1000 for a stream upstream: 1,000 peers, lb_check type=tcp
+#           interval=1s, two workers (a connect and a reset per probe)
 #   resolve1000  1,000 addresses behind one name (`server backend.test:PORT resolve`, nginx's
 #           resolver asking t/dns.py with `valid=1s`, so nginx asks again every ~2 s and each
 #           answer brings ~2 addresses out, ~2 in), one address replaced every second
@@ -44,7 +52,8 @@
 #           the slope), and that handling: nginx's resolver and its zone handler per answer
 #           (both), lb_upstream's `resolve::apply` per change applied and per address that
 #           joined or left; wrk with the addresses changing. About 1.5 minutes
-#   (default: rr2 rr2zone tls2 rr100 rr1000 lc2 lc1000 slow checks1000 resolve1000)
+#   (default: rr2 rr2zone tls2 rr100 rr1000 lc2 lc1000 slow checks1000 resolve1000 stream2
+#   stream1000 checks1000stream)
 #   By hand only (long, not in the default set):
 #   scale   one upstream of N peers (SCALE_PEERS="10000 100000"; addresses 127.A.B.C spread
 #           over 127.0.0.0/8 on SCALE_PORTS=4 ports from BACKEND_BASE, one backend listening on
@@ -109,13 +118,24 @@ trap cleanup EXIT
 rm -rf "$work"; mkdir -p "$work"
 ulimit -n 65536 2>/dev/null || true
 
+# stop_backends: the http and the stream backends (they listen on the same ports).
+stop_backends() {
+    local b i
+    for b in backend stream-backend; do
+        if [ -f "$work/$b/logs/nginx.pid" ]; then
+            kill "$(cat "$work/$b/logs/nginx.pid")" 2>/dev/null || true
+            for ((i = 0; i < 50; i++)); do [ -f "$work/$b/logs/nginx.pid" ] || break; sleep 0.1; done
+        fi
+    done
+}
+
 # start_backend NPEERS [ssl] [any]: one local nginx listening on NPEERS ports, answering "ok"
 # (over TLS with "ssl", with the test certificates of t/gen-certs.sh); on 127.0.0.1, or with
 # "any" on every address (all of 127.0.0.0/8).
 start_backend() {
     local n=$1 ssl=${2:-} d=$work/backend listens="" i tls="" host=127.0.0.1:
     [ "${3:-}" = any ] && host=""
-    [ -f "$d/logs/nginx.pid" ] && kill "$(cat "$d/logs/nginx.pid")" 2>/dev/null && sleep 0.3
+    stop_backends
     rm -rf "$d"; mkdir -p "$d/conf" "$d/logs"
     if [ -n "$ssl" ]; then
         local certs
@@ -174,6 +194,86 @@ $servers        $cache
     }
 }
 CONF
+}
+
+# start_stream_backend NPEERS: one local nginx with a stream server on each of NPEERS ports,
+# answering "ok" and closing.
+start_stream_backend() {
+    local n=$1 d=$work/stream-backend listens="" i
+    stop_backends
+    rm -rf "$d"; mkdir -p "$d/conf" "$d/logs"
+    for ((i = 0; i < n; i++)); do listens+="        listen 127.0.0.1:$((BACKEND_BASE + i));"$'\n'; done
+    cat >"$d/conf/nginx.conf" <<CONF
+worker_processes 1;
+pid logs/nginx.pid;
+error_log logs/error.log error;
+worker_rlimit_nofile 65536;
+events { worker_connections 16384; }
+stream {
+    server {
+$listens        return "ok";
+    }
+}
+CONF
+    "$NGINX" -p "$d" -c conf/nginx.conf
+}
+
+# stream_front NAME NPEERS BALANCING: a stream {} frontend on FRONT_PORT whose upstream has
+# NPEERS peers; BALANCING is the upstream's first line(s) ("" for stock round-robin).
+stream_front() {
+    local name=$1 n=$2 balancing=$3 d=$work/$1 servers="" i load=""
+    mkdir -p "$d/conf" "$d/logs"
+    for ((i = 0; i < n; i++)); do servers+="        server 127.0.0.1:$((BACKEND_BASE + i));"$'\n'; done
+    case "$balancing" in *lb_*) load="load_module $MODULE;" ;; esac
+    cat >"$d/conf/nginx.conf" <<CONF
+$load
+worker_processes 1;
+pid logs/nginx.pid;
+error_log logs/error.log error;
+worker_rlimit_nofile 65536;
+events { worker_connections 16384; }
+stream {
+    upstream backend {
+        $balancing
+$servers    }
+    server { listen 127.0.0.1:$FRONT_PORT; proxy_pass backend; }
+}
+CONF
+}
+
+# stream_instructions NAME N: user-space instructions of the stream frontend proxying N TCP
+# connections made one after another, from start to exit.
+stream_instructions() {
+    local d=$work/$1 n=$2 out
+    out=$d/cg.$n
+    valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file="$out" \
+        "$NGINX" -p "$d" -c conf/nginx.conf -g 'daemon off; master_process off;' 2>"$d/valgrind.$n.log" &
+    local vpid=$!
+    python3 scripts/bench/tcp_conns.py --wait "$FRONT_PORT" >/dev/null
+    python3 scripts/bench/tcp_conns.py "$FRONT_PORT" "$n" >"$d/conns.$n"
+    kill -QUIT "$vpid"; wait "$vpid" || true
+    awk '/^summary:/ {print $2}' "$out"
+}
+
+# stream_compare SCEN NPEERS: stock stream round-robin vs lb_upstream, per TCP connection.
+stream_compare() {
+    local scen=$1 n=$2 v N1=${STREAM_N1:-1000} N2=${STREAM_N2:-2000}
+    start_stream_backend "$n"
+    stream_front "$scen-stock" "$n" ""
+    stream_front "$scen-lb" "$n" "lb_upstream;"
+    for v in stock lb; do
+        local i1 i2 d=$work/$scen-$v
+        i1=$(stream_instructions "$scen-$v" "$N1"); i2=$(stream_instructions "$scen-$v" "$N2")
+        IPR[$scen-$v]=$(( (i2 - i1) / (N2 - N1) ))
+        "$NGINX" -p "$d" -c conf/nginx.conf
+        python3 scripts/bench/tcp_conns.py --wait "$FRONT_PORT" >/dev/null
+        python3 scripts/bench/tcp_conns.py "$FRONT_PORT" "$N2" >"$d/conns.rate"
+        "$NGINX" -p "$d" -c conf/nginx.conf -s quit; sleep 0.5
+        row "$scen" "$([ $v = lb ] && echo 'ours: lb_upstream;' || echo 'stock: stream round_robin')" \
+            "${IPR[$scen-$v]}" "$(awk '{print $2}' "$d/conns.rate") conn/s" "" ""
+    done
+    row "$scen" "ratio ours/stock (instructions)" \
+        "$(awk -v a="${IPR[$scen-lb]}" -v b="${IPR[$scen-stock]}" 'BEGIN {printf "%.3f", a/b}')" "" "" ""
 }
 
 # wait_port PORT: until something answers; with WAIT_FOR_200 set, until it answers 200 (e.g.
@@ -402,11 +502,20 @@ checks1000_run() {
     local ka=$1 type=$2 secs=${CHECK_SECONDS:-30} name d
     name=checks1000-$ka
     [ "$type" = https ] && name=checks1000tls-$ka
-    front_conf "$name" 1000 "lb_upstream; lb_check type=$type interval=1s timeout=500ms uri=/ keepalive=$ka;" ""
+    if [ "$type" = stream ]; then
+        name=checks1000stream
+        stream_front "$name" 1000 "lb_upstream; lb_check type=tcp interval=1s timeout=500ms;"
+    else
+        front_conf "$name" 1000 "lb_upstream; lb_check type=$type interval=1s timeout=500ms uri=/ keepalive=$ka;" ""
+    fi
     d=$work/$name
     sed -i 's/^worker_processes 1;/worker_processes 2;/; s/^error_log logs\/error.log error;/error_log logs\/error.log warn;/' "$d/conf/nginx.conf"
     "$NGINX" -p "$d" -c conf/nginx.conf
-    wait_port "$FRONT_PORT"
+    if [ "$type" = stream ]; then
+        python3 scripts/bench/tcp_conns.py --wait "$FRONT_PORT" >/dev/null
+    else
+        wait_port "$FRONT_PORT"
+    fi
     sleep 3
     local master workers u0=0 s0=0 u1=0 s1=0 hz p
     master=$(cat "$d/logs/nginx.pid")
@@ -428,7 +537,9 @@ checks1000_run() {
     "$NGINX" -p "$d" -c conf/nginx.conf -s quit
     # the next run reuses the front port
     for ((p = 0; p < 50; p++)); do [ -f "$d/logs/nginx.pid" ] || break; sleep 0.1; done
-    row "$name" "1,000 peers, $type checks every 1s, keepalive=$ka, 2 workers" "" \
+    local what="$type checks every 1s, keepalive=$ka"
+    [ "$type" = stream ] && what="stream tcp checks every 1s"
+    row "$name" "1,000 peers, $what, 2 workers" "" \
         "$(awk -v u=$((u1 - u0)) -v k=$((s1 - s0)) -v hz="$hz" -v s="$secs" \
             'BEGIN {printf "%.2f%% of one core (user %.2f%%, kernel %.2f%%)", 100 * (u + k) / hz / s, 100 * u / hz / s, 100 * k / hz / s}')$held" "" ""
     [ "$downs" = 0 ] || say "warning: $downs peers went down during $name"
@@ -838,7 +949,7 @@ scale() {
     say "scale: took $((($(now_us) - t_start) / 1000000)) s"
 }
 
-scenarios=("$@"); [ ${#scenarios[@]} -gt 0 ] || scenarios=(rr2 rr2zone tls2 rr100 rr1000 lc2 lc1000 slow checks1000 resolve1000)
+scenarios=("$@"); [ ${#scenarios[@]} -gt 0 ] || scenarios=(rr2 rr2zone tls2 rr100 rr1000 lc2 lc1000 slow checks1000 resolve1000 stream2 stream1000 checks1000stream)
 say "instructions/request = slope between $N1 and $N2 requests (cachegrind, one worker); wrk: median of $ROUNDS rounds of ${DURATION}s, $CONNS connections"
 row scenario configuration "instr/req" "req/s" "p50 ms" "p99 ms"
 row "-------" "--------------------------------------" "---------" "--------" "-------" "-------"
@@ -857,6 +968,9 @@ for s in "${scenarios[@]}"; do
         slow) slow ;;
         checks1000) checks1000 http ;;
         checks1000tls) checks1000 https ;;
+        stream2) stream_compare stream2 2 ;;
+        stream1000) stream_compare stream1000 1000 ;;
+        checks1000stream) start_stream_backend 1000; checks1000_run on stream ;;
         resolve1000) resolve1000 ;;
         scale) scale ;;
         *) die "unknown scenario $s" ;;

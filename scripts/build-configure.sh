@@ -53,6 +53,12 @@ if [ -f "$src/conf_flags" ]; then
     # shellcheck disable=SC1091
     . "$src/conf_flags"
     flags=("${NGX_CONF_FLAGS[@]}")
+    # Debian builds stream as a module of its own (libnginx-mod-stream), and nginx-dev's
+    # conf_flags leave it out; the binary has it (`nginx -V`): with it here the module gets
+    # stream's types and its stream half (`lb_upstream` in `stream {}`).
+    case " ${flags[*]} " in *" --with-stream"*) ;; *)
+        flags+=(--with-stream=dynamic --with-stream_ssl_module) ;;
+    esac
     if command -v dpkg-buildflags >/dev/null; then
         flags+=("--with-cc-opt=$(dpkg-buildflags --get CFLAGS) -fPIC $(dpkg-buildflags --get CPPFLAGS)"
                 "--with-ld-opt=$(dpkg-buildflags --get LDFLAGS) -fPIC")
@@ -79,9 +85,11 @@ configure=./configure
 [ -x "$out/configure" ] || configure=auto/configure
 ( cd "$out" && $configure "${flags[@]}" --add-dynamic-module="$root" >configure.log 2>&1 ) \
     || { tail -n 20 "$out/configure.log" >&2; die "configure failed, see $out/configure.log"; }
-say "make modules (cargo builds the module against this tree)"
-# Debian's tree has no top-level Makefile: call objs/Makefile directly, as Debian does.
-( cd "$out" && make -f objs/Makefile modules >make.log 2>&1 ) \
+say "make our module (cargo builds it against this tree)"
+# Debian's tree has no top-level Makefile: call objs/Makefile directly, as Debian does. Only
+# our module's target: the tree may have other dynamic modules (Debian's, with stream added
+# above, has ngx_stream_module), which nobody here uses.
+( cd "$out" && make -f objs/Makefile objs/ngx_http_lb_module.so >make.log 2>&1 ) \
     || { tail -n 30 "$out/make.log" >&2; die "make modules failed, see $out/make.log"; }
 so=$out/objs/ngx_http_lb_module.so
 [ -f "$so" ] || die "make modules left no $so"

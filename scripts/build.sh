@@ -34,12 +34,18 @@ if [ -n "${NGINX_SOURCE_DIR:-}${NGINX_BUILD_DIR:-}" ]; then
         [ -f "$src/conf_flags" ] || die "$src is not configured (no $objs/ngx_auto_config.h) and has no conf_flags: run its ./configure first"
         # Debian's nginx-dev ships the source and the flags the packaged binary was configured
         # with; configure a private copy with them so the module matches that binary.
-        copy="$CARGO_TARGET_DIR/nginx-src-$version"
+        # Debian builds stream as a module of its own (libnginx-mod-stream), but nginx-dev's
+        # conf_flags leave it out: the copy is configured with it too, as the binary was
+        # (`nginx -V`), so that the module gets stream's types and its stream half
+        # (`lb_upstream` in `stream {}`). The module still refers to no stream symbol and
+        # loads whether or not `ngx_stream_module.so` is loaded.
+        stream_flags=(--with-stream=dynamic --with-stream_ssl_module)
+        copy="$CARGO_TARGET_DIR/nginx-src-$version+stream"
         if [ ! -f "$copy/objs/ngx_auto_config.h" ]; then
             say "configuring a copy of $src (nginx $version) in $copy"
             rm -rf "$copy"; mkdir -p "$copy"; cp -a "$src/." "$copy/"
             # shellcheck disable=SC1091
-            ( cd "$copy" && . ./conf_flags && ./configure "${NGX_CONF_FLAGS[@]}" >configure.log 2>&1 ) \
+            ( cd "$copy" && . ./conf_flags && ./configure "${NGX_CONF_FLAGS[@]}" "${stream_flags[@]}" >configure.log 2>&1 ) \
                 || die "configure failed, see $copy/configure.log"
         fi
         src=$copy; objs=$copy/objs

@@ -46,6 +46,8 @@ default_set=(
     t/063-reload-state.t t/102-parity-reload.t t/130-panic.t t/070-methods.t
     t/090-example-confs.t t/111-resolve-bad-config.t t/062-probe-keepalive-limit.t
     t/072-least-conn-busy.t t/060-reload.t t/131-outlier.t t/051-status-workers.t
+    t/150-stream.t t/153-stream-check-types.t t/151-stream-check.t t/152-stream-check-workers.t
+    t/154-stream-udp.t
 )
 # The short set (CI, about a minute): lb_status in every format with checks, a master with two
 # workers through reloads and a kill -9, lb_api's changes and errors, lb_state.

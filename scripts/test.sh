@@ -23,7 +23,7 @@ need_packages libclang-dev libpcre2-dev libssl-dev zlib1g-dev make gcc pkg-confi
     perl libtest-base-perl curl openssl python3 python3-prometheus-client valgrind
 # t/141-dashboard.t: the status page in Debian's headless Chromium, over its DevTools protocol.
 need_packages chromium python3-websocket
-[ "${SKIP_DEBIAN:-0}" = 1 ] || need_packages nginx-dev nginx-core dpkg-dev
+[ "${SKIP_DEBIAN:-0}" = 1 ] || need_packages nginx-dev nginx-core dpkg-dev libnginx-mod-stream
 need_cargo
 for c in rustfmt clippy; do
     cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$c"
@@ -69,8 +69,11 @@ if [ "${SKIP_DEBIAN:-0}" != 1 ]; then
     step "the module built by nginx's ./configure against Debian's nginx 1.22, packaged"
     scripts/package.sh
     v=$(/usr/sbin/nginx -v 2>&1 | sed 's/.*nginx\///')
+    # Debian's stream is a module of its own: blocks with a stream {} block load it first
+    # (t/lib/Test/Nginx/LB.pm), the others run without it.
     TEST_NGINX_BINARY=/usr/sbin/nginx \
         TEST_NGINX_LB_MODULE="$PWD/build/configure/nginx-$v/objs/ngx_http_lb_module.so" \
+        TEST_NGINX_STREAM_MODULE=/usr/lib/nginx/modules/ngx_stream_module.so \
         prove -j"${PROVE_JOBS:-2}" t/debian/
     step "the package installed, used with Debian's nginx, removed (scripts/package-test.sh)"
     scripts/package-test.sh

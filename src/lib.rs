@@ -31,7 +31,10 @@ mod noise_tests;
 pub mod shell;
 
 #[cfg(all(feature = "nginx", not(test)))]
-pub use modules::{ngx_http_lb_headers_filter_module, ngx_http_lb_module};
+pub use modules::{ngx_http_lb_headers_filter_module, ngx_http_lb_module, ngx_lb_core_module};
+
+#[cfg(all(feature = "nginx", not(test), ngx_feature = "stream"))]
+pub use shell::l4::ngx_stream_lb_module;
 
 #[cfg(all(feature = "nginx", not(test)))]
 mod modules {
@@ -78,7 +81,7 @@ mod modules {
         ngx_command_t {
             name: ngx::ngx_string!("lb_check"),
             type_: (NGX_HTTP_UPS_CONF | NGX_CONF_ANY) as ngx_uint_t,
-            set: Some(crate::shell::check::set_lb_check),
+            set: Some(crate::shell::check::set_lb_check_http),
             conf: NGX_HTTP_SRV_CONF_OFFSET,
             offset: 0,
             post: ptr::null_mut(),
@@ -187,6 +190,24 @@ mod modules {
         ngx_command_t::empty(),
     ];
 
+    static mut CORE_CTX: nginx_sys::ngx_core_module_t = nginx_sys::ngx_core_module_t {
+        name: ngx::ngx_string!("lb"),
+        create_conf: Some(crate::shell::conf::create_core_conf),
+        init_conf: None,
+    };
+
+    /// A core module without directives: its configuration is the cycle's `MainConf`, made
+    /// before any block is parsed, so that `http {}` and `stream {}` upstreams share it.
+    #[used]
+    #[allow(non_upper_case_globals)]
+    #[cfg_attr(not(feature = "export-modules"), no_mangle)]
+    pub static mut ngx_lb_core_module: ngx_module_t = ngx_module_t {
+        ctx: ptr::addr_of_mut!(CORE_CTX) as *mut c_void,
+        commands: ptr::null_mut(),
+        type_: nginx_sys::NGX_CORE_MODULE as ngx_uint_t,
+        ..ngx_module_t::default()
+    };
+
     /// The header filter module: `lb_add_header`.
     #[used]
     #[allow(non_upper_case_globals)]
@@ -215,21 +236,36 @@ mod exports {
 
     use nginx_sys::ngx_module_t;
 
-    use super::{ngx_http_lb_headers_filter_module, ngx_http_lb_module};
+    use super::{ngx_http_lb_headers_filter_module, ngx_http_lb_module, ngx_lb_core_module};
+
+    // The stream module is listed whether or not nginx has `stream {}`: nginx only calls a
+    // stream module's hooks from its stream block, and the module refers to no symbol of
+    // nginx's stream code (those are looked up when a directive needs them, see
+    // `shell::l4`), so the shared object loads into an nginx without stream too.
+    #[cfg(ngx_feature = "stream")]
+    const N: usize = 5;
+    #[cfg(not(ngx_feature = "stream"))]
+    const N: usize = 4;
 
     #[no_mangle]
     #[allow(non_upper_case_globals)]
-    pub static mut ngx_modules: [*const ngx_module_t; 3] = [
+    pub static mut ngx_modules: [*const ngx_module_t; N] = [
         addr_of!(ngx_http_lb_module),
         addr_of!(ngx_http_lb_headers_filter_module),
+        addr_of!(ngx_lb_core_module),
+        #[cfg(ngx_feature = "stream")]
+        addr_of!(crate::ngx_stream_lb_module),
         null(),
     ];
 
     #[no_mangle]
     #[allow(non_upper_case_globals)]
-    pub static mut ngx_module_names: [*const c_char; 3] = [
+    pub static mut ngx_module_names: [*const c_char; N] = [
         c"ngx_http_lb_module".as_ptr(),
         c"ngx_http_lb_headers_filter_module".as_ptr(),
+        c"ngx_lb_core_module".as_ptr(),
+        #[cfg(ngx_feature = "stream")]
+        c"ngx_stream_lb_module".as_ptr(),
         null(),
     ];
 

@@ -19,11 +19,21 @@ run_tests();
 __DATA__
 === TEST 1: unknown type
 --- http_config
-    upstream u { lb_upstream; lb_check type=udp; server 127.0.0.1:1; }
+    upstream u { lb_upstream; lb_check type=smtp; server 127.0.0.1:1; }
 --- config
 --- must_die
 --- error_log eval
-qr{\[emerg\] .*lb_check: invalid value "udp" for "type": expected tcp, http or https}
+qr{\[emerg\] .*lb_check: invalid value "smtp" for "type": expected tcp, http, https, udp or tls}
+
+
+
+=== TEST 1b: UDP checks are for stream upstreams
+--- http_config
+    upstream u { lb_upstream; lb_check type=udp send=x expect=y; server 127.0.0.1:1; }
+--- config
+--- must_die
+--- error_log eval
+qr{\[emerg\] .*lb_check: "type=udp" is not allowed in an http upstream \(UDP checks are for stream upstreams\)}
 
 
 

@@ -39,7 +39,7 @@ add_response_body_check(sub {
         my $compared = 0;
         for my $u (@{ $json->{upstreams} }) {
             for my $peer (@{ $u->{peers} }) {
-                my $key = "peer=$peer->{address},upstream=$u->{name}";
+                my $key = "kind=$u->{kind},peer=$peer->{address},upstream=$u->{name}";
                 my %want = (
                     nginx_lb_peer_requests => $peer->{requests},
                     nginx_lb_peer_fails => $peer->{fails},
@@ -55,7 +55,7 @@ add_response_body_check(sub {
                    "$name - histogram count for $peer->{address}");
                 is($h->{count}, $peer->{requests}, "$name - histogram counts every request to $peer->{address}");
                 is($h->{counts}[-1], $h->{count}, "$name - JSON: the last cumulative count is the total");
-                is($fam->{nginx_lb_peer_response_time_seconds_bucket}{"le=0.005,$key"}, $h->{counts}[0],
+                is($fam->{nginx_lb_peer_response_time_seconds_bucket}{"kind=$u->{kind},le=0.005,peer=$peer->{address},upstream=$u->{name}"}, $h->{counts}[0],
                    "$name - first bucket for $peer->{address}");
                 $compared += 4;
                 for my $class (qw(1xx 2xx 3xx 4xx 5xx)) {
@@ -303,14 +303,14 @@ my ($key) = keys %{ $families->{nginx_lb_peer_requests} };
 (
   [$families->{nginx_lb_peer_requests}{$key} == 2, 'requests_total is 2'],
   [$families->{nginx_lb_peer_responses}{"code=2xx,$key"} == 2, 'responses_total 2xx is 2'],
-  [$key =~ /^peer=127\.0\.0\.1:\d+,upstream=backend$/, "one peer in upstream backend ($key)"],
+  [$key =~ /^kind=http,peer=127\.0\.0\.1:\d+,upstream=backend$/, "one peer in upstream backend ($key)"],
   [(grep { /state=up,upstream=backend$/ && $families->{nginx_lb_peer_state}{$_} == 1 } keys %{ $families->{nginx_lb_peer_state} }) == 1, 'state up is 1'],
   [exists $families->{nginx_lb_peer_health_checks}{$key}, 'health check counter present'],
   [defined $families->{nginx_lb_peer_up}{$key}, 'peer_up gauge present'],
   [$families->{nginx_lb_peer_response_time_seconds_count}{$key} == 2,
    'the response-time histogram counted both responses'],
-  [$families->{nginx_lb_peer_response_time_seconds_bucket}{"le=+Inf,$key"} == 2, 'its +Inf bucket too'],
-  [$families->{nginx_lb_peer_response_time_seconds_bucket}{"le=0.005,$key"} <= 2, 'and its first bucket at most'],
+  [$families->{nginx_lb_peer_response_time_seconds_bucket}{$key =~ s/^kind=http,/kind=http,le=+Inf,/r} == 2, 'its +Inf bucket too'],
+  [$families->{nginx_lb_peer_response_time_seconds_bucket}{$key =~ s/^kind=http,/kind=http,le=0.005,/r} <= 2, 'and its first bucket at most'],
   [defined $families->{nginx_lb_peer_response_time_seconds_sum}{$key}, 'and its sum'],
 )
 

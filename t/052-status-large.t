@@ -171,11 +171,11 @@ ok($fam, 'Prometheus: parses');
 my $states = $fam->{nginx_lb_peer_state} // {};
 is(scalar keys %$states, 7 * ($NA + $NB + 3), 'Prometheus: 7 state series per peer, each once');
 is(scalar keys %{ $fam->{nginx_lb_peer_weight} // {} }, $NA + $NB + 3, 'Prometheus: a weight per peer');
-is_deeply([ keys %{ $fam->{nginx_lb_peer_health_checks} // {} } ], ["peer=127.0.0.1:" . $s->port(2) . ",upstream=c"],
+is_deeply([ keys %{ $fam->{nginx_lb_peer_health_checks} // {} } ], ["kind=http,peer=127.0.0.1:" . $s->port(2) . ",upstream=c"],
           'Prometheus: health checks only for the checked peer');
-ok(exists $fam->{nginx_lb_peer_weight}{"peer=$a[10]#3,upstream=a"}, 'Prometheus: the third line of one address is #3');
-ok(!exists $fam->{nginx_lb_peer_weight}{"peer=$a[10]#4,upstream=a"}, 'Prometheus: and there is no #4');
-is($fam->{nginx_lb_upstream_panic}{'upstream=b'}, 0, 'Prometheus: panic of b');
+ok(exists $fam->{nginx_lb_peer_weight}{"kind=http,peer=$a[10]#3,upstream=a"}, 'Prometheus: the third line of one address is #3');
+ok(!exists $fam->{nginx_lb_peer_weight}{"kind=http,peer=$a[10]#4,upstream=a"}, 'Prometheus: and there is no #4');
+is($fam->{nginx_lb_upstream_panic}{'kind=http,upstream=b'}, 0, 'Prometheus: panic of b');
 my %families;
 my $last = '';
 my $regrouped = 0;

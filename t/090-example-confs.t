@@ -49,6 +49,14 @@ for my $conf (@confs) {
         print $out $text;
         close $out;
     }
+    if ($ENV{TEST_NGINX_STREAM_MODULE} && $text =~ /^stream \{/m) {
+        # stream is a module of its own there (Debian): loaded first, as the file's comment says.
+        $text = "load_module $ENV{TEST_NGINX_STREAM_MODULE};\n$text";
+        $file = "$prefix/conf/$name";
+        open my $out, '>', $file or die "$file: $!\n";
+        print $out $text;
+        close $out;
+    }
     unlike($text, qr/\@[A-Z_]+\@/, "$name: no placeholder left");
     my $out = `"$nginx" -p "$prefix/" -c "$file" -t 2>&1`;
     is($? >> 8, 0, "$name: nginx -t succeeds") or diag($out);

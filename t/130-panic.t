@@ -87,7 +87,7 @@ subtest '1 of 4 healthy: panic, requests spread over all four (not the down one)
     my ($hc, $html) = $s->get('/status?format=html');
     like($html, qr/upstream u <span[^>]*>panic</, 'the HTML page shows it');
     my ($pc, $prom) = $s->get('/status?format=prometheus');
-    like($prom, qr/^nginx_lb_upstream_panic\{upstream="u"\} 1$/m, 'and Prometheus');
+    like($prom, qr/^nginx_lb_upstream_panic\{upstream="u",kind="http"\} 1$/m, 'and Prometheus');
 };
 
 subtest 'healthy again: panic ends, logged once' => sub {

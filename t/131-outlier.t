@@ -65,8 +65,8 @@ subtest 'a peer answering 500 is ejected after 3 in a row, over both workers' =>
     is(count_log(qr/lb: peer \Q$P[1]\E in upstream "u" ejected for 1s after 3 responses with status 500 or more in a row \(ejection 1\)/),
        1, 'the ejection is logged once, with the reason');
     my ($pc, $prom) = $s->get('/status?format=prometheus');
-    like($prom, qr/^nginx_lb_peer_ejections_total\{upstream="u",peer="\Q$P[1]\E"\} 1$/m, 'Prometheus counts it');
-    like($prom, qr/^nginx_lb_peer_state\{upstream="u",peer="\Q$P[1]\E",state="ejected"\} 1$/m, 'and shows the state');
+    like($prom, qr/^nginx_lb_peer_ejections_total\{upstream="u",kind="http",peer="\Q$P[1]\E"\} 1$/m, 'Prometheus counts it');
+    like($prom, qr/^nginx_lb_peer_state\{upstream="u",kind="http",peer="\Q$P[1]\E",state="ejected"\} 1$/m, 'and shows the state');
 };
 
 subtest 'back after base_ejection; ejected again for twice as long' => sub {

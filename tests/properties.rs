@@ -807,6 +807,7 @@ enum CheckModel {
     NeedsHttps(&'static str),
     CertWithoutKey,
     VerifyWithoutCa,
+    UdpWithoutSend,
 }
 
 /// `status=`: codes and ranges from 100 to 599, comma-separated.
@@ -847,6 +848,8 @@ fn check_model(args: &[Vec<u8>]) -> CheckModel {
                 b"tcp" => Some(Kind::Tcp),
                 b"http" => Some(Kind::Http),
                 b"https" => Some(Kind::Https),
+                b"udp" => Some(Kind::Udp),
+                b"tls" => Some(Kind::Tls),
                 _ => None,
             }
             .map(|kind| c.kind = kind),
@@ -953,8 +956,12 @@ fn check_model(args: &[Vec<u8>]) -> CheckModel {
     if let (Some(k), false) = (http_only, matches!(c.kind, Kind::Http | Kind::Https)) {
         return CheckModel::NeedsHttp(k);
     }
-    if let (Some(k), false) = (tls_only, c.kind == Kind::Https) {
+    if let (Some(k), false) = (tls_only, matches!(c.kind, Kind::Https | Kind::Tls)) {
         return CheckModel::NeedsHttps(k);
+    }
+    // (The generated lines have no `send=`: a UDP check needs one.)
+    if c.kind == Kind::Udp {
+        return CheckModel::UdpWithoutSend;
     }
     if c.cert.is_some() != c.key.is_some() {
         return CheckModel::CertWithoutKey;
@@ -988,7 +995,9 @@ fn check_value(k: &'static str) -> BoxedStrategy<Vec<u8>> {
             .boxed()
     };
     match k {
-        "type" => words(&["tcp", "http", "https", "https", "http", "udp", "HTTP", ""]),
+        "type" => words(&[
+            "tcp", "http", "https", "https", "http", "udp", "tls", "HTTP", "",
+        ]),
         "interval" | "timeout" | "jitter" | "keepalive_time" => prop_oneof![
             3 => (0u64..5000, any::<u8>()).prop_map(|(ms, f)| spell_time(ms, f).into_bytes()),
             1 => time_text(),
@@ -1060,6 +1069,8 @@ fn check_args() -> impl Strategy<Value = Vec<Vec<u8>>> {
             "type=http",
             "type=https",
             "type=tcp",
+            "type=tls",
+            "type=udp",
         ])),
         vec(check_arg(), 0..6),
     )
@@ -1082,7 +1093,8 @@ fn check_agrees(got: &Result<CheckConf, CheckError>, want: &CheckModel) -> bool 
         (Err(CheckError::TimeoutOverInterval { .. }), CheckModel::TimeoutOverInterval)
         | (Err(CheckError::JitterNotShorter { .. }), CheckModel::JitterNotShorter)
         | (Err(CheckError::CertWithoutKey), CheckModel::CertWithoutKey)
-        | (Err(CheckError::VerifyWithoutCa), CheckModel::VerifyWithoutCa) => true,
+        | (Err(CheckError::VerifyWithoutCa), CheckModel::VerifyWithoutCa)
+        | (Err(CheckError::UdpWithoutSend), CheckModel::UdpWithoutSend) => true,
         (Err(CheckError::NeedsHttp(a)), CheckModel::NeedsHttp(b))
         | (Err(CheckError::NeedsHttps(a)), CheckModel::NeedsHttps(b)) => a == b,
         _ => false,
@@ -1105,7 +1117,7 @@ proptest! {
             got,
             want
         );
-        if let Ok(c) = &got {
+        if let Some(c) = got.as_ref().ok().filter(|c| c.kind.is_http()) {
             // The request it sends is one line per header, whatever the line said.
             let req = c.request("10.0.0.1:80");
             prop_assert!(req.ends_with(b"\r\n\r\n"));
@@ -2167,10 +2179,12 @@ fn saved_peer() -> impl Strategy<Value = state::SavedPeer> {
         prop::sample::select(vec![Admin::Up, Admin::Drain, Admin::Down]),
         prop::option::of(1..=api::MAX_WEIGHT),
         any::<u64>(),
+        prop::sample::select(vec![state::Kind::Http, state::Kind::Stream]),
     )
         .prop_map(
-            |(upstream, address, admin, weight, line)| state::SavedPeer {
+            |(upstream, address, admin, weight, line, kind)| state::SavedPeer {
                 upstream,
+                kind,
                 address,
                 admin,
                 weight,

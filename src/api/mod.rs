@@ -404,6 +404,27 @@ pub fn parse_patch(body: &[u8]) -> Result<PeerPatch, ApiError> {
     Ok(patch)
 }
 
+/// `?kind=http` or `?kind=stream` on a request's arguments (other arguments are ignored): which
+/// of two upstreams of one name (an http and a stream one) a request means. `None` without it.
+pub fn kind_arg(args: &[u8]) -> Result<Option<state::Kind>, ApiError> {
+    for pair in args.split(|&b| b == b'&') {
+        if let Some(v) = pair.strip_prefix(b"kind=") {
+            return match v {
+                b"http" => Ok(Some(state::Kind::Http)),
+                b"stream" => Ok(Some(state::Kind::Stream)),
+                _ => Err(ApiError::new(
+                    400,
+                    format!(
+                        "invalid kind \"{}\" (expected http or stream)",
+                        v.escape_ascii()
+                    ),
+                )),
+            };
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -638,5 +659,18 @@ mod tests {
         );
         assert_eq!(Admin::from_code(Admin::Drain.code()), Admin::Drain);
         assert_eq!(Admin::from_code(99), Admin::Up);
+    }
+
+    #[test]
+    fn kind_argument() {
+        assert_eq!(kind_arg(b"").unwrap(), None);
+        assert_eq!(kind_arg(b"x=1").unwrap(), None);
+        assert_eq!(kind_arg(b"kind=stream").unwrap(), Some(state::Kind::Stream));
+        assert_eq!(kind_arg(b"a=b&kind=http").unwrap(), Some(state::Kind::Http));
+        let e = kind_arg(b"kind=udp").unwrap_err();
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (400, "invalid kind \"udp\" (expected http or stream)")
+        );
     }
 }

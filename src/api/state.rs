@@ -38,6 +38,10 @@ pub struct SavedAdded {
 #[serde(deny_unknown_fields)]
 pub struct SavedPeer {
     pub upstream: String,
+    /// `stream` for a peer of a `stream {}` upstream (an http and a stream upstream may share
+    /// a name); left out for http, as in files written before stream upstreams existed.
+    #[serde(default, skip_serializing_if = "is_http")]
+    pub kind: Kind,
     pub address: String,
     #[serde(default, skip_serializing_if = "is_up")]
     pub admin: Admin,
@@ -50,6 +54,19 @@ pub struct SavedPeer {
 
 fn is_up(a: &Admin) -> bool {
     *a == Admin::Up
+}
+
+/// Which proxy a saved peer's upstream serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    #[default]
+    Http,
+    Stream,
+}
+
+fn is_http(k: &Kind) -> bool {
+    *k == Kind::Http
 }
 
 /// Why a state file was not used.
@@ -110,6 +127,7 @@ mod tests {
     fn peer(admin: Admin, weight: Option<u32>) -> SavedPeer {
         SavedPeer {
             upstream: "u".into(),
+            kind: Kind::Http,
             address: "10.0.0.1:80".into(),
             admin,
             weight,
@@ -119,7 +137,11 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let peers = vec![peer(Admin::Drain, None), peer(Admin::Up, Some(3))];
+        let stream = SavedPeer {
+            kind: Kind::Stream,
+            ..peer(Admin::Down, None)
+        };
+        let peers = vec![peer(Admin::Drain, None), peer(Admin::Up, Some(3)), stream];
         let added = vec![SavedAdded {
             upstream: "u".into(),
             address: "[::1]:8080".into(),
@@ -136,9 +158,13 @@ mod tests {
         let v1 = br#"{"version": 1, "peers": [{"upstream": "u", "address": "a", "line": 1}]}"#;
         assert_eq!(parse(v1).unwrap().added, []);
         let text = render(peers, vec![]);
-        // The default state is left out of the file.
+        // The default state (and kind http) is left out of the file.
         let s = String::from_utf8(text).unwrap();
-        assert_eq!(s.matches("\"admin\"").count(), 1, "{s}");
+        assert_eq!(s.matches("\"admin\"").count(), 2, "{s}");
+        assert_eq!(s.matches("\"kind\": \"stream\"").count(), 1, "{s}");
+        assert_eq!(s.matches("\"kind\"").count(), 1, "{s}");
+        // A peer without "kind" (files of earlier versions) is an http upstream's.
+        assert_eq!(parse(v1).unwrap().peers[0].kind, Kind::Http);
     }
 
     #[test]

@@ -14,6 +14,10 @@ pub enum Kind {
     Http,
     /// A TLS handshake, then as `Http`.
     Https,
+    /// A UDP datagram (`send=`) gets a reply (matching `expect=`, if given) within `timeout`.
+    Udp,
+    /// A TLS handshake (then `send=`/`expect=`, if given): stream peers.
+    Tls,
 }
 
 impl Kind {
@@ -22,10 +26,91 @@ impl Kind {
             Kind::Tcp => "tcp",
             Kind::Http => "http",
             Kind::Https => "https",
+            Kind::Udp => "udp",
+            Kind::Tls => "tls",
         }
     }
     pub fn is_http(self) -> bool {
         matches!(self, Kind::Http | Kind::Https)
+    }
+    /// Whether the type may check the peers of a `stream {}` upstream (HTTP is for `http {}`).
+    pub fn for_stream(self) -> bool {
+        matches!(self, Kind::Tcp | Kind::Udp | Kind::Tls)
+    }
+    /// Whether the type may check the peers of an `http {}` upstream (UDP is for `stream {}`).
+    pub fn for_http(self) -> bool {
+        !matches!(self, Kind::Udp)
+    }
+    /// A TLS handshake comes first (`https`, `tls`): the TLS parameters apply.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Kind::Https | Kind::Tls)
+    }
+}
+
+/// What the first bytes of a stream check's answer must be (`expect=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// `expect=~REGEX`: a PCRE pattern (nginx's regex engine) the answer must match; anchor it
+    /// with `^` to match its first bytes.
+    Regex(String),
+    /// `expect=TEXT`: the answer starts with these bytes (escapes decoded, see `unescape`).
+    Prefix(Vec<u8>),
+}
+
+impl Expect {
+    /// For a `Prefix`, whether `answer` (what arrived so far) decides: `Some(true)` matches,
+    /// `Some(false)` cannot match any more, `None` needs more bytes.
+    pub fn prefix_verdict(want: &[u8], answer: &[u8]) -> Option<bool> {
+        let n = want.len().min(answer.len());
+        if want[..n] != answer[..n] {
+            Some(false)
+        } else if answer.len() >= want.len() {
+            Some(true)
+        } else {
+            None
+        }
+    }
+}
+
+/// Decodes the escapes of `send=` and `expect=` values for binary protocols: `\xHH` (two hex
+/// digits) is the byte HH, `\\` a backslash. (nginx itself has turned `\r`, `\n`, `\t`,
+/// `\"` of the configuration into their bytes before we see the value.) A surrounding pair of
+/// double quotes is dropped, as for `body=~"..."`.
+pub fn unescape(v: &[u8]) -> Result<Vec<u8>, &'static str> {
+    let v = strip_quotes(v);
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] != b'\\' {
+            out.push(v[i]);
+            i += 1;
+            continue;
+        }
+        match v.get(i + 1) {
+            Some(b'\\') => {
+                out.push(b'\\');
+                i += 2;
+            }
+            Some(b'x') => {
+                let hex = |b: Option<&u8>| b.and_then(|&b| (b as char).to_digit(16));
+                match (hex(v.get(i + 2)), hex(v.get(i + 3))) {
+                    (Some(h), Some(l)) => out.push((h * 16 + l) as u8),
+                    _ => return Err("bad hex escape (expected \\xHH with two hex digits)"),
+                }
+                i += 4;
+            }
+            _ => return Err("unknown escape (expected \\xHH or \\\\)"),
+        }
+    }
+    Ok(out)
+}
+
+/// `"..."` → `...`: nginx keeps quotes that are inside a word (`send="PING"`).
+fn strip_quotes(v: &[u8]) -> &[u8] {
+    if v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"' {
+        &v[1..v.len() - 1]
+    } else {
+        v
     }
 }
 
@@ -71,6 +156,8 @@ pub enum Identity {
 
 /// Largest part of a probe response we read; the rest is not waited for.
 pub const MAX_RESPONSE: usize = 16 * 1024;
+/// Longest `send=` value.
+pub const MAX_SEND: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckConf {
@@ -102,6 +189,10 @@ pub struct CheckConf {
     /// A kept connection carries probes for at most this long, then the next probe connects
     /// anew (`keepalive_time=`, like nginx's upstream `keepalive_time`).
     pub keepalive_time_ms: u64,
+    /// Stream checks: the bytes sent once connected (`send=`).
+    pub send: Option<Vec<u8>>,
+    /// Stream checks: what the answer must start with (`expect=`).
+    pub expect: Option<Expect>,
 }
 
 impl Default for CheckConf {
@@ -127,6 +218,8 @@ impl Default for CheckConf {
             key: None,
             keepalive: true,
             keepalive_time_ms: 60_000,
+            send: None,
+            expect: None,
         }
     }
 }
@@ -178,9 +271,16 @@ pub enum CheckError {
     /// A parameter of HTTP probes (named) on a `type=tcp` check.
     #[error("\"{0}\" needs type=http or type=https")]
     NeedsHttp(&'static str),
-    /// A TLS parameter (named) on a check that is not `type=https`.
-    #[error("\"{0}\" needs type=https")]
+    /// A TLS parameter (named) on a check that is not `type=https` or `type=tls`.
+    #[error("\"{0}\" needs type=https or type=tls")]
     NeedsHttps(&'static str),
+    /// `send=`/`expect=` (named) on an HTTP check.
+    #[error("\"{0}\" needs type=tcp, udp or tls")]
+    NeedsStream(&'static str),
+    #[error("\"send\" needs \"expect\" (what the answer must start with)")]
+    SendWithoutExpect,
+    #[error("type=udp needs \"send\" (the datagram to send)")]
+    UdpWithoutSend,
     #[error("\"cert\" and \"key\" go together")]
     CertWithoutKey,
     #[error("\"verify=on\" needs \"ca=\" (a file of trusted CA certificates)")]
@@ -209,7 +309,9 @@ pub fn parse_check(args: &[&[u8]]) -> Result<CheckConf, CheckError> {
                     b"tcp" => Kind::Tcp,
                     b"http" => Kind::Http,
                     b"https" => Kind::Https,
-                    _ => return bad("expected tcp, http or https"),
+                    b"udp" => Kind::Udp,
+                    b"tls" => Kind::Tls,
+                    _ => return bad("expected tcp, http, https, udp or tls"),
                 }
             }
             b"interval" | b"timeout" | b"jitter" | b"keepalive_time" => {
@@ -349,6 +451,33 @@ pub fn parse_check(args: &[&[u8]]) -> Result<CheckConf, CheckError> {
                     _ => "key",
                 });
             }
+            b"send" => {
+                let bytes = match unescape(value) {
+                    Ok(b) if b.is_empty() => return bad("empty"),
+                    Ok(b) => b,
+                    Err(why) => return bad(why),
+                };
+                if bytes.len() > MAX_SEND {
+                    return bad("longer than 4096 bytes");
+                }
+                c.send = Some(bytes);
+            }
+            b"expect" => {
+                c.expect = Some(match value.strip_prefix(b"~") {
+                    Some(re) => {
+                        let re = strip_quotes(re);
+                        if re.is_empty() {
+                            return bad("empty regex");
+                        }
+                        Expect::Regex(String::from_utf8_lossy(re).into_owned())
+                    }
+                    None => match unescape(value) {
+                        Ok(b) if b.is_empty() => return bad("empty"),
+                        Ok(b) => Expect::Prefix(b),
+                        Err(why) => return bad(why),
+                    },
+                });
+            }
             _ => return Err(CheckError::UnknownParameter(key.to_vec())),
         }
     }
@@ -370,8 +499,22 @@ pub fn parse_check(args: &[&[u8]]) -> Result<CheckConf, CheckError> {
     if let (Some(p), false) = (seen_http_only, c.kind.is_http()) {
         return Err(CheckError::NeedsHttp(p));
     }
-    if let (Some(p), false) = (seen_tls_only, c.kind == Kind::Https) {
+    if let (Some(p), false) = (seen_tls_only, c.kind.uses_tls()) {
         return Err(CheckError::NeedsHttps(p));
+    }
+    if c.kind.is_http() {
+        if c.send.is_some() {
+            return Err(CheckError::NeedsStream("send"));
+        }
+        if c.expect.is_some() {
+            return Err(CheckError::NeedsStream("expect"));
+        }
+    }
+    if c.send.is_some() && c.expect.is_none() {
+        return Err(CheckError::SendWithoutExpect);
+    }
+    if c.kind == Kind::Udp && c.send.is_none() {
+        return Err(CheckError::UdpWithoutSend);
     }
     if c.cert.is_some() != c.key.is_some() {
         return Err(CheckError::CertWithoutKey);
@@ -386,6 +529,10 @@ impl CheckConf {
     /// The probe's HTTP request. `default_host` (the peer's address) is the `Host` header when
     /// `host=` is not given.
     pub fn request(&self, default_host: &str) -> Vec<u8> {
+        if !self.kind.is_http() {
+            // Stream checks send `send=` (or nothing: a connect, or a banner to read).
+            return self.send.clone().unwrap_or_default();
+        }
         let method = match self.method {
             HttpMethod::Get => "GET",
             HttpMethod::Head => "HEAD",
@@ -584,7 +731,7 @@ mod tests {
     #[test]
     fn errors_name_the_parameter() {
         let cases = [
-            ("type=udp", "\"type\""),
+            ("type=smtp", "\"type\""),
             ("rise=0", "\"rise\""),
             ("fall=0", "\"fall\""),
             ("fall=x", "\"fall\""),
@@ -674,7 +821,7 @@ mod tests {
             (
                 "type=http sni=on",
                 CheckError::NeedsHttps("sni"),
-                "\"sni\" needs type=https",
+                "\"sni\" needs type=https or type=tls",
             ),
             (
                 "type=https key=/k",
@@ -785,5 +932,72 @@ mod tests {
                 Err(e) => assert!(!e.to_string().is_empty()),
             }
         }
+    }
+
+    #[test]
+    fn stream_checks() {
+        let args = |s: &'static str| s.split(' ').map(str::as_bytes).collect::<Vec<_>>();
+        let c = parse_check(&args("type=tcp send=\"PING\r\n\" expect=~\"^\\+PONG\"")).unwrap();
+        assert_eq!(c.send.as_deref(), Some(&b"PING\r\n"[..]));
+        assert_eq!(c.expect, Some(Expect::Regex("^\\+PONG".into())));
+        assert_eq!(c.request("ignored"), b"PING\r\n");
+        // Hex escapes for binary protocols; a prefix without ~.
+        let c = parse_check(&args("type=udp send=\\x00\\x01ab\\\\ expect=\\xff\\x0A")).unwrap();
+        assert_eq!(c.kind, Kind::Udp);
+        assert_eq!(c.send.as_deref(), Some(&[0, 1, b'a', b'b', b'\\'][..]));
+        assert_eq!(c.expect, Some(Expect::Prefix(vec![0xff, 0x0a])));
+        // A banner (expect without send) and TLS with its parameters.
+        let c = parse_check(&args("type=tls expect=220 sni=off verify=on ca=/ca.pem")).unwrap();
+        assert!(c.kind.uses_tls() && c.send.is_none() && !c.sni && c.verify);
+        assert_eq!(parse_check(&args("type=tls")).unwrap().request("x"), b"");
+        for (a, want) in [
+            ("send=x", "\"send\" needs \"expect\""),
+            ("type=udp", "type=udp needs \"send\""),
+            ("type=udp expect=x", "type=udp needs \"send\""),
+            (
+                "type=http send=x expect=y",
+                "\"send\" needs type=tcp, udp or tls",
+            ),
+            (
+                "type=https expect=y",
+                "\"expect\" needs type=tcp, udp or tls",
+            ),
+            ("send=\\xZZ expect=y", "\"send\": bad hex escape"),
+            ("send=\\x4 expect=y", "\"send\": bad hex escape"),
+            ("send=a\\q expect=y", "\"send\": unknown escape"),
+            ("send=\"\" expect=y", "\"send\": empty"),
+            ("send=x expect=~", "\"expect\": empty regex"),
+            ("send=x expect=\\x", "\"expect\": bad hex escape"),
+            (
+                "type=tcp verify=on",
+                "\"verify\" needs type=https or type=tls",
+            ),
+            (
+                "type=udp send=x expect=y keepalive=on",
+                "\"keepalive\" needs type=http",
+            ),
+            ("type=quic", "expected tcp, http, https, udp or tls"),
+        ] {
+            let e = parse_check(&args(a)).unwrap_err().to_string();
+            assert!(e.contains(want), "{a}: {e}");
+        }
+        let long = format!("send={} expect=y", "a".repeat(MAX_SEND + 1));
+        assert!(
+            parse_check(&[long.split(' ').next().unwrap().as_bytes(), b"expect=y"])
+                .unwrap_err()
+                .to_string()
+                .contains("longer than 4096 bytes")
+        );
+        assert!(Kind::Tcp.for_stream() && Kind::Udp.for_stream() && Kind::Tls.for_stream());
+        assert!(!Kind::Http.for_stream() && !Kind::Https.for_stream());
+        assert!(!Kind::Udp.for_http() && Kind::Tls.for_http());
+    }
+
+    #[test]
+    fn prefix_verdicts() {
+        assert_eq!(Expect::prefix_verdict(b"+PONG", b""), None);
+        assert_eq!(Expect::prefix_verdict(b"+PONG", b"+PO"), None);
+        assert_eq!(Expect::prefix_verdict(b"+PONG", b"-ERR"), Some(false));
+        assert_eq!(Expect::prefix_verdict(b"+PONG", b"+PONG\r\n"), Some(true));
     }
 }

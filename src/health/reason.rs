@@ -28,6 +28,12 @@ pub enum Reason {
     BodyMismatch,
     /// Out of memory or a similar local problem.
     Internal,
+    /// The answer did not match `expect=` (stream checks).
+    ExpectMismatch,
+    /// The peer closed the connection before the answer matched `expect=`.
+    ClosedEarly,
+    /// A UDP probe's datagram was refused (ICMP port unreachable).
+    Unreachable,
 }
 
 impl Reason {
@@ -49,6 +55,9 @@ impl Reason {
             Reason::Status(s) => (8, u32::from(s)),
             Reason::BodyMismatch => (9, 0),
             Reason::Internal => (10, 0),
+            Reason::ExpectMismatch => (11, 0),
+            Reason::ClosedEarly => (12, 0),
+            Reason::Unreachable => (13, 0),
         }
     }
 
@@ -65,6 +74,9 @@ impl Reason {
             8 => Reason::Status(detail as u16),
             9 => Reason::BodyMismatch,
             10 => Reason::Internal,
+            11 => Reason::ExpectMismatch,
+            12 => Reason::ClosedEarly,
+            13 => Reason::Unreachable,
             _ => Reason::None,
         }
     }
@@ -88,6 +100,9 @@ impl fmt::Display for Reason {
             Reason::Status(s) => write!(f, "HTTP {s}"),
             Reason::BodyMismatch => f.write_str("body does not match"),
             Reason::Internal => f.write_str("internal error"),
+            Reason::ExpectMismatch => f.write_str("answer does not match"),
+            Reason::ClosedEarly => f.write_str("closed before the expected answer"),
+            Reason::Unreachable => f.write_str("port unreachable"),
         }
     }
 }
@@ -120,6 +135,9 @@ mod tests {
             Reason::Status(500),
             Reason::BodyMismatch,
             Reason::Internal,
+            Reason::ExpectMismatch,
+            Reason::ClosedEarly,
+            Reason::Unreachable,
         ] {
             let (c, d) = r.encode();
             assert_eq!(Reason::decode(c, d), r);

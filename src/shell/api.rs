@@ -17,6 +17,7 @@ use crate::shell::conf::{ctx_index, MainConf};
 use crate::shell::nginx::{bytes, conf_error, directive_params, CONF_OK};
 use crate::shell::status::{send, snapshot_peer, Live};
 use crate::shell::stream::Rendering;
+use crate::shell::table::Kind;
 use crate::shell::table::{Peer, Upstream};
 use crate::shm::added;
 use crate::status::json;
@@ -170,6 +171,7 @@ unsafe fn render_state(main: &MainConf) -> Vec<u8> {
             peers.push(api::state::SavedPeer {
                 // SAFETY: nginx strings of the configuration, or a snapshot's copies.
                 upstream: String::from_utf8_lossy(unsafe { bytes(&u.name) }).into_owned(),
+                kind: saved_kind(u.kind),
                 // SAFETY: as above.
                 address: String::from_utf8_lossy(unsafe { bytes(p.name()) }).into_owned(),
                 admin,
@@ -181,6 +183,14 @@ unsafe fn render_state(main: &MainConf) -> Vec<u8> {
     // SAFETY: as required by the caller.
     let added = unsafe { saved_added(main) };
     api::state::render(peers, added)
+}
+
+/// The state file's name for an upstream's kind.
+fn saved_kind(k: Kind) -> api::state::Kind {
+    match k {
+        Kind::Http => api::state::Kind::Http,
+        Kind::Stream => api::state::Kind::Stream,
+    }
 }
 
 /// Writes the state file: a temporary file, synced, renamed over the old one. A failure is
@@ -230,6 +240,10 @@ unsafe fn saved_added(main: &MainConf) -> Vec<api::state::SavedAdded> {
         let t = crate::shm::table::Table::from_header(main.table);
         let entries = t.added();
         for &u in &main.upstreams {
+            if (*u).kind != Kind::Http {
+                // Stream upstreams take no added peers (and may share an http one's name).
+                continue;
+            }
             let name = bytes(&(*u).name);
             for e in added::of(entries, added::upstream_key(name)) {
                 out.push(api::state::SavedAdded {
@@ -461,7 +475,9 @@ pub unsafe fn restore_changes(main: &mut MainConf, file: &api::state::StateFile,
             // SAFETY: the tables of the committed configuration, their records claimed.
             let u = unsafe { &*u };
             // SAFETY: as above.
-            if unsafe { bytes(&u.name) } != saved.upstream.as_bytes() {
+            if unsafe { bytes(&u.name) } != saved.upstream.as_bytes()
+                || saved_kind(u.kind) != saved.kind
+            {
                 continue;
             }
             for p in &u.current().peers {
@@ -773,12 +789,23 @@ unsafe fn carry_out(
                 crate::shell::resolve::refresh(&mut *u);
             }
         }
+        // `?kind=stream` picks the stream upstream of a name an http one has too; without it
+        // the http one comes first (as before stream upstreams existed), else the stream one.
+        let kind = api::kind_arg(bytes(&(*r).args))?;
         let find = |name: &str| -> Result<*mut Upstream, ApiError> {
-            upstreams
-                .iter()
-                .copied()
-                .find(|&u| bytes(&(*u).name) == name.as_bytes())
-                .ok_or_else(|| ApiError::new(404, format!("unknown upstream \"{name}\"")))
+            let named = || {
+                upstreams
+                    .iter()
+                    .copied()
+                    .filter(|&u| bytes(&(*u).name) == name.as_bytes())
+            };
+            match kind {
+                Some(k) => named().find(|&u| saved_kind((*u).kind) == k),
+                None => named()
+                    .find(|&u| (*u).kind == Kind::Http)
+                    .or_else(|| named().next()),
+            }
+            .ok_or_else(|| ApiError::new(404, format!("unknown upstream \"{name}\"")))
         };
         let now = crate::shell::nginx::now_ms();
         let wall = crate::shell::status::wall_ms();

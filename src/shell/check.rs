@@ -20,8 +20,10 @@ pub struct CheckSetup {
     pub conf: CheckConf,
     /// `body=~...`, compiled by nginx's regex engine.
     pub regex: *mut ngx_regex_t,
-    /// TLS client context for `type=https`.
+    /// TLS client context for `type=https` and `type=tls`.
     pub ssl: *mut ngx_ssl_t,
+    /// `expect=~...` (stream checks), compiled by nginx's regex engine.
+    pub expect_regex: *mut ngx_regex_t,
 }
 
 /// The `lb_check` directive handler.
@@ -48,6 +50,7 @@ pub unsafe extern "C" fn set_lb_check(
             conf: check,
             regex: ptr::null_mut(),
             ssl: ptr::null_mut(),
+            expect_regex: ptr::null_mut(),
         };
         if let Some(re) = setup.conf.body.clone() {
             match compile_regex(cf, &re) {
@@ -57,13 +60,53 @@ pub unsafe extern "C" fn set_lb_check(
                 }
             }
         }
-        if setup.conf.kind == crate::health::config::Kind::Https {
+        if let Some(crate::health::config::Expect::Regex(re)) = setup.conf.expect.clone() {
+            match compile_regex(cf, &re) {
+                Ok(r) => setup.expect_regex = r,
+                Err(e) => {
+                    return conf_error(cf, &format!("lb_check: invalid regex in \"expect\": {e}"))
+                }
+            }
+        }
+        if setup.conf.kind.uses_tls() {
             match create_ssl(cf, &setup.conf) {
                 Some(ssl) => setup.ssl = ssl,
                 None => return CONF_ERROR,
             }
         }
         conf.check = Some(Box::new(setup));
+    }
+    CONF_OK
+}
+
+/// `lb_check` in an http upstream: every type but `udp`.
+///
+/// # Safety
+/// Called by nginx with the configuration being parsed and our srv conf.
+pub unsafe extern "C" fn set_lb_check_http(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as for `set_lb_check`.
+    unsafe {
+        let rv = set_lb_check(cf, cmd, conf);
+        if rv != CONF_OK {
+            return rv;
+        }
+        let conf = &*(conf as *const SrvConf);
+        if let Some(c) = &conf.check {
+            if !c.conf.kind.for_http() {
+                return conf_error(
+                    cf,
+                    &format!(
+                        "lb_check: \"type={}\" is not allowed in an http upstream (UDP checks \
+                         are for stream upstreams)",
+                        c.conf.kind.name()
+                    ),
+                );
+            }
+        }
     }
     CONF_OK
 }

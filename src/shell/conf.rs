@@ -55,6 +55,9 @@ pub struct MainConf {
     /// commits a configuration, `ngx_cycle` is still the previous one, whose log may be
     /// another file (nginx's compiled-in default at a start).
     pub log: *mut nginx_sys::ngx_log_t,
+    /// The shared zone once `zone::add` declared it: a later block (`http {}` after
+    /// `stream {}`, or the reverse) that brings more upstreams only resizes it.
+    pub zone: *mut nginx_sys::ngx_shm_zone_t,
 }
 
 impl MainConf {
@@ -81,6 +84,7 @@ impl Default for MainConf {
             state_path: None,
             fresh_table: false,
             log: ptr::null_mut(),
+            zone: ptr::null_mut(),
         }
     }
 }
@@ -108,14 +112,44 @@ pub unsafe fn srv_conf(us: *const ngx_http_upstream_srv_conf_t) -> *mut SrvConf 
         .map_or(ptr::null_mut(), |c| c.as_ptr())
 }
 
-/// Our main conf from the configuration being parsed.
+/// Our main conf from the configuration being parsed (inside `http {}` or `stream {}`).
 ///
 /// # Safety
-/// `cf` must be inside the `http {}` block's configuration.
+/// `cf` must be a configuration being parsed.
 pub unsafe fn main_conf(cf: *mut ngx_conf_t) -> *mut MainConf {
-    // SAFETY: every context inside `http {}` shares the http main_conf array.
-    unsafe { (*cf).http_main_conf_unchecked::<MainConf>(module()) }
-        .map_or(ptr::null_mut(), |c| c.as_ptr())
+    // SAFETY: as required by the caller.
+    unsafe { cycle_conf((*cf).cycle) }
+}
+
+/// The one `MainConf` of `cycle`: the configuration of our core module
+/// (`ngx_lb_core_module`), which nginx creates for every cycle before any block is parsed, so
+/// that the upstreams of `http {}` and of `stream {}` share one zone and one status whatever
+/// order the blocks come in. The http module's main conf is the same object.
+///
+/// # Safety
+/// `cycle` must be a live cycle (or one being configured) that loaded this module.
+pub unsafe fn cycle_conf(cycle: *mut ngx_cycle_t) -> *mut MainConf {
+    // SAFETY: nginx sets our core module's index when it adds the module, and stores what our
+    // `create_conf` returned at that index of the cycle's `conf_ctx` (null when it has not
+    // been created, e.g. a module table without it).
+    unsafe {
+        let index = (*ptr::addr_of!(crate::ngx_lb_core_module)).index;
+        let ctx = (*cycle).conf_ctx;
+        if ctx.is_null() || index == ngx_uint_t::MAX {
+            return ptr::null_mut();
+        }
+        *ctx.add(index) as *mut MainConf
+    }
+}
+
+/// Our core module's `create_conf`: the cycle's `MainConf`.
+///
+/// # Safety
+/// Called by nginx with the cycle being configured.
+pub unsafe extern "C" fn create_core_conf(cycle: *mut ngx_cycle_t) -> *mut core::ffi::c_void {
+    // SAFETY: the cycle's pool lives as long as its configuration and runs Drop.
+    unsafe { ngx::core::Pool::from_ngx_pool((*cycle).pool) }.allocate(MainConf::default())
+        as *mut core::ffi::c_void
 }
 
 /// Logs to the configuration's log without nginx's " in file:line" suffix (which would point at
@@ -140,12 +174,19 @@ pub unsafe fn log_plain(cf: *mut ngx_conf_t, level: ngx_uint_t, msg: &str) {
     }
 }
 
-/// Our main conf in `cycle`, or null when there is no `http` block.
+/// Our main conf in `cycle`, or null when no `http {}` or `stream {}` upstream uses
+/// `lb_upstream` (nothing to commit, start or stop).
 ///
 /// # Safety
 /// `cycle` must be a live cycle.
 pub unsafe fn cycle_main_conf(cycle: *mut ngx_cycle_t) -> *mut MainConf {
-    // SAFETY: the caller passes a live cycle; ngx finds the http context (none: no `http {}`).
-    unsafe { (*cycle).http_main_conf_unchecked::<MainConf>(module()) }
-        .map_or(ptr::null_mut(), |c| c.as_ptr())
+    // SAFETY: as required by the caller.
+    unsafe {
+        let main = cycle_conf(cycle);
+        if main.is_null() || (*main).upstreams.is_empty() {
+            ptr::null_mut()
+        } else {
+            main
+        }
+    }
 }

@@ -16,13 +16,16 @@
 //! - `api`: `lb_api`, runtime control of peers (the requests are parsed in `crate::api`);
 //! - `status` and `variables`: `lb_status` and `$lb_peer`, `$lb_peer_state`, `$lb_upstream`;
 //! - `stream`: large answers (`lb_status`, `lb_api`'s lists) sent a chunk per event;
-//! - `headers`: the `lb_add_header` filter.
+//! - `headers`: the `lb_add_header` filter;
+//! - `l4`: `stream {}` upstreams (TCP/UDP), sharing everything below the nginx glue.
 
 pub mod api;
 pub mod check;
 pub mod conf;
 pub mod headers;
 pub mod keepalive;
+#[cfg(ngx_feature = "stream")]
+pub mod l4;
 pub mod nginx;
 pub mod pick;
 pub mod probe;

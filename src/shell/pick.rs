@@ -108,9 +108,39 @@ pub unsafe extern "C" fn init_peer(
         if conf.is_null() || (*conf).upstream.is_null() {
             return crate::shell::nginx::ERROR;
         }
-        let upstream = (*conf).upstream;
-        if !(*upstream).records_ready {
+        let u = (*r).upstream;
+        let rp = start((*conf).upstream, (*r).pool, &mut (*u).peer, u);
+        if rp.is_null() {
             return crate::shell::nginx::ERROR;
+        }
+        *(*r).ctx.add(super::conf::ctx_index()) = rp as *mut c_void;
+        #[cfg(ngx_feature = "http_ssl")]
+        {
+            (*u).peer.set_session = Some(set_session);
+            (*u).peer.save_session = Some(save_session);
+        }
+    }
+    crate::shell::nginx::OK
+}
+
+/// The per-connection setup `init_peer` does for http, shared with `stream {}` (`shell::l4`):
+/// catches up with weights, ramps and membership, makes the `RequestPeers` in `pool` and
+/// hands `peer` our `get`/`free`. `u` is the http request's upstream (its status and
+/// keepalive), null for a stream session. Null when something is missing.
+///
+/// # Safety
+/// `upstream` is a live table of this cycle; `pool` lives as long as the request or session;
+/// `peer` is its peer connection.
+pub unsafe fn start(
+    upstream: *mut Upstream,
+    pool: *mut nginx_sys::ngx_pool_t,
+    peer: *mut ngx_peer_connection_t,
+    u: *mut ngx_http_upstream_t,
+) -> *mut RequestPeers {
+    // SAFETY: as required by the caller.
+    unsafe {
+        if !(*upstream).records_ready {
+            return ptr::null_mut();
         }
         // Weights set through lb_api: one load and compare.
         (*upstream).follow_weights();
@@ -120,9 +150,9 @@ pub unsafe extern "C" fn init_peer(
         if (*upstream).dynamic.is_some() {
             // Follows nginx's resolver: O(1) when nothing changed (one counter compared).
             crate::shell::resolve::refresh(&mut *upstream);
-            let cln = nginx_sys::ngx_pool_cleanup_add((*r).pool, 0);
+            let cln = nginx_sys::ngx_pool_cleanup_add(pool, 0);
             if cln.is_null() {
-                return crate::shell::nginx::ERROR;
+                return ptr::null_mut();
             }
             Members::retain((*upstream).members);
             (*cln).handler = Some(release_members);
@@ -130,21 +160,20 @@ pub unsafe extern "C" fn init_peer(
         }
         let members = (*upstream).members;
         let n = (*members).peers.len();
-        let rp = ngx_palloc((*r).pool, core::mem::size_of::<RequestPeers>()) as *mut RequestPeers;
+        let rp = ngx_palloc(pool, core::mem::size_of::<RequestPeers>()) as *mut RequestPeers;
         if rp.is_null() {
-            return crate::shell::nginx::ERROR;
+            return ptr::null_mut();
         }
         let tried = if n > 64 {
             let words = n.div_ceil(64);
-            let t = ngx_pcalloc((*r).pool, words * 8) as *mut u64;
+            let t = ngx_pcalloc(pool, words * 8) as *mut u64;
             if t.is_null() {
-                return crate::shell::nginx::ERROR;
+                return ptr::null_mut();
             }
             t
         } else {
             ptr::null_mut()
         };
-        let u = (*r).upstream;
         rp.write(RequestPeers {
             upstream,
             members,
@@ -156,19 +185,12 @@ pub unsafe extern "C" fn init_peer(
             tried_inline: 0,
             tried,
         });
-        *(*r).ctx.add(super::conf::ctx_index()) = rp as *mut c_void;
-
-        (*u).peer.data = rp as *mut c_void;
-        (*u).peer.get = Some(get_peer);
-        (*u).peer.free = Some(free_peer);
-        (*u).peer.tries = (*members).tries.max(1) as ngx_uint_t;
-        #[cfg(ngx_feature = "http_ssl")]
-        {
-            (*u).peer.set_session = Some(set_session);
-            (*u).peer.save_session = Some(save_session);
-        }
+        (*peer).data = rp as *mut c_void;
+        (*peer).get = Some(get_peer);
+        (*peer).free = Some(free_peer);
+        (*peer).tries = (*members).tries.max(1) as ngx_uint_t;
+        rp
     }
-    crate::shell::nginx::OK
 }
 
 /// `peer.get`: chooses the peer for this attempt.
@@ -299,7 +321,12 @@ unsafe extern "C" fn free_peer(
             let record = shared(peer);
             // A status means the backend answered this attempt (nginx sets it while parsing
             // the status line); connection failures and timeouts before that leave it 0.
-            let st = (*rp.u).state;
+            // A stream session (no `u`) has no status: only connection failures count.
+            let st = if rp.u.is_null() {
+                ptr::null_mut()
+            } else {
+                (*rp.u).state
+            };
             let status = if st.is_null() { 0 } else { (*st).status as u16 };
             if status != 0 {
                 let took_us = now.saturating_sub(rp.started_ms) * 1000;
@@ -366,7 +393,7 @@ unsafe extern "C" fn free_peer(
                 Some((Selector::RoundRobin(rr), j)) if lower_weight => rr.failed(j, max_fails),
                 _ => {}
             }
-            if let Some(k) = up.keepalive.as_deref_mut() {
+            if let (Some(k), false) = (up.keepalive.as_deref_mut(), rp.u.is_null()) {
                 // A connection to a peer that left is not kept (it stays with the request and
                 // nginx closes it).
                 let c = (*pc).connection;

@@ -207,6 +207,7 @@ pub fn upstream_head(u: &Upstream, m: &Members) -> UpstreamHead {
     UpstreamHead {
         // SAFETY: nginx string of the configuration.
         name: String::from_utf8_lossy(unsafe { bytes(&u.name) }).into_owned(),
+        kind: u.kind.name().to_string(),
         method: u.method.name().to_string(),
         checks: u.check.as_ref().map(|c| CheckSummary {
             kind: c.conf.kind.name().to_string(),

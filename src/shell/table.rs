@@ -228,6 +228,17 @@ pub struct Peer {
     pub ramp: u32,
 }
 
+/// One peer of nginx's round-robin lists, as its `server` line set it.
+pub struct ServerLine {
+    pub addr: Addr,
+    pub weight: i64,
+    pub max_fails: u64,
+    pub fail_timeout_s: nginx_sys::time_t,
+    pub max_conns: u64,
+    pub down: bool,
+    pub backup: bool,
+}
+
 /// One consistent set of peers and the selection state over it.
 pub struct Members {
     /// Primary peers first, then backups.
@@ -413,8 +424,28 @@ impl Panic {
     }
 }
 
+/// Which of nginx's proxies an upstream serves.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    /// `http { upstream {} }`.
+    Http,
+    /// `stream { upstream {} }` (TCP and UDP).
+    Stream,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Http => "http",
+            Kind::Stream => "stream",
+        }
+    }
+}
+
 pub struct Upstream {
     pub name: ngx_str_t,
+    /// `http` or `stream`: an http and a stream upstream may have the same name.
+    pub kind: Kind,
     pub method: Method,
     /// Time constant of the response-time average, ms.
     pub decay_ms: u64,
@@ -491,8 +522,21 @@ impl Upstream {
                 list = (*list).next;
             }
         }
+        Upstream::from_peers(name, Kind::Http, conf, peers, primaries)
+    }
+
+    /// Builds the table from its peers (primaries first, `primaries` of them, each with its
+    /// slot set to its position).
+    pub fn from_peers(
+        name: ngx_str_t,
+        kind: Kind,
+        conf: MethodConf,
+        peers: Vec<Peer>,
+        primaries: usize,
+    ) -> Upstream {
         Upstream {
             name,
+            kind,
             method: conf.method,
             decay_ms: conf.decay_ms,
             members: Members::new(conf.method, peers, primaries, false).into_raw(),
@@ -507,6 +551,23 @@ impl Upstream {
             dynamic: None,
             weights: ptr::null(),
             weights_seen: 0,
+        }
+    }
+
+    /// The upstream's name as its peers' record keys hash it: the name for `http {}`
+    /// upstreams (as before stream upstreams existed, so records carry over a reload to this
+    /// version), the name behind a prefix no `upstream` name can have for `stream {}` ones.
+    pub fn key_name(&self) -> std::borrow::Cow<'static, [u8]> {
+        // SAFETY: the name is an nginx string from the configuration pool, which outlives the
+        // table.
+        let name: &'static [u8] = unsafe { crate::shell::nginx::bytes(&self.name) };
+        match self.kind {
+            Kind::Http => std::borrow::Cow::Borrowed(name),
+            Kind::Stream => {
+                let mut v = b"\0stream\0".to_vec();
+                v.extend_from_slice(name);
+                std::borrow::Cow::Owned(v)
+            }
         }
     }
 
@@ -738,17 +799,31 @@ impl Peer {
     }
 
     fn from_rr(p: &ngx_http_upstream_rr_peer_t, backup: bool) -> Peer {
-        Peer {
+        Peer::configured(ServerLine {
             addr: Addr::conf(p),
-            weight: p.weight.clamp(1, u32::MAX as _) as u32,
-            conf_weight: p.weight.clamp(1, u32::MAX as _) as u32,
-            limits: Limits {
-                max_fails: p.max_fails.min(u32::MAX as _) as u32,
-                fail_timeout_ms: (p.fail_timeout.max(0) as u64).saturating_mul(1000),
-                max_conns: p.max_conns.min(u32::MAX as _) as u32,
-            },
+            weight: p.weight as i64,
+            max_fails: p.max_fails as u64,
+            fail_timeout_s: p.fail_timeout,
+            max_conns: p.max_conns as u64,
             down: p.down != 0,
             backup,
+        })
+    }
+
+    /// A configured peer from what nginx's round-robin code parsed out of its `server` line
+    /// (http's or stream's: their peer structures carry the same fields).
+    pub fn configured(l: ServerLine) -> Peer {
+        Peer {
+            addr: l.addr,
+            weight: l.weight.clamp(1, u32::MAX as _) as u32,
+            conf_weight: l.weight.clamp(1, u32::MAX as _) as u32,
+            limits: Limits {
+                max_fails: l.max_fails.min(u32::MAX as _) as u32,
+                fail_timeout_ms: (l.fail_timeout_s.max(0) as u64).saturating_mul(1000),
+                max_conns: l.max_conns.min(u32::MAX as _) as u32,
+            },
+            down: l.down,
+            backup: l.backup,
             shared: ptr::null(),
             record: 0,
             key: (0, 0),

@@ -91,10 +91,12 @@ pub(crate) unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int
     unsafe { crate::shell::variables::add(cf) }
 }
 
+/// The http module's main conf is the cycle's one `MainConf` (`conf::cycle_conf`), shared with
+/// the upstreams of `stream {}`.
 pub(crate) unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
-    // SAFETY: the configuration pool outlives the cycle's configuration and runs Drop.
-    unsafe { ngx::core::Pool::from_ngx_pool((*cf).pool) }.allocate(MainConf::default())
-        as *mut c_void
+    // SAFETY: nginx calls this with the configuration being parsed, whose cycle created our
+    // core module's configuration before parsing.
+    unsafe { super::conf::main_conf(cf) as *mut c_void }
 }
 
 pub(crate) unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
@@ -433,45 +435,61 @@ pub(crate) unsafe extern "C" fn init_main_conf(
             return CONF_ERROR;
         }
         for &u in &main.upstreams {
-            let u = &*u;
-            let m = u.current();
-            let backups = m.peers.len() - m.primaries;
-            let down = m.peers.iter().filter(|p| p.down).count();
-            let checks = match &u.check {
-                Some(c) => format!(
-                    "checks {} every {}ms (timeout {}ms, rise {}, fall {})",
-                    c.conf.kind.name(),
-                    c.conf.interval_ms,
-                    c.conf.timeout_ms,
-                    c.conf.rise,
-                    c.conf.fall
-                ),
-                None => "no active checks".to_string(),
-            };
-            let resolved = match &u.dynamic {
-                Some(d) if d.servers > 0 => format!(
-                    ", {} resolved server(s) (up to {} addresses)",
-                    d.servers, d.max_resolved
-                ),
-                _ => String::new(),
-            };
-            let added = match &u.dynamic {
-                Some(d) if d.max_added > 0 => format!(", up to {} added by lb_api", d.max_added),
-                _ => String::new(),
-            };
-            let msg = format!(
-                "lb: upstream \"{}\": method {}, {} peers ({} backup, {} down){}{}, {}",
-                bytes(&u.name).escape_ascii(),
-                u.method.name(),
-                m.peers.len(),
-                backups,
-                down,
-                resolved,
-                added,
-                checks
-            );
-            log_plain(cf, NGX_LOG_NOTICE as ngx_uint_t, &msg);
+            if (*u).kind == crate::shell::table::Kind::Http {
+                log_notice(cf, &*u);
+            }
         }
     }
     CONF_OK
+}
+
+/// The start-up line of one upstream: method, peers, checks.
+///
+/// # Safety
+/// `cf` is the configuration being processed; `u`'s strings live in its pool.
+pub(crate) unsafe fn log_notice(cf: *mut ngx_conf_t, u: &Upstream) {
+    let m = u.current();
+    let backups = m.peers.len() - m.primaries;
+    let down = m.peers.iter().filter(|p| p.down).count();
+    let checks = match &u.check {
+        Some(c) => format!(
+            "checks {} every {}ms (timeout {}ms, rise {}, fall {})",
+            c.conf.kind.name(),
+            c.conf.interval_ms,
+            c.conf.timeout_ms,
+            c.conf.rise,
+            c.conf.fall
+        ),
+        None => "no active checks".to_string(),
+    };
+    let resolved = match &u.dynamic {
+        Some(d) if d.servers > 0 => format!(
+            ", {} resolved server(s) (up to {} addresses)",
+            d.servers, d.max_resolved
+        ),
+        _ => String::new(),
+    };
+    let added = match &u.dynamic {
+        Some(d) if d.max_added > 0 => format!(", up to {} added by lb_api", d.max_added),
+        _ => String::new(),
+    };
+    let kind = match u.kind {
+        crate::shell::table::Kind::Http => "",
+        crate::shell::table::Kind::Stream => "stream ",
+    };
+    let msg = format!(
+        "lb: {}upstream \"{}\": method {}, {} peers ({} backup, {} down){}{}, {}",
+        kind,
+        // SAFETY: the name is an nginx string from the configuration pool.
+        unsafe { bytes(&u.name) }.escape_ascii(),
+        u.method.name(),
+        m.peers.len(),
+        backups,
+        down,
+        resolved,
+        added,
+        checks
+    );
+    // SAFETY: as required by the caller.
+    unsafe { log_plain(cf, NGX_LOG_NOTICE as ngx_uint_t, &msg) };
 }

@@ -1,6 +1,7 @@
 //! `$lb_peer` (the peer that served the request, as written in `server`), `$lb_peer_state`
 //! (its state when it was chosen) and `$lb_upstream` (the upstream's name), for `log_format`
 //! and `lb_add_header`. They read the request's context of our module, which `init_peer` sets.
+//! Stream sessions have the same variables (`shell::l4` registers them), read by `value`.
 
 use core::ptr;
 
@@ -19,16 +20,19 @@ const PEER: usize = 0;
 const PEER_STATE: usize = 1;
 const UPSTREAM: usize = 2;
 
+/// The variables' names and `data`.
+pub const VARIABLES: [(&str, usize); 3] = [
+    ("lb_peer", PEER),
+    ("lb_peer_state", PEER_STATE),
+    ("lb_upstream", UPSTREAM),
+];
+
 /// Registers the variables (from the module's `preconfiguration`).
 ///
 /// # Safety
 /// `cf` must be the configuration being parsed.
 pub unsafe fn add(cf: *mut ngx_conf_t) -> ngx_int_t {
-    for (name, which) in [
-        ("lb_peer", PEER),
-        ("lb_peer_state", PEER_STATE),
-        ("lb_upstream", UPSTREAM),
-    ] {
+    for (name, which) in VARIABLES {
         let mut n = ngx_str_t {
             len: name.len(),
             data: name.as_ptr() as *mut u8,
@@ -52,9 +56,22 @@ unsafe extern "C" fn get(
     which: usize,
 ) -> ngx_int_t {
     // SAFETY: nginx passes a live request and value; the context, when set, is the
-    // `RequestPeers` of this request (pool memory), whose table lives for the cycle.
+    // `RequestPeers` of this request (pool memory).
+    unsafe { value(*(*r).ctx.add(ctx_index()) as *const RequestPeers, v, which) }
+}
+
+/// Sets `v` to variable `which` of the request or session whose peers are `rp` (null: none
+/// chosen, the variable is not found).
+///
+/// # Safety
+/// `rp` is null or a live `RequestPeers`, whose table lives for the cycle; `v` is live.
+pub unsafe fn value(
+    rp: *const RequestPeers,
+    v: *mut ngx_http_variable_value_t,
+    which: usize,
+) -> ngx_int_t {
+    // SAFETY: as required by the caller.
     unsafe {
-        let rp = *(*r).ctx.add(ctx_index()) as *const RequestPeers;
         let up = if rp.is_null() {
             ptr::null()
         } else {

@@ -68,6 +68,14 @@ pub unsafe fn add(cf: *mut ngx_conf_t, main: &mut MainConf) -> ngx_int_t {
     let added = unsafe { added_wanted(main) };
     let bytes_needed = table_bytes(capacity, main.slots, added);
     let size = table::zone_bytes(bytes_needed);
+    if !main.zone.is_null() {
+        // A second block (`stream {}` after `http {}`, or the reverse) brought upstreams: the
+        // zone declared by the first grows to hold them too (nginx maps zones only once every
+        // block is parsed).
+        // SAFETY: the zone was declared for this cycle by the first call.
+        unsafe { (*main.zone).shm.size = size };
+        return crate::shell::nginx::OK;
+    }
     let mut name = ngx_str_t {
         len: ZONE_NAME.len(),
         data: ZONE_NAME.as_ptr() as *mut u8,
@@ -86,6 +94,7 @@ pub unsafe fn add(cf: *mut ngx_conf_t, main: &mut MainConf) -> ngx_int_t {
         }
         (*zone).init = Some(init_zone);
         (*zone).data = main as *mut MainConf as *mut c_void;
+        main.zone = zone;
         // Remembered for the error message in `init_zone`.
         ZONE_LOG_CF = cf;
     }
@@ -103,7 +112,7 @@ unsafe fn keys_of(u: &Upstream) -> Vec<(u64, u64)> {
     // SAFETY: as required by the caller.
     unsafe {
         table::peer_keys(
-            bytes(&u.name),
+            &u.key_name(),
             u.current().peers.iter().map(|p| bytes(p.name())),
         )
     }

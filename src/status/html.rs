@@ -188,11 +188,13 @@ fn upstream_head(out: &mut Vec<u8>, u: &UpstreamHead) {
     };
     let _ = write!(
         out,
-        "<h2>upstream {}{}</h2>\n<p>method {} · {checks}</p>\n<div class=\"tw\"><table>\n<tr>\
+        "<h2>{}upstream {}{}</h2>\n<p>method {} · {checks}</p>\n<div class=\"tw\"><table>\n<tr>\
          <th>peer</th><th>address</th><th>state</th><th>weight</th><th>active</th>\
          <th>requests</th><th>1xx</th><th>2xx</th><th>3xx</th><th>4xx</th><th>5xx</th>\
          <th>fails</th><th>unavail</th><th>checks</th><th>check fails</th>\
          <th>last check</th><th>downtime (s)</th><th>resp. time (ms)</th></tr>\n",
+        // Stream upstreams say so (an http one may have the same name).
+        if u.kind == "stream" { "stream " } else { "" },
         escape(&u.name),
         if u.panic == Some(true) {
             " <span class=\"st panic\">panic</span>"
@@ -309,6 +311,17 @@ mod tests {
         assert!(!out.contains("<oops>"));
         assert!(out.contains(">unhealthy</span>"));
         assert_eq!(escape("a<b>&\"c'"), "a&lt;b&gt;&amp;&quot;c&#39;");
+    }
+
+    #[test]
+    fn stream_upstreams_say_so() {
+        let out = String::from_utf8(render(&sample(), 5, None)).unwrap();
+        // The sample's second upstream is a stream one; http ones keep their heading.
+        assert!(
+            out.contains("<h2>stream upstream &lt;plain&gt;</h2>"),
+            "{out}"
+        );
+        assert!(out.contains("<h2>upstream back"), "{out}");
     }
 
     #[test]

@@ -340,6 +340,8 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         let u = &v["upstreams"][0];
         assert_eq!(u["name"], "back\"end\\1");
+        assert_eq!(u["kind"], "http");
+        assert_eq!(v["upstreams"][1]["kind"], "stream");
         let p = &u["peers"][1];
         assert_eq!(p["state"], "unhealthy");
         assert_eq!(p["responses"]["5xx"], 2);

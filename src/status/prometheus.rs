@@ -1,5 +1,6 @@
 //! The Prometheus text exposition format (version 0.0.4): metric names prefixed `nginx_lb_`,
-//! counters ending in `_total`, labels `upstream` and `peer` (the peer's address).
+//! counters ending in `_total`, labels `upstream`, `kind` (`http` or `stream`) and `peer` (the
+//! peer's address).
 //!
 //! Samples are grouped by family, as the format wants: a family's lines for every peer, then
 //! the next family's. A streamed rendering (`Stream`) therefore goes over the peers once per
@@ -178,7 +179,7 @@ enum Step {
 /// A Prometheus rendering in progress.
 pub struct Stream {
     step: Step,
-    /// Each upstream's name, escaped.
+    /// Each upstream's labels, escaped: `upstream="NAME",kind="http"`.
     names: Vec<String>,
     /// Each upstream's peers whose address an earlier peer has too: (index, occurrence), by
     /// index.
@@ -272,7 +273,12 @@ impl Stream {
                 }
                 Step::Labels { u, i } => {
                     if self.names.len() == u {
-                        self.names.push(escape(&src.head(u).name));
+                        let head = src.head(u);
+                        self.names.push(format!(
+                            "upstream=\"{}\",kind=\"{}\"",
+                            escape(&head.name),
+                            escape(&head.kind)
+                        ));
                         self.repeats.push(Vec::new());
                         self.seen.by_hash.clear();
                         self.seen.other.clear();
@@ -319,7 +325,7 @@ impl Stream {
                             }
                             let _ = writeln!(
                                 out,
-                                "nginx_lb_upstream_panic{{upstream=\"{}\"}} {}",
+                                "nginx_lb_upstream_panic{{{}}} {}",
                                 self.names[u],
                                 u8::from(p)
                             );
@@ -406,13 +412,13 @@ impl Stream {
                 for (class, n) in p.responses.classes() {
                     let _ = writeln!(
                         out,
-                        "nginx_lb_peer_responses_total{{upstream=\"{upstream}\",peer=\"{label}\",code=\"{class}\"}} {n}",
+                        "nginx_lb_peer_responses_total{{{upstream},peer=\"{label}\",code=\"{class}\"}} {n}",
                     );
                 }
             }
             HISTOGRAM => {
                 let h = &p.response_time_histogram;
-                let labels = format!("upstream=\"{upstream}\",peer=\"{label}\"");
+                let labels = format!("{upstream},peer=\"{label}\"");
                 for (i, n) in h.counts.iter().enumerate() {
                     let _ = writeln!(
                         out,
@@ -435,7 +441,7 @@ impl Stream {
                 for st in PeerState::ALL {
                     let _ = writeln!(
                         out,
-                        "nginx_lb_peer_state{{upstream=\"{upstream}\",peer=\"{label}\",state=\"{}\"}} {}",
+                        "nginx_lb_peer_state{{{upstream},peer=\"{label}\",state=\"{}\"}} {}",
                         st.name(),
                         u8::from(p.state == st)
                     );
@@ -449,7 +455,7 @@ impl Stream {
                     }
                     let _ = writeln!(
                         out,
-                        "nginx_lb_{name}{{upstream=\"{upstream}\",peer=\"{label}\"}} {}",
+                        "nginx_lb_{name}{{{upstream},peer=\"{label}\"}} {}",
                         number(v)
                     );
                     return true;
@@ -486,8 +492,9 @@ mod tests {
                     if let Some(v) = value(p) {
                         let _ = writeln!(
                             body,
-                            "nginx_lb_{name}{{upstream=\"{}\",peer=\"{label}\"}} {}",
+                            "nginx_lb_{name}{{upstream=\"{}\",kind=\"{}\",peer=\"{label}\"}} {}",
                             escape(&u.name),
+                            escape(&u.kind),
                             number(v)
                         );
                     }
@@ -510,8 +517,9 @@ mod tests {
                 for (class, n) in p.responses.classes() {
                     let _ = writeln!(
                         out,
-                        "nginx_lb_peer_responses_total{{upstream=\"{}\",peer=\"{label}\",code=\"{class}\"}} {n}",
+                        "nginx_lb_peer_responses_total{{upstream=\"{}\",kind=\"{}\",peer=\"{label}\",code=\"{class}\"}} {n}",
                         escape(&u.name),
+                        escape(&u.kind),
                     );
                 }
             }
@@ -530,8 +538,9 @@ mod tests {
             for (u, p) in panics {
                 let _ = writeln!(
                     out,
-                    "nginx_lb_upstream_panic{{upstream=\"{}\"}} {}",
+                    "nginx_lb_upstream_panic{{upstream=\"{}\",kind=\"{}\"}} {}",
                     escape(&u.name),
+                    escape(&u.kind),
                     u8::from(p)
                 );
             }
@@ -545,7 +554,11 @@ mod tests {
         for u in &s.upstreams {
             for (p, label) in u.peers.iter().zip(peer_labels(&u.peers)) {
                 let h = &p.response_time_histogram;
-                let labels = format!("upstream=\"{}\",peer=\"{label}\"", escape(&u.name));
+                let labels = format!(
+                    "upstream=\"{}\",kind=\"{}\",peer=\"{label}\"",
+                    escape(&u.name),
+                    escape(&u.kind)
+                );
                 for (i, n) in h.counts.iter().enumerate() {
                     let _ = writeln!(
                         out,
@@ -575,8 +588,9 @@ mod tests {
                 for st in PeerState::ALL {
                     let _ = writeln!(
                         out,
-                        "nginx_lb_peer_state{{upstream=\"{}\",peer=\"{label}\",state=\"{}\"}} {}",
+                        "nginx_lb_peer_state{{upstream=\"{}\",kind=\"{}\",peer=\"{label}\",state=\"{}\"}} {}",
                         escape(&u.name),
+                        escape(&u.kind),
                         st.name(),
                         u8::from(p.state == st)
                     );
@@ -633,7 +647,9 @@ mod tests {
             .collect();
         let unique: std::collections::HashSet<&&str> = series.iter().collect();
         assert_eq!(unique.len(), series.len(), "a series appears twice");
-        assert!(out.contains("peer_weight{upstream=\"<plain>\",peer=\"10.0.0.1:80#3\"} 2\n"));
+        assert!(out.contains(
+            "peer_weight{upstream=\"<plain>\",kind=\"stream\",peer=\"10.0.0.1:80#3\"} 2\n"
+        ));
     }
 
     #[test]
@@ -641,17 +657,17 @@ mod tests {
         let out = String::from_utf8(render(&sample())).unwrap();
         assert!(out.contains("# TYPE nginx_lb_peer_requests_total counter\n"));
         assert!(out.contains(
-            "nginx_lb_peer_requests_total{upstream=\"back\\\"end\\\\1\",peer=\"127.0.0.1:8081\"} 10\n"
+            "nginx_lb_peer_requests_total{upstream=\"back\\\"end\\\\1\",kind=\"http\",peer=\"127.0.0.1:8081\"} 10\n"
         ));
         assert!(out.contains(
-            "nginx_lb_peer_responses_total{upstream=\"<plain>\",peer=\"10.0.0.1:80\",code=\"5xx\"} 2\n"
+            "nginx_lb_peer_responses_total{upstream=\"<plain>\",kind=\"stream\",peer=\"10.0.0.1:80\",code=\"5xx\"} 2\n"
         ));
         assert!(out.contains(
-            "nginx_lb_peer_state{upstream=\"<plain>\",peer=\"10.0.0.1:80\",state=\"down\"} 1\n"
+            "nginx_lb_peer_state{upstream=\"<plain>\",kind=\"stream\",peer=\"10.0.0.1:80\",state=\"down\"} 1\n"
         ));
-        assert!(out.contains("nginx_lb_peer_response_time_average_seconds{upstream=\"<plain>\",peer=\"10.0.0.1:80\"} 0.0015\n"));
+        assert!(out.contains("nginx_lb_peer_response_time_average_seconds{upstream=\"<plain>\",kind=\"stream\",peer=\"10.0.0.1:80\"} 0.0015\n"));
         // The histogram: cumulative buckets, +Inf equal to _count, the sum in seconds.
-        let series = "upstream=\"<plain>\",peer=\"10.0.0.1:80\"";
+        let series = "upstream=\"<plain>\",kind=\"stream\",peer=\"10.0.0.1:80\"";
         for (le, n) in [("0.005", 9), ("0.01", 9), ("10", 9), ("+Inf", 10)] {
             let line =
                 format!("nginx_lb_peer_response_time_seconds_bucket{{{series},le=\"{le}\"}} {n}\n");
@@ -665,13 +681,14 @@ mod tests {
         )));
         assert!(out.contains("# TYPE nginx_lb_peer_response_time_seconds histogram\n"));
         assert!(out.contains(
-            "nginx_lb_peer_ejections_total{upstream=\"<plain>\",peer=\"10.0.0.1:80\"} 3\n"
+            "nginx_lb_peer_ejections_total{upstream=\"<plain>\",kind=\"stream\",peer=\"10.0.0.1:80\"} 3\n"
         ));
         assert!(out.contains(
-            "nginx_lb_peer_state{upstream=\"<plain>\",peer=\"10.0.0.1:80\",state=\"ejected\"} 0\n"
+            "nginx_lb_peer_state{upstream=\"<plain>\",kind=\"stream\",peer=\"10.0.0.1:80\",state=\"ejected\"} 0\n"
         ));
-        assert!(out.contains("nginx_lb_upstream_panic{upstream=\"back\\\"end\\\\1\"} 1\n"));
-        assert!(!out.contains("nginx_lb_upstream_panic{upstream=\"<plain>\"}"));
+        assert!(out
+            .contains("nginx_lb_upstream_panic{upstream=\"back\\\"end\\\\1\",kind=\"http\"} 1\n"));
+        assert!(!out.contains("nginx_lb_upstream_panic{upstream=\"<plain>\",kind=\"stream\"}"));
         // Every sample line belongs to a family announced by # TYPE.
         for line in out.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split('{').next().unwrap();

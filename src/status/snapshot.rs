@@ -256,6 +256,8 @@ pub struct CheckSummary {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UpstreamSnapshot {
     pub name: String,
+    /// `"http"` or `"stream"`: which of nginx's proxies the upstream serves.
+    pub kind: String,
     pub method: String,
     pub checks: Option<CheckSummary>,
     /// `lb_panic`: whether the upstream is in panic mode; `null` without `lb_panic`.
@@ -268,6 +270,7 @@ pub struct UpstreamSnapshot {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UpstreamHead {
     pub name: String,
+    pub kind: String,
     pub method: String,
     pub checks: Option<CheckSummary>,
     pub panic: Option<bool>,
@@ -277,6 +280,7 @@ impl UpstreamSnapshot {
     pub fn head(&self) -> UpstreamHead {
         UpstreamHead {
             name: self.name.clone(),
+            kind: self.kind.clone(),
             method: self.method.clone(),
             checks: self.checks.clone(),
             panic: self.panic,
@@ -286,6 +290,7 @@ impl UpstreamSnapshot {
     pub fn from_parts(head: UpstreamHead, peers: Vec<PeerSnapshot>) -> Self {
         UpstreamSnapshot {
             name: head.name,
+            kind: head.kind,
             method: head.method,
             checks: head.checks,
             panic: head.panic,
@@ -406,6 +411,7 @@ pub mod tests {
             upstreams: vec![
                 UpstreamSnapshot {
                     name: "back\"end\\1".into(),
+                    kind: "http".into(),
                     method: "round_robin".into(),
                     checks: Some(CheckSummary {
                         kind: "http".into(),
@@ -424,6 +430,7 @@ pub mod tests {
                 },
                 UpstreamSnapshot {
                     name: "<plain>".into(),
+                    kind: "stream".into(),
                     method: "round_robin".into(),
                     checks: None,
                     panic: None,

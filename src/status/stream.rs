@@ -204,6 +204,7 @@ pub(crate) mod tests {
                 .collect();
             UpstreamSnapshot {
                 name: name.into(),
+                kind: if name == "a" { "stream" } else { "http" }.into(),
                 method: "least_conn".into(),
                 checks: None,
                 panic: Some(false),

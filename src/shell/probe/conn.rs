@@ -48,6 +48,9 @@ pub(super) fn connect(p: &mut Probe) {
         p.pc.socklen = p.socklen;
         p.pc.name = p.name;
         p.pc.get = Some(ngx_event_get_peer);
+        if check_type(p.setup().conf.kind).udp {
+            p.pc.type_ = libc::SOCK_DGRAM;
+        }
         p.pc.log = p.log;
         p.pc.set_log_error(nginx_sys::ngx_connection_log_error_e_NGX_ERROR_ERR as _);
         p.stage = Stage::Connecting;
@@ -105,7 +108,17 @@ pub(super) unsafe extern "C" fn on_event(ev: *mut ngx_event_t) {
     }
     // SAFETY: `ev` is live while the connection is.
     if unsafe { (*ev).timedout() } != 0 {
-        return finish(p, Reason::Timeout);
+        // A stream check that got an answer, but not the expected one, says so.
+        let mismatch =
+            p.stage == Stage::Reading && !p.buf.is_empty() && !p.setup().conf.kind.is_http();
+        return finish(
+            p,
+            if mismatch {
+                Reason::ExpectMismatch
+            } else {
+                Reason::Timeout
+            },
+        );
     }
     match p.stage {
         Stage::Connecting => {
@@ -116,7 +129,7 @@ pub(super) unsafe extern "C" fn on_event(ev: *mut ngx_event_t) {
             connected(p)
         }
         Stage::Sending => send(p),
-        Stage::Reading => read(p),
+        Stage::Reading => (check_type(p.setup().conf.kind).read)(p),
         Stage::Handshaking | Stage::Idle => {}
     }
 }

@@ -47,7 +47,7 @@ pub(super) fn send(p: &mut Probe) {
         }
         p.stage = Stage::Reading;
         arm(p, (*c).read);
-        read(p)
+        (check_type(p.setup().conf.kind).read)(p)
     }
 }
 

@@ -11,6 +11,10 @@ pub(super) struct CheckType {
     /// What the probe does once the connection is open (and, with `tls`, handshaken); it ends
     /// with `finish`.
     pub exchange: fn(&mut Probe),
+    /// Reads the answer once the request is sent (and again on each read event).
+    pub read: fn(&mut Probe),
+    /// The socket type to connect: `SOCK_STREAM`, or `SOCK_DGRAM` for UDP.
+    pub udp: bool,
 }
 
 /// The table: one line per type.
@@ -19,25 +23,44 @@ pub(super) fn check_type(kind: Kind) -> &'static CheckType {
         Kind::Tcp => &TCP,
         Kind::Http => &HTTP,
         Kind::Https => &HTTPS,
+        Kind::Udp => &UDP,
+        Kind::Tls => &TLS,
     }
 }
 
-/// `type=tcp`: the connection opened, the peer is up.
+/// `type=tcp`: the connection opened, the peer is up; with `send=`/`expect=`, once its
+/// answer matches (`expect.rs`).
 static TCP: CheckType = CheckType {
     tls: false,
-    exchange: connect_only,
+    exchange: stream_exchange,
+    read: expect::read,
+    udp: false,
 };
 /// `type=http`: an HTTP/1 request, the answer judged (`http.rs`).
 static HTTP: CheckType = CheckType {
     tls: false,
     exchange: http_exchange,
+    read: http::read,
+    udp: false,
 };
 /// `type=https`: the same over TLS.
 static HTTPS: CheckType = CheckType {
     tls: true,
     exchange: http_exchange,
+    read: http::read,
+    udp: false,
 };
-
-fn connect_only(p: &mut Probe) {
-    finish(p, Reason::Passed)
-}
+/// `type=udp`: a datagram, and a reply that matches `expect=` within `timeout`.
+static UDP: CheckType = CheckType {
+    tls: false,
+    exchange: stream_exchange,
+    read: expect::read,
+    udp: true,
+};
+/// `type=tls`: the handshake (SNI, verification as for https), then as `tcp`.
+static TLS: CheckType = CheckType {
+    tls: true,
+    exchange: stream_exchange,
+    read: expect::read,
+    udp: false,
+};

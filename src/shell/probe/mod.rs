@@ -61,12 +61,14 @@ use crate::shell::table::{Addr, Peer, Upstream};
 use crate::shm::PeerShared;
 
 mod conn;
+mod expect;
 mod http;
 mod kinds;
 mod pool;
 mod tls;
 
 use conn::*;
+use expect::stream_exchange;
 use http::*;
 use kinds::check_type;
 use pool::*;
@@ -829,6 +831,8 @@ fn start(p: &mut Probe, now: u64) {
             Kind::Tcp => "type=tcp",
             Kind::Http => "type=http",
             Kind::Https => "type=https",
+            Kind::Udp => "type=udp",
+            Kind::Tls => "type=tls",
         },
         if p.conn.is_null() {
             "new connection"

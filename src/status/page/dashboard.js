@@ -84,11 +84,12 @@
     }
   }
 
-  function newUpstream(name) {
-    var U = { name: name, peers: map(), order: [], changes: [] };
-    U.root = el('section', { 'class': 'u', 'data-upstream': name });
+  // kind: 'http' or 'stream' (an http and a stream upstream may have the same name).
+  function newUpstream(name, kind) {
+    var U = { name: name, kind: kind, peers: map(), order: [], changes: [] };
+    U.root = el('section', { 'class': 'u', 'data-upstream': name, 'data-kind': kind });
     var head = el('div');
-    head.appendChild(el('h2', null, 'upstream ' + name));
+    head.appendChild(el('h2', null, (kind === 'stream' ? 'stream upstream ' : 'upstream ') + name));
     U.sum = el('p', { 'class': 'sum' });
     head.appendChild(U.sum);
     U.root.appendChild(head);
@@ -155,8 +156,10 @@
     var span = Math.min(WINDOW, Math.max(MIN_SPAN, now - firstT));
     var seen = map();
     doc.upstreams.forEach(function (u) {
-      seen[u.name] = true;
-      var U = ups[u.name] || (ups[u.name] = newUpstream(u.name));
+      var kind = u.kind || 'http';
+      var key = kind + ' ' + u.name;
+      seen[key] = true;
+      var U = ups[key] || (ups[key] = newUpstream(u.name, kind));
       updateUpstream(U, u, now, span);
     });
     Object.keys(ups).forEach(function (name) {
@@ -430,7 +433,8 @@
   // A PATCH to lb_api for one peer; the page shows the answer and polls at once.
   function act(U, P, change, label) {
     var addr = P.peer.address;
-    var path = api + 'upstreams/' + seg(U.name) + '/peers/' + seg(addr);
+    var path = api + 'upstreams/' + seg(U.name) + '/peers/' + seg(addr)
+      + (U.kind === 'stream' ? '?kind=stream' : '');
     say(label + ' ' + addr + ' \u2026');
     fetch(path, {
       method: 'PATCH', cache: 'no-store', credentials: 'same-origin',

@@ -10,6 +10,9 @@ package Test::LB::Server;
 #   $s->reload($new_conf_text);
 #   $s->stop;
 #
+# new(stream => $text) adds a stream {} block after http {} (ports and __DIR__ replaced as
+# above), loading $ENV{TEST_NGINX_STREAM_MODULE} first where stream is a module of its own.
+#
 # Copyright (c) the ngx_http_lb_module authors. MIT licensed.
 
 use strict;
@@ -37,6 +40,7 @@ sub new {
         worker_connections => $args{worker_connections} || 512,
         binary  => $ENV{TEST_NGINX_BINARY} || "$Root/build/sbin/nginx",
         module  => $ENV{TEST_NGINX_LB_MODULE} || "$Root/build/modules/ngx_http_lb_module.so",
+        stream  => $args{stream},
     }, $class;
     -x $self->{binary} or die "no nginx at $self->{binary}: run scripts/build.sh first\n";
     -f $self->{module} or die "no module at $self->{module}: run scripts/build.sh first\n";
@@ -64,10 +68,17 @@ sub free_port {
 
 sub _write_conf {
     my ($self, $conf) = @_;
-    $conf =~ s/__PORT(\d)__/$self->{ports}[$1 - 1]/g;
-    $conf =~ s/__DIR__/$self->{dir}/g;
+    my ($stream, $load) = ('', '');
+    if (defined $self->{stream}) {
+        $stream = "stream {\n$self->{stream}\n}\n";
+        $load = "load_module $ENV{TEST_NGINX_STREAM_MODULE};\n" if $ENV{TEST_NGINX_STREAM_MODULE};
+    }
+    for ($conf, $stream) {
+        s/__PORT(\d)__/$self->{ports}[$1 - 1]/g;
+        s/__DIR__/$self->{dir}/g;
+    }
     my $text = <<"CONF";
-load_module $self->{module};
+${load}load_module $self->{module};
 worker_processes $self->{workers};
 daemon on;
 master_process on;
@@ -78,6 +89,7 @@ http {
     access_log logs/access.log;
 $conf
 }
+$stream
 CONF
     open my $fh, '>', "$self->{dir}/conf/nginx.conf" or die $!;
     print $fh $text;

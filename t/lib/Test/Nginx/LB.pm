@@ -98,7 +98,43 @@ sub _load_module_preprocessor {
     my $block = shift;
     my $main = $block->main_config;
     $main = '' if !defined $main;
-    $block->set_value(main_config => "load_module $ModulePath;\n$main");
+    my $stream = _stream_block($block);
+    $block->set_value(main_config => "load_module $ModulePath;\n$main$stream");
+}
+
+# --- stream_config and --- stream_server_config (as Test::Nginx::Socket::Lua::Stream
+# reads them): a stream {} block after main_config, its server listening on
+# $TEST_NGINX_STREAM_PORT (ours reserves one; with the real engine, the server port + 1 as
+# Lua::Stream does).  Debian's nginx has stream as a dynamic module: set
+# TEST_NGINX_STREAM_MODULE to its .so and it is loaded first.
+sub _stream_block {
+    my $block = shift;
+    my $conf = $block->stream_config;
+    my $server = $block->stream_server_config;
+    return '' if !defined $conf && !defined $server;
+    $ENV{TEST_NGINX_STREAM_PORT} ||= do {
+        no warnings 'once';
+        ($Test::Nginx::Util::ServerPort || 1984) + 1;
+    };
+    $conf = '' if !defined $conf;
+    my $srv = defined $server ? <<"_SRV_" : '';
+    server {
+        listen \$TEST_NGINX_STREAM_PORT;
+$server
+    }
+_SRV_
+    return "\nstream {\n$conf\n$srv}\n";
+}
+
+# Only blocks with a stream {} block load it: the others check that our module loads into an
+# nginx without stream.
+sub _stream_module_preprocessor {
+    my $block = shift;
+    my $so = $ENV{TEST_NGINX_STREAM_MODULE} or return;
+    return if !defined $block->stream_config && !defined $block->stream_server_config;
+    my $main = $block->main_config;
+    $main = '' if !defined $main;
+    $block->set_value(main_config => "load_module $so;\n$main");
 }
 
 # Test::Base runs its own checks at END unless a plan was declared through
@@ -154,6 +190,7 @@ sub import {
     my $add = $Engine->can('add_block_preprocessor')
         or die "$Engine has no add_block_preprocessor\n";
     $add->(\&_load_module_preprocessor);
+    $add->(\&_stream_module_preprocessor);
 }
 
 1;

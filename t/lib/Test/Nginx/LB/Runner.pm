@@ -205,7 +205,7 @@ sub _setup_file {
     if (defined $ENV{TEST_NGINX_LB_PID} && $ENV{TEST_NGINX_LB_PID} ne $$) {
         for my $k (keys %ENV) {
             delete $ENV{$k} if $k =~ /^TEST_NGINX_(?:SERVER_PORT|PORT|SERVROOT
-                |SERVER_ROOT|HTML_DIR|RAND_PORT_\d+)$/x;
+                |SERVER_ROOT|HTML_DIR|RAND_PORT_\d+|STREAM_PORT)$/x;
         }
     }
     $ENV{TEST_NGINX_LB_PID} = $$;
@@ -264,6 +264,14 @@ sub _setup_file {
             $ENV{$k} = _reserve_port();
         }
         $RandPorts{$k} = $ENV{$k};
+    }
+
+    # The stream server of --- stream_server_config (Test::Nginx::Socket::Lua::Stream's
+    # name for it).
+    if ($ENV{TEST_NGINX_STREAM_PORT}) {
+        $UsedPorts{ $ENV{TEST_NGINX_STREAM_PORT} } = 1;
+    } else {
+        $ENV{TEST_NGINX_STREAM_PORT} = _reserve_port();
     }
 
     $ENV{TEST_NGINX_SERVER_PORT} = $ServerPort;
@@ -1301,6 +1309,58 @@ sub _run_requests {
     _check_logs($block, $offsets, $rep);
 }
 
+# --- stream_request (bytes sent to the stream server, may be empty) and
+# --- stream_response / --- stream_response_like (what it answers until it
+# closes, or the timeout): as Test::Nginx::Socket::Lua::Stream has them.
+sub _is_stream_block {
+    my $block = shift;
+    return defined scalar($block->stream_request)
+        || defined scalar($block->stream_response)
+        || defined scalar($block->stream_response_like);
+}
+
+sub _run_stream {
+    my ($block, $rep, $offsets) = @_;
+    my $name = $block->name;
+    my $timeout = _parse_time(scalar($block->timeout));
+    $timeout = $DefaultTimeout if !defined $timeout || $timeout eq '';
+    my $req = scalar($block->stream_request);
+    $req = '' if !defined $req;
+    my $got = '';
+    my $sock = IO::Socket::INET->new(
+        PeerAddr => '127.0.0.1',
+        PeerPort => $ENV{TEST_NGINX_STREAM_PORT},
+        Proto    => 'tcp',
+        Timeout  => $timeout,
+    );
+    if (!$sock) {
+        Test::More::diag("$name - cannot connect to the stream port"
+                         . " $ENV{TEST_NGINX_STREAM_PORT}: $!");
+    } else {
+        $sock->autoflush(1);
+        print {$sock} $req if length $req;
+        my $sel = IO::Select->new($sock);
+        my $deadline = time + $timeout;
+        while ((my $left = $deadline - time) > 0) {
+            last if !$sel->can_read($left);
+            my $n = sysread $sock, my $buf, 65536;
+            last if !$n;
+            $got .= $buf;
+        }
+        close $sock;
+    }
+    if (defined(my $want = scalar($block->stream_response))) {
+        _is_str($got, _expand($want, $name), "$name - stream response (req $rep)");
+    }
+    if (defined(my $like = scalar($block->stream_response_like))) {
+        $like = _expand($like, $name);
+        $like =~ s/\n\z//;
+        Test::More::like($got, qr/$like/m, "$name - stream response like (req $rep)");
+    }
+    sleep _parse_time(scalar($block->wait)) if scalar($block->wait);
+    _check_logs($block, $offsets, $rep);
+}
+
 sub _run_must_die {
     my ($block, $offsets, $rep) = @_;
     my $name = $block->name;
@@ -1399,7 +1459,11 @@ sub _run_block {
                 bail_out("$name - --- init failed: $@") if !$ok;
             }
             for my $rep (0 .. $RepeatEach - 1) {
-                _run_requests($block, $rep, \%off);
+                if (_is_stream_block($block)) {
+                    _run_stream($block, $rep, \%off);
+                } else {
+                    _run_requests($block, $rep, \%off);
+                }
             }
             _stop_nginx();
         }

@@ -1,0 +1,1 @@
+../151-stream-check.t

@@ -1,0 +1,1 @@
+../152-stream-check-workers.t

@@ -1,0 +1,1 @@
+../153-stream-check-types.t

@@ -1,0 +1,1 @@
+../154-stream-udp.t

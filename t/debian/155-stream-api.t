@@ -1,0 +1,1 @@
+../155-stream-api.t
