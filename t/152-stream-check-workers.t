@@ -76,12 +76,12 @@ is down after
 
 
 === TEST 2: a reload keeps a dead peer out of rotation
-Port 1 refuses connections: with fall=1 the first probe (at the start) takes it out, and the
-next is due 10 s later (the due time is shared, so the new workers wait for it too).
-max_fails=0, so only its health keeps connections away from it. The master reloads at 1 s
-(--- init); the connections after the page (2.5 s) are made by the new workers, which still
-see the dead peer down: were its health lost, default=up would send them to it ("connect()
-failed").
+Port 1 refuses connections: with fall=1 the first probe takes it out (first probes are spread
+over a quarter interval from the start: within 2.5 s), and the next is due 10 s later (the due
+time is shared, so the new workers wait for it too). max_fails=0, so only its health keeps
+connections away from it. The master reloads at 3 s (--- init), after that first probe; the
+connections after the page (4 s) are made by the new workers, which still see the dead peer
+down: were its health lost, default=up would send them to it ("connect() failed").
 --- stream_config
     upstream backend {
         lb_upstream;
@@ -96,8 +96,8 @@ failed").
 --- config
     location /t { proxy_pass http://127.0.0.1:$TEST_NGINX_STREAM_PORT; }
 --- init
-Test::LB::Misbehave::signal_nginx_later('HUP', 1);
---- ssi: sleep*5
+Test::LB::Misbehave::signal_nginx_later('HUP', 3);
+--- ssi: sleep*8
 --- request eval
 ["GET /page.html", ("GET /t") x 6]
 --- response_body_like eval

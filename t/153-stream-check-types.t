@@ -92,8 +92,9 @@ GET /status
 
 
 === TEST 4: UDP: a datagram answered by a UDP server is up, a closed port is down at once (port unreachable)
-timeout=1s, but the closed port's failure comes from ICMP at once: the first probes (at the
-start) have their verdicts when the page is read 0.6 s later.
+timeout=1s, but the closed port's failure comes from ICMP at once: the first probes (spread
+over a quarter interval from the start: within 0.5 s) have their verdicts when the page is
+read 1.2 s later.
 --- stream_config
     upstream dns {
         lb_upstream;
@@ -105,7 +106,7 @@ start) have their verdicts when the page is read 0.6 s later.
 --- config
     location /status { lb_status; }
 --- init
-Time::HiRes::sleep(0.6);
+Time::HiRes::sleep(1.2);
 --- request
 GET /status
 --- response_body_like
