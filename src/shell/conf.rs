@@ -101,6 +101,27 @@ fn module() -> &'static nginx_sys::ngx_module_t {
     unsafe { &*ptr::addr_of!(crate::ngx_http_lb_module) }
 }
 
+impl SrvConf {
+    /// For a block without `lb_upstream`: the first of our directives that only mean something
+    /// with it, and what to add to the message (`[emerg]` at the end of the configuration).
+    pub fn without_lb_upstream(&self) -> Option<(&'static str, &'static str)> {
+        [
+            (self.keepalive.is_some(), "lb_keepalive", ""),
+            (self.slow_start_ms.is_some(), "lb_slow_start", ""),
+            (self.outlier.is_some(), "lb_outlier", ""),
+            (self.panic.is_some(), "lb_panic", ""),
+            (
+                self.check.is_some(),
+                "lb_check",
+                "; health checks need \"lb_upstream\" in the same block",
+            ),
+        ]
+        .into_iter()
+        .find(|&(set, _, _)| set)
+        .map(|(_, name, why)| (name, why))
+    }
+}
+
 /// Our `SrvConf` for an upstream block, or null for upstreams nginx created implicitly
 /// (`proxy_pass http://host`) that have no configuration of their own.
 ///

@@ -513,17 +513,7 @@ unsafe fn check_upstreams(cf: *mut ngx_conf_t) -> *mut c_char {
                 continue;
             }
             if !(*ours).enabled {
-                let given = [
-                    ((*ours).slow_start_ms.is_some(), "lb_slow_start", ""),
-                    ((*ours).outlier.is_some(), "lb_outlier", ""),
-                    ((*ours).panic.is_some(), "lb_panic", ""),
-                    (
-                        (*ours).check.is_some(),
-                        "lb_check",
-                        "; health checks need \"lb_upstream\" in the same block",
-                    ),
-                ];
-                if let Some(&(_, name, why)) = given.iter().find(|(set, _, _)| *set) {
+                if let Some((name, why)) = (*ours).without_lb_upstream() {
                     let msg = format!(
                         "{name}: stream upstream \"{}\" has \"{name}\" but no \"lb_upstream\"{why}",
                         bytes(&(*us).host).escape_ascii()

@@ -380,18 +380,7 @@ pub(crate) unsafe extern "C" fn init_main_conf(
             }
             if !(*ours).enabled {
                 // Directives that only mean something with `lb_upstream` in the same block.
-                let given = [
-                    ((*ours).keepalive.is_some(), "lb_keepalive", ""),
-                    ((*ours).slow_start_ms.is_some(), "lb_slow_start", ""),
-                    ((*ours).outlier.is_some(), "lb_outlier", ""),
-                    ((*ours).panic.is_some(), "lb_panic", ""),
-                    (
-                        (*ours).check.is_some(),
-                        "lb_check",
-                        "; health checks need \"lb_upstream\" in the same block",
-                    ),
-                ];
-                if let Some(&(_, name, why)) = given.iter().find(|(set, _, _)| *set) {
+                if let Some((name, why)) = (*ours).without_lb_upstream() {
                     let msg = format!(
                         "{name}: upstream \"{}\" has \"{name}\" but no \"lb_upstream\"{why}",
                         bytes(&(*us).host).escape_ascii()
