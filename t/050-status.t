@@ -296,6 +296,7 @@ qr{^<!DOCTYPE html>.*http-equiv="refresh".*upstream one.*<tr><td class="l">127\.
     location /status { lb_status; }
 --- request eval
 ["GET /t", "GET /t", "GET /status?format=prometheus"]
+--- wait: 0.1
 --- response_headers_like eval
 ["", "", "Content-Type: text/plain; version=0\\.0\\.4; charset=utf-8"]
 --- prometheus_check

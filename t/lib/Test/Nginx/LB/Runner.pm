@@ -1244,6 +1244,12 @@ sub _log_lines {
     return [split /^/, $text];
 }
 
+sub _checks_logs {
+    my $block = shift;
+    return grep { defined scalar($block->$_) }
+        qw(error_log no_error_log grep_error_log grep_error_log_out access_log no_access_log);
+}
+
 sub _check_logs {
     my ($block, $offsets, $rep) = @_;
     sleep $LogSettle;
@@ -1295,7 +1301,10 @@ sub _run_requests {
                 if !defined scalar($block->ignore_response);
             if ($idx < $total - 1) {
                 sleep _parse_time(scalar($block->wait)) if scalar($block->wait);
-                _check_logs($block, $offsets, $rep);
+                # Logs are checked after every request, as the real runner does, when the
+                # block checks them; a block that does not is checked once, at its end, for
+                # [alert]/[crit]/[emerg] lines (saves a log settle per request).
+                _check_logs($block, $offsets, $rep) if _checks_logs($block);
             }
             $idx++;
         }
