@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian machine (as root), builds, and runs every test:
-#   cargo fmt --check, cargo clippy -D warnings, cargo test (the pure core, and its property
-#   tests without the nginx feature),
+#   cargo fmt --check, cargo clippy -D warnings, cargo test (the pure core's unit tests and its
+#   property tests, without the nginx feature),
 #   scripts/build.sh, then the Test::Nginx-format suites in t/ with prove (t/141-dashboard.t
 #   drives the status page in headless Chromium: about 10 s), a short set of them
 #   with nginx under valgrind memcheck (scripts/memcheck.sh --short), the fault scenarios of
@@ -12,7 +12,8 @@
 #   Debian's nginx 1.22 (scripts/build-configure.sh), the latter loaded into /usr/sbin/nginx for
 #   the t/debian/ suites, packaged (scripts/package.sh), installed, used and removed
 #   (scripts/package-test.sh).
-# Environment: PROVE_JOBS (default 2), SKIP_DEBIAN=1 to leave out the Debian nginx run.
+# Environment: PROVE_JOBS (default 4: the suites mostly wait on timers; about a quarter of the
+# wall time is CPU), SKIP_DEBIAN=1 to leave out the Debian nginx run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
@@ -34,15 +35,16 @@ cargo fmt --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --release --all-targets --quiet -- -D warnings
 cargo clippy --release --all-targets --no-default-features --quiet -- -D warnings
-step "cargo test (pure core)"
-cargo test --release --quiet
-step "property tests, fixed seed (tests/properties.rs says how to run the long mode)"
-cargo test --release --quiet --no-default-features --test properties
+# The unit tests cover the pure core only (the shell is left out of cfg(test)) and the
+# property tests need the library without the nginx shell: one build without the nginx
+# features runs both; scripts/build.sh then builds the shell.
+step "cargo test: the pure core's unit tests, and its property tests with a fixed seed (tests/properties.rs says how to run the long mode)"
+cargo test --release --quiet --no-default-features
 
 scripts/build.sh
 
 step "prove t/ (nginx $(build/sbin/nginx -v 2>&1 | sed 's/.*\///'))"
-prove -j"${PROVE_JOBS:-2}" t/
+prove -j"${PROVE_JOBS:-4}" t/
 
 step "memcheck, short set (scripts/memcheck.sh --short)"
 scripts/memcheck.sh --short
@@ -74,7 +76,7 @@ if [ "${SKIP_DEBIAN:-0}" != 1 ]; then
     TEST_NGINX_BINARY=/usr/sbin/nginx \
         TEST_NGINX_LB_MODULE="$PWD/build/configure/nginx-$v/objs/ngx_http_lb_module.so" \
         TEST_NGINX_STREAM_MODULE=/usr/lib/nginx/modules/ngx_stream_module.so \
-        prove -j"${PROVE_JOBS:-2}" t/debian/
+        prove -j"${PROVE_JOBS:-4}" t/debian/
     step "the package installed, used with Debian's nginx, removed (scripts/package-test.sh)"
     scripts/package-test.sh
 fi

@@ -2,7 +2,7 @@
 //! queries, `lb_api` bodies and paths, the `lb_state` file, directive arguments) and the
 //! balancing invariants, each checked against a small reference model or a round trip.
 //!
-//! CI mode (`cargo test --release --no-default-features --test properties`, a step of
+//! CI mode (`cargo test --release --no-default-features`, a step of
 //! `scripts/test.sh`): a fixed seed and a modest number of cases per property, so the run is
 //! deterministic and takes a few seconds.
 //!
