@@ -35,9 +35,12 @@
 #   stream2, stream1000  TCP: a stream {} frontend over 2 and 1,000 stream peers (a stream
 #           server per port answering "ok" and closing), stock stream round-robin vs
 #           lb_upstream: user-space instructions per TCP connection proxied (slope between
-#           STREAM_N1=1000 and STREAM_N2=2000 connections made one after another by
-#           scripts/bench/tcp_conns.py), and connections/s of that client (one at a time, so
-#           mostly the client's and the kernel's time). Targets: <= 1.01 at 2, <= 0.5 at 1,000
+#           STREAM_N1=2000 and STREAM_N2=6000 connections made one after another by
+#           scripts/bench/tcp_conns.py; the median of STREAM_ROUNDS=3 rounds, as the event
+#           loop's wake-ups per connection vary by ~100 instructions from run to run; a line
+#           per variant also gives the slopes and the instructions in the balancer's own
+#           functions), and connections/s of that client (one at a time, so mostly the
+#           client's and the kernel's time). Targets: <= 1.01 at 2, <= 0.5 at 1,000
 #   checks1000stream  as checks1000 for a stream upstream: 1,000 peers, lb_check type=tcp
 #           interval=1s, two workers (a connect and a reset per probe)
 #   resolve1000  1,000 addresses behind one name (`server backend.test:PORT resolve`, nginx's
@@ -255,22 +258,50 @@ stream_instructions() {
     awk '/^summary:/ {print $2}' "$out"
 }
 
-# stream_compare SCEN NPEERS: stock stream round-robin vs lb_upstream, per TCP connection.
+# balancer_instructions NAME: instructions per connection in the balancer's own functions,
+# from NAME's last two cachegrind runs (N1 and N2 connections): stock's stream round-robin
+# hooks, or every function of our module. Unlike the whole slope, this part does not depend
+# on how the event loop's wake-ups happened to fall.
+balancer_instructions() {
+    local d=$work/$1 n1=$2 n2=$3
+    cg_diff "$d/cg.$n1" "$d/cg.$n2" >"$d/cg.diff" 2>/dev/null
+    cg_annotate --threshold=0 "$d/cg.diff" 2>/dev/null | awk -v n=$((n2 - n1)) '
+        /file:function/ {on = 1; next}
+        on && /^-+$/ && seen {on = 0}
+        on && /^ *[0-9,]+ / {
+            seen = 1; c = $1; gsub(",", "", c)
+            if ($0 ~ /ngx_http_lb_module::|ngx_stream_upstream_(init|get|free|notify)_round_robin_peer|ngx_stream_upstream_get_peer/) t += c
+        }
+        END {printf "%.0f", t / n}'
+}
+
+# stream_compare SCEN NPEERS: stock stream round-robin vs lb_upstream, per TCP connection:
+# the median slope of STREAM_ROUNDS rounds (stock and ours in turn), as the event loop's
+# wake-ups per connection vary by some 100 instructions from run to run.
 stream_compare() {
-    local scen=$1 n=$2 v N1=${STREAM_N1:-1000} N2=${STREAM_N2:-2000}
+    local scen=$1 n=$2 v r N1=${STREAM_N1:-2000} N2=${STREAM_N2:-6000} rounds=${STREAM_ROUNDS:-3}
     start_stream_backend "$n"
     stream_front "$scen-stock" "$n" ""
     stream_front "$scen-lb" "$n" "lb_upstream;"
+    declare -A slopes=()
+    for ((r = 0; r < rounds; r++)); do
+        for v in stock lb; do
+            local i1 i2
+            i1=$(stream_instructions "$scen-$v" "$N1"); i2=$(stream_instructions "$scen-$v" "$N2")
+            slopes[$v]+="$(( (i2 - i1) / (N2 - N1) )) "
+        done
+    done
     for v in stock lb; do
-        local i1 i2 d=$work/$scen-$v
-        i1=$(stream_instructions "$scen-$v" "$N1"); i2=$(stream_instructions "$scen-$v" "$N2")
-        IPR[$scen-$v]=$(( (i2 - i1) / (N2 - N1) ))
+        local d=$work/$scen-$v
+        IPR[$scen-$v]=$(printf '%s\n' ${slopes[$v]} | median)
+        BAL[$scen-$v]=$(balancer_instructions "$scen-$v" "$N1" "$N2")
         "$NGINX" -p "$d" -c conf/nginx.conf
         python3 scripts/bench/tcp_conns.py --wait "$FRONT_PORT" >/dev/null
         python3 scripts/bench/tcp_conns.py "$FRONT_PORT" "$N2" >"$d/conns.rate"
         "$NGINX" -p "$d" -c conf/nginx.conf -s quit; sleep 0.5
         row "$scen" "$([ $v = lb ] && echo 'ours: lb_upstream;' || echo 'stock: stream round_robin')" \
             "${IPR[$scen-$v]}" "$(awk '{print $2}' "$d/conns.rate") conn/s" "" ""
+        say "$scen $v: slopes ${slopes[$v]}(median ${IPR[$scen-$v]}); in the balancer's functions ${BAL[$scen-$v]}"
     done
     row "$scen" "ratio ours/stock (instructions)" \
         "$(awk -v a="${IPR[$scen-lb]}" -v b="${IPR[$scen-stock]}" 'BEGIN {printf "%.3f", a/b}')" "" "" ""
@@ -319,7 +350,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+
 
 row() { printf '| %-7s | %-38s | %9s | %8s | %7s | %7s |\n' "$@"; }
 
-declare -A IPR
+declare -A IPR BAL
 # compare SCEN NPEERS STOCK_BAL STOCK_CACHE LB_BAL LB_CACHE
 compare() {
     start_backend "$2"

@@ -224,8 +224,9 @@ impl SmoothWrr {
     }
 
     /// Picks the next peer for which `usable` says yes, or `None` when there is none.
-    /// Allocates nothing; takes no lock.
-    #[inline]
+    /// Allocates nothing; takes no lock. Inlined into the caller, so that `usable` is too:
+    /// the walk calls it for every peer on every pick.
+    #[inline(always)]
     pub fn pick(&mut self, mut usable: impl FnMut(usize) -> bool) -> Option<usize> {
         match &mut self.mode {
             Mode::Empty => None,
@@ -251,9 +252,11 @@ impl SmoothWrr {
 /// One step of nginx's smooth weighted round-robin over the peers `usable` accepts: ties go to
 /// the lowest index, as in nginx. A peer's current weight grows by its effective weight, which
 /// grows back by one towards its weight each time the peer is considered.
+#[inline(always)]
 fn walk_step(peers: &mut [WalkPeer], mut usable: impl FnMut(usize) -> bool) -> Option<usize> {
     let mut total = 0i64;
-    let mut best: Option<usize> = None;
+    // No peer yet: a current weight never gets this low (it stays above minus the total).
+    let mut best = usize::MAX;
     let mut best_current = i64::MIN;
     for (i, p) in peers.iter_mut().enumerate() {
         if p.weight == 0 || !usable(i) {
@@ -264,14 +267,14 @@ fn walk_step(peers: &mut [WalkPeer], mut usable: impl FnMut(usize) -> bool) -> O
         if p.effective < p.weight {
             p.effective += 1;
         }
-        if best.is_none() || p.current > best_current {
-            best = Some(i);
+        if p.current > best_current {
+            best = i;
             best_current = p.current;
         }
     }
-    let b = best?;
-    peers[b].current -= total;
-    Some(b)
+    let b = peers.get_mut(best)?;
+    b.current -= total;
+    Some(best)
 }
 
 /// One period by stride scheduling: repeatedly the peer whose next turn `(2k+1)/(2w)` is the

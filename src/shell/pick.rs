@@ -17,7 +17,7 @@ use nginx_sys::{
 use super::conf::srv_conf;
 use super::table::{Members, Peer, Upstream};
 use crate::balance::p2c::score_less;
-use crate::balance::{Fit, Limits, Selector, Verdict};
+use crate::balance::{Fit, Limits, Method, Selector, Verdict};
 use crate::shell::nginx::{bytes, lb_debug, now_ms};
 use crate::shm::peer::FailOutcome;
 
@@ -39,40 +39,29 @@ pub struct RequestPeers {
     pub last_health: u64,
     /// When the attempt in progress started (ms).
     started_ms: u64,
-    /// Bit set of peers already tried: inline for up to 64 peers, else pool memory.
+    /// Bit set of peers already tried: `tried_inline` for up to 64 peers, else pool memory;
+    /// `tried` points to it either way.
     tried_inline: u64,
     tried: *mut u64,
 }
 
 impl RequestPeers {
-    #[inline]
+    #[inline(always)]
     fn tried(&self, i: usize) -> bool {
-        if self.tried.is_null() {
-            self.tried_inline & (1 << i) != 0
-        } else {
-            // SAFETY: `tried` has room for one bit per peer (see `init_peer`).
-            unsafe { *self.tried.add(i / 64) & (1 << (i % 64)) != 0 }
-        }
+        // SAFETY: `tried` has room for one bit per peer (see `start`).
+        unsafe { *self.tried.add(i / 64) & (1 << (i % 64)) != 0 }
     }
 
     #[inline]
     fn clear_tried(&mut self, i: usize) {
-        if self.tried.is_null() {
-            self.tried_inline &= !(1 << i);
-        } else {
-            // SAFETY: as in `tried`.
-            unsafe { *self.tried.add(i / 64) &= !(1 << (i % 64)) }
-        }
+        // SAFETY: as in `tried`.
+        unsafe { *self.tried.add(i / 64) &= !(1 << (i % 64)) }
     }
 
     #[inline]
     fn set_tried(&mut self, i: usize) {
-        if self.tried.is_null() {
-            self.tried_inline |= 1 << i;
-        } else {
-            // SAFETY: as in `tried`.
-            unsafe { *self.tried.add(i / 64) |= 1 << (i % 64) }
-        }
+        // SAFETY: as in `tried`.
+        unsafe { *self.tried.add(i / 64) |= 1 << (i % 64) }
     }
 }
 
@@ -131,6 +120,7 @@ pub unsafe extern "C" fn init_peer(
 /// # Safety
 /// `upstream` is a live table of this cycle; `pool` lives as long as the request or session;
 /// `peer` is its peer connection.
+#[inline(always)]
 pub unsafe fn start(
     upstream: *mut Upstream,
     pool: *mut nginx_sys::ngx_pool_t,
@@ -185,6 +175,9 @@ pub unsafe fn start(
             tried_inline: 0,
             tried,
         });
+        if tried.is_null() {
+            (*rp).tried = ptr::addr_of_mut!((*rp).tried_inline);
+        }
         (*peer).data = rp as *mut c_void;
         (*peer).get = Some(get_peer);
         (*peer).free = Some(free_peer);
@@ -205,26 +198,21 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
         (*pc).set_cached(0);
         (*pc).connection = ptr::null_mut();
 
-        // A request that started before the peers changed keeps its snapshot, but never
-        // chooses a peer that has left since.
         let primaries = m.primaries;
         let decay = up.decay_ms;
         let single = m.single;
-        // The common case (the request's snapshot is the current one) gets a selection
-        // without the membership check, compiled on its own.
         let panic = match &up.panic {
             None => false,
             Some(pn) if now < pn.next_eval_ms => pn.active,
             Some(_) => panic_now(up, m, now, (*pc).log),
         };
-        let chosen = if rp.members == up.members {
-            select_in(m, rp, primaries, now, decay, single, panic, |_| true)
-        } else {
-            let current = up.current();
-            select_in(m, rp, primaries, now, decay, single, panic, |p| {
-                current.still_has(p)
-            })
+        let judge = Judge {
+            now,
+            single,
+            panic,
+            current: (rp.members != up.members).then(|| up.current()),
         };
+        let chosen = select_in(m, rp, primaries, decay, judge);
         let Some(i) = chosen else {
             (*pc).name = &mut up.name;
             log_no_peer((*pc).log, up, m, now);
@@ -246,9 +234,11 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
         rp.last_health = record.health().0;
         rp.started_ms = now;
         rp.set_tried(i);
-        if let Some((Selector::LeastConn(lc), j)) = selector_of(m, i) {
+        if up.method == Method::LeastConn {
             // Only least_conn needs the sum over all workers' counters.
-            lc.set_active(j, record.active());
+            if let Some((Selector::LeastConn(lc), j)) = selector_of(m, i) {
+                lc.set_active(j, record.active());
+            }
         }
         let peer = &m.peers[i];
         lb_debug!(
@@ -269,9 +259,10 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
                 ""
             }
         );
-        (*pc).sockaddr = peer.sockaddr();
-        (*pc).socklen = peer.socklen();
-        (*pc).name = peer.name() as *const _ as *mut _;
+        let (sockaddr, socklen, name) = peer.addr.parts();
+        (*pc).sockaddr = sockaddr;
+        (*pc).socklen = socklen;
+        (*pc).name = name as *const _ as *mut _;
         if up.keepalive.is_some() && up.owns_slot(peer) {
             let slot = peer.slot();
             if let Some(k) = up.keepalive.as_deref_mut() {
@@ -387,11 +378,13 @@ unsafe extern "C" fn free_peer(
             let lower_weight = failed && !m.single;
             let max_fails = peer.limits.max_fails;
             let (slot, owned) = (peer.slot(), up.owns_slot(peer));
-            match selector_of(m, rp.current) {
-                Some((Selector::LeastConn(lc), j)) => lc.set_active(j, record.active()),
-                // nginx lowers a failed peer's effective weight for a while.
-                Some((Selector::RoundRobin(rr), j)) if lower_weight => rr.failed(j, max_fails),
-                _ => {}
+            if lower_weight || up.method == Method::LeastConn {
+                match selector_of(m, rp.current) {
+                    Some((Selector::LeastConn(lc), j)) => lc.set_active(j, record.active()),
+                    // nginx lowers a failed peer's effective weight for a while.
+                    Some((Selector::RoundRobin(rr), j)) if lower_weight => rr.failed(j, max_fails),
+                    _ => {}
+                }
             }
             if let (Some(k), false) = (up.keepalive.as_deref_mut(), rp.u.is_null()) {
                 // A connection to a peer that left is not kept (it stays with the request and
@@ -492,44 +485,102 @@ unsafe fn panic_now(up: &mut Upstream, m: &Members, now: u64, log: *mut ngx_log_
     on
 }
 
-/// Chooses among `peers` (one list: primaries or backups, which start at index `base` of the
-/// upstream) with the list's method. `single`: the upstream's only peer, which passive
-/// failures never make unavailable. `panic`: `lb_panic` says to choose peers that failed or
-/// are unhealthy as if they were not. `member(p)`: whether `p` may be chosen at all.
-#[inline]
-#[allow(clippy::too_many_arguments)]
-fn select(
-    sel: &mut Selector,
-    peers: &[Peer],
-    rp: &RequestPeers,
-    base: usize,
+/// What a pick needs to judge a peer: the time, `single` (the upstream's only peer, which
+/// passive failures never make unavailable), `panic` (`lb_panic` says to choose peers that
+/// failed or are unhealthy as if they were not) and, for a request that started before the
+/// peers changed (it keeps its snapshot), the current snapshot: it never chooses a peer that
+/// has left since.
+#[derive(Clone, Copy)]
+struct Judge<'a> {
     now: u64,
-    decay_ms: u64,
     single: bool,
     panic: bool,
-    member: impl Fn(&Peer) -> bool,
-) -> Option<usize> {
-    let verdict = |j: usize| {
-        let v = peer_verdict(&peers[j], &member, single, now);
-        if panic
+    current: Option<&'a Members>,
+}
+
+impl Judge<'_> {
+    /// Nearly every pick: the records' verdicts are taken as they are.
+    #[inline(always)]
+    fn plain(&self) -> bool {
+        !self.single && !self.panic && self.current.is_none()
+    }
+
+    /// Whether `p` may take this attempt.
+    #[inline(always)]
+    fn can_pick(&self, p: &Peer) -> bool {
+        if self.plain() {
+            return shared(p).verdict(&p.limits, self.now).can_pick();
+        }
+        self.can_pick_slowly(p)
+    }
+
+    /// `can_pick` with `single`, `panic` or an older snapshot (kept out of line: the walk
+    /// inlines `can_pick` for every peer).
+    #[inline(never)]
+    fn can_pick_slowly(&self, p: &Peer) -> bool {
+        self.verdict(p).can_pick()
+    }
+
+    /// `p`'s verdict as this pick sees it.
+    #[inline]
+    fn verdict(&self, p: &Peer) -> Verdict {
+        if self.current.is_some_and(|c| !c.still_has(p)) {
+            return Verdict::Unhealthy;
+        }
+        let v = if self.single {
+            let no_fails = Limits {
+                max_fails: 0,
+                ..p.limits
+            };
+            // Nor is it ever ejected (`lb_outlier`).
+            shared(p).verdict_with(&no_fails, self.now, false)
+        } else {
+            shared(p).verdict(&p.limits, self.now)
+        };
+        if self.panic
             && matches!(v, Verdict::Failed | Verdict::Unhealthy | Verdict::Ejected)
-            && !peers[j].down
-            && member(&peers[j])
+            && !p.down
         {
             Verdict::Usable
         } else {
             v
         }
-    };
+    }
+}
+
+/// Chooses among `peers` (one list: primaries or backups, which start at index `base` of the
+/// upstream) with the list's method, as `judge` sees the peers.
+#[inline(always)]
+fn select(
+    sel: &mut Selector,
+    peers: &[Peer],
+    rp: &RequestPeers,
+    base: usize,
+    decay_ms: u64,
+    judge: Judge<'_>,
+) -> Option<usize> {
+    let now = judge.now;
     let chosen = match sel {
-        Selector::RoundRobin(rr) => rr.pick(|j| !rp.tried(base + j) && verdict(j).can_pick()),
+        // The walk judges every peer: the plain case is decided once, outside it.
+        Selector::RoundRobin(rr) if judge.plain() => rr.pick(
+            #[inline(always)]
+            |j| {
+                !rp.tried(base + j) && {
+                    let p = &peers[j];
+                    shared(p).verdict(&p.limits, now).can_pick()
+                }
+            },
+        ),
+        Selector::RoundRobin(rr) => {
+            rr.pick(|j| !rp.tried(base + j) && judge.can_pick_slowly(&peers[j]))
+        }
         Selector::LeastConn(lc) => lc.pick(
             |j| shared(&peers[j]).active(),
             |j| {
                 if rp.tried(base + j) {
                     return Fit::NotNow;
                 }
-                match verdict(j) {
+                match judge.verdict(&peers[j]) {
                     Verdict::Usable | Verdict::Probe => Fit::Yes,
                     Verdict::Full => Fit::NotNow,
                     Verdict::Failed
@@ -541,7 +592,7 @@ fn select(
             now,
         ),
         Selector::P2c(p) => p.pick(
-            |j| !rp.tried(base + j) && verdict(j).can_pick(),
+            |j| !rp.tried(base + j) && judge.can_pick(&peers[j]),
             |a, b| {
                 let (sa, sb) = (shared(&peers[a]), shared(&peers[b]));
                 let load =
@@ -551,24 +602,6 @@ fn select(
         ),
     };
     chosen.map(|j| base + j)
-}
-
-/// Whether peer `p` may be chosen now (see `select`).
-#[inline(always)]
-fn peer_verdict(p: &Peer, member: &impl Fn(&Peer) -> bool, single: bool, now: u64) -> Verdict {
-    if !member(p) {
-        return Verdict::Unhealthy;
-    }
-    if single {
-        let no_fails = Limits {
-            max_fails: 0,
-            ..p.limits
-        };
-        // Nor is it ever ejected (`lb_outlier`).
-        shared(p).verdict_with(&no_fails, now, false)
-    } else {
-        shared(p).verdict(&p.limits, now)
-    }
 }
 
 /// The selector holding peer `i` of the upstream, and the peer's index in it.
@@ -582,42 +615,27 @@ fn selector_of(m: &mut Members, i: usize) -> Option<(&mut Selector, usize)> {
     }
 }
 
-/// Chooses among the primaries, then the backups. `member(p)`: whether `p` may be chosen at
-/// all (a request on an older snapshot only chooses peers still current).
+/// Chooses among the primaries, then the backups (`lb_panic` is for the primaries only).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn select_in(
     m: &mut Members,
     rp: &RequestPeers,
     primaries: usize,
-    now: u64,
     decay: u64,
-    single: bool,
-    panic: bool,
-    member: impl Fn(&Peer) -> bool + Copy,
+    judge: Judge<'_>,
 ) -> Option<usize> {
-    select(
-        &mut m.primary,
-        &m.peers[..primaries],
-        rp,
-        0,
-        now,
-        decay,
-        single,
-        panic,
-        member,
-    )
-    .or_else(|| {
+    select(&mut m.primary, &m.peers[..primaries], rp, 0, decay, judge).or_else(|| {
+        let backups = Judge {
+            panic: false,
+            ..judge
+        };
         select(
             &mut m.backup,
             &m.peers[primaries..],
             rp,
             primaries,
-            now,
             decay,
-            single,
-            false,
-            member,
+            backups,
         )
     })
 }

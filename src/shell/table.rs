@@ -149,6 +149,19 @@ impl Addr {
         }
     }
 
+    /// `sockaddr()`, `socklen()` and `name()` at once (what a connection to the peer needs).
+    #[inline]
+    pub fn parts(&self) -> (*mut sockaddr, socklen_t, &ngx_str_t) {
+        match self.get() {
+            AddrRef::Conf(p) => (p.sockaddr, p.socklen, &p.name),
+            AddrRef::Owned(o) => (
+                ptr::addr_of!(o.sockaddr) as *mut sockaddr,
+                o.socklen,
+                &o.name,
+            ),
+        }
+    }
+
     /// The address as text, e.g. `127.0.0.1:8081`.
     #[inline]
     pub fn name(&self) -> &ngx_str_t {
