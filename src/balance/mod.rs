@@ -20,7 +20,10 @@ pub use smooth_wrr::SmoothWrr;
 
 /// The per-worker selection state of one peer list (primaries or backups) under the upstream's
 /// method.
+/// A plain tag (`repr(u8)`) rather than a niche in the variants' vectors: every pick matches
+/// on it, and reading a tag is one load and compare.
 #[derive(Debug, Clone)]
+#[repr(u8)]
 pub enum Selector {
     RoundRobin(SmoothWrr),
     LeastConn(LeastConn),

@@ -34,7 +34,9 @@ pub struct SmoothWrr {
     mode: Mode,
 }
 
+/// Tagged (`repr(u8)`) for a cheap match on every pick, as `Selector`.
 #[derive(Debug, Clone)]
+#[repr(u8)]
 enum Mode {
     /// No peer with a positive weight.
     Empty,

@@ -509,7 +509,7 @@ impl Judge<'_> {
     #[inline(always)]
     fn can_pick(&self, p: &Peer) -> bool {
         if self.plain() {
-            return shared(p).verdict(&p.limits, self.now).can_pick();
+            return shared(p).pickable(&p.limits, self.now);
         }
         self.can_pick_slowly(p)
     }
@@ -567,7 +567,7 @@ fn select(
             |j| {
                 !rp.tried(base + j) && {
                     let p = &peers[j];
-                    shared(p).verdict(&p.limits, now).can_pick()
+                    shared(p).pickable(&p.limits, now)
                 }
             },
         ),

@@ -1,7 +1,10 @@
 //! One peer's record in shared memory. Every field is an atomic, so any worker reads and updates
 //! it without a lock, and a worker killed mid-update leaves nothing locked.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{
+    AtomicU32, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
 use crate::balance::availability::{judge, Limits, Verdict};
 use crate::balance::outlier::OutlierConf;
@@ -107,7 +110,18 @@ pub struct PeerShared {
     /// What the next ejection's length is multiplied by (`lb_outlier`'s backoff): one more
     /// per ejection, back to 1 after a healthy `max_ejection`.
     pub(super) ejection_multiplier: AtomicU32,
+    /// Whether a pick may take the peer on one load (`pickable`): the low bit (`CALM`) says
+    /// that nothing that can keep the peer from being picked happened since a pick last found
+    /// it plainly usable (no operator's state, not ejected, healthy, no passive failure
+    /// counted). Every change that can keep it out (`disturb`) clears the bit and counts one
+    /// more in the bits above, so a pick that read the word before such a change cannot set
+    /// the bit again over it (`settle` sets it with a compare-and-swap of the word it read).
+    /// A zeroed record is not calm: its first pick judges it in full.
+    pub(super) attention: AtomicU32,
 }
+
+/// `PeerShared::attention`'s low bit.
+const CALM: u32 = 1;
 
 /// Why outlier detection ejects a peer: so many responses >= 500, or errors, in a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +211,7 @@ impl PeerShared {
         {
             return None;
         }
+        self.disturb();
         self.ejection_multiplier.store(multiplier, Relaxed);
         self.ejected.store(1, Relaxed);
         let n = self.ejections.fetch_add(1, Relaxed).wrapping_add(1);
@@ -298,6 +313,7 @@ impl PeerShared {
         };
         if let Some(up) = up {
             self.health.store(Health::initial(up).0, Relaxed);
+            self.disturb();
         }
         self.probed_generation
             .store(if probed { generation } else { 0 }, Relaxed);
@@ -322,6 +338,7 @@ impl PeerShared {
         if fresh {
             self.health
                 .store(Health::initial(default_up || !checked).0, Relaxed);
+            self.disturb();
         }
         if checked {
             self.probed_generation.fetch_max(generation, Relaxed);
@@ -382,6 +399,7 @@ impl PeerShared {
     /// over as `default=` says, and the next probe is due at once.
     pub fn recheck(&self, default_up: bool) {
         self.health.store(Health::initial(default_up).0, Relaxed);
+        self.disturb();
         self.next_check_ms.store(0, Relaxed);
     }
 
@@ -399,7 +417,51 @@ impl PeerShared {
 
     /// Sets the operator's state; returns the previous one.
     pub fn set_admin(&self, code: u32) -> u32 {
-        self.admin.swap(code, Relaxed)
+        let before = self.admin.swap(code, Relaxed);
+        self.disturb();
+        before
+    }
+
+    /// Something that can keep the peer from being picked changed (see `attention`); called
+    /// after the change itself.
+    #[inline]
+    fn disturb(&self) {
+        let _ = self
+            .attention
+            .fetch_update(Release, Relaxed, |v| Some(v.wrapping_add(2) & !CALM));
+    }
+
+    /// Whether the peer may take a request now, as `verdict(limits, now_ms).can_pick()` says:
+    /// one load while it is calm and has no `max_conns` (nearly every pick), the full verdict
+    /// otherwise.
+    #[inline(always)]
+    pub fn pickable(&self, limits: &Limits, now_ms: u64) -> bool {
+        if limits.max_conns == 0 && self.attention.load(Relaxed) & CALM != 0 {
+            return true;
+        }
+        self.pickable_slowly(limits, now_ms)
+    }
+
+    #[inline(never)]
+    fn pickable_slowly(&self, limits: &Limits, now_ms: u64) -> bool {
+        let word = self.attention.load(Acquire);
+        let verdict = self.verdict(limits, now_ms);
+        if word & CALM == 0 && self.plainly_usable(now_ms) {
+            // Lost to a change made since `word` was read: the next pick judges in full again.
+            let _ = self
+                .attention
+                .compare_exchange(word, word | CALM, Relaxed, Relaxed);
+        }
+        verdict.can_pick()
+    }
+
+    /// No operator's state, not ejected, healthy, no passive failure counted: usable whatever
+    /// the limits (but `max_conns`).
+    fn plainly_usable(&self, now_ms: u64) -> bool {
+        self.admin.load(Relaxed) == 0
+            && self.ejected_until_ms.load(Relaxed) <= now_ms
+            && Health(self.health.load(Relaxed)).up()
+            && self.fails.load(Relaxed) == 0
     }
 
     /// Passive-failure and `max_conns` verdict at `now_ms`; a peer an operator took out
@@ -484,6 +546,7 @@ impl PeerShared {
             self.accessed_ms.store(now_ms, Relaxed);
             self.checked_ms.store(now_ms, Relaxed);
             let before = self.fails.fetch_add(1, Relaxed);
+            self.disturb();
             if limits.max_fails > 0 && before + 1 == limits.max_fails {
                 self.unavail.fetch_add(1, Relaxed);
                 return Some(FailOutcome::MadeUnavailable);
@@ -631,6 +694,11 @@ impl PeerShared {
             transition = t;
             Some(new.0)
         });
+        if !passed {
+            // Every failed probe, not only the one that takes the peer down: a prober killed
+            // between the two writes leaves the word calm at worst until its next probe.
+            self.disturb();
+        }
         match transition {
             Some(Transition::WentDown) => {
                 self.unhealthy.fetch_add(1, Relaxed);
@@ -699,6 +767,7 @@ impl PeerShared {
             a.store(0, Relaxed);
         }
         self.health.store(Health::initial(default_up).0, Relaxed);
+        self.disturb();
     }
 }
 
@@ -973,6 +1042,89 @@ mod tests {
         p.set_weight(Some(5));
         p.reset_state(true);
         assert_eq!(p.weight_override(), None);
+    }
+
+    /// `pickable` (one load while the record is calm) says what the full verdict says, after
+    /// any sequence of the changes workers, probers, operators and reloads make, whatever
+    /// the limits.
+    #[test]
+    fn pickable_agrees_with_the_verdict_after_every_change() {
+        use crate::balance::outlier::OutlierConf;
+        let c = OutlierConf {
+            consecutive_5xx: 3,
+            consecutive_errors: 2,
+            base_ejection_ms: 1000,
+            max_ejection_ms: 5000,
+            max_percent: 50,
+        };
+        let mine = AtomicU32::new(0);
+        let p = PeerShared::default();
+        // A zeroed record is down (health 0) and not calm.
+        assert!(!p.pickable(&L, 1));
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut now = 1u64;
+        let (mut fast, mut calm_picks) = (0, 0);
+        for step in 0..200_000 {
+            let limits = Limits {
+                max_fails: next(4) as u32,
+                fail_timeout_ms: 10_000,
+                max_conns: if next(8) == 0 { 2 } else { 0 },
+            };
+            match next(12) {
+                0 => {
+                    p.set_admin(if next(3) == 0 { next(3) as u32 } else { 0 });
+                }
+                1 => {
+                    let _ = p.eject(&c, now);
+                }
+                2 => {
+                    let _ = p.on_done(true, &limits, now, &mine);
+                }
+                3 | 4 => {
+                    let _ = p.on_done(false, &limits, now, &mine);
+                }
+                5 | 6 => {
+                    let r = if next(3) == 0 {
+                        Reason::Timeout
+                    } else {
+                        Reason::Passed
+                    };
+                    let _ = p.on_check(r, 1 + next(2) as u32, 1 + next(2) as u32, now);
+                }
+                7 => p.commit(
+                    step as u32,
+                    next(4) == 0,
+                    next(2) == 0,
+                    next(2) == 0,
+                    next(2) == 0,
+                ),
+                8 => {
+                    if next(4) == 0 {
+                        p.recheck(next(2) == 0)
+                    } else {
+                        p.reset_state(next(2) == 0)
+                    }
+                }
+                9 | 10 => now += next(12_000),
+                _ => p.on_pick(&limits, now, &mine),
+            }
+            for _ in 0..2 {
+                let want = p.verdict(&limits, now).can_pick();
+                if p.attention.load(Relaxed) & CALM != 0 {
+                    calm_picks += 1;
+                }
+                assert_eq!(p.pickable(&limits, now), want, "step {step}");
+                fast += usize::from(limits.max_conns == 0 && p.attention.load(Relaxed) & CALM != 0);
+            }
+        }
+        // The fast path was taken, and not only trivially.
+        assert!(calm_picks > 10_000 && fast > 10_000, "{calm_picks} {fast}");
     }
 
     #[test]
