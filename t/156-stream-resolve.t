@@ -6,7 +6,8 @@
 # One nginx (master + 2 workers): the stream front (`upstream u`, port 3, `reuseport` so that
 # connections land on both workers), stream backends that answer "ADDRESS:PORT" and close on
 # 127.0.0.1, 127.0.0.2 and 127.0.0.4 at port 2 (nothing listens on 127.0.0.3: connections
-# there are refused, so a TCP check fails), and lb_status in http (port 1).
+# there are refused, so a TCP check fails), and lb_status in http (port 1). Case (g) adds a
+# UDP front (port 4, `upstream udp`) over UDP backends at port 5 answering the same way.
 #
 # TEST_RESOLVE_STOCK=1 runs the same scenarios with nginx's own stream balancers (no lb_*
 # directives, no status checks): it proves the responder and the test logic. KEEP=1 keeps
@@ -18,6 +19,7 @@ use warnings;
 use lib 't/lib';
 use Test::More;
 use IO::Socket::INET;
+use IO::Select;
 use Time::HiRes qw(sleep time);
 use Test::LB::Server;
 use Test::LB::Dns;
@@ -55,9 +57,32 @@ my $backends = <<'CONF';
     }
 CONF
 
-# The stream block: method, check (an lb_check line or ''), servers, resolver_in_upstream.
+# The stream block: method, check (an lb_check line or ''), servers, resolver_in_upstream,
+# udp (1: the UDP upstream of case (g) too).
 sub stream_conf {
     my (%o) = @_;
+    my $udp = '';
+    if ($o{udp}) {
+        my $ucheck = $LB ? "lb_upstream;\n        lb_check type=udp send=q expect=~\"^127\" "
+                           . "interval=300ms timeout=250ms rise=1 fall=1;" : '';
+        $udp = <<"UDP";
+    upstream udp {
+        $ucheck
+        zone udp 256k;
+        server backend.test:__PORT5__ resolve;
+    }
+    server {
+        listen 127.0.0.1:__PORT4__ udp reuseport;
+        proxy_pass udp;
+        proxy_responses 1;
+        proxy_timeout 1s;
+    }
+    server {
+        listen 127.0.0.1:__PORT5__ udp; listen 127.0.0.2:__PORT5__ udp;
+        return "\$server_addr:\$server_port";
+    }
+UDP
+    }
     my $method = $o{method} // 'round_robin';
     my $check = $o{check} // $CHECK;
     my $servers = $o{servers} // "server backend.test:__PORT2__ resolve;";
@@ -84,6 +109,7 @@ sub stream_conf {
         proxy_pass u;
         proxy_connect_timeout 1s;
     }
+$udp
 CONF
 }
 
@@ -316,6 +342,46 @@ case '(f) max_resolved: addresses over the limit are ignored with a [warn]' => s
     is(scalar(grep { /^127/ } keys %$r) . ' ' . scalar(grep { !/^127/ } keys %$r), '2 0',
        '(f) exactly two addresses serve, nothing fails') or diag(explain $r);
     status_lists('(f)', 2, keys %$r);
+};
+
+case '(g) a UDP upstream follows DNS too, its udp check on the resolved peers' => sub {
+    $dns->set(a => { 'backend.test' => ['127.0.0.1', '127.0.0.2', '127.0.0.3'] });
+    reload_stream('(g)', stream_conf(check => '', udp => 1));
+    my $P5 = $s->port(5);
+    my %U = map { ($_ => "127.0.0.$_:$P5") } 1 .. 3;
+    # One datagram through the UDP front: the answer, or "none" within 1 s.
+    my $ask = sub {
+        my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $s->port(4),
+                                      Proto => 'udp') or return "udp: $!";
+        $c->send('q');
+        my $got = '';
+        $c->recv($got, 100) if IO::Select->new($c)->can_read(1);
+        return length $got ? $got : 'none';
+    };
+    if ($LB) {
+        # 127.0.0.3 has no UDP listener: port unreachable, the check takes it out.
+        my $until = time + 4;
+        my $u3 = '';
+        while (time < $until) {
+            my ($u) = grep { $_->{name} eq 'udp' } @{ $s->status->{upstreams} };
+            my ($p) = grep { $_->{address} eq $U{3} } @{ $u->{peers} // [] };
+            $u3 = $p ? $p->{state} : 'absent';
+            last if $u3 eq 'unhealthy';
+            sleep 0.1;
+        }
+        is($u3, 'unhealthy', '(g) the resolved UDP peer without a listener fails its udp check');
+        my ($u) = grep { $_->{name} eq 'udp' } @{ $s->status->{upstreams} };
+        is($u->{kind}, 'stream', '(g) the UDP upstream is a stream one in the status');
+    }
+    my %r;
+    $r{ $ask->() }++ for 1 .. ($LB ? 20 : 6);
+    if ($LB) {
+        is(set_of(\%r), want_of($U{1}, $U{2}), '(g) datagrams are answered by the two that pass')
+            or diag(explain \%r);
+    } else {
+        # Control: without checks the datagrams sent to 127.0.0.3 go unanswered.
+        ok($r{none}, '(g) stock control: some datagrams went to 127.0.0.3') or diag(explain \%r);
+    }
 };
 
 unlike($s->error_log, qr/\[(?:alert|crit|emerg)\]/, 'no alert, crit or emerg in the error log');
