@@ -2,7 +2,8 @@
 # POST/DELETE with ?kind=stream beside an http upstream of the same name, which stays untouched;
 # an added peer is checked (a refusing one is kept out) and takes TCP connections, a removed
 # one gets none; added peers come back from lb_state after a restart, each to its own kind.
-# Scripted (TCP clients, a restart). Runs on nginx 1.22 too (no resolve needed).
+# Scripted (TCP clients, a restart). Runs on nginx 1.22 too (no resolve needed). KEEP=1 keeps
+# t/servroot_stream_api_add_PID.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -152,5 +153,10 @@ is(tcps(6), 'a', 'no connection goes to b any more');
 is(addresses('http'), "$H/config $I/api", 'the http upstream still has i');
 
 unlike($s->error_log, qr/\[(?:alert|crit|emerg)\]/, 'no alert, crit or emerg in the error log');
-$s->stop;
+if ($ENV{KEEP}) {
+    diag("kept " . $s->dir);
+    $s->stop;
+} else {
+    $s->cleanup;
+}
 done_testing;
