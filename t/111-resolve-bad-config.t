@@ -1,6 +1,7 @@
 # `server NAME resolve` (nginx 1.27.3 and later): configurations nginx refuses with its own
 # [emerg], also with lb_upstream (nginx's round-robin set-up, which lb_upstream runs first,
-# checks them). Scenarios with resolved peers at run time: t/110-resolve.t.
+# checks them), in http and stream upstreams. Scenarios with resolved peers at run time:
+# t/110-resolve.t, t/156-stream-resolve.t.
 #
 # Skipped for nginx before 1.27.3, which has no "resolve" at all.
 BEGIN {
@@ -137,3 +138,33 @@ qr{\[emerg\] .*service upstream "backend\.test:80" may not have port}
 --- must_die
 --- error_log eval
 qr{\[emerg\] .*service upstream "127\.0\.0\.1" requires domain name}
+
+
+
+=== TEST 9: resolve in a stream upstream without zone (nginx's own check, before lb_upstream's)
+--- stream_config
+    resolver 127.0.0.1:1;
+    upstream u {
+        lb_upstream;
+        server backend.test:80 resolve;
+    }
+--- config
+--- must_die
+--- error_log eval
+qr{\[emerg\] .*resolving names at run time requires upstream "u" in \S+:\d+ to be in shared memory}
+
+
+
+=== TEST 10: resolve in a stream upstream without a resolver (one in http does not count)
+--- http_config
+    resolver 127.0.0.1:1;
+--- stream_config
+    upstream u {
+        lb_upstream least_conn;
+        zone u 64k;
+        server backend.test:80 resolve;
+    }
+--- config
+--- must_die
+--- error_log eval
+qr{\[emerg\] .*no resolver defined to resolve names at run time in upstream "u" in \S+:\d+}

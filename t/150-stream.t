@@ -180,13 +180,13 @@ lb_check: "type=http" is not allowed in a stream upstream
 
 
 
-=== TEST 11: max_added in a stream upstream
+=== TEST 11: max_added in a stream upstream without zone (lb_api's peers live in the zone)
 --- stream_config
-    upstream u { lb_upstream max_added=4; zone u 64k; server 127.0.0.1:1; }
+    upstream u { lb_upstream max_added=4; server 127.0.0.1:1; }
 --- config
 --- must_die
 --- error_log
-lb_upstream: "max_added" is not supported in stream upstreams
+lb_upstream: "max_added" in stream upstream "u" needs the "zone" directive
 
 
 
@@ -274,3 +274,13 @@ connections in a row it is ejected, and every later connection goes straight to 
 # a prefix of the end state; at the end, exactly two refused connections and one ejection.
 [(qr/\A(?:connect\(\) failed\n){1,2}(?:lb: peer [^\n]* ejected [^\n]*\n)?\z/) x 7,
  "connect() failed\nconnect() failed\nlb: peer 127.0.0.1:1 in upstream \"backend\" ejected for 30s after 2 connection errors or timeouts in a row (ejection 1)\n"]
+
+
+
+=== TEST 17: max_resolved in a stream upstream without a server with "resolve"
+--- stream_config
+    upstream u { lb_upstream max_resolved=8; zone u 64k; server 127.0.0.1:1; }
+--- config
+--- must_die
+--- error_log
+lb_upstream: "max_resolved" in stream upstream "u" needs a server with "resolve"

@@ -2202,11 +2202,13 @@ fn saved_added() -> impl Strategy<Value = state::SavedAdded> {
         any::<u32>(),
         any::<u32>(),
         any::<u64>(),
+        prop::sample::select(vec![state::Kind::Http, state::Kind::Stream]),
     )
         .prop_map(
-            |(upstream, a, weight, backup, max_conns, max_fails, fail_timeout_ms)| {
+            |(upstream, a, weight, backup, max_conns, max_fails, fail_timeout_ms, kind)| {
                 state::SavedAdded {
                     upstream,
+                    kind,
                     address: api::canonical(&a),
                     weight,
                     backup,

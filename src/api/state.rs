@@ -25,6 +25,9 @@ pub struct StateFile {
 #[serde(deny_unknown_fields)]
 pub struct SavedAdded {
     pub upstream: String,
+    /// `stream` for a peer of a `stream {}` upstream (as in `SavedPeer`); left out for http.
+    #[serde(default, skip_serializing_if = "is_http")]
+    pub kind: Kind,
     pub address: String,
     pub weight: u32,
     pub backup: bool,
@@ -142,18 +145,27 @@ mod tests {
             ..peer(Admin::Down, None)
         };
         let peers = vec![peer(Admin::Drain, None), peer(Admin::Up, Some(3)), stream];
-        let added = vec![SavedAdded {
+        let http_added = SavedAdded {
             upstream: "u".into(),
+            kind: Kind::Http,
             address: "[::1]:8080".into(),
             weight: 2,
             backup: true,
             max_conns: 3,
             max_fails: 0,
             fail_timeout_ms: 30_000,
-        }];
+        };
+        // A stream upstream of the same name adds the same address: another peer.
+        let stream_added = SavedAdded {
+            kind: Kind::Stream,
+            ..http_added.clone()
+        };
+        let added = vec![http_added, stream_added];
         let text = render(peers.clone(), added.clone());
         let back = parse(&text).unwrap();
         assert_eq!((back.peers, back.added), (peers.clone(), added));
+        let s = String::from_utf8(text).unwrap();
+        assert_eq!(s.matches("\"kind\": \"stream\"").count(), 2, "{s}");
         // Version 1 (no added peers) is still read.
         let v1 = br#"{"version": 1, "peers": [{"upstream": "u", "address": "a", "line": 1}]}"#;
         assert_eq!(parse(v1).unwrap().added, []);
@@ -188,6 +200,11 @@ mod tests {
             )
         };
         assert!(parse(added("10.0.0.1:80", 1).as_bytes()).is_ok());
+        // An added peer without "kind" (files of earlier versions) is an http upstream's.
+        assert_eq!(
+            parse(added("10.0.0.1:80", 1).as_bytes()).unwrap().added[0].kind,
+            Kind::Http
+        );
         assert!(matches!(
             parse(added("host:80", 1).as_bytes()),
             Err(StateError::Invalid(_))

@@ -193,6 +193,14 @@ fn saved_kind(k: Kind) -> api::state::Kind {
     }
 }
 
+/// An upstream's kind from the state file's name for it.
+fn table_kind(k: api::state::Kind) -> Kind {
+    match k {
+        api::state::Kind::Http => Kind::Http,
+        api::state::Kind::Stream => Kind::Stream,
+    }
+}
+
 /// Writes the state file: a temporary file, synced, renamed over the old one. A failure is
 /// logged; the change stays in effect in shared memory.
 fn write_state(path: &std::path::Path, text: &[u8], log: *mut nginx_sys::ngx_log_t) {
@@ -240,14 +248,12 @@ unsafe fn saved_added(main: &MainConf) -> Vec<api::state::SavedAdded> {
         let t = crate::shm::table::Table::from_header(main.table);
         let entries = t.added();
         for &u in &main.upstreams {
-            if (*u).kind != Kind::Http {
-                // Stream upstreams take no added peers (and may share an http one's name).
-                continue;
-            }
+            // Filed under the kind's name: an http and a stream upstream may share a name.
             let name = bytes(&(*u).name);
-            for e in added::of(entries, added::upstream_key(name)) {
+            for e in added::of(entries, added::upstream_key(&(*u).key_name())) {
                 out.push(api::state::SavedAdded {
                     upstream: String::from_utf8_lossy(name).into_owned(),
+                    kind: saved_kind((*u).kind),
                     address: String::from_utf8_lossy(e.name()).into_owned(),
                     weight: e.weight,
                     backup: e.backup != 0,
@@ -292,7 +298,8 @@ fn sockaddr_bytes(a: &std::net::SocketAddr) -> Vec<u8> {
     }
 }
 
-/// Files an added peer in the zone (under its mutex) and bumps the change counter.
+/// Files an added peer in the zone (under its mutex) and bumps the change counter. `upstream`
+/// is the upstream's `key_name` (its name, behind a prefix for a stream upstream).
 ///
 /// # Safety
 /// `main` is this process's main conf with its table.
@@ -330,7 +337,7 @@ unsafe fn file_added(
     }
 }
 
-/// Removes an added peer from the zone; whether it was there.
+/// Removes an added peer from the zone; whether it was there. `upstream` as for `file_added`.
 ///
 /// # Safety
 /// As for `file_added`.
@@ -424,8 +431,8 @@ pub unsafe fn restore_added(main: &MainConf, file: &api::state::StateFile) -> us
         };
         // Not for an upstream that takes added peers now, or an address it has configured:
         // the configuration wins (and the entry must not take room from others).
-        let Some((max, configured)) = takers.get(&added::upstream_key(a.upstream.as_bytes()))
-        else {
+        let key_name = table_kind(a.kind).key_name(a.upstream.as_bytes());
+        let Some((max, configured)) = takers.get(&added::upstream_key(&key_name)) else {
             continue;
         };
         if configured.contains(a.address.as_bytes()) {
@@ -440,7 +447,7 @@ pub unsafe fn restore_added(main: &MainConf, file: &api::state::StateFile) -> us
             fail_timeout_ms: a.fail_timeout_ms,
         };
         // SAFETY: as required by the caller.
-        match unsafe { file_added(main, a.upstream.as_bytes(), *max, &peer) } {
+        match unsafe { file_added(main, &key_name, *max, &peer) } {
             Ok(()) => restored += 1,
             Err(_) => refused += 1,
         }
@@ -855,7 +862,7 @@ unsafe fn carry_out(
                         format!("upstream \"{upstream}\" already has peer \"{name}\""),
                     ));
                 }
-                file_added(main, upstream.as_bytes(), max, &peer).map_err(|e| match e {
+                file_added(main, &(*uptr).key_name(), max, &peer).map_err(|e| match e {
                     added::AddError::Exists => ApiError::new(
                         409,
                         format!("upstream \"{upstream}\" already has peer \"{name}\""),
@@ -921,7 +928,7 @@ unsafe fn carry_out(
                         ),
                     ));
                 }
-                if !unfile_added(main, upstream.as_bytes(), address.as_bytes()) {
+                if !unfile_added(main, &(*uptr).key_name(), address.as_bytes()) {
                     return Err(ApiError::new(
                         404,
                         format!("no peer \"{address}\" in upstream \"{upstream}\""),

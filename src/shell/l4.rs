@@ -5,7 +5,9 @@
 //! Everything below the nginx glue is shared with http: the peers become a
 //! `shell::table::Upstream` (kind `Stream`) in the cycle's one `MainConf`, so they get their
 //! records in the same zone, the same selection (`shell::pick::start`, `get_peer`,
-//! `free_peer`), the same probes (`shell::probe`) and the same status.
+//! `free_peer`), the same probes (`shell::probe`) and the same status; `server NAME resolve`
+//! and peers added through `lb_api` follow nginx's stream lists with `shell::resolve`, as for
+//! http (`shell::rr` reads both kinds of lists).
 //!
 //! **No link-time reference to nginx's stream code.** Debian's nginx has stream as a dynamic
 //! module of its own (`ngx_stream_module.so`); a shared object that referred to one of its
@@ -215,7 +217,8 @@ unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
         as *mut c_void
 }
 
-/// `lb_upstream [round_robin | least_conn | p2c [decay=T]];` in a stream upstream.
+/// `lb_upstream [round_robin | least_conn | p2c [decay=T]] [max_resolved=N] [max_added=N];` in a
+/// stream upstream (`max_*` are checked in `init_upstream`, which knows the servers and zone).
 unsafe extern "C" fn set_lb_upstream(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
@@ -233,25 +236,6 @@ unsafe extern "C" fn set_lb_upstream(
         // SAFETY: `cf` is the configuration being parsed.
         Err(e) => return unsafe { conf_error(cf, &format!("lb_upstream: {e}")) },
     };
-    let extra = if conf.method.max_resolved.is_some() {
-        Some("max_resolved")
-    } else if conf.method.max_added.is_some() {
-        Some("max_added")
-    } else {
-        None
-    };
-    if let Some(p) = extra {
-        // SAFETY: `cf` is the configuration being parsed.
-        return unsafe {
-            conf_error(
-                cf,
-                &format!(
-                    "lb_upstream: \"{p}\" is not supported in stream upstreams (resolved and \
-                     added peers are http only)"
-                ),
-            )
-        };
-    }
     let (Some(um), Some(_)) = (upstream_module(), init_round_robin()) else {
         // SAFETY: `cf` is the configuration being parsed.
         return unsafe {
@@ -346,15 +330,6 @@ unsafe extern "C" fn init_upstream(
         if conf.is_null() || rr.is_null() {
             return crate::shell::nginx::ERROR;
         }
-        #[cfg(ngx_resolve)]
-        if !(*rr).resolve.is_null() {
-            let msg = format!(
-                "lb_upstream: \"server ... resolve\" is not supported in stream upstream \"{}\" yet",
-                bytes(&(*us).host).escape_ascii()
-            );
-            log_plain(cf, NGX_LOG_EMERG as ngx_uint_t, &msg);
-            return crate::shell::nginx::ERROR;
-        }
         let (peers, primaries) = peers_of(rr);
         let mut table =
             Upstream::from_peers((*us).host, Kind::Stream, (*conf).method, peers, primaries);
@@ -369,6 +344,48 @@ unsafe extern "C" fn init_upstream(
             for p in &mut table.current_mut().peers {
                 p.ramp = crate::balance::slow_start::STEPS;
             }
+        }
+        // Peers that change at run time, as in http (`shell::upstream::init_upstream`): `server
+        // NAME resolve` (nginx 1.27.3+, which requires `zone` and a `resolver` itself) and
+        // peers `lb_api` may add (upstreams with `zone`). `shell::resolve` follows nginx's
+        // stream lists as it follows the http ones (`shell::rr`).
+        let zoned = !(*us).shm_zone.is_null();
+        let method = (*conf).method;
+        if !zoned && method.max_added.is_some() {
+            let msg = format!(
+                "lb_upstream: \"max_added\" in stream upstream \"{}\" needs the \"zone\" directive",
+                bytes(&(*us).host).escape_ascii()
+            );
+            log_plain(cf, NGX_LOG_EMERG as ngx_uint_t, &msg);
+            return crate::shell::nginx::ERROR;
+        }
+        let max_added = if zoned {
+            method
+                .max_added
+                .unwrap_or(crate::balance::method::DEFAULT_MAX_ADDED)
+        } else {
+            0
+        };
+        let servers = crate::shell::resolve::resolve_servers(rr);
+        if servers == 0 && method.max_resolved.is_some() {
+            let msg = format!(
+                "lb_upstream: \"max_resolved\" in stream upstream \"{}\" needs a server with \
+                 \"resolve\"",
+                bytes(&(*us).host).escape_ascii()
+            );
+            log_plain(cf, NGX_LOG_EMERG as ngx_uint_t, &msg);
+            return crate::shell::nginx::ERROR;
+        }
+        if servers > 0 || max_added > 0 {
+            let max = method
+                .max_resolved
+                .unwrap_or(crate::shell::resolve::DEFAULT_MAX_RESOLVED);
+            table.dynamic = Some(Box::new(crate::shell::resolve::Dynamic::new(
+                crate::shell::resolve::Lists::Stream(us),
+                servers,
+                max,
+                max_added,
+            )));
         }
         let table = ngx::core::Pool::from_ngx_pool((*cf).pool).allocate(table);
         if table.is_null() {

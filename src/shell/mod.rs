@@ -10,7 +10,9 @@
 //! - `table`: one upstream's peers as built from nginx's `server` lines;
 //! - `pick`: `init_peer`, `get_peer` (where a peer is chosen) and `free_peer`;
 //! - `zone`: the shared-memory zone, committed with the configuration;
-//! - `resolve`: peers of `server NAME resolve`, following nginx's resolver at run time;
+//! - `resolve`: peers of `server NAME resolve`, following nginx's resolver at run time, and
+//!   peers added by `lb_api`, for http and stream upstreams alike (`rr`: nginx's round-robin
+//!   lists of both, read through one trait);
 //! - `check` and `probe`: `lb_check` and the probes on each worker's event loop;
 //! - `keepalive`: `lb_keepalive`'s idle connections;
 //! - `api`: `lb_api`, runtime control of peers (the requests are parsed in `crate::api`);
@@ -30,6 +32,7 @@ pub mod nginx;
 pub mod pick;
 pub mod probe;
 pub mod resolve;
+pub mod rr;
 pub mod status;
 pub mod stream;
 pub mod table;

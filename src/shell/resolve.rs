@@ -1,5 +1,10 @@
 //! Peers that change at run time: `server NAME resolve` (nginx 1.27.3+), following DNS, and
-//! peers added through `lb_api` (upstreams with `zone`, any nginx version).
+//! peers added through `lb_api` (upstreams with `zone`, any nginx version), in `http {}` and
+//! `stream {}` upstreams alike: nginx's zone modules of both keep the lists the same way
+//! (`ngx_http_upstream_zone_module.c` and `ngx_stream_upstream_zone_module.c` are one design),
+//! and `shell::rr` reads both kinds of lists through one trait (`Lists` says which an
+//! upstream has). Records and added peers are filed under the upstream's `key_name`, so an
+//! http and a stream upstream of the same name never share them.
 //!
 //! Added peers are kept in our zone (`shm::added`, with a change counter in its header); they
 //! join the entries read from nginx's lists below, and from there on they are peers like any
@@ -39,9 +44,9 @@ use core::sync::atomic::AtomicUsize;
 use core::sync::atomic::{AtomicU32, Ordering::Acquire};
 
 use nginx_sys::{
-    ngx_cycle_t, ngx_event_t, ngx_http_upstream_rr_peer_t, ngx_http_upstream_rr_peers_t,
-    ngx_http_upstream_srv_conf_t, ngx_rwlock_rlock, ngx_rwlock_unlock, ngx_shmtx_lock,
-    ngx_shmtx_unlock, ngx_sockaddr_t, sockaddr, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_cycle_t, ngx_event_t, ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t,
+    ngx_rwlock_rlock, ngx_rwlock_unlock, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_sockaddr_t,
+    sockaddr, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 
 use crate::balance::membership::{self, Action};
@@ -49,6 +54,7 @@ use crate::balance::Limits;
 use crate::shell::conf::MainConf;
 use crate::shell::nginx::{bytes, now_ms};
 use crate::shell::probe;
+use crate::shell::rr::{RrList, RrPeer};
 use crate::shell::table::{
     line_fingerprint, Addr, Key, KeyMap, Members, OwnedAddr, Peer, Upstream,
 };
@@ -63,9 +69,18 @@ const POLL_MS: u64 = 1000;
 /// says otherwise.
 pub const DEFAULT_MAX_RESOLVED: usize = 128;
 
+/// The configuration of an upstream whose lists are followed: an http or a stream one (their
+/// lists have the same shape, `shell::rr`).
+#[derive(Clone, Copy)]
+pub enum Lists {
+    Http(*mut ngx_http_upstream_srv_conf_t),
+    #[cfg(ngx_feature = "stream")]
+    Stream(*mut nginx_sys::ngx_stream_upstream_srv_conf_t),
+}
+
 /// How one worker follows the resolved peers of one upstream.
 pub struct Dynamic {
-    us: *mut ngx_http_upstream_srv_conf_t,
+    us: Lists,
     /// `server ... resolve` lines.
     pub servers: usize,
     /// The value of nginx's change counter that the current peers reflect.
@@ -102,12 +117,7 @@ pub struct Dynamic {
 
 impl Dynamic {
     /// `servers`: the upstream's `server ... resolve` lines.
-    pub fn new(
-        us: *mut ngx_http_upstream_srv_conf_t,
-        servers: usize,
-        max_resolved: usize,
-        max_added: usize,
-    ) -> Dynamic {
+    pub fn new(us: Lists, servers: usize, max_resolved: usize, max_added: usize) -> Dynamic {
         Dynamic {
             us,
             servers,
@@ -152,20 +162,20 @@ impl Dynamic {
 /// How many `server ... resolve` lines the lists hold.
 ///
 /// # Safety
-/// `rr` is the peer lists `ngx_http_upstream_init_round_robin` built.
+/// `rr` is the peer lists nginx's round-robin initialisation (http's or stream's) built.
 #[cfg(ngx_resolve)]
-pub unsafe fn resolve_servers(rr: *const ngx_http_upstream_rr_peers_t) -> usize {
+pub unsafe fn resolve_servers<L: RrList>(rr: *const L) -> usize {
     let mut n = 0;
     let mut list = rr;
     // SAFETY: as required by the caller.
     unsafe {
         while !list.is_null() {
-            let mut p = (*list).resolve;
+            let mut p = L::resolve(list);
             while !p.is_null() {
                 n += 1;
-                p = (*p).next;
+                p = (*p).next();
             }
-            list = (*list).next;
+            list = L::next(list);
         }
     }
     n
@@ -202,35 +212,29 @@ impl Copy {
     }
 }
 
-/// nginx's lists of the upstream now (`us->peer.data`: the zone's copy once the zone is set up).
-unsafe fn lists(d: &Dynamic) -> *mut ngx_http_upstream_rr_peers_t {
-    // SAFETY: `us` is the upstream's configuration, alive for the cycle.
-    unsafe { (*d.us).peer.data as *mut ngx_http_upstream_rr_peers_t }
-}
-
 /// Before nginx 1.27.3 there is no `resolve`.
 ///
 /// # Safety
 /// Nothing to uphold.
 #[cfg(not(ngx_resolve))]
-pub unsafe fn resolve_servers(_rr: *const ngx_http_upstream_rr_peers_t) -> usize {
+pub unsafe fn resolve_servers<L: RrList>(_rr: *const L) -> usize {
     0
 }
 
 /// Before nginx 1.27.3 the lists never change at run time.
 #[cfg(not(ngx_resolve))]
-unsafe fn config_counter(_rr: *const ngx_http_upstream_rr_peers_t) -> usize {
+unsafe fn config_counter<L: RrList>(_rr: *const L) -> usize {
     0
 }
 
 /// nginx's change counter of the lists.
 #[cfg(ngx_resolve)]
-unsafe fn config_counter(rr: *const ngx_http_upstream_rr_peers_t) -> usize {
+unsafe fn config_counter<L: RrList>(rr: *const L) -> usize {
     // SAFETY: `config` points to an aligned machine word in the upstream zone, which nginx
     // changes under the lists' write lock; reading it atomically sees the old or the new
     // value, and a changed value is followed by a read of the lists under the read lock.
     unsafe {
-        let c = (*rr).config;
+        let c = L::config(rr);
         if c.is_null() {
             0
         } else {
@@ -239,47 +243,85 @@ unsafe fn config_counter(rr: *const ngx_http_upstream_rr_peers_t) -> usize {
     }
 }
 
+/// nginx's change counter of the upstream's lists now (`us->peer.data`: the zone's copy once
+/// the zone is set up).
+///
+/// # Safety
+/// `d`'s upstream configuration is alive (it is, for the cycle).
+unsafe fn lists_counter(d: &Dynamic) -> usize {
+    // SAFETY: as required by the caller.
+    unsafe {
+        match d.us {
+            Lists::Http(us) => {
+                config_counter((*us).peer.data as *const ngx_http_upstream_rr_peers_t)
+            }
+            #[cfg(ngx_feature = "stream")]
+            Lists::Stream(us) => {
+                config_counter((*us).peer.data as *const nginx_sys::ngx_stream_upstream_rr_peers_t)
+            }
+        }
+    }
+}
+
+/// Copies the upstream's lists now (as `read_locked`).
+///
+/// # Safety
+/// As for `lists_counter`.
+unsafe fn read_lists(d: &Dynamic, copy: &mut Copy) -> usize {
+    // SAFETY: as required by the caller; `peer.data` is the upstream's lists in its zone.
+    unsafe {
+        match d.us {
+            Lists::Http(us) => {
+                read_locked((*us).peer.data as *mut ngx_http_upstream_rr_peers_t, copy)
+            }
+            #[cfg(ngx_feature = "stream")]
+            Lists::Stream(us) => read_locked(
+                (*us).peer.data as *mut nginx_sys::ngx_stream_upstream_rr_peers_t,
+                copy,
+            ),
+        }
+    }
+}
+
 /// Appends one list's peers to `copy`.
 ///
 /// # Safety
 /// The list's read lock is held.
-unsafe fn read_list(list: *const ngx_http_upstream_rr_peers_t, backup: bool, copy: &mut Copy) {
+unsafe fn read_list<L: RrList>(list: *const L, backup: bool, copy: &mut Copy) {
     // SAFETY: as required by the caller; nginx's strings and addresses are valid while the
     // lock is held.
     unsafe {
-        let mut p: *const ngx_http_upstream_rr_peer_t = (*list).peer;
+        let mut p = L::first(list);
         while !p.is_null() {
+            let q = &*p;
             let mut sa: ngx_sockaddr_t = core::mem::zeroed();
-            let len = ((*p).socklen as usize).min(core::mem::size_of::<ngx_sockaddr_t>());
+            let len = (q.socklen() as usize).min(core::mem::size_of::<ngx_sockaddr_t>());
             ptr::copy_nonoverlapping(
-                (*p).sockaddr as *const u8,
+                q.sockaddr() as *const u8,
                 ptr::addr_of_mut!(sa) as *mut u8,
                 len,
             );
             let at = copy.text.len();
-            copy.text.extend_from_slice(bytes(&(*p).name));
+            copy.text.extend_from_slice(bytes(q.name()));
             let mid = copy.text.len();
-            copy.text.extend_from_slice(bytes(&(*p).server));
+            copy.text.extend_from_slice(bytes(q.server()));
             copy.entries.push(Entry {
                 sockaddr: sa,
                 socklen: len as _,
                 name: at..mid,
                 server: mid..copy.text.len(),
-                weight: (*p).weight.clamp(1, u32::MAX as _) as u32,
+                weight: q.weight().clamp(1, u32::MAX as _) as u32,
                 limits: Limits {
-                    max_fails: (*p).max_fails.min(u32::MAX as _) as u32,
-                    fail_timeout_ms: ((*p).fail_timeout.max(0) as u64).saturating_mul(1000),
-                    max_conns: (*p).max_conns.min(u32::MAX as _) as u32,
+                    max_fails: q.max_fails().min(u32::MAX as _) as u32,
+                    fail_timeout_ms: (q.fail_timeout().max(0) as u64).saturating_mul(1000),
+                    max_conns: q.max_conns().min(u32::MAX as _) as u32,
                 },
-                down: (*p).down != 0,
+                down: q.down(),
                 backup,
-                #[cfg(ngx_resolve)]
-                resolved: !(*p).host.is_null(),
-                #[cfg(not(ngx_resolve))]
-                resolved: false,
+                resolved: q.resolved(),
                 added: false,
             });
-            p = (*p).next;
+            p = q.next();
         }
     }
 }
@@ -291,21 +333,21 @@ unsafe fn read_list(list: *const ngx_http_upstream_rr_peers_t, backup: bool, cop
 ///
 /// # Safety
 /// `rr` is the upstream's lists in its zone.
-unsafe fn read_locked(rr: *mut ngx_http_upstream_rr_peers_t, copy: &mut Copy) -> usize {
+unsafe fn read_locked<L: RrList>(rr: *mut L, copy: &mut Copy) -> usize {
     // SAFETY: as required by the caller.
     unsafe {
-        let backup = (*rr).next;
-        ngx_rwlock_rlock(ptr::addr_of_mut!((*rr).rwlock));
+        let backup = L::next(rr);
+        ngx_rwlock_rlock(L::rwlock(rr));
         if !backup.is_null() {
-            ngx_rwlock_rlock(ptr::addr_of_mut!((*backup).rwlock));
+            ngx_rwlock_rlock(L::rwlock(backup));
         }
         let seen = config_counter(rr);
         read_list(rr, false, copy);
         if !backup.is_null() {
             read_list(backup, true, copy);
-            ngx_rwlock_unlock(ptr::addr_of_mut!((*backup).rwlock));
+            ngx_rwlock_unlock(L::rwlock(backup));
         }
-        ngx_rwlock_unlock(ptr::addr_of_mut!((*rr).rwlock));
+        ngx_rwlock_unlock(L::rwlock(rr));
         seen
     }
 }
@@ -337,7 +379,7 @@ unsafe fn added_changed(u: &Upstream) -> bool {
     // SAFETY: as required by the caller; the entries are read under the zone's mutex.
     unsafe {
         let main = &*d.main;
-        let key = added::upstream_key(bytes(&u.name));
+        let key = added::upstream_key(&u.key_name());
         let t = Table::from_header(main.table);
         ngx_shmtx_lock(ptr::addr_of_mut!((*main.pool).mutex));
         let same = added::of(t.added(), key).eq(d.added.iter());
@@ -347,7 +389,8 @@ unsafe fn added_changed(u: &Upstream) -> bool {
 }
 
 /// Appends the upstream's added peers to `copy` (except addresses the configuration has: it
-/// wins), under the zone's mutex. Returns the change counter the copy reflects.
+/// wins), under the zone's mutex. `upstream` is the upstream's `key_name`. Returns the change
+/// counter the copy reflects.
 ///
 /// # Safety
 /// `main` is this process's main conf, its table set.
@@ -611,7 +654,7 @@ pub unsafe fn refresh(u: &mut Upstream) {
         if d.main.is_null() {
             return;
         }
-        let lists_moved = config_counter(lists(d)) != d.seen;
+        let lists_moved = lists_counter(d) != d.seen;
         let added_now = added_counter(&*d.main);
         if !lists_moved && added_now == d.seen_added {
             return;
@@ -634,6 +677,13 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
     // serialises the claims of all processes (and whose holder's death nginx's master undoes).
     unsafe {
         let slow_ms = u.slow_start.map(|s| s.ms);
+        // Records and added peers are filed under the kind's name (an http and a stream
+        // upstream may share a name); the log says the name, and the kind for stream.
+        let key_name = u.key_name();
+        let kind = match u.kind {
+            crate::shell::table::Kind::Http => "",
+            crate::shell::table::Kind::Stream => "stream ",
+        };
         let d = u.dynamic.as_deref_mut().expect("a resolved upstream");
         let main = &*d.main;
         if main.table.is_null() || main.pool.is_null() {
@@ -649,15 +699,15 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
         let mut copy = Copy::default();
         copy.entries.reserve(d.last_entries + 64);
         copy.text.reserve(d.last_text + 4096);
-        let seen = read_locked(lists(d), &mut copy);
+        let seen = read_lists(d, &mut copy);
         let seen_added = if d.max_added > 0 {
-            read_added(main, upstream_name, &mut copy, &mut d.added)
+            read_added(main, &key_name, &mut copy, &mut d.added)
         } else {
             added_counter(main)
         };
         d.last_entries = copy.entries.len();
         d.last_text = copy.text.len();
-        let keys: Vec<Key> = d.keys.keys(upstream_name, copy).to_vec();
+        let keys: Vec<Key> = d.keys.keys(&key_name, copy).to_vec();
         let copy = &d.keys.copy;
 
         // Which entries become peers, which peers stay and which leave.
@@ -836,7 +886,8 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
                 ngx::ngx_log_error!(
                     NGX_LOG_NOTICE,
                     cycle_log,
-                    "lb: upstream \"{}\": peer {} ({}) joined",
+                    "lb: {}upstream \"{}\": peer {} ({}) joined",
+                    kind,
                     upstream_name.escape_ascii(),
                     bytes(peers[i].name()).escape_ascii(),
                     bytes(peers[i].server()).escape_ascii()
@@ -847,7 +898,8 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
             ngx::ngx_log_error!(
                 NGX_LOG_NOTICE,
                 cycle_log,
-                "lb: upstream \"{}\": peer {} ({}) left",
+                "lb: {}upstream \"{}\": peer {} ({}) left",
+                kind,
                 upstream_name.escape_ascii(),
                 bytes(p.name()).escape_ascii(),
                 bytes(p.server()).escape_ascii()
@@ -857,8 +909,9 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
             ngx::ngx_log_error!(
                 NGX_LOG_WARN,
                 cycle_log,
-                "lb: upstream \"{}\": no room in zone \"ngx_http_lb\" for {} configured peer(s); \
+                "lb: {}upstream \"{}\": no room in zone \"ngx_http_lb\" for {} configured peer(s); \
                  their state is private to each worker until a reload finds room",
+                kind,
                 upstream_name.escape_ascii(),
                 private
             );
@@ -868,8 +921,9 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
             ngx::ngx_log_error!(
                 NGX_LOG_WARN,
                 cycle_log,
-                "lb: upstream \"{}\": {} resolved address(es) ignored ({} over max_resolved={}, \
+                "lb: {}upstream \"{}\": {} resolved address(es) ignored ({} over max_resolved={}, \
                  {} for lack of room in zone \"ngx_http_lb\")",
+                kind,
                 upstream_name.escape_ascii(),
                 ignored,
                 plan.ignored,

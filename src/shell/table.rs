@@ -453,6 +453,15 @@ impl Kind {
             Kind::Stream => "stream",
         }
     }
+
+    /// The name an upstream of this kind called `name` files its records and added peers
+    /// under (see `Upstream::key_name`).
+    pub fn key_name(self, name: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            Kind::Http => std::borrow::Cow::Borrowed(name),
+            Kind::Stream => std::borrow::Cow::Owned([&b"\0stream\0"[..], name].concat()),
+        }
+    }
 }
 
 pub struct Upstream {
@@ -574,14 +583,7 @@ impl Upstream {
         // SAFETY: the name is an nginx string from the configuration pool, which outlives the
         // table.
         let name: &'static [u8] = unsafe { crate::shell::nginx::bytes(&self.name) };
-        match self.kind {
-            Kind::Http => std::borrow::Cow::Borrowed(name),
-            Kind::Stream => {
-                let mut v = b"\0stream\0".to_vec();
-                v.extend_from_slice(name);
-                std::borrow::Cow::Owned(v)
-            }
-        }
+        self.kind.key_name(name)
     }
 
     /// The current peers.

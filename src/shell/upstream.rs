@@ -337,7 +337,10 @@ unsafe extern "C" fn init_upstream(
                 .max_resolved
                 .unwrap_or(super::resolve::DEFAULT_MAX_RESOLVED);
             table.dynamic = Some(Box::new(super::resolve::Dynamic::new(
-                us, servers, max, max_added,
+                super::resolve::Lists::Http(us),
+                servers,
+                max,
+                max_added,
             )));
         }
         if servers == 0 && (*conf).method.max_resolved.is_some() {

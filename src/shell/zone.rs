@@ -350,7 +350,8 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
     crate::shell::nginx::OK
 }
 
-/// Per `added::upstream_key`: `max_added` and the configured addresses.
+/// Per `added::upstream_key` (of the upstream's `key_name`: an http and a stream upstream may
+/// share a name): `max_added` and the configured addresses.
 pub type AddedTakers<'a> =
     std::collections::HashMap<(u64, u64), (usize, std::collections::HashSet<&'a [u8]>)>;
 
@@ -374,7 +375,7 @@ pub unsafe fn added_takers(main: &MainConf) -> AddedTakers<'_> {
                     .map(|p| bytes(p.name()))
                     .collect();
                 (
-                    crate::shm::added::upstream_key(bytes(&u.name)),
+                    crate::shm::added::upstream_key(&u.key_name()),
                     (d.max_added, configured),
                 )
             })

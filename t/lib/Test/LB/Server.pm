@@ -11,7 +11,8 @@ package Test::LB::Server;
 #   $s->stop;
 #
 # new(stream => $text) adds a stream {} block after http {} (ports and __DIR__ replaced as
-# above), loading $ENV{TEST_NGINX_STREAM_MODULE} first where stream is a module of its own.
+# above), loading $ENV{TEST_NGINX_STREAM_MODULE} first where stream is a module of its own;
+# set_stream($text) changes it for the next start or reload.
 #
 # Copyright (c) the ngx_http_lb_module authors. MIT licensed.
 
@@ -52,6 +53,9 @@ sub new {
 }
 
 sub dir  { $_[0]{dir} }
+
+# Replaces the stream {} block's text for the next start or reload (undef: no stream block).
+sub set_stream { $_[0]{stream} = $_[1] }
 sub port { $_[0]{ports}[ $_[1] - 1 ] }
 
 sub free_port {

@@ -1,0 +1,1 @@
+../157-stream-api-add.t
