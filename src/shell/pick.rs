@@ -218,22 +218,29 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
             log_no_peer((*pc).log, up, m, now);
             return crate::shell::nginx::BUSY;
         };
-        let record = shared(&m.peers[i]);
+        let Some(peer) = m.peers.get(i) else {
+            return crate::shell::nginx::ERROR;
+        };
+        let record = shared(peer);
         if up.outlier.is_some() && record.take_return(now) {
             ngx::ngx_log_error!(
                 NGX_LOG_WARN,
                 (*pc).log,
                 "lb: peer {} in upstream \"{}\" is back from outlier ejection",
-                bytes(m.peers[i].name()).escape_ascii(),
+                bytes(peer.name()).escape_ascii(),
                 bytes(&up.name).escape_ascii()
             );
         }
-        record.on_pick(&m.peers[i].limits, now, mine(&m.peers[i]));
+        record.on_pick(&peer.limits, now, mine(peer));
         rp.current = i;
         rp.last = i;
         rp.last_health = record.health().0;
         rp.started_ms = now;
         rp.set_tried(i);
+        let (sockaddr, socklen, name) = peer.addr.parts();
+        (*pc).sockaddr = sockaddr;
+        (*pc).socklen = socklen;
+        (*pc).name = name as *const _ as *mut _;
         if up.method == Method::LeastConn {
             // Only least_conn needs the sum over all workers' counters.
             if let Some((Selector::LeastConn(lc), j)) = selector_of(m, i) {
@@ -259,10 +266,6 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
                 ""
             }
         );
-        let (sockaddr, socklen, name) = peer.addr.parts();
-        (*pc).sockaddr = sockaddr;
-        (*pc).socklen = socklen;
-        (*pc).name = name as *const _ as *mut _;
         if up.keepalive.is_some() && up.owns_slot(peer) {
             let slot = peer.slot();
             if let Some(k) = up.keepalive.as_deref_mut() {
@@ -560,20 +563,38 @@ fn select(
     judge: Judge<'_>,
 ) -> Option<usize> {
     let now = judge.now;
+    match sel {
+        // The walk judges every peer: the plain case is decided once, outside it, and is
+        // the only one inlined into `get_peer` (what the other arms capture would be set up
+        // on every pick otherwise).
+        Selector::RoundRobin(rr) if judge.plain() => rr
+            .pick(
+                #[inline(always)]
+                |j| {
+                    !rp.tried(base + j) && {
+                        let p = &peers[j];
+                        shared(p).pickable(&p.limits, now)
+                    }
+                },
+            )
+            .map(|j| base + j),
+        _ => select_otherwise(sel, peers, rp, base, decay_ms, judge),
+    }
+}
+
+/// `select` for least_conn, p2c, and round-robin when the pick is not plain.
+#[inline(never)]
+fn select_otherwise(
+    sel: &mut Selector,
+    peers: &[Peer],
+    rp: &RequestPeers,
+    base: usize,
+    decay_ms: u64,
+    judge: Judge<'_>,
+) -> Option<usize> {
+    let now = judge.now;
     let chosen = match sel {
-        // The walk judges every peer: the plain case is decided once, outside it.
-        Selector::RoundRobin(rr) if judge.plain() => rr.pick(
-            #[inline(always)]
-            |j| {
-                !rp.tried(base + j) && {
-                    let p = &peers[j];
-                    shared(p).pickable(&p.limits, now)
-                }
-            },
-        ),
-        Selector::RoundRobin(rr) => {
-            rr.pick(|j| !rp.tried(base + j) && judge.can_pick_slowly(&peers[j]))
-        }
+        Selector::RoundRobin(rr) => rr.pick(|j| !rp.tried(base + j) && judge.can_pick(&peers[j])),
         Selector::LeastConn(lc) => lc.pick(
             |j| shared(&peers[j]).active(),
             |j| {
@@ -624,20 +645,31 @@ fn select_in(
     decay: u64,
     judge: Judge<'_>,
 ) -> Option<usize> {
-    select(&mut m.primary, &m.peers[..primaries], rp, 0, decay, judge).or_else(|| {
-        let backups = Judge {
-            panic: false,
-            ..judge
-        };
-        select(
-            &mut m.backup,
-            &m.peers[primaries..],
-            rp,
-            primaries,
-            decay,
-            backups,
-        )
-    })
+    select(&mut m.primary, &m.peers[..primaries], rp, 0, decay, judge)
+        .or_else(|| select_backup(m, rp, primaries, decay, judge))
+}
+
+/// The backups' turn (out of line: the primaries' pick is the one every request makes).
+#[inline(never)]
+fn select_backup(
+    m: &mut Members,
+    rp: &RequestPeers,
+    primaries: usize,
+    decay: u64,
+    judge: Judge<'_>,
+) -> Option<usize> {
+    let backups = Judge {
+        panic: false,
+        ..judge
+    };
+    select(
+        &mut m.backup,
+        &m.peers[primaries..],
+        rp,
+        primaries,
+        decay,
+        backups,
+    )
 }
 
 /// The request pool's cleanup for a snapshot the request held.
