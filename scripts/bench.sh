@@ -578,6 +578,14 @@ checks1000_run() {
         "$(awk -v u=$((u1 - u0)) -v k=$((s1 - s0)) -v hz="$hz" -v s="$secs" \
             'BEGIN {printf "%.2f%% of one core (user %.2f%%, kernel %.2f%%)", 100 * (u + k) / hz / s, 100 * u / hz / s, 100 * k / hz / s}')$held" "" ""
     [ "$downs" = 0 ] || say "warning: $downs peers went down during $name"
+    if [ "$type" = stream ]; then
+        # What the kernel alone costs for the same connects and resets, from one process
+        # (scripts/bench/connect_floor.py): the floor of any connect-based checker here.
+        local fr fu fk
+        read -r fr fu fk < <(scripts/bench/connect_floor.py 1000 "$BACKEND_BASE" 1000 1000 "$secs" 127.0.0.1)
+        row "$name" "kernel floor: the same connects, no nginx" "" \
+            "$fr probes/s: kernel ${fk}% of one core (+ python's user ${fu}%)" "" ""
+    fi
 }
 
 # resolve1000: 1,000 addresses behind one name, one of them replaced every second.
