@@ -4,7 +4,8 @@
 # backend that fails its checks (and comes back) within 3 s with the reason, drains and
 # re-weights a peer through lb_api with real clicks, fits 1,280 px and a phone's 390 px
 # without sideways scrolling, logs no console error (CSP violations included), sends no
-# request beyond its server, and without JavaScript still shows the table. Screenshots for a
+# request beyond its server, and without JavaScript still shows the table. A stream upstream
+# of the same name has a section of its own, and its drain and up buttons act on it. Screenshots for a
 # person: build/dashboard-1280.png, build/dashboard-phone.png, build/dashboard-nojs.png.
 # Scripted (Test::LB::Server): the browser needs a running server. About 12 s.
 use strict;
@@ -21,7 +22,17 @@ for my $need (['chromium', 'chromium'], ['/usr/bin/python3 -c "import websocket"
         or BAIL_OUT("$need->[1] is missing: apt-get install chromium python3-websocket (scripts/test.sh does)");
 }
 
-my $s = Test::LB::Server->new(name => 'dashboard', workers => 2);
+# A stream upstream of the same name as the http one: the page keeps them apart, and its
+# buttons act on the stream one with ?kind=stream.
+my $s = Test::LB::Server->new(name => 'dashboard', workers => 2, stream => <<'STREAM');
+    server { listen 127.0.0.1:__PORT5__; listen 127.0.0.1:__PORT6__; return "ok"; }
+    upstream u {
+        lb_upstream;
+        server 127.0.0.1:__PORT5__;
+        server 127.0.0.1:__PORT6__;
+        lb_check type=tcp interval=300ms timeout=200ms rise=1 fall=1;
+    }
+STREAM
 my $dir = $s->dir;
 # Workers run as nobody when nginx starts as root: the flag directory must be readable by it.
 chmod 0755, $dir, "$dir/html";
@@ -66,7 +77,8 @@ unlike($head, qr/Content-Security-Policy/i, 'only on the HTML page');
 
 my $base = 'http://127.0.0.1:' . $s->port(1);
 open(my $run, '-|', '/usr/bin/python3', "$root/t/dashboard.py", '--base', $base, '--upstream', 'u',
-     '--flip-dir', "$dir/html", '--shots', "$root/build") or die "t/dashboard.py: $!";
+     '--flip-dir', "$dir/html", '--shots', "$root/build",
+     '--stream-peer', '127.0.0.1:' . $s->port(5)) or die "t/dashboard.py: $!";
 my ($checks, $passed) = (0, 1);
 while (my $line = <$run>) {
     chomp $line;

@@ -173,16 +173,23 @@ def main():
     ap.add_argument("--status", default="/status")
     ap.add_argument("--ro", default="/ro")
     ap.add_argument("--api", default="/lb-api/")
+    # A peer of a stream upstream named as --upstream (the page keeps the two apart).
+    ap.add_argument("--stream-peer")
     a = ap.parse_args()
     os.makedirs(a.shots, exist_ok=True)
     page = a.base + a.status + "?format=html"
     status_json = a.base + a.status + "?format=json"
 
-    def upstream():
-        return next(u for u in get_json(status_json)["upstreams"] if u["name"] == a.upstream)
+    def upstream(kind="http"):
+        return next(u for u in get_json(status_json)["upstreams"]
+                    if u["name"] == a.upstream and u.get("kind", "http") == kind)
 
-    def api_peer(addr):
-        return get_json("%s%supstreams/%s/peers/%s" % (a.base, a.api, urllib.parse.quote(a.upstream, safe=""), addr))
+    def api_peer(addr, kind="http"):
+        return get_json("%s%supstreams/%s/peers/%s%s" % (a.base, a.api, urllib.parse.quote(a.upstream, safe=""), addr,
+                                                          "?kind=stream" if kind == "stream" else ""))
+
+    # The http upstream's section (a stream upstream may have the same name).
+    sec = "section.u[data-upstream=%s][data-kind=http]" % json.dumps(a.upstream)
 
     def row(addr, what):
         return "(function(){var r=document.querySelector('tr.peer[data-address=\"%s\"]');" \
@@ -200,20 +207,19 @@ def main():
 
         peers = upstream()["peers"]
         n = len(peers)
-        charts = b.js("Array.from(document.querySelectorAll('section.u[data-upstream=%s] svg.chart'))"
-                      ".map(function(s){return s.querySelectorAll('path[data-peer]').length;})"
-                      % json.dumps(a.upstream))
+        charts = b.js("Array.from(document.querySelectorAll('%s svg.chart'))"
+                      ".map(function(s){return s.querySelectorAll('path[data-peer]').length;})" % sec)
         # The rate chart has a line for every peer (0 for the backup), the latency chart for
         # those that answered.
         report(charts is not None and len(charts) == 2 and charts[0] == n and charts[1] >= 1,
                "two charts for the upstream, a line per peer in the rate chart", "lines: %s, peers: %d" % (charts, n))
 
-        def rows_match():
-            want = sorted((p["address"], p["state"], str(p["weight"])) for p in upstream()["peers"])
-            got = b.js("Array.from(document.querySelectorAll('section.u[data-upstream=%s] tr.peer'))"
+        def rows_match(kind="http"):
+            want = sorted((p["address"], p["state"], str(p["weight"])) for p in upstream(kind)["peers"])
+            got = b.js("Array.from(document.querySelectorAll('section.u[data-upstream=%s][data-kind=%s] tr.peer'))"
                        ".map(function(r){return [r.getAttribute('data-address'),"
                        "r.querySelector('.state').textContent, r.querySelector('input.weight').value];})"
-                       % json.dumps(a.upstream))
+                       % (json.dumps(a.upstream), kind))
             return sorted(tuple(g) for g in got) == want, want, got
 
         for _ in range(20):
@@ -223,14 +229,25 @@ def main():
             time.sleep(0.1)
         report(same, "peer rows match the JSON (address, state, weight)", "JSON: %s" % want, "page: %s" % got)
 
-        # Every upstream, its name as written (one of the .t's names is HTML markup).
-        names = sorted(u["name"] for u in get_json(status_json)["upstreams"])
+        # Every upstream, its name as written (one of the .t's names is HTML markup), http and
+        # stream ones apart.
+        names = sorted((u.get("kind", "http"), u["name"]) for u in get_json(status_json)["upstreams"])
         shown = b.js("Array.from(document.querySelectorAll('section.u')).map(function(s){"
-                     "return [s.getAttribute('data-upstream'), s.querySelector('h2').textContent,"
-                     " s.querySelector('h2').children.length];})")
-        report(sorted(x[0] for x in shown) == names
-               and all(x[1] == "upstream " + x[0] and x[2] == 0 for x in shown),
-               "a section per upstream, names shown as text (markup in a name stays text)", shown)
+                     "return [s.getAttribute('data-kind'), s.getAttribute('data-upstream'),"
+                     " s.querySelector('h2').textContent, s.querySelector('h2').children.length];})")
+        heading = {"http": "upstream ", "stream": "stream upstream "}
+        report(sorted((x[0], x[1]) for x in shown) == names
+               and all(x[2] == heading[x[0]] + x[1] and x[3] == 0 for x in shown),
+               "a section per upstream, stream ones apart, names shown as text (markup in a name stays text)",
+               shown)
+        if a.stream_peer:
+            for _ in range(20):
+                same, want, got = rows_match("stream")
+                if same:
+                    break
+                time.sleep(0.1)
+            report(same, "the stream upstream of the same name has its own rows, matching its JSON",
+                   "JSON: %s" % want, "page: %s" % got)
 
         wide = b.js("[document.documentElement.scrollWidth, window.innerWidth]")
         report(wide[0] <= wide[1], "no horizontal scrolling at 1280 px", "scrollWidth %d, window %d" % tuple(wide))
@@ -292,6 +309,28 @@ def main():
         note = b.js("document.getElementById('note').textContent")
         report(note is not None and "done" in note, "the page says the change was made", note)
 
+        if a.stream_peer:
+            # The stream peer's buttons act on the stream upstream (?kind=stream), not on the
+            # http one of the same name.
+            b.click('section.u[data-kind=stream] tr.peer[data-address="%s"] button.admin-drain' % a.stream_peer)
+            admin = None
+            for _ in range(60):
+                admin = api_peer(a.stream_peer, "stream")["admin"]
+                if admin == "drain":
+                    break
+                time.sleep(0.05)
+            http_admins = sorted(set(p["admin"] for p in upstream()["peers"]))
+            report(admin == "drain" and http_admins == ["up"],
+                   "clicking drain on a stream peer drains it in the stream upstream only",
+                   "stream peer admin %s, http peers %s" % (admin, http_admins))
+            b.click('section.u[data-kind=stream] tr.peer[data-address="%s"] button.admin-up' % a.stream_peer)
+            for _ in range(60):
+                admin = api_peer(a.stream_peer, "stream")["admin"]
+                if admin == "up":
+                    break
+                time.sleep(0.05)
+            report(admin == "up", "and up brings it back", "admin %s" % admin)
+
         # Phone width: no sideways scrolling either.
         b.size(390, 844, mobile=True)
         b.wait("+(document.body.getAttribute('data-polls')) > %d" % b.js("+document.body.getAttribute('data-polls')"), 3)
@@ -304,7 +343,7 @@ def main():
         b.goto(a.base + a.ro + "?format=html")
         b.wait("document.body && +(document.body.getAttribute('data-polls')||0) >= 1", 5)
         ro = b.js("[document.getElementById('ro').textContent, document.querySelectorAll('#dash button, #dash input').length,"
-                  " document.querySelectorAll('#dash section.u[data-upstream=u] tr.peer').length]".replace("=u]", "=%s]" % json.dumps(a.upstream)))
+                  " document.querySelectorAll('#dash %s tr.peer').length]" % sec)
         report(ro[0].startswith("read-only") and ro[1] == 0 and ro[2] == n,
                "without api= the page lists the peers, read-only, with no buttons", ro)
 
