@@ -92,7 +92,7 @@ while (my $line = <$run>) {
 }
 close $run;
 is($?, 0, 't/dashboard.py finished');
-cmp_ok($checks, '>=', 20, 'every browser check ran');
+cmp_ok($checks, '>=', 24, 'every browser check ran');
 
 like($s->error_log, qr/lb: api: peer 127\.0\.0\.1:\d+ in upstream "u" set to drain/, 'the drain reached lb_api');
 unlike($s->error_log, qr/\[(alert|emerg|crit)\]/, 'no alert in the error log');

@@ -323,6 +323,11 @@ def main():
             report(admin == "drain" and http_admins == ["up"],
                    "clicking drain on a stream peer drains it in the stream upstream only",
                    "stream peer admin %s, http peers %s" % (admin, http_admins))
+            # As for the http peer: up once the page shows the drain (a poll redraws the row).
+            srow = "(function(){var r=document.querySelector('section.u[data-kind=stream] " \
+                   "tr.peer[data-address=\"%s\"]');return r ? %s : null;})()"
+            state, took = b.wait(srow % (a.stream_peer, "r.querySelector('.state').textContent === 'draining'"), 3)
+            report(bool(state), "and the page shows the stream peer draining", "after %.2f s" % took)
             b.click('section.u[data-kind=stream] tr.peer[data-address="%s"] button.admin-up' % a.stream_peer)
             for _ in range(60):
                 admin = api_peer(a.stream_peer, "stream")["admin"]

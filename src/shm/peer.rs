@@ -553,7 +553,11 @@ impl PeerShared {
             }
             return Some(FailOutcome::Counted);
         }
-        if self.accessed_ms.load(Relaxed) < self.checked_ms.load(Relaxed) {
+        // Read before written: nearly every answer finds no failure to forget, and a write
+        // would take the record's cache line from the other workers each time.
+        if self.accessed_ms.load(Relaxed) < self.checked_ms.load(Relaxed)
+            && self.fails.load(Relaxed) != 0
+        {
             let before = self.fails.swap(0, Relaxed);
             if limits.max_fails > 0 && before >= limits.max_fails {
                 // Back from a passive failure period.
