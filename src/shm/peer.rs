@@ -1048,19 +1048,21 @@ mod tests {
         assert_eq!(p.weight_override(), None);
     }
 
+    /// 3 responses >= 500 or 2 errors in a row eject for 1 s (backoff up to 5 s).
+    const OUTLIER: crate::balance::outlier::OutlierConf = crate::balance::outlier::OutlierConf {
+        consecutive_5xx: 3,
+        consecutive_errors: 2,
+        base_ejection_ms: 1000,
+        max_ejection_ms: 5000,
+        max_percent: 50,
+    };
+
     /// `pickable` (one load while the record is calm) says what the full verdict says, after
     /// any sequence of the changes workers, probers, operators and reloads make, whatever
     /// the limits.
     #[test]
     fn pickable_agrees_with_the_verdict_after_every_change() {
-        use crate::balance::outlier::OutlierConf;
-        let c = OutlierConf {
-            consecutive_5xx: 3,
-            consecutive_errors: 2,
-            base_ejection_ms: 1000,
-            max_ejection_ms: 5000,
-            max_percent: 50,
-        };
+        let c = OUTLIER;
         let mine = AtomicU32::new(0);
         let p = PeerShared::default();
         // A zeroed record is down (health 0) and not calm.
@@ -1133,14 +1135,7 @@ mod tests {
 
     #[test]
     fn outlier_runs_eject_once_and_return_once() {
-        use crate::balance::outlier::OutlierConf;
-        let c = OutlierConf {
-            consecutive_5xx: 3,
-            consecutive_errors: 2,
-            base_ejection_ms: 1000,
-            max_ejection_ms: 5000,
-            max_percent: 50,
-        };
+        let c = OUTLIER;
         let p = PeerShared::default();
         p.reset_state(true);
         assert_eq!(p.outlier_response(500, &c), None);
