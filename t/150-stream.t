@@ -87,9 +87,9 @@ made unavailable then, and every connection after that goes straight to b.
 [("GET /t") x 6]
 --- response_body eval
 [split //, "bbbbbb"]
---- grep_error_log eval: qr/lb: peer 127\.0\.0\.1:1 in upstream "backend" is unavailable for 30s after 1 failure\(s\)|connect\(\) failed/
+--- grep_error_log eval: qr/lb: peer 127\.0\.0\.1:1 in stream upstream "backend" is unavailable for 30s after 1 failure\(s\)|connect\(\) failed/
 --- grep_error_log_out eval
-[("connect() failed\nlb: peer 127.0.0.1:1 in upstream \"backend\" is unavailable for 30s after 1 failure(s)\n") x 6]
+[("connect() failed\nlb: peer 127.0.0.1:1 in stream upstream \"backend\" is unavailable for 30s after 1 failure(s)\n") x 6]
 
 
 
@@ -106,7 +106,7 @@ made unavailable then, and every connection after that goes straight to b.
 hello
 --- stream_response:
 --- error_log
-lb: no available peer in upstream "backend" (1 peers: 1 down
+lb: no available peer in stream upstream "backend" (1 peers: 1 down
 no live upstreams
 
 
@@ -268,12 +268,12 @@ connections in a row it is ejected, and every later connection goes straight to 
 [("GET /t") x 8]
 --- response_body eval
 [split //, "bbbbbbbb"]
---- grep_error_log eval: qr/lb: peer 127\.0\.0\.1:1 in upstream "backend" ejected for 30s after 2 connection errors or timeouts in a row \(ejection 1\)|connect\(\) failed/
+--- grep_error_log eval: qr/lb: peer 127\.0\.0\.1:1 in stream upstream "backend" ejected for 30s after 2 connection errors or timeouts in a row \(ejection 1\)|connect\(\) failed/
 --- grep_error_log_out eval
 # Checked after each request (by the real engine; ours sees the whole block's log): on the way,
 # a prefix of the end state; at the end, exactly two refused connections and one ejection.
 [(qr/\A(?:connect\(\) failed\n){1,2}(?:lb: peer [^\n]* ejected [^\n]*\n)?\z/) x 7,
- "connect() failed\nconnect() failed\nlb: peer 127.0.0.1:1 in upstream \"backend\" ejected for 30s after 2 connection errors or timeouts in a row (ejection 1)\n"]
+ "connect() failed\nconnect() failed\nlb: peer 127.0.0.1:1 in stream upstream \"backend\" ejected for 30s after 2 connection errors or timeouts in a row (ejection 1)\n"]
 
 
 

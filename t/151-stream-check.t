@@ -33,7 +33,7 @@ Time::HiRes::sleep(0.5);
 [split //, "bbbbbb"]
 --- error_log
 lb: stream upstream "backend": method round_robin, 2 peers (0 backup, 0 down), checks tcp every 100ms (timeout 100ms, rise 1, fall 1)
-lb: peer 127.0.0.1:1 in upstream "backend" is down after 1 failed check(s): connect failed (connection refused)
+lb: peer 127.0.0.1:1 in stream upstream "backend" is down after 1 failed check(s): connect failed (connection refused)
 --- no_error_log
 connect() failed
 
@@ -109,5 +109,5 @@ Time::HiRes::sleep(0.5);
 --- response_body eval
 [split //, "bbbb"]
 --- error_log
-lb: upstream "backend" in panic mode: 1 of 2 peers healthy (lb_panic 60%): requests go to all of them
+lb: stream upstream "backend" in panic mode: 1 of 2 peers healthy (lb_panic 60%): requests go to all of them
 connect() failed

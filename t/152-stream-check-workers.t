@@ -103,7 +103,7 @@ Test::LB::Misbehave::signal_nginx_later('HUP', 3);
 --- response_body_like eval
 ["", ("b") x 6]
 --- error_log
-lb: peer 127.0.0.1:1 in upstream "backend" is down after 1 failed check(s): connect failed (connection refused)
+lb: peer 127.0.0.1:1 in stream upstream "backend" is down after 1 failed check(s): connect failed (connection refused)
 --- no_error_log
 connect() failed
 --- timeout: 10

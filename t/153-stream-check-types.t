@@ -37,7 +37,7 @@ GET /status
 --- response_body_like
 "address": "127\.0\.0\.1:\d+",.*"state": "up",.*"last_reason": "passed",.*"address": "127\.0\.0\.1:\d+",.*"state": "unhealthy",.*"last_reason": "answer does not match",
 --- error_log eval
-qr/lb: peer 127\.0\.0\.1:\d+ in upstream "redis" is down after 1 failed check\(s\): answer does not match/
+qr/lb: peer 127\.0\.0\.1:\d+ in stream upstream "redis" is down after 1 failed check\(s\): answer does not match/
 --- no_error_log
 [error]
 
@@ -68,7 +68,7 @@ GET /status
 --- response_body_like
 "name": "bin",.*"state": "up",.*"state": "unhealthy",.*"last_reason": "answer does not match",.*"name": "smtp",.*"state": "up",
 --- error_log eval
-qr/lb: peer 127\.0\.0\.1:\d+ in upstream "bin" is down after 1 failed check\(s\): answer does not match/
+qr/lb: peer 127\.0\.0\.1:\d+ in stream upstream "bin" is down after 1 failed check\(s\): answer does not match/
 
 
 
@@ -112,7 +112,7 @@ GET /status
 --- response_body_like
 "checks": \{\s*"type": "udp",.*"state": "up",.*"last_reason": "passed",.*"state": "unhealthy",.*"last_reason": "port unreachable",
 --- error_log eval
-qr/lb: peer 127\.0\.0\.1:\d+ in upstream "dns" is down after 1 failed check\(s\): port unreachable/
+qr/lb: peer 127\.0\.0\.1:\d+ in stream upstream "dns" is down after 1 failed check\(s\): port unreachable/
 
 
 
@@ -145,7 +145,7 @@ GET /status
 --- response_body_like
 "checks": \{\s*"type": "tls",.*"state": "up",.*"last_reason": "passed",.*"state": "unhealthy",.*"last_reason": "certificate not trusted \(verify error \d+\)",
 --- error_log eval
-qr/lb: peer 127\.0\.0\.1:\d+ in upstream "tls" is down after 1 failed check\(s\): certificate not trusted/
+qr/lb: peer 127\.0\.0\.1:\d+ in stream upstream "tls" is down after 1 failed check\(s\): certificate not trusted/
 
 
 

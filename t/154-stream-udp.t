@@ -29,7 +29,7 @@ CONF
 
 my ($a, $b, $dead) = map { '127.0.0.1:' . $s->port($_) } 3 .. 5;
 ok($s->wait_state('dns', $dead, 'unhealthy', 5), 'the closed UDP port is down');
-like($s->error_log, qr/lb: peer \Q$dead\E in upstream "dns" is down after 1 failed check\(s\): port unreachable/,
+like($s->error_log, qr/lb: peer \Q$dead\E in stream upstream "dns" is down after 1 failed check\(s\): port unreachable/,
      'logged once, with the reason');
 
 sub ask {

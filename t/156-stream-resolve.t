@@ -283,7 +283,7 @@ case '(c) 127.0.0.2 leaves, 127.0.0.3 (refusing) joins: checked out, no new conn
     ok(wait_state($A{3}, 'unhealthy', 3), '(c) the new peer fails its checks');
     like(peers()->{$A{3}}{health_checks}{last_reason}, qr/connection refused/,
          '(c) reason: connection refused');
-    like($s->error_log, qr/lb: peer \Q$a3\E in upstream "u" is down after 1 failed check/,
+    like($s->error_log, qr/lb: peer \Q$a3\E in stream upstream "u" is down after 1 failed check/,
          '(c) the change is logged');
     like($s->error_log, qr/lb: stream upstream "u": peer \Q$a2\E \(backend\.test:$P2\) left/,
          '(c) the leave is logged');

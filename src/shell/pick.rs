@@ -226,8 +226,9 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
             ngx::ngx_log_error!(
                 NGX_LOG_WARN,
                 (*pc).log,
-                "lb: peer {} in upstream \"{}\" is back from outlier ejection",
+                "lb: peer {} in {}upstream \"{}\" is back from outlier ejection",
                 bytes(peer.name()).escape_ascii(),
+                up.kind.prefix(),
                 bytes(&up.name).escape_ascii()
             );
         }
@@ -250,11 +251,12 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
         let peer = &m.peers[i];
         lb_debug!(
             (*pc).log,
-            "lb: get {} peer, try: {}, peer {} in upstream \"{}\" ({}, weight {}, {} active over \
+            "lb: get {} peer, try: {}, peer {} in {}upstream \"{}\" ({}, weight {}, {} active over \
              all workers, response time {}{})",
             up.method.name(),
             (*pc).tries,
             bytes(peer.name()).escape_ascii(),
+            up.kind.prefix(),
             bytes(&up.name).escape_ascii(),
             if peer.backup { "backup" } else { "primary" },
             peer.weight,
@@ -348,10 +350,11 @@ unsafe extern "C" fn free_peer(
             };
             lb_debug!(
                 (*pc).log,
-                "lb: free {} peer, try: {}, peer {} in upstream \"{}\": {}, status {}, {} ms{}",
+                "lb: free {} peer, try: {}, peer {} in {}upstream \"{}\": {}, status {}, {} ms{}",
                 up.method.name(),
                 (*pc).tries,
                 bytes(peer.name()).escape_ascii(),
+                up.kind.prefix(),
                 bytes(&up.name).escape_ascii(),
                 if failed {
                     "failed"
@@ -371,8 +374,9 @@ unsafe extern "C" fn free_peer(
                 ngx::ngx_log_error!(
                     NGX_LOG_WARN,
                     (*pc).log,
-                    "lb: peer {} in upstream \"{}\" is unavailable for {}s after {} failure(s)",
+                    "lb: peer {} in {}upstream \"{}\" is unavailable for {}s after {} failure(s)",
                     bytes(peer.name()).escape_ascii(),
+                    up.kind.prefix(),
                     bytes(&up.name).escape_ascii(),
                     peer.limits.fail_timeout_ms / 1000,
                     peer.limits.max_fails
@@ -466,8 +470,9 @@ unsafe fn panic_now(up: &mut Upstream, m: &Members, now: u64, log: *mut ngx_log_
                 ngx::ngx_log_error!(
                     NGX_LOG_WARN,
                     log,
-                    "lb: upstream \"{}\" in panic mode: {} of {} peers healthy (lb_panic {}%): \
+                    "lb: {}upstream \"{}\" in panic mode: {} of {} peers healthy (lb_panic {}%): \
                      requests go to all of them",
+                    up.kind.prefix(),
                     name,
                     available,
                     eligible,
@@ -477,7 +482,8 @@ unsafe fn panic_now(up: &mut Upstream, m: &Members, now: u64, log: *mut ngx_log_
                 ngx::ngx_log_error!(
                     nginx_sys::NGX_LOG_NOTICE,
                     log,
-                    "lb: upstream \"{}\" leaves panic mode: {} of {} peers healthy",
+                    "lb: {}upstream \"{}\" leaves panic mode: {} of {} peers healthy",
+                    up.kind.prefix(),
                     name,
                     available,
                     eligible
@@ -738,9 +744,10 @@ unsafe fn eject(
         ngx::ngx_log_error!(
             nginx_sys::NGX_LOG_INFO,
             log,
-            "lb: peer {} in upstream \"{}\" not ejected after {} in a row: {} of {} peers are \
+            "lb: peer {} in {}upstream \"{}\" not ejected after {} in a row: {} of {} peers are \
              ejected already (max_percent={}), {} other can take requests",
             name.escape_ascii(),
+            up.kind.prefix(),
             upstream.escape_ascii(),
             what,
             ejected,
@@ -754,8 +761,9 @@ unsafe fn eject(
         ngx::ngx_log_error!(
             NGX_LOG_WARN,
             log,
-            "lb: peer {} in upstream \"{}\" ejected for {}s after {} in a row (ejection {})",
+            "lb: peer {} in {}upstream \"{}\" ejected for {}s after {} in a row (ejection {})",
             name.escape_ascii(),
+            up.kind.prefix(),
             upstream.escape_ascii(),
             ms as f64 / 1000.0,
             what,
@@ -788,8 +796,9 @@ unsafe fn log_no_peer(log: *mut ngx_log_t, up: &Upstream, m: &Members, now: u64)
     ngx::ngx_log_error!(
         NGX_LOG_ERR,
         log,
-        "lb: no available peer in upstream \"{}\" ({} peers: {} down, {} failed, {} at max_conns, \
+        "lb: no available peer in {}upstream \"{}\" ({} peers: {} down, {} failed, {} at max_conns, \
          {} unhealthy, {} withdrawn by the API, {} ejected, the rest already tried)",
+        up.kind.prefix(),
         // SAFETY: the upstream's name is an nginx string from the configuration pool.
         unsafe { bytes(&up.name) }.escape_ascii(),
         m.peers.len(),

@@ -680,10 +680,7 @@ unsafe fn apply(u: &mut Upstream, mode: Mode) -> bool {
         // Records and added peers are filed under the kind's name (an http and a stream
         // upstream may share a name); the log says the name, and the kind for stream.
         let key_name = u.key_name();
-        let kind = match u.kind {
-            crate::shell::table::Kind::Http => "",
-            crate::shell::table::Kind::Stream => "stream ",
-        };
+        let kind = u.kind.prefix();
         let d = u.dynamic.as_deref_mut().expect("a resolved upstream");
         let main = &*d.main;
         if main.table.is_null() || main.pool.is_null() {

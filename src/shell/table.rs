@@ -447,6 +447,15 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// What goes before `upstream "NAME"` in a log line: "stream " for a stream upstream, so
+    /// that an http and a stream upstream of one name can be told apart.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Kind::Http => "",
+            Kind::Stream => "stream ",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Http => "http",

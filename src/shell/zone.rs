@@ -301,8 +301,9 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
                 ngx::ngx_log_error!(
                     nginx_sys::NGX_LOG_WARN,
                     main.log(),
-                    "lb: upstream \"{}\": no room in zone \"{}\" for {} peer(s); their state is \
+                    "lb: {}upstream \"{}\": no room in zone \"{}\" for {} peer(s); their state is \
                      private to each worker until a reload finds room",
+                    u.kind.prefix(),
                     bytes(&u.name).escape_ascii(),
                     ZONE_NAME,
                     private

@@ -117,9 +117,10 @@ pub(super) fn read(p: &mut Probe) {
 pub(super) fn judge(p: &mut Probe, status: u16, body: &[u8]) {
     crate::shell::nginx::lb_debug!(
         super::cycle_log(),
-        "lb: probe of peer {} in upstream \"{}\" answered: status {}, {} body byte(s){}",
+        "lb: probe of peer {} in {}upstream \"{}\" answered: status {}, {} body byte(s){}",
         // SAFETY: the probe's name lives as long as the probe.
         crate::shell::nginx::bytes(unsafe { &*p.name }).escape_ascii(),
+        p.upstream().kind.prefix(),
         crate::shell::nginx::bytes(&p.upstream().name).escape_ascii(),
         status,
         body.len(),

@@ -710,9 +710,10 @@ fn adopt_orphans(now: u64) {
                 ngx::ngx_log_error!(
                     nginx_sys::NGX_LOG_NOTICE,
                     (*nginx_sys::ngx_cycle).log,
-                    "lb: peer {} in upstream \"{}\" was due for a check {} ms ago: this \
+                    "lb: peer {} in {}upstream \"{}\" was due for a check {} ms ago: this \
                      worker takes its checks over",
                     bytes(peer.name()).escape_ascii(),
+                    (*u).kind.prefix(),
                     bytes(&(*u).name).escape_ascii(),
                     now.saturating_sub((*peer.shared).lease().0)
                 );
@@ -823,9 +824,10 @@ fn cycle_log() -> *mut ngx_log_t {
 fn start(p: &mut Probe, now: u64) {
     lb_debug!(
         cycle_log(),
-        "lb: probe of peer {} in upstream \"{}\" started ({}, {})",
+        "lb: probe of peer {} in {}upstream \"{}\" started ({}, {})",
         // SAFETY: the probe's name lives as long as the probe.
         bytes(unsafe { &*p.name }).escape_ascii(),
+        p.upstream().kind.prefix(),
         bytes(&p.upstream().name).escape_ascii(),
         match p.setup().conf.kind {
             Kind::Tcp => "type=tcp",
@@ -892,10 +894,11 @@ fn finish(p: &mut Probe, reason: Reason) {
     let health = p.shared().health();
     lb_debug!(
         cycle_log(),
-        "lb: probe of peer {} in upstream \"{}\" judged: {}; peer {}, {} pass(es), {} \
+        "lb: probe of peer {} in {}upstream \"{}\" judged: {}; peer {}, {} pass(es), {} \
          failure(s) in a row (rise={rise}, fall={fall}){}",
         // SAFETY: as in `start`.
         bytes(unsafe { &*p.name }).escape_ascii(),
+        p.upstream().kind.prefix(),
         bytes(&p.upstream().name).escape_ascii(),
         reason,
         if health.up() { "up" } else { "down" },
@@ -928,8 +931,9 @@ fn finish(p: &mut Probe, reason: Reason) {
             ngx::ngx_log_error!(
                 NGX_LOG_WARN,
                 log,
-                "lb: peer {} in upstream \"{}\" is {}",
+                "lb: peer {} in {}upstream \"{}\" is {}",
                 bytes(&*p.name).escape_ascii(),
+                u.kind.prefix(),
                 bytes(&u.name).escape_ascii(),
                 change
             );
