@@ -95,6 +95,8 @@ is($?, 0, 't/dashboard.py finished');
 cmp_ok($checks, '>=', 24, 'every browser check ran');
 
 like($s->error_log, qr/lb: api: peer 127\.0\.0\.1:\d+ in upstream "u" set to drain/, 'the drain reached lb_api');
+like($s->error_log, qr/lb: api: peer 127\.0\.0\.1:\d+ in stream upstream "u" set to drain/,
+     'and the stream one, logged as such');
 unlike($s->error_log, qr/\[(alert|emerg|crit)\]/, 'no alert in the error log');
 
 $s->cleanup;

@@ -104,8 +104,8 @@ ok(peer_state($B, 'up', 3), 'the added stream peer is checked and up');
 is(tcps(10), 'a b', 'connections are shared by a and the added b');
 is(addresses('stream'), "$A/config $B/api", 'the stream upstream lists it');
 is(addresses('http'), "$H/config", 'the http upstream of the same name is untouched');
-like($s->error_log, qr/lb: api: peer \Q$B\E added to upstream "backend" \(weight 1\)/,
-     'the addition is logged');
+like($s->error_log, qr/lb: api: peer \Q$B\E added to stream upstream "backend" \(weight 1\)/,
+     'the addition is logged, naming the stream upstream');
 
 ($code, $p) = api('POST', '/lb-api/upstreams/backend/peers', qq({"address": "$I"}));
 is($code, 201, 'POST without kind: the http upstream');

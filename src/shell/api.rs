@@ -881,8 +881,9 @@ unsafe fn carry_out(
                 log_change(
                     r,
                     format_args!(
-                        "peer {} added to upstream \"{}\" (weight {}{})",
+                        "peer {} added to {}upstream \"{}\" (weight {}{})",
                         name,
+                        (*uptr).kind.prefix(),
                         upstream.escape_default(),
                         peer.weight,
                         if peer.backup { ", backup" } else { "" }
@@ -941,8 +942,9 @@ unsafe fn carry_out(
                 log_change(
                     r,
                     format_args!(
-                        "peer {} removed from upstream \"{}\"",
+                        "peer {} removed from {}upstream \"{}\"",
                         address.escape_default(),
+                        (*uptr).kind.prefix(),
                         upstream.escape_default()
                     ),
                 );
@@ -998,8 +1000,9 @@ unsafe fn patch_peer(
                     log_change(
                         r,
                         format_args!(
-                            "peer {} in upstream \"{}\" set to weight {}{}",
+                            "peer {} in {}upstream \"{}\" set to weight {}{}",
                             address.escape_default(),
+                            u.kind.prefix(),
                             upstream.escape_default(),
                             now,
                             if w.is_none() { " (configured)" } else { "" }
@@ -1031,8 +1034,9 @@ unsafe fn patch_peer(
                     log_change(
                         r,
                         format_args!(
-                            "peer {} in upstream \"{}\" set to {}",
+                            "peer {} in {}upstream \"{}\" set to {}",
                             address.escape_default(),
+                            u.kind.prefix(),
                             upstream.escape_default(),
                             admin.name()
                         ),
