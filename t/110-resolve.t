@@ -195,14 +195,7 @@ sub status_lists {
 
 # Rewrites the config; nginx -t first (a refused config fails the test, with nginx's words),
 # then a reload that returns once the old workers are gone.
-sub reload_conf {
-    my ($name, $conf) = @_;
-    $s->_write_conf($conf);
-    my ($ok, $out) = $s->_nginx('-t');
-    ok($ok, "$name: nginx -t accepts the configuration") or diag($out);
-    die "configuration refused\n" unless $ok;
-    $s->reload;
-}
+sub reload_conf { $s->checked_reload(@_) }
 
 # Each case runs as a subtest; one that dies fails, and the next one runs.
 sub case {
@@ -212,17 +205,8 @@ sub case {
     };
 }
 
-sub log_since { substr($s->error_log, $_[0]) }
-
-sub wait_log {
-    my ($from, $re, $seconds) = @_;
-    my $until = time + $seconds;
-    while (time < $until) {
-        return 1 if log_since($from) =~ $re;
-        sleep 0.05;
-    }
-    return 0;
-}
+sub log_since { $s->log_since(@_) }
+sub wait_log  { $s->wait_log(@_) }
 
 # --- the scenarios -------------------------------------------------------------------------
 

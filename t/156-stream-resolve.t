@@ -195,11 +195,7 @@ sub wait_state {
 sub reload_stream {
     my ($name, $stream) = @_;
     $s->set_stream($stream);
-    $s->_write_conf($HTTP);
-    my ($ok, $out) = $s->_nginx('-t');
-    ok($ok, "$name: nginx -t accepts the configuration") or diag($out);
-    die "configuration refused\n" unless $ok;
-    $s->reload;
+    $s->checked_reload($name, $HTTP);
 }
 
 sub case {
@@ -209,17 +205,8 @@ sub case {
     };
 }
 
-sub log_since { substr($s->error_log, $_[0]) }
-
-sub wait_log {
-    my ($from, $re, $seconds) = @_;
-    my $until = time + $seconds;
-    while (time < $until) {
-        return 1 if log_since($from) =~ $re;
-        sleep 0.05;
-    }
-    return 0;
-}
+sub log_since { $s->log_since(@_) }
+sub wait_log  { $s->wait_log(@_) }
 
 # Connections the backends saw on $ip (proxied ones and probes).
 sub reached {

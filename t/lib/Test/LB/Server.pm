@@ -278,6 +278,34 @@ sub error_log {
     return $self->slurp('logs/error.log') // '';
 }
 
+# The error log from byte $from on (a length of error_log taken earlier).
+sub log_since {
+    my ($self, $from) = @_;
+    return substr($self->error_log, $from);
+}
+
+# Waits up to $seconds for the error log from byte $from to match $re; true if it did.
+sub wait_log {
+    my ($self, $from, $re, $seconds) = @_;
+    my $until = time + $seconds;
+    while (time < $until) {
+        return 1 if $self->log_since($from) =~ $re;
+        sleep 0.05;
+    }
+    return 0;
+}
+
+# Writes $conf (the http {} block's text, the stream block as set), checks it with nginx -t
+# (a passing test named "$name: ..."; dies if refused), then reloads.
+sub checked_reload {
+    my ($self, $name, $conf) = @_;
+    $self->_write_conf($conf);
+    my ($ok, $out) = $self->_nginx('-t');
+    Test::More::ok($ok, "$name: nginx -t accepts the configuration") or Test::More::diag($out);
+    die "configuration refused\n" unless $ok;
+    $self->reload;
+}
+
 # Starts $n GET requests for $path in the background (forked children) and returns a function
 # that waits for them and gives one "STATUS BODY_LENGTH SECONDS" line per request: for requests
 # that must stay in flight while a test changes something.
