@@ -1,0 +1,1 @@
+../158-stream-parity.t
