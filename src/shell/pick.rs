@@ -186,10 +186,80 @@ pub unsafe fn start(
     }
 }
 
-/// `peer.get`: chooses the peer for this attempt.
+/// `peer.get`: chooses the peer for this attempt. Nearly every pick is plain: a round-robin
+/// upstream without `lb_panic`, `lb_outlier` or `lb_keepalive` (`Upstream::plain`), more than
+/// one peer, peers unchanged since the request started, and a primary peer to take. That
+/// pick runs here, in a function small enough to keep its walk in registers; every other
+/// goes to `get_peer_fully`, which also takes a plain pick that found no primary (to try the
+/// backups: the walk changed nothing when it found no peer).
 unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void) -> ngx_int_t {
     // SAFETY: `data` is the `RequestPeers` set by `init_peer`; `pc` is the request's peer
     // connection; the table outlives every request of its cycle.
+    unsafe {
+        let rp = &mut *(data as *mut RequestPeers);
+        let up = &*rp.upstream;
+        let m = &mut *rp.members;
+        let debug = ngx::log::DEBUG && crate::shell::nginx::debug_on((*pc).log);
+        if up.plain && !m.single && rp.members == up.members && !debug {
+            if let Selector::RoundRobin(rr) = &mut m.primary {
+                let now = now_ms();
+                let peers = &m.peers[..m.primaries];
+                let tried = rp.tried;
+                let chosen = rr.pick(
+                    #[inline(always)]
+                    |j| {
+                        // SAFETY: `tried` has a bit for every peer (`start`).
+                        *tried.add(j / 64) & (1 << (j % 64)) == 0 && {
+                            let p = &peers[j];
+                            shared(p).pickable(&p.limits, now)
+                        }
+                    },
+                );
+                if let Some(i) = chosen {
+                    (*pc).set_cached(0);
+                    (*pc).connection = ptr::null_mut();
+                    take(pc, rp, &m.peers[i], i, now);
+                    return crate::shell::nginx::OK;
+                }
+            }
+        }
+        get_peer_fully(pc, data)
+    }
+}
+
+/// What every pick does with the peer it chose (`i`, `peer`): counts the attempt in its
+/// record, notes it in the request's `rp`, and gives nginx its address.
+///
+/// # Safety
+/// `pc` is the request's peer connection.
+#[inline(always)]
+unsafe fn take(
+    pc: *mut ngx_peer_connection_t,
+    rp: &mut RequestPeers,
+    peer: &Peer,
+    i: usize,
+    now: u64,
+) {
+    let record = shared(peer);
+    record.on_pick(&peer.limits, now, mine(peer));
+    rp.current = i;
+    rp.last = i;
+    rp.last_health = record.health().0;
+    rp.started_ms = now;
+    rp.set_tried(i);
+    let (sockaddr, socklen, name) = peer.addr.parts();
+    // SAFETY: as required by the caller.
+    unsafe {
+        (*pc).sockaddr = sockaddr;
+        (*pc).socklen = socklen;
+        (*pc).name = name as *const _ as *mut _;
+    }
+}
+
+/// `get_peer` for every pick that is not plain.
+#[inline(never)]
+unsafe fn get_peer_fully(pc: *mut ngx_peer_connection_t, data: *mut c_void) -> ngx_int_t {
+    // SAFETY: as in `get_peer`.
     unsafe {
         let rp = &mut *(data as *mut RequestPeers);
         let up = &mut *rp.upstream;
@@ -232,16 +302,7 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
                 bytes(&up.name).escape_ascii()
             );
         }
-        record.on_pick(&peer.limits, now, mine(peer));
-        rp.current = i;
-        rp.last = i;
-        rp.last_health = record.health().0;
-        rp.started_ms = now;
-        rp.set_tried(i);
-        let (sockaddr, socklen, name) = peer.addr.parts();
-        (*pc).sockaddr = sockaddr;
-        (*pc).socklen = socklen;
-        (*pc).name = name as *const _ as *mut _;
+        take(pc, rp, peer, i, now);
         if up.method == Method::LeastConn {
             // Only least_conn needs the sum over all workers' counters.
             if let Some((Selector::LeastConn(lc), j)) = selector_of(m, i) {
@@ -291,12 +352,41 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
     crate::shell::nginx::OK
 }
 
-/// `peer.free`: an attempt ended; `state` says whether it failed.
+/// `peer.free`: an attempt ended; `state` says whether it failed. Plain here, as in
+/// `get_peer`: a stream connection (no status to count) to a plain upstream that did not fail.
 unsafe extern "C" fn free_peer(
     pc: *mut ngx_peer_connection_t,
     data: *mut c_void,
     state: ngx_uint_t,
 ) {
+    // SAFETY: as in `get_peer`.
+    unsafe {
+        let rp = &mut *(data as *mut RequestPeers);
+        let up = &*rp.upstream;
+        let m = &*rp.members;
+        let debug = ngx::log::DEBUG && crate::shell::nginx::debug_on((*pc).log);
+        if let Some(peer) = m.peers.get(rp.current) {
+            if up.plain
+                && !m.single
+                && rp.u.is_null()
+                && state & nginx_sys::NGX_PEER_FAILED as ngx_uint_t == 0
+                && !debug
+            {
+                shared(peer).on_done(false, &peer.limits, now_ms(), mine(peer));
+                rp.current = NONE;
+                if (*pc).tries > 0 {
+                    (*pc).tries -= 1;
+                }
+                return;
+            }
+        }
+        free_peer_fully(pc, data, state)
+    }
+}
+
+/// `free_peer` for every attempt that is not plain.
+#[inline(never)]
+unsafe fn free_peer_fully(pc: *mut ngx_peer_connection_t, data: *mut c_void, state: ngx_uint_t) {
     // SAFETY: as in `get_peer`.
     unsafe {
         let rp = &mut *(data as *mut RequestPeers);

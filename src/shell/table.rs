@@ -490,8 +490,12 @@ pub struct Upstream {
     pub sessions: core::cell::RefCell<Vec<Cell<*mut c_void>>>,
     /// Active health checks (`lb_check`), if configured.
     pub check: Option<Box<crate::shell::check::CheckSetup>>,
-    /// Every peer has its shared record (set by `shell::zone` before workers start).
+    /// Every peer has its shared record (set by `shell::zone` before workers start, with
+    /// `set_ready`).
     pub records_ready: bool,
+    /// Picks may take `shell::pick`'s plain path: round-robin, no `lb_panic`, `lb_outlier`
+    /// or `lb_keepalive` (set with `records_ready`).
+    pub plain: bool,
     /// Idle connections per slot (`lb_keepalive`), if configured.
     pub keepalive: Option<Box<crate::shell::keepalive::PeerCaches>>,
     /// This worker's seed for p2c (set after the fork).
@@ -574,6 +578,7 @@ impl Upstream {
             sessions: Default::default(),
             check: None,
             records_ready: false,
+            plain: false,
             keepalive: None,
             seed: 1,
             panic: None,
@@ -593,6 +598,16 @@ impl Upstream {
         // table.
         let name: &'static [u8] = unsafe { crate::shell::nginx::bytes(&self.name) };
         self.kind.key_name(name)
+    }
+
+    /// Every peer has its shared record: requests may start. Its configuration is complete
+    /// by then, so this also decides whether its picks may take the plain path.
+    pub fn set_ready(&mut self) {
+        self.records_ready = true;
+        self.plain = self.method == Method::RoundRobin
+            && self.panic.is_none()
+            && self.outlier.is_none()
+            && self.keepalive.is_none();
     }
 
     /// The current peers.

@@ -316,7 +316,7 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
             u.weights_seen = (*header)
                 .weights
                 .load(core::sync::atomic::Ordering::Relaxed);
-            u.records_ready = true;
+            u.set_ready();
         }
         // Added peers: those of a fresh table come from the state file; those of upstreams no
         // longer configured (or no longer with `zone`), and addresses the configuration now
@@ -339,7 +339,7 @@ pub unsafe fn commit(main: &mut MainConf) -> ngx_int_t {
                 u.weights_seen = (*header)
                     .weights
                     .load(core::sync::atomic::Ordering::Relaxed);
-                u.records_ready = true;
+                u.set_ready();
             }
         }
         // A fresh table (a start, a binary upgrade): operators' changes come back from the
