@@ -237,26 +237,15 @@ fn nginx_parse_time_ms(line: &[u8]) -> Option<u64> {
     Some((total + value) as u64)
 }
 
-/// What Rust's `str::parse` of an unsigned integer takes: an optional `+`, then at least one
-/// ASCII digit. nginx's `ngx_atoi` refuses the `+`, and so do `lb_outlier` and `lb_panic`;
-/// `lb_check` (rise, fall, port, status), `lb_keepalive` and `lb_upstream` (max_resolved,
-/// max_added) take it (`rise=+2`). The models describe the parsers as they are.
-fn rust_uint(s: &[u8]) -> Option<u128> {
-    let digits = s.strip_prefix(b"+").unwrap_or(s);
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+/// Digits only, as nginx's `ngx_atoi` takes them (Rust's `str::parse` would also take a
+/// leading `+`): every numeric directive value (`conf::number`).
+fn strict_uint(s: &[u8]) -> Option<u128> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    digits.iter().try_fold(0u128, |n, &d| {
+    s.iter().try_fold(0u128, |n, &d| {
         n.checked_mul(10)?.checked_add(u128::from(d - b'0'))
     })
-}
-
-/// Digits only, as nginx's `ngx_atoi` takes them.
-fn strict_uint(s: &[u8]) -> Option<u128> {
-    if s.first() == Some(&b'+') {
-        return None;
-    }
-    rust_uint(s)
 }
 
 /// splitmix64 of `seed` and `i`: per-peer pseudo-random bits.
@@ -563,7 +552,7 @@ fn keepalive_model(args: &[Vec<u8>]) -> KeepaliveModel {
         return KeepaliveModel::NoCount;
     };
     let mut c = KeepaliveConf {
-        per_peer: match rust_uint(first) {
+        per_peer: match strict_uint(first) {
             Some(n @ 1..=1024) => n as usize,
             _ => return KeepaliveModel::BadCount,
         },
@@ -582,7 +571,7 @@ fn keepalive_model(args: &[Vec<u8>]) -> KeepaliveModel {
                 Some(ms) if ms > 0 => c.time_ms = ms,
                 _ => return KeepaliveModel::Invalid(k.to_vec()),
             },
-            b"requests" => match rust_uint(v) {
+            b"requests" => match strict_uint(v) {
                 Some(n) if n > 0 && n <= u128::from(u64::MAX) => c.requests = n as u64,
                 _ => return KeepaliveModel::Invalid(k.to_vec()),
             },
@@ -819,7 +808,7 @@ fn status_model(v: &[u8]) -> Option<Vec<(u16, u16)>> {
                 None => (part, part),
             };
             let code = |t: &[u8]| {
-                rust_uint(t)
+                strict_uint(t)
                     .filter(|n| (100..=599).contains(n))
                     .map(|n| n as u16)
             };
@@ -863,7 +852,7 @@ fn check_model(args: &[Vec<u8>]) -> CheckModel {
                 c.keepalive_time_ms = ms;
                 http_only = Some("keepalive_time");
             }),
-            b"rise" | b"fall" => rust_uint(v).filter(|n| (1..=1000).contains(n)).map(|n| {
+            b"rise" | b"fall" => strict_uint(v).filter(|n| (1..=1000).contains(n)).map(|n| {
                 if k == b"rise" {
                     c.rise = n as u32
                 } else {
@@ -903,7 +892,7 @@ fn check_model(args: &[Vec<u8>]) -> CheckModel {
                     http_only = Some("body");
                 })
             }),
-            b"port" => rust_uint(v)
+            b"port" => strict_uint(v)
                 .filter(|n| (1..=65535).contains(n))
                 .map(|n| c.port = Some(n as u16)),
             b"default" => match v {

@@ -107,7 +107,7 @@ pub fn parse(args: &[&[u8]]) -> Result<MethodConf, MethodError> {
             continue;
         }
         if let Some(v) = arg.strip_prefix(b"max_resolved=") {
-            conf.max_resolved = match core::str::from_utf8(v).ok().and_then(|v| v.parse().ok()) {
+            conf.max_resolved = match crate::conf::number::decimal(v) {
                 Some(n) if (1..=MAX_RESOLVED).contains(&n) => Some(n),
                 _ => {
                     return Err(InvalidValue::new(
@@ -121,7 +121,7 @@ pub fn parse(args: &[&[u8]]) -> Result<MethodConf, MethodError> {
             continue;
         }
         if let Some(v) = arg.strip_prefix(b"max_added=") {
-            conf.max_added = match core::str::from_utf8(v).ok().and_then(|v| v.parse().ok()) {
+            conf.max_added = match crate::conf::number::decimal(v) {
                 Some(n) if n <= MAX_ADDED => Some(n),
                 _ => {
                     return Err(InvalidValue::new(
@@ -198,6 +198,15 @@ mod tests {
         assert_eq!(p("p2c decay=0"), Err(decay("0")));
         assert_eq!(p("p2c decay=soon"), Err(decay("soon")));
         assert_eq!(p("least_conn decay=1s"), Err(MethodError::DecayWithoutP2c));
+        // Digits only, as nginx's own directives read numbers (Rust's parse takes a `+`).
+        for line in [
+            "max_added=+5",
+            "max_resolved=+5",
+            "max_added= 5",
+            "max_resolved=5k",
+        ] {
+            assert!(p(line).is_err(), "{line}");
+        }
         assert_eq!(
             p("least_conn p2c"),
             Err(MethodError::Unexpected(b"p2c".to_vec()))

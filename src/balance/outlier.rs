@@ -63,10 +63,7 @@ pub fn parse(args: &[&[u8]]) -> Result<OutlierConf, OutlierError> {
         };
         let (key, value) = (&arg[..eq], &arg[eq + 1..]);
         let count = |name: &'static [u8], max: u32| -> Result<u32, InvalidValue> {
-            core::str::from_utf8(value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u32>().ok())
+            crate::conf::number::decimal::<u32>(value)
                 .filter(|&n| n <= max)
                 .ok_or_else(|| InvalidValue::new(name, value, "expected a number from 0 to 1000"))
         };
@@ -94,10 +91,7 @@ pub fn parse(args: &[&[u8]]) -> Result<OutlierConf, OutlierError> {
             }
             b"max_percent" => {
                 let v = value.strip_suffix(b"%").unwrap_or(value);
-                c.max_percent = core::str::from_utf8(v)
-                    .ok()
-                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|v| v.parse::<u32>().ok())
+                c.max_percent = crate::conf::number::decimal::<u32>(v)
                     .filter(|n| (1..=100).contains(n))
                     .ok_or_else(|| {
                         InvalidValue::new(

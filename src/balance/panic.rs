@@ -9,10 +9,10 @@ pub const EVALUATE_EVERY_MS: u64 = 100;
 /// Parses `N%` (1 to 100).
 pub fn parse_percent(arg: &[u8]) -> Option<u32> {
     let digits = arg.strip_suffix(b"%")?;
-    if digits.is_empty() || digits.len() > 3 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.len() > 3 {
         return None;
     }
-    let n: u32 = core::str::from_utf8(digits).ok()?.parse().ok()?;
+    let n: u32 = crate::conf::number::decimal(digits)?;
     (1..=100).contains(&n).then_some(n)
 }
 

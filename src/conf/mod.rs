@@ -5,4 +5,5 @@
 //! (No `lb_*` directive takes a size, so there is no `ngx_parse_size` counterpart yet.)
 
 pub mod error;
+pub mod number;
 pub mod time;

@@ -232,8 +232,8 @@ fn parse_status(v: &[u8]) -> Option<StatusSet> {
             Some((a, b)) => (a, b),
             None => (part, part),
         };
-        let lo: u16 = lo.parse().ok()?;
-        let hi: u16 = hi.parse().ok()?;
+        let lo: u16 = crate::conf::number::decimal(lo.as_bytes())?;
+        let hi: u16 = crate::conf::number::decimal(hi.as_bytes())?;
         if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
             return None;
         }
@@ -335,10 +335,7 @@ pub fn parse_check(args: &[&[u8]]) -> Result<CheckConf, CheckError> {
                 }
             }
             b"rise" | b"fall" => {
-                let n = core::str::from_utf8(value)
-                    .ok()
-                    .and_then(|t| t.parse::<u32>().ok())
-                    .filter(|&n| n > 0 && n <= 1000);
+                let n = crate::conf::number::decimal::<u32>(value).filter(|&n| n > 0 && n <= 1000);
                 let Some(n) = n else {
                     return bad("expected a positive integer (at most 1000)");
                 };
@@ -400,10 +397,7 @@ pub fn parse_check(args: &[&[u8]]) -> Result<CheckConf, CheckError> {
                 seen_http_only = Some("body");
             }
             b"port" => {
-                let p = core::str::from_utf8(value)
-                    .ok()
-                    .and_then(|t| t.parse::<u16>().ok())
-                    .filter(|&p| p > 0);
+                let p = crate::conf::number::decimal::<u16>(value).filter(|&p| p > 0);
                 let Some(p) = p else {
                     return bad("expected a port from 1 to 65535");
                 };
@@ -735,6 +729,11 @@ mod tests {
             ("rise=0", "\"rise\""),
             ("fall=0", "\"fall\""),
             ("fall=x", "\"fall\""),
+            // Digits only, as nginx's own directives read numbers (Rust's parse takes a `+`).
+            ("rise=+2", "\"rise\""),
+            ("port=+80", "\"port\""),
+            ("type=http status=+200", "\"status\""),
+            ("type=http status=200-+299", "\"status\""),
             ("interval=0", "\"interval\""),
             ("interval=-1s", "\"interval\""),
             ("timeout=abc", "\"timeout\""),

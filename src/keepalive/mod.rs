@@ -55,9 +55,7 @@ pub fn parse(args: &[&[u8]]) -> Result<KeepaliveConf, KeepaliveError> {
     let Some((first, rest)) = args.split_first() else {
         return Err(KeepaliveError::NoCount);
     };
-    c.per_peer = core::str::from_utf8(first)
-        .ok()
-        .and_then(|t| t.parse::<usize>().ok())
+    c.per_peer = crate::conf::number::decimal::<usize>(first)
         .filter(|&n| (1..=1024).contains(&n))
         .ok_or_else(|| KeepaliveError::BadCount(first.to_vec()))?;
     for arg in rest {
@@ -77,10 +75,7 @@ pub fn parse(args: &[&[u8]]) -> Result<KeepaliveConf, KeepaliveError> {
                 }
                 _ => return bad("expected a positive time such as 60s"),
             },
-            b"requests" => match core::str::from_utf8(value)
-                .ok()
-                .and_then(|t| t.parse().ok())
-            {
+            b"requests" => match crate::conf::number::decimal(value) {
                 Some(n) if n > 0 => c.requests = n,
                 _ => return bad("expected a positive number"),
             },
@@ -175,6 +170,11 @@ mod tests {
             ("", KeepaliveError::NoCount),
             ("0", KeepaliveError::BadCount(b"0".to_vec())),
             ("x", KeepaliveError::BadCount(b"x".to_vec())),
+            ("+8", KeepaliveError::BadCount(b"+8".to_vec())),
+            (
+                "2 requests=+5",
+                bad(b"requests", b"+5", "expected a positive number"),
+            ),
             (
                 "2 timeout=0",
                 bad(b"timeout", b"0", "expected a positive time such as 60s"),
