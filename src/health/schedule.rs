@@ -42,9 +42,35 @@ pub fn wait_after_lost_lease(now_ms: u64, due_ms: u64, grace_ms: u64) -> u64 {
         .max(1)
 }
 
+/// A due time that an earlier configuration set with a longer interval, as this one should
+/// have it: `Some(now + interval)` when `due_ms` lies further out than this configuration ever
+/// sets one (twice the interval plus the jitter: a lease may be taken a little early, and the
+/// next due time counts from the due time then), so that a reload that shortens the interval
+/// does not wait out the old one; `None` otherwise.
+pub fn capped_due(now_ms: u64, due_ms: u64, interval_ms: u64, jitter_ms: u64) -> Option<u64> {
+    let latest = next_due(now_ms, interval_ms.saturating_mul(2), jitter_ms);
+    (due_ms > latest).then(|| now_ms.saturating_add(interval_ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shorter_interval_does_not_wait_out_the_old_one() {
+        // Due in 30 s (interval 30 s before a reload), now 1 s: probed in 1 s.
+        assert_eq!(capped_due(10_000, 40_000, 1000, 0), Some(11_000));
+        // What this configuration sets itself stays: an interval plus jitter, or a lease
+        // taken early (the next due counts from the due time).
+        assert_eq!(capped_due(10_000, 11_500, 1000, 500), None);
+        assert_eq!(capped_due(10_000, 12_100, 1000, 100), None);
+        assert_eq!(capped_due(10_000, 12_101, 1000, 100), Some(11_000));
+        // A longer interval than before: the old, nearer due time stands.
+        assert_eq!(capped_due(10_000, 10_200, 30_000, 0), None);
+        // Configured times reach 2^63 - 1 ms: nothing overflows.
+        assert_eq!(capped_due(10_000, u64::MAX, u64::MAX / 2, u64::MAX), None);
+        assert_eq!(capped_due(u64::MAX - 5, u64::MAX, 10, 0), None);
+    }
 
     #[test]
     fn the_last_prober_goes_first() {

@@ -671,6 +671,14 @@ impl PeerShared {
         true
     }
 
+    /// Moves the next probe's due time from `from` to `to` (a reload shortened the interval:
+    /// `health::schedule::capped_due`); false when another worker changed it first.
+    pub fn move_lease(&self, from: u64, to: u64) -> bool {
+        self.next_check_ms
+            .compare_exchange(from, to, Relaxed, Relaxed)
+            .is_ok()
+    }
+
     /// Records a probe result and applies rise/fall. Returns the transition, if any, so the
     /// caller logs it once. `wall_ms` is the wall clock, for the status page.
     pub fn on_check(
@@ -852,6 +860,12 @@ mod tests {
         assert!(!p.take_lease(1999, 2999, 8));
         assert!(p.take_lease(2000, 3000, 8));
         assert_eq!(p.prober_pid.load(Relaxed), 8);
+        // A reload shortened the interval: the due time moves earlier once, from what it was.
+        assert!(p.move_lease(3000, 2100));
+        assert!(!p.move_lease(3000, 2050));
+        assert_eq!(p.lease().0, 2100);
+        assert!(!p.take_lease(2099, 3099, 9));
+        assert!(p.take_lease(2100, 3100, 9));
     }
 
     #[test]

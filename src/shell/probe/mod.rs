@@ -50,7 +50,7 @@ use nginx_sys::{
 use super::check::CheckSetup;
 use crate::balance::membership::{Key, KeyHasher};
 use crate::conf::time::MAX_MS;
-use crate::health::config::{HttpMethod, Identity, Kind, MAX_RESPONSE};
+use crate::health::config::{CheckConf, HttpMethod, Identity, Kind, MAX_RESPONSE};
 use crate::health::due::{self, DueQueue, Id};
 use crate::health::reason::Reason;
 use crate::health::response::{Parser, Progress, ResponseError};
@@ -375,7 +375,7 @@ unsafe fn watch(
     let record = peer.record();
     let now = now_ms();
     // SAFETY: the record is set (required by the caller) and mapped for the process.
-    let (due, _) = unsafe { (*peer.shared).lease() };
+    let (due, _) = lease(unsafe { &*peer.shared }, &setup.conf, now);
     let id = with_clock(|c| {
         if !adopt && !due::home(record, c.workers, c.worker) {
             return None;
@@ -402,6 +402,19 @@ unsafe fn watch(
     })?;
     arm_clock(now);
     Some(id)
+}
+
+/// The peer's probe lease (its next due time, and the pid of the last prober), with a due
+/// time that a configuration with a longer interval set before a reload moved to an interval
+/// from now (`schedule::capped_due`): a shorter interval takes effect at once.
+fn lease(shared: &crate::shm::PeerShared, conf: &CheckConf, now: u64) -> (u64, u32) {
+    let (due, pid) = shared.lease();
+    match schedule::capped_due(now, due, conf.interval_ms, conf.jitter_ms) {
+        Some(capped) if shared.move_lease(due, capped) => (capped, pid),
+        // Another worker moved it first.
+        Some(_) => shared.lease(),
+        None => (due, pid),
+    }
 }
 
 /// (Re)arms the clock for the earliest due peer (or the next sweep for orphans), unless it
@@ -744,7 +757,7 @@ fn visit(id: Id, now: u64) -> Option<(u64, u64)> {
     // A peer due within its window counts as due now.
     let soon = now.saturating_add(window(interval));
     let pid = crate::shell::nginx::pid();
-    let (due, last_prober) = shared.lease();
+    let (due, last_prober) = lease(shared, &setup.conf, now);
     let grace = schedule::grace_ms(keeps_connections(setup), last_prober == pid, interval);
     if let Some(wait) = schedule::wait_before_lease(soon, due, grace) {
         return Some((soon.saturating_add(wait), interval));

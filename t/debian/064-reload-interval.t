@@ -1,0 +1,1 @@
+../064-reload-interval.t
