@@ -260,10 +260,12 @@ stream_instructions() {
     awk '/^summary:/ {print $2}' "$out"
 }
 
-# balancer_instructions NAME: instructions per connection in the balancer's own functions,
-# from NAME's last two cachegrind runs (N1 and N2 connections): stock's stream round-robin
-# hooks, or every function of our module. Unlike the whole slope, this part does not depend
-# on how the event loop's wake-ups happened to fall.
+# balancer_instructions NAME: instructions per connection or request in the balancers' own
+# functions, from NAME's last two cachegrind runs (N1 and N2 of them): stock's round-robin and
+# least_conn hooks and its keepalive module's (http and stream), or every function of our
+# module (with nginx's keepalive module when the configuration has it). Unlike the whole
+# slope, this part does not depend on how the event loop's wake-ups or the heap happened to
+# fall.
 balancer_instructions() {
     local d=$work/$1 n1=$2 n2=$3
     cg_diff "$d/cg.$n1" "$d/cg.$n2" >"$d/cg.diff" 2>/dev/null
@@ -272,7 +274,7 @@ balancer_instructions() {
         on && /^-+$/ && seen {on = 0}
         on && /^ *[0-9,]+ / {
             seen = 1; c = $1; gsub(",", "", c)
-            if ($0 ~ /ngx_http_lb_module::|ngx_stream_upstream_(init|get|free|notify)_round_robin_peer|ngx_stream_upstream_get_peer|ngx_rwlock_/) t += c
+            if ($0 ~ /ngx_http_lb_module::|ngx_(http|stream)_upstream_(init|get|free|notify)_(round_robin|least_conn|keepalive)_peer|ngx_(http|stream)_upstream_get_peer|ngx_rwlock_/) t += c
         }
         END {printf "%.0f", t / n}'
 }
@@ -403,6 +405,8 @@ measure() {
     done
     row "$scen" "ratio ours/$base (instructions)" \
         "$(awk -v a="${IPR[$scen-lb]}" -v b="${IPR[$scen-stock]}" 'BEGIN {printf "%.3f", a/b}')" "" "" ""
+    for v in stock lb; do BAL[$scen-$v]=$(balancer_instructions "$scen-$v" "$N1" "$N2"); done
+    say "$scen: in the balancers' functions ${BAL[$scen-lb]} (ours) vs ${BAL[$scen-stock]} ($base) per request; the ratio counting only that difference over $base's ${IPR[$scen-stock]}: $(awk -v o="${BAL[$scen-lb]}" -v t="${BAL[$scen-stock]}" -v b="${IPR[$scen-stock]}" 'BEGIN {printf "%.3f", (b + o - t) / b}')"
 }
 
 # slow: share of the slow peer per method, under wrk load with 32 connections.
