@@ -353,7 +353,8 @@ unsafe fn get_peer_fully(pc: *mut ngx_peer_connection_t, data: *mut c_void) -> n
 }
 
 /// `peer.free`: an attempt ended; `state` says whether it failed. Plain here, as in
-/// `get_peer`: a stream connection (no status to count) to a plain upstream that did not fail.
+/// `get_peer`: an attempt on a plain upstream (no `lb_outlier` to count it, no `lb_keepalive`
+/// to keep its connection) that did not fail.
 unsafe extern "C" fn free_peer(
     pc: *mut ngx_peer_connection_t,
     data: *mut c_void,
@@ -368,11 +369,22 @@ unsafe extern "C" fn free_peer(
         if let Some(peer) = m.peers.get(rp.current) {
             if up.plain
                 && !m.single
-                && rp.u.is_null()
                 && state & nginx_sys::NGX_PEER_FAILED as ngx_uint_t == 0
                 && !debug
             {
-                shared(peer).on_done(false, &peer.limits, now_ms(), mine(peer));
+                let record = shared(peer);
+                let now = now_ms();
+                // An http response's status and time (see `free_peer_fully`).
+                let st = if rp.u.is_null() {
+                    ptr::null_mut()
+                } else {
+                    (*rp.u).state
+                };
+                if !st.is_null() && (*st).status != 0 {
+                    let took_us = now.saturating_sub(rp.started_ms) * 1000;
+                    record.on_response((*st).status as u16, Some(took_us), now, up.decay_ms);
+                }
+                record.on_done(false, &peer.limits, now, mine(peer));
                 rp.current = NONE;
                 if (*pc).tries > 0 {
                     (*pc).tries -= 1;
