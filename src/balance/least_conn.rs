@@ -13,6 +13,10 @@
 //!   counts (O(n), so amortised O(1) per pick), which also brings back peers that were set
 //!   aside as unavailable.
 //!
+//! Lists of up to [`SCAN_MAX_PEERS`] peers keep no tree: a pick scans their keys (as nginx
+//! scans its peers), which costs less than keeping a tree up to date for a handful of peers;
+//! the choice is the same (the tree's root is the least key of the leaves).
+//!
 //! Ties are broken by stride scheduling: each peer's next turn is at a virtual time that grows
 //! by `1/weight` per pick, smallest first, which like smooth weighted round-robin rotates
 //! through the tied peers in proportion to their weights. Each tree entry is a single 128-bit
@@ -37,6 +41,9 @@ const REFRESH_MS: u64 = 100;
 const NIL: u128 = u128::MAX;
 /// Peers beyond this many are left out (the index lives in the low bits of a key).
 pub const MAX_PEERS: usize = 1 << 24;
+/// Lists of up to this many peers are scanned on each pick instead of keeping a tree (one bit
+/// per peer marks the ones a pick skips).
+pub const SCAN_MAX_PEERS: usize = 16;
 
 /// A peer's place in the tournament, one number so that a comparison is one instruction:
 /// load (48 bits: `active << 32 / weight`), then virtual time of its next turn (56 bits),
@@ -61,7 +68,8 @@ pub struct LeastConn {
     /// stride of it at the next rebuild, so it rejoins the rotation with its fair share
     /// instead of winning every tie until it has caught up.
     vnow: u64,
-    /// Tournament tree of keys: `tree[1]` is the root; leaves start at `size`.
+    /// Tournament tree of keys: `tree[1]` is the root; leaves start at `size`. Empty (and
+    /// `size` 0) for a list that is scanned instead (`SCAN_MAX_PEERS`).
     tree: Vec<u128>,
     size: usize,
     picks_since_refresh: usize,
@@ -79,8 +87,17 @@ fn stride(weight: u32) -> u64 {
 impl LeastConn {
     /// `weights[i]` = 0 leaves peer `i` out for good (e.g. `down`).
     pub fn new(weights: &[u32]) -> LeastConn {
+        LeastConn::build(weights, weights.len() <= SCAN_MAX_PEERS)
+    }
+
+    /// `new`, scanning or with a tree as `scan` says.
+    fn build(weights: &[u32], scan: bool) -> LeastConn {
         let n = weights.len().min(MAX_PEERS);
-        let size = n.max(1).next_power_of_two();
+        let size = if scan {
+            0
+        } else {
+            n.max(1).next_power_of_two()
+        };
         let mut lc = LeastConn {
             weights: weights[..n].to_vec(),
             load: vec![0; n],
@@ -104,6 +121,25 @@ impl LeastConn {
         }
     }
 
+    /// Whether picks scan the keys (no tree).
+    #[inline(always)]
+    fn scans(&self) -> bool {
+        self.size == 0
+    }
+
+    /// The least key of the peers not skipped by this pick (`hidden`, a bit per peer), as the
+    /// tree's root would hold it; `NIL` when there is none.
+    #[inline(always)]
+    fn least(&self, hidden: u32) -> u128 {
+        let mut best = NIL;
+        for i in 0..self.weights.len() {
+            if hidden & (1 << i) == 0 {
+                best = best.min(self.leaf(i));
+            }
+        }
+        best
+    }
+
     fn rebuild(&mut self) {
         for i in 0..self.size {
             self.tree[self.size + i] = if i < self.weights.len() {
@@ -119,6 +155,9 @@ impl LeastConn {
 
     #[inline]
     fn update(&mut self, i: usize) {
+        if self.scans() {
+            return;
+        }
         let mut p = self.size + i;
         self.tree[p] = self.leaf(i);
         while p > 1 {
@@ -182,6 +221,57 @@ impl LeastConn {
         {
             self.refresh(&active, now_ms);
         }
+        let (i, now_active) = if self.scans() {
+            self.choose_by_scan(&active, &mut fit)
+        } else {
+            self.choose_in_tree(&active, &mut fit)
+        }?;
+        self.vnow = self.vnow.max(self.vtime[i]);
+        self.vtime[i] = self.vtime[i].saturating_add(stride(self.weights[i]));
+        self.load[i] = load_key(now_active.saturating_add(1), self.weights[i]);
+        self.update(i);
+        self.picks_since_refresh += 1;
+        Some(i)
+    }
+
+    /// `pick`'s choice in a scanned list: the peer with the least key that `fit` accepts, and
+    /// its count as read.
+    #[inline(always)]
+    fn choose_by_scan(
+        &mut self,
+        active: &impl Fn(usize) -> u32,
+        fit: &mut impl FnMut(usize) -> Fit,
+    ) -> Option<(usize, u32)> {
+        // The peers this pick skipped (`Fit::NotNow`).
+        let mut hidden = 0u32;
+        loop {
+            let top = self.least(hidden);
+            if top == NIL {
+                return None;
+            }
+            let i = (top & 0xff_ffff) as usize;
+            let now_active = active(i);
+            let load = load_key(now_active, self.weights[i]);
+            if load != self.load[i] {
+                // Another worker changed this peer's count since we last looked.
+                self.load[i] = load;
+                continue;
+            }
+            match fit(i) {
+                Fit::Yes => return Some((i, now_active)),
+                Fit::NotNow => hidden |= 1 << i,
+                Fit::Unavailable => self.aside[i] = true,
+            }
+        }
+    }
+
+    /// `pick`'s choice with the tree: as `choose_by_scan`, from the root.
+    #[inline(never)]
+    fn choose_in_tree(
+        &mut self,
+        active: &impl Fn(usize) -> u32,
+        fit: &mut impl FnMut(usize) -> Fit,
+    ) -> Option<(usize, u32)> {
         let mut skipped = [0u32; MAX_SKIPPED];
         let mut n_skipped = 0;
         let chosen = loop {
@@ -214,13 +304,7 @@ impl LeastConn {
         for &s in &skipped[..n_skipped] {
             self.update(s as usize);
         }
-        let (i, now_active) = chosen?;
-        self.vnow = self.vnow.max(self.vtime[i]);
-        self.vtime[i] = self.vtime[i].saturating_add(stride(self.weights[i]));
-        self.load[i] = load_key(now_active.saturating_add(1), self.weights[i]);
-        self.update(i);
-        self.picks_since_refresh += 1;
-        Some(i)
+        chosen
     }
 
     /// Tells the tree this worker's view of peer `i`'s count changed (a connection ended, or
@@ -267,6 +351,62 @@ mod tests {
         fn done(&self, lc: &mut LeastConn, i: usize) {
             self.active.borrow_mut()[i] -= 1;
             lc.set_active(i, self.get(i));
+        }
+    }
+
+    /// The scan of a small list chooses as the tree would, through skips, peers set aside,
+    /// other workers' counts, refreshes and virtual times.
+    #[test]
+    fn scanning_chooses_as_the_tree() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..300 {
+            let n = 1 + (next() % SCAN_MAX_PEERS as u64) as usize;
+            let weights: Vec<u32> = (0..n).map(|_| (next() % 4) as u32).collect();
+            let mut scan = LeastConn::build(&weights, true);
+            let mut tree = LeastConn::build(&weights, false);
+            assert!(scan.scans() && !tree.scans());
+            let mut active = vec![0u32; n];
+            let mut open: Vec<usize> = vec![];
+            for k in 0..200u64 {
+                let now = k * 7;
+                // Each peer's answer for this pick, the same for both.
+                let fits: Vec<Fit> = (0..n)
+                    .map(|_| match next() % 10 {
+                        0 => Fit::NotNow,
+                        1 => Fit::Unavailable,
+                        _ => Fit::Yes,
+                    })
+                    .collect();
+                let a = scan.pick(|i| active[i], |i| fits[i], now);
+                let b = tree.pick(|i| active[i], |i| fits[i], now);
+                assert_eq!(a, b, "round {round}, pick {k}, weights {weights:?}");
+                if let Some(i) = a {
+                    active[i] += 1;
+                    open.push(i);
+                }
+                match next() % 4 {
+                    // A connection of this worker ends.
+                    0 if !open.is_empty() => {
+                        let i = open.swap_remove((next() % open.len() as u64) as usize);
+                        active[i] -= 1;
+                        scan.set_active(i, active[i]);
+                        tree.set_active(i, active[i]);
+                    }
+                    // Another worker's count changes behind our back.
+                    1 => {
+                        let i = (next() % n as u64) as usize;
+                        active[i] =
+                            (next() % 5) as u32 + open.iter().filter(|&&j| j == i).count() as u32;
+                    }
+                    _ => {}
+                }
+            }
         }
     }
 
