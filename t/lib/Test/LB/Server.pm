@@ -111,6 +111,7 @@ sub start {
     $self->_write_conf($conf);
     my ($ok, $out) = $self->_nginx();
     die "nginx did not start: $out\n" unless $ok;
+    $self->{startup} = $out;
     $self->wait_for(sub { -s "$self->{dir}/logs/nginx.pid" }, 5, 'pid file');
     $self->{started} = 1;
     sleep 0.3;
@@ -272,6 +273,11 @@ sub wait_state {
     Test::More::diag("peer $addr is $got, not $state, after ${seconds}s");
     return 0;
 }
+
+# What nginx wrote on stderr at the last start: where nginx's built-in error log is stderr
+# (Debian's: --error-log-path=stderr), the lines it logs before it opens the configuration's
+# error_log (the module's start-up notices among them).
+sub startup_output { $_[0]{startup} // '' }
 
 sub error_log {
     my ($self) = @_;
