@@ -47,7 +47,8 @@ default_set=(
     t/090-example-confs.t t/111-resolve-bad-config.t t/062-probe-keepalive-limit.t
     t/072-least-conn-busy.t t/060-reload.t t/131-outlier.t t/051-status-workers.t
     t/150-stream.t t/153-stream-check-types.t t/151-stream-check.t t/152-stream-check-workers.t
-    t/154-stream-udp.t t/156-stream-resolve.t t/157-stream-api-add.t
+    t/154-stream-udp.t t/156-stream-resolve.t t/157-stream-api-add.t t/158-stream-parity.t
+    t/064-reload-interval.t
 )
 # The short set (CI, about a minute): lb_status in every format with checks, a master with two
 # workers through reloads and a kill -9, lb_api's changes and errors, lb_state.
