@@ -1,5 +1,6 @@
 # least_conn prefers an idle peer over a busy one, over all workers: while one request holds
-# peer a for two seconds, every other request goes to b (round_robin keeps sending to a).
+# peer a for two seconds, every other request goes to b (round_robin keeps sending to a). And
+# a retry never goes back to the peer the request tried, even the least loaded one.
 # Scripted: the Test::Nginx block format cannot keep one request open while sending others.
 use strict;
 use warnings;
@@ -16,6 +17,12 @@ close $fh;
 $s->start(<<'CONF');
     upstream lc { lb_upstream least_conn; server 127.0.0.1:__PORT2__; server 127.0.0.1:__PORT3__; }
     upstream rr { lb_upstream; server 127.0.0.1:__PORT2__; server 127.0.0.1:__PORT3__; }
+    # Nothing listens on port 4: it refuses, and max_fails=0 keeps it in the rotation.
+    upstream lcr {
+        lb_upstream least_conn;
+        server 127.0.0.1:__PORT4__ max_fails=0;
+        server 127.0.0.1:__PORT2__;
+    }
     server {
         listen 127.0.0.1:__PORT2__;
         root __DIR__/html;
@@ -27,6 +34,7 @@ $s->start(<<'CONF');
         listen 127.0.0.1:__PORT1__;
         location /lc/ { proxy_pass http://lc/; }
         location /rr/ { proxy_pass http://rr/; }
+        location /lcr/ { proxy_pass http://lcr/; }
         location /status { lb_status; }
     }
 CONF
@@ -65,6 +73,18 @@ waitpid $pid, 0;
 my %after;
 $after{ ($s->get('/lc/x'))[1] }++ for 1 .. 6;
 ok($after{a} && $after{b}, "least_conn spreads again when both are idle (a: $after{a}, b: $after{b})");
+
+# Port 4 refuses with no connection in progress, a is busy: every request tries port 4 first
+# (the least loaded) and its retry must go to a, the one peer it has not tried.
+$pid = busy('lcr');
+my %lcr;
+for (1 .. 6) {
+    my ($code, $body) = $s->get('/lcr/x');
+    $lcr{"$code $body"}++;
+}
+is_deeply(\%lcr, { '200 a' => 6 },
+          'least_conn: a retry goes to the peer not tried yet, not back to the least loaded');
+waitpid $pid, 0;
 
 $s->cleanup;
 done_testing;

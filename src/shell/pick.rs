@@ -223,7 +223,73 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
                 }
             }
         }
+        get_peer_otherwise(pc, data)
+    }
+}
+
+/// `get_peer` when the pick is not plain round-robin: plain least_conn
+/// (`Upstream::plain_least_conn`, with or without `lb_keepalive`), else `get_peer_fully`.
+/// (Out of line: in `get_peer` it would crowd the round-robin walk out of registers.)
+#[inline(never)]
+unsafe fn get_peer_otherwise(pc: *mut ngx_peer_connection_t, data: *mut c_void) -> ngx_int_t {
+    // SAFETY: as in `get_peer`.
+    unsafe {
+        let rp = &mut *(data as *mut RequestPeers);
+        let up = &mut *rp.upstream;
+        let m = &mut *rp.members;
+        let debug = ngx::log::DEBUG && crate::shell::nginx::debug_on((*pc).log);
+        if up.plain_least_conn && !m.single && rp.members == up.members && !debug {
+            if let Selector::LeastConn(lc) = &mut m.primary {
+                let now = now_ms();
+                let peers = &m.peers[..m.primaries];
+                let tried = rp.tried;
+                let chosen = lc.pick(
+                    |j| shared(&peers[j]).active(),
+                    // SAFETY: `tried` has a bit for every peer (`start`).
+                    |j| plain_fit(*tried.add(j / 64) & (1 << (j % 64)) == 0, &peers[j], now),
+                    now,
+                );
+                if let Some(i) = chosen {
+                    (*pc).set_cached(0);
+                    (*pc).connection = ptr::null_mut();
+                    let peer = &m.peers[i];
+                    take(pc, rp, peer, i, now);
+                    let record = shared(peer);
+                    // The count over all workers, with this connection.
+                    lc.set_active(i, record.active());
+                    if up.keepalive.is_some() && up.owns_slot(peer) {
+                        let slot = peer.slot();
+                        if let Some(k) = up.keepalive.as_deref_mut() {
+                            if crate::shell::keepalive::take(k, slot, pc) {
+                                return crate::shell::nginx::DONE;
+                            }
+                        }
+                    }
+                    return crate::shell::nginx::OK;
+                }
+            }
+        }
         get_peer_fully(pc, data)
+    }
+}
+
+/// least_conn's verdict on a primary peer in a plain pick, as `select_otherwise` gives it:
+/// one load for a calm peer.
+#[inline(always)]
+fn plain_fit(untried: bool, p: &Peer, now: u64) -> Fit {
+    if !untried {
+        return Fit::NotNow;
+    }
+    let record = shared(p);
+    if record.pickable(&p.limits, now) {
+        return Fit::Yes;
+    }
+    match record.verdict(&p.limits, now) {
+        Verdict::Usable | Verdict::Probe => Fit::Yes,
+        Verdict::Full => Fit::NotNow,
+        Verdict::Failed | Verdict::Unhealthy | Verdict::Withdrawn | Verdict::Ejected => {
+            Fit::Unavailable
+        }
     }
 }
 
@@ -385,6 +451,60 @@ unsafe extern "C" fn free_peer(
                     record.on_response((*st).status as u16, Some(took_us), now, up.decay_ms);
                 }
                 record.on_done(false, &peer.limits, now, mine(peer));
+                rp.current = NONE;
+                if (*pc).tries > 0 {
+                    (*pc).tries -= 1;
+                }
+                return;
+            }
+        }
+        free_peer_otherwise(pc, data, state)
+    }
+}
+
+/// `free_peer` when the attempt is not plain round-robin: a plain least_conn attempt
+/// (`Upstream::plain_least_conn`) that did not fail, else `free_peer_fully`. (Out of line, as
+/// `get_peer_otherwise`.)
+#[inline(never)]
+unsafe fn free_peer_otherwise(
+    pc: *mut ngx_peer_connection_t,
+    data: *mut c_void,
+    state: ngx_uint_t,
+) {
+    // SAFETY: as in `get_peer`.
+    unsafe {
+        let rp = &mut *(data as *mut RequestPeers);
+        let up = &mut *rp.upstream;
+        let m = &mut *rp.members;
+        let debug = ngx::log::DEBUG && crate::shell::nginx::debug_on((*pc).log);
+        let i = rp.current;
+        if let Some(peer) = m.peers.get(i) {
+            if up.plain_least_conn
+                && !m.single
+                && state & nginx_sys::NGX_PEER_FAILED as ngx_uint_t == 0
+                && !debug
+            {
+                let record = shared(peer);
+                let now = now_ms();
+                // An http response's status and time (see `free_peer_fully`).
+                let st = if rp.u.is_null() {
+                    ptr::null_mut()
+                } else {
+                    (*rp.u).state
+                };
+                if !st.is_null() && (*st).status != 0 {
+                    let took_us = now.saturating_sub(rp.started_ms) * 1000;
+                    record.on_response((*st).status as u16, Some(took_us), now, up.decay_ms);
+                }
+                record.on_done(false, &peer.limits, now, mine(peer));
+                let (slot, owned) = (peer.slot(), up.owns_slot(peer));
+                if let Some((Selector::LeastConn(lc), j)) = selector_of(m, i) {
+                    lc.set_active(j, record.active());
+                }
+                if let (Some(k), false) = (up.keepalive.as_deref_mut(), rp.u.is_null()) {
+                    // A connection to a peer that left is not kept (see `free_peer_fully`).
+                    crate::shell::keepalive::keep(k, slot, pc, rp.u, !owned);
+                }
                 rp.current = NONE;
                 if (*pc).tries > 0 {
                     (*pc).tries -= 1;

@@ -496,6 +496,9 @@ pub struct Upstream {
     /// Picks may take `shell::pick`'s plain path: round-robin, no `lb_panic`, `lb_outlier`
     /// or `lb_keepalive` (set with `records_ready`).
     pub plain: bool,
+    /// The same for least_conn, with or without `lb_keepalive`: no `lb_panic` or
+    /// `lb_outlier`.
+    pub plain_least_conn: bool,
     /// Idle connections per slot (`lb_keepalive`), if configured.
     pub keepalive: Option<Box<crate::shell::keepalive::PeerCaches>>,
     /// This worker's seed for p2c (set after the fork).
@@ -579,6 +582,7 @@ impl Upstream {
             check: None,
             records_ready: false,
             plain: false,
+            plain_least_conn: false,
             keepalive: None,
             seed: 1,
             panic: None,
@@ -604,10 +608,10 @@ impl Upstream {
     /// by then, so this also decides whether its picks may take the plain path.
     pub fn set_ready(&mut self) {
         self.records_ready = true;
-        self.plain = self.method == Method::RoundRobin
-            && self.panic.is_none()
-            && self.outlier.is_none()
-            && self.keepalive.is_none();
+        let judged_plainly = self.panic.is_none() && self.outlier.is_none();
+        self.plain =
+            judged_plainly && self.method == Method::RoundRobin && self.keepalive.is_none();
+        self.plain_least_conn = judged_plainly && self.method == Method::LeastConn;
     }
 
     /// The current peers.
