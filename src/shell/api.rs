@@ -1024,6 +1024,7 @@ unsafe fn patch_peer(
                 if before != api::Admin::Up.code() && admin == api::Admin::Up {
                     // Back from drain or down: `lb_slow_start` ramps it.
                     (*p.shared).start_ramp(crate::shell::nginx::now_ms());
+                    u.ramp_started();
                 }
                 if before == api::Admin::Down.code() && admin != api::Admin::Down {
                     // Checks stopped while it was down: what they said then is old news;

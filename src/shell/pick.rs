@@ -359,6 +359,7 @@ unsafe fn get_peer_fully(pc: *mut ngx_peer_connection_t, data: *mut c_void) -> n
         };
         let record = shared(peer);
         if up.outlier.is_some() && record.take_return(now) {
+            up.ramp_started();
             ngx::ngx_log_error!(
                 NGX_LOG_WARN,
                 (*pc).log,
@@ -450,7 +451,11 @@ unsafe extern "C" fn free_peer(
                     let took_us = now.saturating_sub(rp.started_ms) * 1000;
                     record.on_response((*st).status as u16, Some(took_us), now, up.decay_ms);
                 }
-                record.on_done(false, &peer.limits, now, mine(peer));
+                if record.on_done(false, &peer.limits, now, mine(peer))
+                    == Some(FailOutcome::Recovered)
+                {
+                    (*rp.upstream).ramp_started();
+                }
                 rp.current = NONE;
                 if (*pc).tries > 0 {
                     (*pc).tries -= 1;
@@ -496,7 +501,11 @@ unsafe fn free_peer_otherwise(
                     let took_us = now.saturating_sub(rp.started_ms) * 1000;
                     record.on_response((*st).status as u16, Some(took_us), now, up.decay_ms);
                 }
-                record.on_done(false, &peer.limits, now, mine(peer));
+                if record.on_done(false, &peer.limits, now, mine(peer))
+                    == Some(FailOutcome::Recovered)
+                {
+                    (*rp.upstream).ramp_started();
+                }
                 let (slot, owned) = (peer.slot(), up.owns_slot(peer));
                 if let Some((Selector::LeastConn(lc), j)) = selector_of(m, i) {
                     lc.set_active(j, record.active());
@@ -570,6 +579,9 @@ unsafe fn free_peer_fully(pc: *mut ngx_peer_connection_t, data: *mut c_void, sta
             } else {
                 record.on_done(failed, &peer.limits, now, mine(peer))
             };
+            if outcome == Some(FailOutcome::Recovered) {
+                up.ramp_started();
+            }
             lb_debug!(
                 (*pc).log,
                 "lb: free {} peer, try: {}, peer {} in {}upstream \"{}\": {}, status {}, {} ms{}",

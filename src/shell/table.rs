@@ -614,6 +614,17 @@ impl Upstream {
         self.plain_least_conn = judged_plainly && self.method == Method::LeastConn;
     }
 
+    /// A peer's `lb_slow_start` ramp started (its record says since when): every worker
+    /// rebuilds its selection state at its next request (`follow_weights`), rather than at
+    /// its next look at the ramps, up to a second later, with the peer at its full weight
+    /// meanwhile.
+    pub fn ramp_started(&self) {
+        if self.slow_start.is_some() && !self.weights.is_null() {
+            // SAFETY: the counter lives in the zone, mapped for the life of the process.
+            unsafe { &*self.weights }.fetch_add(1, core::sync::atomic::Ordering::Release);
+        }
+    }
+
     /// The current peers.
     pub fn current(&self) -> &Members {
         // SAFETY: `members` is always a live snapshot this upstream holds.

@@ -151,12 +151,14 @@ pub struct Counters {
     pub downtime_ms: u64,
 }
 
-/// What a failure did to the peer, so the caller can log a state change once.
+/// What the end of an attempt did to the peer, so the caller can log a state change once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailOutcome {
     Counted,
     /// This failure reached `max_fails`: the peer is now unavailable for `fail_timeout`.
     MadeUnavailable,
+    /// This success ended a passive failure period: the peer's `lb_slow_start` ramp started.
+    Recovered,
 }
 
 impl PeerShared {
@@ -562,6 +564,7 @@ impl PeerShared {
             if limits.max_fails > 0 && before >= limits.max_fails {
                 // Back from a passive failure period.
                 self.start_ramp(now_ms);
+                return Some(FailOutcome::Recovered);
             }
         }
         None
@@ -906,11 +909,17 @@ mod tests {
         p.on_pick(&L, 110_001, &mine);
         // The probe is in flight: nobody else may probe.
         assert_eq!(p.verdict(&L, 110_002), Verdict::Failed);
-        // It succeeds: failures are cleared.
-        assert_eq!(p.on_done(false, &L, 110_005, &mine), None);
+        // It succeeds: failures are cleared, and the peer's ramp starts (said once).
+        assert_eq!(
+            p.on_done(false, &L, 110_005, &mine),
+            Some(FailOutcome::Recovered)
+        );
+        assert_eq!(p.ramp_start(), 110_005);
+        p.on_pick(&L, 110_006, &mine);
+        assert_eq!(p.on_done(false, &L, 110_007, &mine), None);
         assert_eq!(p.verdict(&L, 110_006), Verdict::Usable);
         assert_eq!(p.unavail.load(Relaxed), 1);
-        assert_eq!(p.requests.load(Relaxed), 2);
+        assert_eq!(p.requests.load(Relaxed), 3);
         assert_eq!(p.active(), 0);
     }
 

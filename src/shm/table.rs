@@ -36,8 +36,9 @@ pub struct Header {
     pub generation: u32,
     /// Rows of per-worker active counters (besides the shared overflow row).
     pub slots: u32,
-    /// Bumped whenever an operator changes a weight (`lb_api`): workers compare it per
-    /// request and rebuild their selection state when it moved.
+    /// Bumped whenever an operator changes a weight (`lb_api`) or a peer's `lb_slow_start`
+    /// ramp starts (`Upstream::ramp_started`): workers compare it per request and rebuild
+    /// their selection state when it moved.
     pub weights: AtomicU32,
     /// Entries for peers added through `lb_api` (`shm::added`).
     pub added_capacity: u32,

@@ -926,6 +926,7 @@ fn finish(p: &mut Probe, reason: Reason) {
     if transition == Some(Transition::WentUp) && p.shared().counters().unhealthy > 0 {
         // Back after being down (not the first result at a start): `lb_slow_start` ramps it.
         p.shared().start_ramp(crate::shell::nginx::now_ms());
+        p.upstream().ramp_started();
     }
     if let Some(t) = transition {
         let u = p.upstream();
