@@ -440,22 +440,7 @@ unsafe extern "C" fn free_peer(
                 && !debug
             {
                 let record = shared(peer);
-                let now = now_ms();
-                // An http response's status and time (see `free_peer_fully`).
-                let st = if rp.u.is_null() {
-                    ptr::null_mut()
-                } else {
-                    (*rp.u).state
-                };
-                if !st.is_null() && (*st).status != 0 {
-                    let took_us = now.saturating_sub(rp.started_ms) * 1000;
-                    record.on_response((*st).status as u16, Some(took_us), now, up.decay_ms);
-                }
-                if record.on_done(false, &peer.limits, now, mine(peer))
-                    == Some(FailOutcome::Recovered)
-                {
-                    (*rp.upstream).ramp_started();
-                }
+                end_plainly(rp, peer, record, up.decay_ms);
                 rp.current = NONE;
                 if (*pc).tries > 0 {
                     (*pc).tries -= 1;
@@ -464,6 +449,37 @@ unsafe extern "C" fn free_peer(
             }
         }
         free_peer_otherwise(pc, data, state)
+    }
+}
+
+/// What a plain `free_peer` records of an attempt that did not fail on `peer` (the request's
+/// `rp.current`): an http response's status and time (see `free_peer_fully`), the end of the
+/// attempt, and a ramp that it started.
+///
+/// # Safety
+/// `rp` is a live request's; its `u`, when not null, is the http request's upstream.
+#[inline(always)]
+unsafe fn end_plainly(
+    rp: &RequestPeers,
+    peer: &Peer,
+    record: &crate::shm::PeerShared,
+    decay_ms: u64,
+) {
+    let now = now_ms();
+    // SAFETY: as required by the caller.
+    unsafe {
+        let st = if rp.u.is_null() {
+            ptr::null_mut()
+        } else {
+            (*rp.u).state
+        };
+        if !st.is_null() && (*st).status != 0 {
+            let took_us = now.saturating_sub(rp.started_ms) * 1000;
+            record.on_response((*st).status as u16, Some(took_us), now, decay_ms);
+        }
+        if record.on_done(false, &peer.limits, now, mine(peer)) == Some(FailOutcome::Recovered) {
+            (*rp.upstream).ramp_started();
+        }
     }
 }
 
@@ -490,22 +506,7 @@ unsafe fn free_peer_otherwise(
                 && !debug
             {
                 let record = shared(peer);
-                let now = now_ms();
-                // An http response's status and time (see `free_peer_fully`).
-                let st = if rp.u.is_null() {
-                    ptr::null_mut()
-                } else {
-                    (*rp.u).state
-                };
-                if !st.is_null() && (*st).status != 0 {
-                    let took_us = now.saturating_sub(rp.started_ms) * 1000;
-                    record.on_response((*st).status as u16, Some(took_us), now, up.decay_ms);
-                }
-                if record.on_done(false, &peer.limits, now, mine(peer))
-                    == Some(FailOutcome::Recovered)
-                {
-                    (*rp.upstream).ramp_started();
-                }
+                end_plainly(rp, peer, record, up.decay_ms);
                 let (slot, owned) = (peer.slot(), up.owns_slot(peer));
                 if let Some((Selector::LeastConn(lc), j)) = selector_of(m, i) {
                     lc.set_active(j, record.active());
