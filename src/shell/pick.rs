@@ -190,8 +190,9 @@ pub unsafe fn start(
 /// upstream without `lb_panic`, `lb_outlier` or `lb_keepalive` (`Upstream::plain`), more than
 /// one peer, peers unchanged since the request started, and a primary peer to take. That
 /// pick runs here, in a function small enough to keep its walk in registers; every other
-/// goes to `get_peer_fully`, which also takes a plain pick that found no primary (to try the
-/// backups: the walk changed nothing when it found no peer).
+/// goes to `get_peer_otherwise` (least_conn's plain pick) and from there to `get_peer_fully`,
+/// which also takes a plain pick that found no primary (to try the backups: the walk changed
+/// nothing when it found no peer).
 unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void) -> ngx_int_t {
     // SAFETY: `data` is the `RequestPeers` set by `init_peer`; `pc` is the request's peer
     // connection; the table outlives every request of its cycle.
