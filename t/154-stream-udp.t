@@ -63,4 +63,6 @@ is($p->{$dead}{state}, 'unhealthy', 'and the dead peer stays down');
 like(ask(), qr/\A[ab]\z/, 'traffic still flows');
 
 $s->stop;
+# Its directory stays for a look when something failed.
+$s->cleanup if Test::More->builder->is_passing;
 done_testing;

@@ -81,4 +81,6 @@ is($u->{peers}[0]{admin}, 'up', 'the http peer is not');
 is(join('', map { tcp() } 1 .. 3), 'bbb', 'and a still gets no connection');
 
 $s->stop;
+# Its directory stays for a look when something failed.
+$s->cleanup if Test::More->builder->is_passing;
 done_testing;
